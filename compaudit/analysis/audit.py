@@ -1,0 +1,282 @@
+"""Run every analysis on a population and collect its tables and ``metrics.json``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+import compaudit
+from compaudit._atomic import atomic_path, atomic_write_text
+from compaudit.analysis.accuracy import accuracy_summary, accuracy_table
+from compaudit.analysis.classes import class_summary, class_table
+from compaudit.analysis.pie import overindex_table, pie_summary, pie_table
+from compaudit.analysis.population import Population, build_population
+from compaudit.analysis.subgroups import subgroup_analysis, subgroup_cells
+from compaudit.errors import AuditInputError
+from compaudit.tables import read_examples, read_predictions
+
+__all__ = ["AnalysisOptions", "AnalysisResult", "analyze", "analyze_files", "METRICS_SCHEMA"]
+
+METRICS_SCHEMA = "compaudit.metrics/1"
+TABLE_NAMES = (
+    "accuracy", "classes", "pie", "overindex", "subgroups", "subgroup_summary", "deltas",
+    "disparity",
+)
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """Options of :func:`analyze`.
+
+    Parameters
+    ----------
+    dense
+        Name of the reference (uncompressed) variant.
+    protected
+        Protected attributes (names without ``attr.``); ``None`` takes every ``attr.*``
+        column of the examples table.
+    positive_label
+        The class counted as positive in binary tasks (FPR, FNR, ...).
+    n_boot
+        Bootstrap resamples for intervals and p-values; 0 turns the bootstrap off.
+    seed
+        Seed of the bootstrap.
+    alpha
+        Significance level for the ``significant_*`` flags.
+    level
+        Confidence level of every interval.
+    num_classes
+        Number of classes; inferred when ``None`` (2 when predictions carry ``p_pos``).
+    shift
+        Which ``shift`` of the examples the class, PIE and subgroup analyses use.
+    """
+
+    dense: str = "dense"
+    protected: tuple[str, ...] | None = None
+    positive_label: int = 1
+    n_boot: int = 1000
+    seed: int = 0
+    alpha: float = 0.05
+    level: float = 0.95
+    num_classes: int | None = None
+    shift: str = "clean"
+
+    def check(self) -> None:
+        """Raise :class:`AuditInputError` for options out of range."""
+        problems = []
+        if self.n_boot < 0:
+            problems.append(f"option --bootstrap: got {self.n_boot}; expected 0 or more")
+        if not 0 < self.alpha < 1:
+            problems.append(f"option alpha: got {self.alpha}; expected a value in (0, 1)")
+        if not 0 < self.level < 1:
+            problems.append(f"option level: got {self.level}; expected a value in (0, 1)")
+        if self.num_classes is not None and self.num_classes < 2:
+            problems.append(f"option --num-classes: got {self.num_classes}; expected >= 2")
+        if problems:
+            raise AuditInputError(problems)
+
+
+@dataclass
+class AnalysisResult:
+    """Every table of an analysis and the ``metrics.json`` document built from them."""
+
+    metrics: dict[str, Any]
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def write(self, out_dir: str | Path) -> Path:
+        """Write ``metrics.json`` and ``tables/*.csv`` under ``out_dir`` atomically."""
+        out = Path(out_dir)
+        for name, table in self.tables.items():
+            with atomic_path(out / "tables" / f"{name}.csv") as tmp:
+                table.to_csv(tmp, index=False)
+        atomic_write_text(out / "metrics.json", dumps_metrics(self.metrics))
+        return out / "metrics.json"
+
+
+def dumps_metrics(metrics: dict[str, Any]) -> str:
+    """Serialize metrics as strict JSON (NaN and infinities become null)."""
+    return json.dumps(_jsonable(metrics), indent=2, allow_nan=False) + "\n"
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    return obj
+
+
+def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    return _jsonable(table.to_dict(orient="records")) if not table.empty else []
+
+
+def _check_attributes(pop: Population, options: AnalysisOptions) -> list[str]:
+    available = pop.attributes
+    wanted = list(options.protected) if options.protected is not None else available
+    unknown = [a for a in wanted if a not in available]
+    if unknown:
+        raise AuditInputError(
+            f"examples: protected attribute(s) {', '.join(map(repr, unknown))} not found; "
+            f"the examples table has {', '.join(map(repr, available)) or 'no attr.* columns'}"
+        )
+    if pop.is_binary and options.positive_label not in (0, 1):
+        raise AuditInputError(
+            f"option --positive-label: got {options.positive_label}; a binary task has "
+            "labels 0 and 1"
+        )
+    return wanted
+
+
+def analyze(
+    examples: pd.DataFrame,
+    predictions: pd.DataFrame,
+    options: AnalysisOptions | None = None,
+    *,
+    progress: bool = False,
+    inputs: dict[str, Any] | None = None,
+) -> AnalysisResult:
+    """Analyze validated examples and predictions tables.
+
+    Parameters
+    ----------
+    examples, predictions
+        Tables as returned by :func:`compaudit.read_examples` and
+        :func:`compaudit.read_predictions`.
+    options
+        See :class:`AnalysisOptions`.
+    progress
+        Show a progress bar over the analysis steps.
+    inputs
+        Provenance of the inputs, recorded in ``metrics.json``.
+    """
+    options = options or AnalysisOptions()
+    options.check()
+    steps = tqdm(total=5, desc="analyze", disable=not progress, leave=False)
+    full = build_population(
+        examples, predictions, dense=options.dense, num_classes=options.num_classes
+    )
+    attributes = _check_attributes(full, options)
+    acc = _accuracy_by_shift(full)
+    steps.update()
+    in_shift = full.examples["shift"].to_numpy() == options.shift
+    if not in_shift.any():
+        shifts = sorted(full.examples["shift"].unique())
+        raise AuditInputError(
+            f"examples: no rows with shift {options.shift!r}; found {', '.join(shifts)}"
+        )
+    pop = full.subset(in_shift) if not in_shift.all() else full
+    classes = class_table(pop, alpha=options.alpha)
+    steps.update()
+    pies = pie_table(pop)
+    overindex = overindex_table(pop, pies, attributes)
+    steps.update()
+    sub = subgroup_analysis(pop, attributes, positive_label=options.positive_label,
+                            n_boot=options.n_boot, seed=options.seed, level=options.level)
+    summary = sub.summary
+    if not pop.is_binary and not pies.empty:
+        summary = pd.concat([summary, _pie_rates(pop, pies)], ignore_index=True)
+    steps.update()
+    clean_acc = acc[(acc["shift"] == options.shift)]
+    metrics = {
+        "schema": METRICS_SCHEMA,
+        "created_by": f"compaudit {compaudit.__version__}",
+        "environment": {"python": platform.python_version(), "numpy": np.__version__,
+                        "pandas": pd.__version__},
+        "inputs": inputs or {},
+        "options": asdict(options),
+        "task": {
+            "num_classes": pop.num_classes, "binary": pop.is_binary,
+            "n_examples": len(pop.labels), "attributes": attributes,
+            "shifts": sorted(full.examples["shift"].unique().tolist()),
+        },
+        "variants": {name: {"replicas": v.replicas.tolist()}
+                     for name, v in full.variants.items()},
+        "accuracy": accuracy_summary(clean_acc),
+        "accuracy_by_shift": _records(acc),
+        "classes": class_summary(classes),
+        "pie": pie_summary(pies),
+        "overindex": _records(overindex),
+        "subgroups": _records(summary),
+        "deltas": _records(sub.deltas),
+        "disparity": _records(sub.disparity),
+    }
+    steps.update()
+    steps.close()
+    tables = {
+        "accuracy": acc, "classes": classes, "pie": pies, "overindex": overindex,
+        "subgroups": sub.per_replica, "subgroup_summary": summary, "deltas": sub.deltas,
+        "disparity": sub.disparity,
+    }
+    return AnalysisResult(metrics=metrics, tables=tables)
+
+
+def _accuracy_by_shift(pop: Population) -> pd.DataFrame:
+    frames = []
+    keys = pop.examples[["shift", "severity"]]
+    for (shift, severity), idx in keys.groupby(["shift", "severity"], sort=True).indices.items():
+        mask = np.zeros(len(pop.labels), bool)
+        mask[idx] = True
+        table = accuracy_table(pop.subset(mask) if not mask.all() else pop)
+        table.insert(2, "shift", shift)
+        table.insert(3, "severity", int(severity))
+        frames.append(table)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _pie_rates(pop: Population, pies: pd.DataFrame) -> pd.DataFrame:
+    """PIE rate per (compressed variant, subgroup) for many-class tasks."""
+    cells = subgroup_cells(pop.examples, pop.attributes)
+    counts = np.bincount(cells.codes, minlength=cells.membership.shape[1])
+    n_sub = cells.membership @ counts
+    rows = []
+    for name, grp in pies.groupby("variant", sort=False):
+        pie_fine = np.bincount(cells.codes, weights=grp["is_pie"].to_numpy(float),
+                               minlength=len(counts))
+        rate = (cells.membership @ pie_fine) / n_sub
+        for sub, grouping, n, r in zip(cells.names, cells.groupings, n_sub, rate):
+            rows.append({"variant": name, "subgroup": sub, "grouping": grouping,
+                         "metric": "pie_rate", "n": int(n), "replicas": None,
+                         "mean": float(r), "std": None, "lo": None, "hi": None})
+    return pd.DataFrame(rows)
+
+
+def _file_info(path: Path, rows: int) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": str(path), "sha256": digest.hexdigest(), "rows": rows}
+
+
+def analyze_files(
+    examples: str | Path,
+    predictions: str | Path,
+    options: AnalysisOptions | None = None,
+    *,
+    progress: bool = False,
+) -> AnalysisResult:
+    """Read, validate and analyze ``examples`` and ``predictions`` files."""
+    options = options or AnalysisOptions()
+    options.check()
+    ex = read_examples(examples, num_classes=options.num_classes)
+    pr = read_predictions(predictions, ex, dense=options.dense, num_classes=options.num_classes)
+    inputs = {"examples": _file_info(Path(examples), len(ex)),
+              "predictions": _file_info(Path(predictions), len(pr))}
+    return analyze(ex, pr, options, progress=progress, inputs=inputs)

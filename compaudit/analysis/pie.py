@@ -1,0 +1,195 @@
+"""Pruning Identified Exemplars (Hooker et al.) and how they over-index on subgroups.
+
+An example is a PIE for a compressed variant when the modal prediction of the
+compressed population differs from the modal prediction of the dense population.
+
+Tie rule: when several classes share the highest count, the modal prediction is the
+**largest** tied class index. This follows the paper's public code so that counts are
+comparable; the rule is arbitrary, and the ``*_mode_share`` columns let a reader spot
+examples whose mode is a tie.
+
+The taxicab score (Hooker et al. 2020) is the L1 distance between the two populations'
+normalized label histograms of an example, from 0 (identical) to 2 (disjoint).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from compaudit.analysis.accuracy import correct
+from compaudit.analysis.population import Population
+from compaudit.analysis.stats import benjamini_hochberg, fisher_exact_2x2
+
+__all__ = [
+    "modal_prediction",
+    "taxicab_distance",
+    "pie_table",
+    "pie_summary",
+    "overindex_table",
+    "overindex_from_counts",
+]
+
+
+def modal_prediction(pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Most frequent class per column of ``pred`` (R, N); ties go to the largest class.
+
+    Returns the modes (N,) and their counts (N,). Runs in O(R N) after one sort along
+    the replica axis, with no Python loop over examples.
+    """
+    s = np.sort(pred, axis=0)
+    run = np.ones(s.shape[1], dtype=np.int64)
+    best_count = run.copy()
+    best = s[0].astype(np.int64)
+    for j in range(1, s.shape[0]):
+        same = s[j] == s[j - 1]
+        run = np.where(same, run + 1, 1)
+        # ">=" keeps the later (larger) class on a tied count: the documented tie rule.
+        take = run >= best_count
+        best = np.where(take, s[j], best)
+        best_count = np.where(take, run, best_count)
+    return best, best_count
+
+
+def taxicab_distance(pred_a: np.ndarray, pred_b: np.ndarray) -> np.ndarray:
+    """L1 distance between the normalized label histograms of two populations, per example.
+
+    ``pred_a`` is (Ra, N), ``pred_b`` is (Rb, N). Computed with exact integer weights
+    (Rb per vote of a, -Ra per vote of b) and divided by Ra*Rb at the end.
+    """
+    ra, rb = pred_a.shape[0], pred_b.shape[0]
+    values = np.concatenate([pred_a, pred_b], axis=0)
+    weights = np.concatenate(
+        [np.full(ra, rb, np.int64), np.full(rb, -ra, np.int64)]
+    )[:, None].repeat(values.shape[1], axis=1)
+    order = np.argsort(values, axis=0, kind="stable")
+    v = np.take_along_axis(values, order, axis=0)
+    w = np.take_along_axis(weights, order, axis=0)
+    total = np.zeros(values.shape[1], np.int64)
+    run = w[0].copy()
+    for j in range(1, v.shape[0]):
+        same = v[j] == v[j - 1]
+        total += np.where(same, 0, np.abs(run))
+        run = np.where(same, run + w[j], w[j])
+    total += np.abs(run)
+    return total / (ra * rb)
+
+
+def pie_table(pop: Population) -> pd.DataFrame:
+    """One row per (compressed variant, example).
+
+    Columns: variant, example_id, label, dense_mode, variant_mode, dense_mode_share,
+    variant_mode_share, is_pie, taxicab, dense_accuracy, variant_accuracy (share of each
+    population's replicas that are correct on the example).
+    """
+    dense = pop.variants[pop.dense]
+    d_mode, d_count = modal_prediction(dense.pred)
+    d_acc = correct(dense, pop.labels).mean(axis=0)
+    frames = []
+    for name in pop.compressed:
+        v = pop.variants[name]
+        v_mode, v_count = modal_prediction(v.pred)
+        frames.append(pd.DataFrame({
+            "variant": name,
+            "example_id": pop.examples["example_id"].to_numpy(),
+            "label": pop.labels,
+            "dense_mode": d_mode,
+            "variant_mode": v_mode,
+            "dense_mode_share": d_count / dense.n_replicas,
+            "variant_mode_share": v_count / v.n_replicas,
+            "is_pie": v_mode != d_mode,
+            "taxicab": taxicab_distance(dense.pred, v.pred),
+            "dense_accuracy": d_acc,
+            "variant_accuracy": correct(v, pop.labels).mean(axis=0),
+        }))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def pie_summary(table: pd.DataFrame) -> dict[str, dict]:
+    """Per variant: PIE count and rate, and top-1 of both populations on PIEs,
+    non-PIEs and all examples (mean over replicas)."""
+    out: dict[str, dict] = {}
+    if table.empty:
+        return out
+    for name, grp in table.groupby("variant", sort=False):
+        pie = grp["is_pie"].to_numpy()
+        entry = {"n_examples": int(len(grp)), "n_pie": int(pie.sum()),
+                 "pie_rate": float(pie.mean())}
+        for subset, mask in (("pie", pie), ("non_pie", ~pie), ("all", np.ones_like(pie))):
+            for side in ("dense", "variant"):
+                acc = grp[f"{side}_accuracy"].to_numpy()[mask]
+                entry[f"{side}_top1_{subset}"] = float(acc.mean()) if mask.any() else None
+        out[str(name)] = entry
+    return out
+
+
+def overindex_from_counts(
+    cells: pd.DataFrame, *, round_shares: int | None = None
+) -> pd.DataFrame:
+    """Add shares, relative growth and a Fisher exact test to per-cell PIE counts.
+
+    Parameters
+    ----------
+    cells
+        One row per attribute combination with integer columns ``n_non_pie`` and
+        ``n_pie`` (and any descriptive columns, kept).
+    round_shares
+        Round the percentage shares to this many decimals before computing the
+        relative growth, as the paper's Table 1 did. ``None`` uses exact shares.
+
+    Returns
+    -------
+    The table with ``non_pie_pct``, ``pie_pct``, ``relative_growth_pct`` (PIE share /
+    non-PIE share - 1, in %), ``odds_ratio``, ``p_value`` (two-sided Fisher exact test of
+    the cell against all other cells) and ``q_value`` (Benjamini-Hochberg over cells).
+    """
+    out = cells.copy()
+    pie = out["n_pie"].to_numpy(np.int64)
+    non = out["n_non_pie"].to_numpy(np.int64)
+    pie_pct = 100.0 * pie / max(pie.sum(), 1)
+    non_pct = 100.0 * non / max(non.sum(), 1)
+    if round_shares is not None:
+        pie_pct, non_pct = np.round(pie_pct, round_shares), np.round(non_pct, round_shares)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        growth = np.where(non_pct > 0, 100.0 * (pie_pct / non_pct - 1.0), np.nan)
+    tables = np.stack(
+        [np.stack([pie, pie.sum() - pie], 1), np.stack([non, non.sum() - non], 1)], 1
+    )
+    odds, p = fisher_exact_2x2(tables)
+    out["non_pie_pct"] = non_pct
+    out["pie_pct"] = pie_pct
+    out["relative_growth_pct"] = growth
+    out["odds_ratio"] = odds
+    out["p_value"] = p
+    out["q_value"] = benjamini_hochberg(p)
+    return out
+
+
+def overindex_table(pop: Population, pies: pd.DataFrame, attributes: list[str]) -> pd.DataFrame:
+    """Over-index of PIEs per attribute combination, per compressed variant.
+
+    Cells are the target label crossed with the protected attributes for binary tasks
+    (as in the paper's Table 1), and the protected attributes alone for many-class tasks.
+    """
+    if pies.empty or not attributes:
+        return pd.DataFrame()
+    keys = [f"attr.{a}" for a in attributes]
+    base = pop.examples[keys].copy()
+    if pop.is_binary:
+        base.insert(0, "label", pop.labels)
+    by = list(base.columns)
+    frames = []
+    for name, grp in pies.groupby("variant", sort=False):
+        cell = base.assign(is_pie=grp["is_pie"].to_numpy())
+        counts = (
+            cell.groupby(by, observed=True)["is_pie"]
+            .agg(n_pie="sum", n="size")
+            .reset_index()
+        )
+        counts["n_non_pie"] = counts["n"] - counts["n_pie"]
+        counts = counts.drop(columns="n")
+        counts.insert(0, "variant", name)
+        frames.append(overindex_from_counts(counts))
+    out = pd.concat(frames, ignore_index=True)
+    return out.sort_values(["variant", "relative_growth_pct"], ascending=[True, False],
+                           kind="stable").reset_index(drop=True)

@@ -1,0 +1,223 @@
+"""Statistical building blocks shared by every analysis.
+
+One vectorized bootstrap engine (:func:`bootstrap_sums`): resample examples with
+replacement as multinomial count weights and turn every statistic that is a ratio of
+sums into one matrix product per chunk of resamples. No Python loop runs over resamples.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+from scipy import stats as sps
+
+__all__ = [
+    "benjamini_hochberg",
+    "welch_ttest",
+    "t_interval",
+    "mcnemar_exact",
+    "fisher_exact_2x2",
+    "bootstrap_weights",
+    "bootstrap_sums",
+    "BootstrapSummary",
+    "summarize_bootstrap",
+]
+
+#: Resamples generated per matrix product; bounds memory at chunk x n_examples floats.
+_CHUNK = 250
+
+
+def benjamini_hochberg(pvalues: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q-values); NaN entries stay NaN.
+
+    Equals ``statsmodels.stats.multitest.multipletests(p, method="fdr_bh")[1]`` on the
+    finite entries.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    q = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    m = int(ok.sum())
+    if m == 0:
+        return q
+    pv = p[ok]
+    order = np.argsort(pv, kind="stable")
+    ranked = pv[order] * m / np.arange(1, m + 1)
+    # Step-up: q_(i) = min_{j >= i} p_(j) m / j, capped at 1.
+    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(ranked, 1.0)
+    q[ok] = out
+    return q
+
+
+def welch_ttest(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two-sided Welch t-test of ``a`` against ``b`` along axis 0, for every column.
+
+    Parameters
+    ----------
+    a, b
+        Samples of shape (n_a, k) and (n_b, k); NaN-free, n_a, n_b >= 2.
+
+    Returns
+    -------
+    t, df, p
+        Arrays of shape (k,), equal to ``scipy.stats.ttest_ind(a, b, equal_var=False)``
+        (t = mean(a) - mean(b) over its standard error). Columns where both samples
+        have zero variance give NaN, as scipy does.
+    """
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    na, nb = a.shape[0], b.shape[0]
+    va = a.var(axis=0, ddof=1) / na
+    vb = b.var(axis=0, ddof=1) / nb
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (a.mean(axis=0) - b.mean(axis=0)) / np.sqrt(va + vb)
+        df = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
+    p = 2.0 * sps.t.sf(np.abs(t), df)
+    bad = (va + vb) == 0
+    t = np.where(bad, np.nan, t)
+    df = np.where(bad, np.nan, df)
+    p = np.where(bad, np.nan, p)
+    return t, df, p
+
+
+def t_interval(
+    values: np.ndarray, *, axis: int = 0, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, sample std and the t-interval of the mean along ``axis``.
+
+    NaNs are ignored; fewer than two finite values give a NaN std and interval.
+    """
+    v = np.asarray(values, dtype=float)
+    n = np.sum(np.isfinite(v), axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nansum(v, axis=axis) / n
+        dev = np.where(np.isfinite(v), v - np.expand_dims(mean, axis), 0.0)
+        std = np.sqrt(np.sum(dev**2, axis=axis) / (n - 1))
+        half = sps.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1)) * std / np.sqrt(n)
+    mean = np.where(n > 0, mean, np.nan)
+    std = np.where(n > 1, std, np.nan)
+    half = np.where(n > 1, half, np.nan)
+    return mean, std, mean - half, mean + half
+
+
+def mcnemar_exact(b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Exact (binomial) McNemar p-values from discordant counts ``b`` and ``c``.
+
+    Equals ``statsmodels.stats.contingency_tables.mcnemar(table, exact=True).pvalue``.
+    """
+    b = np.asarray(b, dtype=np.int64)
+    c = np.asarray(c, dtype=np.int64)
+    p = 2.0 * sps.binom.cdf(np.minimum(b, c), b + c, 0.5)
+    return np.minimum(np.where(b + c == 0, 1.0, p), 1.0)
+
+
+def fisher_exact_2x2(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided Fisher exact test for a stack of 2x2 tables of shape (k, 2, 2).
+
+    Returns the sample odds ratios and p-values (``scipy.stats.fisher_exact``).
+    """
+    table = np.asarray(table, dtype=np.int64).reshape(-1, 2, 2)
+    odds = np.empty(len(table))
+    p = np.empty(len(table))
+    for i, t in enumerate(table):  # k is small: one per attribute cell
+        res = sps.fisher_exact(t)
+        odds[i], p[i] = res.statistic, res.pvalue
+    return odds, p
+
+
+def bootstrap_weights(
+    n: int, n_boot: int, rng: np.random.Generator, chunk: int = _CHUNK
+) -> Iterator[np.ndarray]:
+    """Yield multinomial resampling weights, ``chunk`` resamples at a time.
+
+    Each yielded array has shape (b, n), float32, and row sums equal to ``n``: the number
+    of times each example is drawn in that resample.
+    """
+    done = 0
+    while done < n_boot:
+        b = min(chunk, n_boot - done)
+        draws = rng.integers(0, n, size=(b, n))
+        draws += (np.arange(b) * n)[:, None]
+        yield np.bincount(draws.ravel(), minlength=b * n).reshape(b, n).astype(np.float32)
+        done += b
+
+
+def bootstrap_sums(
+    features: np.ndarray,
+    *,
+    n_boot: int,
+    seed: int,
+    segments: np.ndarray | None = None,
+    chunk: int = _CHUNK,
+) -> np.ndarray:
+    """Bootstrap distribution of column sums of ``features``, optionally per segment.
+
+    Parameters
+    ----------
+    features
+        Per-example values, shape (n_examples, k). Sums of integer-valued features are
+        exact in float32 while they stay below 2**24.
+    n_boot
+        Number of resamples B.
+    seed
+        Seed of the resampling; the same seed gives the same resamples, so statistics of
+        several models computed from one call are paired.
+    segments
+        Optional boundaries ``[0, b1, ..., n]`` of contiguous row blocks (rows sorted by
+        group); sums are then returned per block. Resampling is over all rows, so block
+        sizes vary between resamples, as in an ordinary bootstrap of the whole table.
+
+    Returns
+    -------
+    ndarray of shape (B, k), or (B, n_segments, k) with ``segments``.
+    """
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    bounds = np.array([0, x.shape[0]]) if segments is None else np.asarray(segments)
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_boot, len(bounds) - 1, x.shape[1]), dtype=np.float64)
+    start = 0
+    for w in bootstrap_weights(x.shape[0], n_boot, rng, chunk):
+        for s, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+            out[start : start + len(w), s] = w[:, lo:hi] @ x[lo:hi]
+        start += len(w)
+    return out[:, 0] if segments is None else out
+
+
+@dataclass(frozen=True)
+class BootstrapSummary:
+    """Percentile interval, standard error and two-sided Wald p-value of an estimate."""
+
+    estimate: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    se: np.ndarray
+    p: np.ndarray
+
+
+def summarize_bootstrap(
+    estimate: np.ndarray, samples: np.ndarray, *, level: float = 0.95, null: float = 0.0
+) -> BootstrapSummary:
+    """Summarize bootstrap ``samples`` (B, ...) of an ``estimate`` (...).
+
+    The interval is the percentile interval. The p-value tests ``estimate == null`` with
+    the bootstrap standard error (``2 * Phi(-|est - null| / se)``): unlike counting
+    resamples beyond the null, it resolves p-values below 1/B, which a multiple-testing
+    correction over many cells needs. Samples that are NaN (undefined rate in a
+    resample) are ignored.
+    """
+    s = np.asarray(samples, dtype=float)
+    est = np.asarray(estimate, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells: undefined rates
+        lo, hi = np.nanquantile(s, [0.5 - level / 2, 0.5 + level / 2], axis=0)
+        se = np.nanstd(s, axis=0, ddof=1)
+        z = np.abs(est - null) / se
+        p = 2.0 * sps.norm.sf(z)
+    # A degenerate distribution (se == 0) is significant only if the estimate is off null.
+    p = np.where(se == 0, np.where(est == null, 1.0, 0.0), p)
+    p = np.where(np.isfinite(est), p, np.nan)
+    return BootstrapSummary(est, lo, hi, se, p)

@@ -1,0 +1,144 @@
+"""Simulated populations in the two table contracts, for trying the analysis without models.
+
+Each example gets a fixed difficulty, and every replica of a variant errs on it
+independently with that probability, so modal predictions are stable across seeds the
+way real populations are. A compressed variant can carry a *planted* harm: a higher
+false-positive (or false-negative) probability inside one attribute cell. Tests use
+it as a known answer (the cell must be found) and as a null (no harm planted: nothing
+may be found); benchmarks use it for workloads of any size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["PlantedHarm", "CELEBA_TEST_JOINT", "simulate_binary", "simulate_multiclass"]
+
+#: CelebA test split counts of (Blond_Hair, Male, Young), REFERENCES.md Table 1.
+CELEBA_TEST_JOINT: dict[tuple[bool, bool, bool], int] = {
+    (True, True, False): 62,
+    (True, True, True): 118,
+    (True, False, True): 1961,
+    (True, False, False): 519,
+    (False, False, True): 8370,
+    (False, False, False): 1397,
+    (False, True, False): 2870,
+    (False, True, True): 4665,
+}
+
+
+@dataclass(frozen=True)
+class PlantedHarm:
+    """Extra error probability for one variant inside one attribute cell.
+
+    ``rate`` "fpr" raises the chance that a negative example of the cell is predicted
+    positive by ``amount``; "fnr" does the same for positives predicted negative.
+    """
+
+    variant: str
+    cell: dict[str, bool]
+    rate: str = "fpr"
+    amount: float = 0.2
+
+
+def _scaled_counts(joint: dict[tuple, int], n: int) -> dict[tuple, int]:
+    """Scale counts to sum to ``n`` by largest remainder."""
+    keys = list(joint)
+    raw = np.array([joint[k] for k in keys], float) * n / sum(joint.values())
+    base = np.floor(raw).astype(int)
+    rest = n - base.sum()
+    base[np.argsort(-(raw - base), kind="stable")[:rest]] += 1
+    return dict(zip(keys, base.tolist()))
+
+
+def simulate_binary(
+    *,
+    n_examples: int = 20000,
+    n_replicas: int = 5,
+    variants: tuple[str, ...] = ("dense", "gmp-50", "gmp-90"),
+    harms: tuple[PlantedHarm, ...] = (),
+    error_rate: float = 0.06,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A CelebA-like binary task (Blond_Hair vs Male, Young) with a population per variant.
+
+    Returns ``(examples, predictions)`` as DataFrames in the DESIGN.md contracts.
+    """
+    rng = np.random.default_rng(seed)
+    counts = _scaled_counts(CELEBA_TEST_JOINT, n_examples)
+    cells = np.repeat(np.arange(len(counts)), list(counts.values()))
+    keys = np.array(list(counts), bool)[cells]
+    label = keys[:, 0].astype(np.int64)
+    examples = pd.DataFrame({
+        "example_id": [f"sim/{i:06d}" for i in range(n_examples)],
+        "label": label, "split": "test",
+        "source_id": [f"sim/{i:06d}" for i in range(n_examples)],
+        "shift": "clean", "severity": np.int8(0),
+        "attr.Male": keys[:, 1], "attr.Young": keys[:, 2],
+    })
+    # Difficulty: most examples are easy, a tail is hard (mean ~= error_rate).
+    difficulty = rng.beta(0.5, 0.5 * (1 - error_rate) / error_rate, n_examples)
+    frames = []
+    for variant in variants:
+        err = np.broadcast_to(difficulty, (n_replicas, n_examples)).copy()
+        for harm in harms:
+            if harm.variant != variant:
+                continue
+            in_cell = np.ones(n_examples, bool)
+            for attr, value in harm.cell.items():
+                in_cell &= examples[f"attr.{attr}"].to_numpy() == value
+            target = label == (0 if harm.rate == "fpr" else 1)
+            err[:, in_cell & target] = np.minimum(err[:, in_cell & target] + harm.amount, 1.0)
+        wrong = rng.random((n_replicas, n_examples)) < err
+        pred = np.where(wrong, 1 - label, label)
+        p_pred = 0.5 + 0.5 * rng.random((n_replicas, n_examples))
+        p_pos = np.where(pred == 1, p_pred, 1 - p_pred).astype(np.float32)
+        p_true = np.where(label == 1, p_pos, 1 - p_pos).astype(np.float32)
+        frames.append(pd.DataFrame({
+            "variant": variant,
+            "replica": np.repeat(np.arange(n_replicas, dtype=np.int32), n_examples),
+            "example_id": np.tile(examples["example_id"].to_numpy(), n_replicas),
+            "pred": pred.ravel(), "p_true": p_true.ravel(), "p_pos": p_pos.ravel(),
+        }))
+    return examples, pd.concat(frames, ignore_index=True)
+
+
+def simulate_multiclass(
+    *,
+    n_examples: int = 50000,
+    num_classes: int = 1000,
+    n_replicas: int = 30,
+    variants: tuple[str, ...] = ("dense", "gmp-30", "gmp-50", "gmp-70", "gmp-90", "int8"),
+    harmed_classes: int = 50,
+    harm: float = 0.15,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """An ImageNet-like many-class population, as arrays (too large for DataFrames).
+
+    Returns ``(examples, preds, top5)``: ``preds[variant]`` is (R, N) int32 and
+    ``top5[variant]`` (R, N, 5) int32 whose first column is the top-1 prediction. The
+    last compressed variants lose ``harm`` of recall on ``harmed_classes`` classes.
+    """
+    rng = np.random.default_rng(seed)
+    label = np.arange(n_examples, dtype=np.int64) % num_classes
+    examples = pd.DataFrame({"example_id": [f"sim/{i:06d}" for i in range(n_examples)],
+                             "label": label})
+    difficulty = rng.beta(0.6, 1.6, n_examples)
+    confusable = (label + rng.integers(1, num_classes, n_examples)) % num_classes
+    harmed = np.isin(label, rng.choice(num_classes, harmed_classes, replace=False))
+    preds, top5 = {}, {}
+    for k, variant in enumerate(variants):
+        extra = harm * k / max(len(variants) - 1, 1)
+        err = difficulty + np.where(harmed, extra, extra / 10)
+        wrong = rng.random((n_replicas, n_examples)) < err
+        noise = rng.integers(0, num_classes, (n_replicas, n_examples))
+        other = np.where(rng.random((n_replicas, n_examples)) < 0.7, confusable, noise)
+        other = np.where(other == label, (label + 1) % num_classes, other)
+        pred = np.where(wrong, other, label).astype(np.int32)
+        rest = (pred[..., None] + 1 + np.arange(4)) % num_classes
+        preds[variant] = pred
+        top5[variant] = np.concatenate([pred[..., None], rest.astype(np.int32)], axis=-1)
+    return examples, preds, top5

@@ -1,0 +1,157 @@
+"""Subgroup rates against fairlearn; bootstrap changes on null and planted populations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from fairlearn.metrics import (
+    MetricFrame,
+    false_negative_rate,
+    false_positive_rate,
+    selection_rate,
+    true_negative_rate,
+    true_positive_rate,
+)
+from sklearn.metrics import accuracy_score
+
+from compaudit.analysis.subgroups import subgroup_analysis, subgroup_cells
+from compaudit.simulate import PlantedHarm, simulate_binary
+
+FAIRLEARN = {
+    "selection_rate": selection_rate,
+    "tpr": true_positive_rate,
+    "fpr": false_positive_rate,
+    "fnr": false_negative_rate,
+    "tnr": true_negative_rate,
+    "accuracy": accuracy_score,
+}
+
+
+def _subgroup_name(levels: dict[str, object]) -> str:
+    return " & ".join(f"{k}={v}" for k, v in levels.items())
+
+
+@pytest.fixture(scope="module")
+def result(binary_population):
+    return subgroup_analysis(binary_population, ["Male", "Young"], n_boot=200, seed=0)
+
+
+def test_cells_cover_overall_single_attributes_and_intersection(binary_population):
+    cells = subgroup_cells(binary_population.examples, ["Male", "Young"])
+    assert cells.names[0] == "overall"
+    assert set(cells.groupings) == {"overall", "Male", "Young", "Male x Young"}
+    assert len(cells.names) == 1 + 2 + 2 + 4
+    # Each grouping partitions the finest cells exactly once.
+    for g in set(cells.groupings):
+        rows = [i for i, x in enumerate(cells.groupings) if x == g]
+        np.testing.assert_array_equal(cells.membership[rows].sum(axis=0), 1)
+
+
+def test_per_replica_rates_equal_fairlearn_metricframe(binary_population, result):
+    pop = binary_population
+    table = result.per_replica
+    sens = pd.DataFrame({"Male": pop.examples["attr.Male"].to_numpy(),
+                         "Young": pop.examples["attr.Young"].to_numpy()})
+    for name, v in pop.variants.items():
+        for r, rep in enumerate(v.replicas):
+            rows = table[(table.variant == name) & (table.replica == rep)].set_index("subgroup")
+            for features in (["Male"], ["Young"], ["Male", "Young"]):
+                mf = MetricFrame(metrics=FAIRLEARN, y_true=pop.labels, y_pred=v.pred[r],
+                                 sensitive_features=sens[features])
+                for metric in FAIRLEARN:
+                    assert rows.loc["overall", metric] == mf.overall[metric]
+                    for key, value in mf.by_group[metric].items():
+                        key = key if isinstance(key, tuple) else (key,)
+                        name_ = _subgroup_name(dict(zip(features, key)))
+                        assert rows.loc[name_, metric] == value, (name, rep, name_, metric)
+
+
+def test_replica_summary_is_mean_and_t_interval(result):
+    from scipy import stats as sps
+
+    pr = result.per_replica
+    vals = pr[(pr.variant == "gmp-90") & (pr.subgroup == "Male=True")]["fpr"].to_numpy()
+    row = result.summary.query("variant == 'gmp-90' and subgroup == 'Male=True' and metric == 'fpr'")
+    lo, hi = sps.t.interval(0.95, len(vals) - 1, loc=vals.mean(), scale=sps.sem(vals))
+    assert row["mean"].item() == pytest.approx(vals.mean())
+    assert (row["lo"].item(), row["hi"].item()) == pytest.approx((lo, hi))
+
+
+def test_population_delta_is_difference_of_replica_means(result):
+    pr, d = result.per_replica, result.deltas
+    for sub in ("overall", "Male=False & Young=True"):
+        mean = pr[pr.subgroup == sub].groupby("variant")["fnr"].mean()
+        row = d[(d.variant == "gmp-50") & (d.subgroup == sub) & (d.metric == "fnr")]
+        assert row["abs_diff"].item() == pytest.approx(mean["gmp-50"] - mean["dense"])
+        rel = 100 * (mean["gmp-50"] - mean["dense"]) / mean["dense"]
+        assert row["rel_change_pct"].item() == pytest.approx(rel)
+
+
+def test_normalized_change_is_subgroup_minus_overall_relative_change(result):
+    d = result.deltas.query("variant == 'gmp-90' and metric == 'fpr'").set_index("subgroup")
+    expected = d.loc["Male=True", "rel_change_pct"] - d.loc["overall", "rel_change_pct"]
+    assert d.loc["Male=True", "norm_change_pct"] == pytest.approx(expected)
+
+
+def test_planted_fpr_increase_is_found_in_its_intersection(result):
+    d = result.deltas
+    hit = d[(d.abs_diff_q <= 0.05) & (d.abs_diff > 0) & (d.metric == "fpr")]
+    assert "Male=True & Young=False" in set(hit[hit.variant == "gmp-90"].subgroup)
+    # The harm is planted in gmp-90 only.
+    assert hit[hit.variant == "gmp-50"].empty
+    row = d.query("variant == 'gmp-90' and metric == 'fpr' and subgroup == 'Male=True & Young=False'")
+    assert row["abs_diff_lo"].item() > 0.1  # planted +0.25 on the error probability
+    disp = result.disparity.query("variant == 'gmp-90' and metric == 'fpr' and grouping == 'Male x Young'")
+    assert disp["change_lo"].item() > 0 and disp["max_subgroup"].item() == "Male=True & Young=False"
+
+
+def test_null_population_has_no_significant_cell_in_95pct_of_seeds(make_pop):
+    flagged = 0
+    seeds = range(100)
+    for seed in seeds:
+        ex, pr = simulate_binary(n_examples=4000, n_replicas=3, variants=("dense", "c"),
+                                 seed=1000 + seed)
+        res = subgroup_analysis(make_pop(ex, pr), ["Male", "Young"], n_boot=200,
+                                seed=seed)
+        d = res.deltas
+        flagged += bool((d.abs_diff_q <= 0.05).any() or (d.norm_change_pct_q <= 0.05).any())
+    rate = 1 - flagged / len(seeds)
+    print(f"null population: no significant cell in {rate:.0%} of {len(seeds)} seeds")
+    assert rate >= 0.95
+
+
+def test_undefined_rates_are_nan_with_a_reason(make_pop):
+    ex = pd.DataFrame({"example_id": list("abcdef"), "label": [1, 1, 1, 0, 0, 1],
+                       "attr.G": ["x", "x", "x", "y", "y", "y"]})
+    pr = pd.concat([
+        pd.DataFrame({"variant": v, "replica": 0, "example_id": list("abcdef"),
+                      "pred": [1, 0, 1, 0, 1, 1], "p_true": 0.5, "p_pos": 0.5})
+        for v in ("dense", "c")
+    ])
+    res = subgroup_analysis(make_pop(ex, pr), ["G"], n_boot=50)
+    row = res.per_replica.query("variant == 'dense' and subgroup == 'G=x'")
+    assert np.isnan(row["fpr"].item()) and np.isnan(row["tnr"].item())
+    assert "no negatives" in row["note"].item()
+    assert row["fnr"].item() == pytest.approx(1 / 3)
+    delta = res.deltas.query("subgroup == 'G=x' and metric == 'fpr'")
+    assert np.isnan(delta["abs_diff"].item()) and "no negatives" in delta["note"].item()
+
+
+def test_same_seed_same_numbers(binary_population):
+    a = subgroup_analysis(binary_population, ["Male"], n_boot=100, seed=3).deltas
+    b = subgroup_analysis(binary_population, ["Male"], n_boot=100, seed=3).deltas
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_multiclass_subgroups_report_accuracy(make_pop):
+    ex = pd.DataFrame({"example_id": [f"e{i}" for i in range(12)],
+                       "label": [0, 1, 2, 3] * 3, "attr.G": ["a", "b"] * 6})
+    preds = {"dense": [0, 1, 2, 3] * 3, "c": [0, 1, 2, 0] * 3}
+    pr = pd.concat([pd.DataFrame({"variant": v, "replica": 0, "example_id": ex.example_id,
+                                  "pred": p, "p_true": 0.9}) for v, p in preds.items()])
+    res = subgroup_analysis(make_pop(ex, pr), ["G"], n_boot=0)
+    acc = res.per_replica.query("variant == 'c'").set_index("subgroup")["accuracy"]
+    # Label 3 (every 4th example) is now wrong; examples 3, 7, 11 are G=b.
+    assert acc["overall"] == pytest.approx(9 / 12)
+    assert acc["G=a"] == 1.0 and acc["G=b"] == pytest.approx(3 / 6)

@@ -1,0 +1,66 @@
+"""The command line: output files, summary, and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from compaudit.cli import main
+from compaudit.tables import write_examples, write_predictions
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, binary_tables):
+    root = tmp_path_factory.mktemp("cli")
+    ex, pr = binary_tables
+    write_examples(ex, root / "examples.parquet")
+    write_predictions(pr, root / "predictions.parquet", examples=ex)
+    return root
+
+
+def test_analyze_prints_summary_and_writes_outputs(files, tmp_path, capsys):
+    code = main(["analyze", "--examples", str(files / "examples.parquet"),
+                 "--predictions", str(files / "predictions.parquet"), "--out", str(tmp_path),
+                 "--protected", "Male,Young", "--bootstrap", "200", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "gmp-90" in out and "largest subgroup changes" in out
+    assert "Male=True & Young=False" in out  # the planted cell is listed first
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["options"]["n_boot"] == 200
+
+
+def test_bad_input_exits_2_with_one_line_per_problem_and_no_traceback(files, tmp_path):
+    bad = tmp_path / "p.csv"
+    bad.write_text("variant,replica,example_id,pred,p_true\ndense,0,sim/000000,0,1.5\n"
+                   "dense,0,nope,0,0.5\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "compaudit.cli", "analyze", "--examples",
+         str(files / "examples.parquet"), "--predictions", str(bad), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert all(line.startswith("compaudit: error: ") for line in lines)
+    assert any("p.csv: column 'p_true'" in line for line in lines)
+    assert any("not in the examples table" in line for line in lines)
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_usage_error_exits_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze", "--examples", "x"])
+    assert exc.value.code == 2
+    assert "required" in capsys.readouterr().err
+
+
+def test_bad_option_value_exits_2(files, tmp_path, capsys):
+    code = main(["analyze", "--examples", str(files / "examples.parquet"),
+                 "--predictions", str(files / "predictions.parquet"), "--out", str(tmp_path),
+                 "--bootstrap", "-1"])
+    assert code == 2
+    assert "--bootstrap: got -1; expected 0 or more" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 """The two Parquet contracts of DESIGN.md: read, validate and write them atomically.
 
 ``examples.parquet`` has one row per evaluated example; ``predictions.parquet`` one row
-per (variant, replica, example). Both are also accepted as CSV on input. Validation
+per (variant, replica, example). Beyond DESIGN.md, predictions may carry ``p_pred``
+(probability of the predicted class, the confidence used for calibration and AURRA). Both are also accepted as CSV on input. Validation
 collects every problem it finds and raises one :class:`~compaudit.errors.AuditInputError`
 with one line per problem, each naming the file, the column, the offending rows
 (1-based data rows, header not counted) and what was expected.
@@ -133,6 +134,7 @@ def validate_examples(
     """
     file = Path(source)
     problems: list[str] = []
+    examples = examples.reset_index(drop=True)
     missing = [c for c in EXAMPLE_REQUIRED if c not in examples.columns]
     if missing:
         raise AuditInputError(
@@ -288,7 +290,7 @@ def validate_predictions(
             f"{file}: column 'pred': {_rows(pred >= limit)} are outside 0..{limit - 1}"
         )
     out["pred"] = pred
-    for col in ("p_true", "p_pos"):
+    for col in ("p_true", "p_pos", "p_pred"):
         if col in predictions.columns:
             vals = pd.to_numeric(predictions[col], errors="coerce").to_numpy(
                 dtype=np.float32, na_value=np.nan
@@ -427,8 +429,9 @@ def write_predictions(
         "pred": pa.array(clean["pred"].to_numpy(np.int64)),
         "p_true": pa.array(clean["p_true"].to_numpy(np.float32)),
     }
-    if "p_pos" in clean:
-        arrays["p_pos"] = pa.array(clean["p_pos"].to_numpy(np.float32))
+    for col in ("p_pos", "p_pred"):
+        if col in clean:
+            arrays[col] = pa.array(clean[col].to_numpy(np.float32))
     topk = [c for c in clean.columns if c.startswith(TOPK_PREFIX)]
     if topk:
         top = clean[topk].to_numpy(np.int32)

@@ -20,6 +20,12 @@ from compaudit.analysis.accuracy import accuracy_summary, accuracy_table
 from compaudit.analysis.classes import class_summary, class_table
 from compaudit.analysis.pie import overindex_table, pie_summary, pie_table
 from compaudit.analysis.population import Population, build_population
+from compaudit.analysis.robustness import (
+    ALEXNET_ERRORS,
+    corruption_errors,
+    shifted_population_metrics,
+    subgroups_under_shift,
+)
 from compaudit.analysis.subgroups import subgroup_analysis, subgroup_cells
 from compaudit.errors import AuditInputError
 from compaudit.tables import read_examples, read_predictions
@@ -29,7 +35,7 @@ __all__ = ["AnalysisOptions", "AnalysisResult", "analyze", "analyze_files", "MET
 METRICS_SCHEMA = "compaudit.metrics/1"
 TABLE_NAMES = (
     "accuracy", "classes", "pie", "overindex", "subgroups", "subgroup_summary", "deltas",
-    "disparity",
+    "disparity", "corruption_errors", "shift_metrics", "shift_deltas",
 )
 
 
@@ -168,7 +174,7 @@ def analyze(
     """
     options = options or AnalysisOptions()
     options.check()
-    steps = tqdm(total=5, desc="analyze", disable=not progress, leave=False)
+    steps = tqdm(total=6, desc="analyze", disable=not progress, leave=False)
     full = build_population(
         examples, predictions, dense=options.dense, num_classes=options.num_classes
     )
@@ -193,6 +199,8 @@ def analyze(
     if not pop.is_binary and not pies.empty:
         summary = pd.concat([summary, _pie_rates(pop, pies)], ignore_index=True)
     steps.update()
+    robust = _robustness(full, acc, attributes, options)
+    steps.update()
     clean_acc = acc[(acc["shift"] == options.shift)]
     metrics = {
         "schema": METRICS_SCHEMA,
@@ -216,6 +224,12 @@ def analyze(
         "subgroups": _records(summary),
         "deltas": _records(sub.deltas),
         "disparity": _records(sub.disparity),
+        "robustness": {
+            "reference": robust["reference"],
+            "corruption_errors": _records(robust["corruption_errors"]),
+            "shift_metrics": _records(_shift_summary(robust["shift_metrics"])),
+            "shift_deltas": _records(robust["shift_deltas"]),
+        },
     }
     steps.update()
     steps.close()
@@ -223,8 +237,35 @@ def analyze(
         "accuracy": acc, "classes": classes, "pie": pies, "overindex": overindex,
         "subgroups": sub.per_replica, "subgroup_summary": summary, "deltas": sub.deltas,
         "disparity": sub.disparity,
+        "corruption_errors": robust["corruption_errors"],
+        "shift_metrics": robust["shift_metrics"],
+        "shift_deltas": robust["shift_deltas"],
     }
     return AnalysisResult(metrics=metrics, tables=tables)
+
+
+def _robustness(full: Population, acc: pd.DataFrame, attributes: list[str],
+                options: AnalysisOptions) -> dict[str, Any]:
+    """Corruption errors, per-shift calibration, and subgroup deltas under each shift."""
+    shifts = list(pd.unique(full.examples["shift"]))
+    alexnet = full.num_classes == 1000 and any(s in ALEXNET_ERRORS for s in shifts)
+    has_shift = any(s != "clean" for s in shifts)
+    return {
+        "reference": "alexnet" if alexnet else "dense",
+        "corruption_errors": (corruption_errors(acc, dense=options.dense, alexnet=alexnet)
+                              if has_shift else pd.DataFrame()),
+        "shift_metrics": pd.concat([shifted_population_metrics(full, s) for s in shifts],
+                                   ignore_index=True),
+        "shift_deltas": subgroups_under_shift(
+            full, attributes, positive_label=options.positive_label, n_boot=options.n_boot,
+            seed=options.seed, level=options.level) if has_shift else pd.DataFrame(),
+    }
+
+
+def _shift_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean over replicas of top-1, calibration error and AURRA per (variant, shift)."""
+    cols = ["top1", "rms_calibration_error", "aurra"]
+    return table.groupby(["variant", "shift"], sort=False)[cols].mean().reset_index()
 
 
 def _accuracy_by_shift(pop: Population) -> pd.DataFrame:

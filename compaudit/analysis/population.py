@@ -29,6 +29,8 @@ class VariantPredictions:
         Top-1 classes, shape (R, N), int32.
     p_pos
         Probability of class 1, shape (R, N), float32, or None.
+    p_pred
+        Probability of the predicted class (confidence), shape (R, N), or None.
     topk
         Top-k classes, shape (R, N, k), int32, or None.
     """
@@ -38,6 +40,7 @@ class VariantPredictions:
     pred: np.ndarray
     p_pos: np.ndarray | None = None
     topk: np.ndarray | None = None
+    p_pred: np.ndarray | None = None
 
     @property
     def n_replicas(self) -> int:
@@ -78,6 +81,7 @@ class Population:
                 pred=v.pred[:, idx],
                 p_pos=None if v.p_pos is None else v.p_pos[:, idx],
                 topk=None if v.topk is None else v.topk[:, idx],
+                p_pred=None if v.p_pred is None else v.p_pred[:, idx],
             )
             for name, v in self.variants.items()
         }
@@ -122,12 +126,15 @@ def build_population(
         shape = (len(reps), n)
         pred = np.empty(shape, np.int32)
         pred[r_idx, ex_pos[rows]] = predictions["pred"].to_numpy()[rows]
-        p_pos = topk = None
-        if "p_pos" in predictions:
-            p_pos = np.empty(shape, np.float32)
-            p_pos[r_idx, ex_pos[rows]] = predictions["p_pos"].to_numpy()[rows]
+        probs: dict[str, np.ndarray | None] = {"p_pos": None, "p_pred": None}
+        for col in probs:
+            if col in predictions:
+                probs[col] = np.empty(shape, np.float32)
+                probs[col][r_idx, ex_pos[rows]] = predictions[col].to_numpy()[rows]
+        topk = None
         if topk_cols:
             topk = np.empty(shape + (len(topk_cols),), np.int32)
             topk[r_idx, ex_pos[rows]] = predictions[topk_cols].to_numpy()[rows]
-        variants[name] = VariantPredictions(name, reps, pred, p_pos, topk)
+        variants[name] = VariantPredictions(name, reps, pred, probs["p_pos"], topk,
+                                            probs["p_pred"])
     return Population(examples, labels, num_classes, dense, variants)

@@ -100,30 +100,63 @@ class SubgroupResult:
     disparity: pd.DataFrame
 
 
-def _features(pop: Population, positive: int) -> tuple[list[str], np.ndarray, list[tuple[str, int]]]:
-    """Per-example integer features whose cell sums give every rate.
+class _Layout:
+    """Per-example feature columns: base columns, then ``n_stat`` columns per key.
 
-    Binary: [positives, negatives] then, per (variant, replica), [TP, FP] indicators.
-    Many-class: [ones] then, per (variant, replica), [correct] indicators.
+    Keys are ``(variant, replica index)``, or ``(variant, None)`` for counts summed over
+    a variant's replicas. Binary tasks: base [positives, negatives], stats [TP, FP].
+    Many-class tasks: base [ones], stats [correct].
     """
-    cols, keys = [], []
-    if pop.is_binary:
-        is_pos = (pop.labels == positive).astype(np.float32)
-        base = [is_pos, 1.0 - is_pos]
-        for name, v in pop.variants.items():
-            for r in range(v.n_replicas):
-                pp = (v.pred[r] == positive).astype(np.float32)
-                cols += [pp * is_pos, pp * (1.0 - is_pos)]
-                keys.append((name, r))
-        kind = ["pos", "neg"]
-    else:
-        base = [np.ones(len(pop.labels), np.float32)]
-        for name, v in pop.variants.items():
-            for r in range(v.n_replicas):
-                cols.append((v.pred[r] == pop.labels).astype(np.float32))
-                keys.append((name, r))
-        kind = ["n"]
-    return kind, np.stack(base + cols, axis=1), keys
+
+    def __init__(self, pop: Population, positive: int, *, summed: bool) -> None:
+        self.pop, self.positive = pop, positive
+        self.n_base = 2 if pop.is_binary else 1
+        self.n_stat = 2 if pop.is_binary else 1
+        self.keys: list[tuple[str, int | None]] = [
+            (name, None) if summed else (name, r)
+            for name, v in pop.variants.items()
+            for r in ([None] if summed else range(v.n_replicas))
+        ]
+        self.index = {k: i for i, k in enumerate(self.keys)}
+
+    def columns(self):
+        """Yield every feature column (float32, length N), base columns first."""
+        pop = self.pop
+        if pop.is_binary:
+            is_pos = (pop.labels == self.positive).astype(np.float32)
+            yield from (is_pos, 1.0 - is_pos)
+        else:
+            yield np.ones(len(pop.labels), np.float32)
+        for name, r in self.keys:
+            pred = pop.variants[name].pred
+            pred = pred if r is None else pred[r : r + 1]
+            if pop.is_binary:
+                pp = (pred == self.positive).sum(axis=0).astype(np.float32)
+                yield pp * is_pos
+                yield pp * (1.0 - is_pos)
+            else:
+                yield (pred == pop.labels[None, :]).sum(axis=0).astype(np.float32)
+
+    def matrix(self) -> np.ndarray:
+        return np.stack(list(self.columns()), axis=1)
+
+    def sums(self, arr: np.ndarray, name: str, r: int | None) -> np.ndarray:
+        """Cell sums [base..., stat...] of one replica, or summed over replicas (r=None)."""
+        n_rep = self.pop.variants[name].n_replicas
+        if (name, r) in self.index:
+            cols, reps = [self.index[(name, r)]], 1 if r is not None else n_rep
+        else:  # sum the per-replica columns
+            cols, reps = [self.index[(name, q)] for q in range(n_rep)], n_rep
+        idx = [self.n_base + c * self.n_stat + j for c in cols for j in range(self.n_stat)]
+        stat = arr[..., idx].reshape(arr.shape[:-1] + (len(cols), self.n_stat)).sum(-2)
+        return np.concatenate([arr[..., : self.n_base] * reps, stat], axis=-1)
+
+
+def _fine_sums(layout: _Layout, codes: np.ndarray, n_fine: int) -> np.ndarray:
+    """Exact per-cell sums of every column, one bincount per column (no N x K matrix)."""
+    return np.stack(
+        [np.bincount(codes, weights=c, minlength=n_fine) for c in layout.columns()], axis=1
+    )
 
 
 def _rates(sums: np.ndarray, binary: bool) -> dict[str, np.ndarray]:
@@ -149,40 +182,39 @@ def subgroup_analysis(
     n_boot: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    replica_intervals: bool = True,
 ) -> SubgroupResult:
-    """Per-replica subgroup rates, their replica summary, and changes vs dense."""
+    """Per-replica subgroup rates, their replica summary, and changes vs dense.
+
+    ``replica_intervals=False`` skips the per-replica bootstrap intervals and resamples
+    only replica-summed counts, which is much cheaper for large shift sets.
+    """
     cells = subgroup_cells(pop.examples, attributes)
-    kind, x, keys = _features(pop, positive_label)
     n_fine = cells.membership.shape[1]
-    # Point sums per finest cell, exact (integer counts in float64).
-    fine_sums = np.zeros((n_fine, x.shape[1]))
-    np.add.at(fine_sums, cells.codes, x)
-    point = cells.membership @ fine_sums  # (n_sub, k)
+    exact = _Layout(pop, positive_label, summed=False)
+    point = cells.membership @ _fine_sums(exact, cells.codes, n_fine)  # (n_sub, k)
+    # Bootstrap features: per replica when per-replica intervals are wanted, else one
+    # replica-summed column per variant (what the population deltas need).
+    resampled = exact if replica_intervals else _Layout(pop, positive_label, summed=True)
     boot = None
     if n_boot > 0:
         order = np.argsort(cells.codes, kind="stable")
         bounds = np.searchsorted(cells.codes[order], np.arange(n_fine + 1))
-        fine_boot = bootstrap_sums(x[order], n_boot=n_boot, seed=seed, segments=bounds)
+        x = resampled.matrix()[order]
+        fine_boot = bootstrap_sums(x, n_boot=n_boot, seed=seed, segments=bounds)
         boot = np.einsum("bfk,sf->bsk", fine_boot, cells.membership)
-    nb = len(kind)
-    per_vr = {k: i for i, k in enumerate(keys)}
-    n_stat = 2 if pop.is_binary else 1
 
     def vr_sums(arr: np.ndarray, name: str, r: int | None) -> np.ndarray:
-        """Cell sums for one replica, or summed over replicas (r=None), as [base..., stat...]."""
-        reps = range(pop.variants[name].n_replicas) if r is None else [r]
-        cols = [nb + per_vr[(name, q)] * n_stat + j for q in reps for j in range(n_stat)]
-        stat = arr[..., cols].reshape(arr.shape[:-1] + (len(reps), n_stat)).sum(-2)
-        base = arr[..., :nb] * len(reps)
-        return np.concatenate([base, stat], axis=-1)
+        return (resampled if arr is boot else exact).sums(arr, name, r)
 
-    per_replica = _per_replica_table(pop, cells, point, boot, vr_sums, level)
+    per_replica = _per_replica_table(pop, cells, point, boot, vr_sums, level,
+                                     replica_intervals)
     summary = _summary_table(per_replica, pop.is_binary)
     deltas, disparity = _delta_tables(pop, cells, point, boot, vr_sums, level)
     return SubgroupResult(per_replica, summary, deltas, disparity)
 
 
-def _per_replica_table(pop, cells, point, boot, vr_sums, level) -> pd.DataFrame:
+def _per_replica_table(pop, cells, point, boot, vr_sums, level, replica_intervals) -> pd.DataFrame:
     frames = []
     ci_rates = ("fpr", "fnr") if pop.is_binary else ("accuracy",)
     for name, v in pop.variants.items():
@@ -192,7 +224,7 @@ def _per_replica_table(pop, cells, point, boot, vr_sums, level) -> pd.DataFrame:
                                   "subgroup": cells.names, "grouping": cells.groupings})
             for key, val in rates.items():
                 frame[key] = val.astype(np.int64) if key in ("n", "positives", "negatives") else val
-            if boot is not None:
+            if boot is not None and replica_intervals:
                 b_rates = _rates(vr_sums(boot, name, r), pop.is_binary)
                 for key in ci_rates:
                     s = summarize_bootstrap(rates[key], b_rates[key], level=level)
@@ -252,8 +284,9 @@ def _delta_tables(pop, cells, point, boot, vr_sums, level) -> tuple[pd.DataFrame
                 if smp is not None:
                     s = summarize_bootstrap(est[key], smp[key], level=level)
                     frame[f"{key}_lo"], frame[f"{key}_hi"] = s.lo, s.hi
-                    if key != "rel_change_pct":  # same test as abs_diff
-                        frame[f"{key}_se"], frame[f"{key}_p"] = s.se, s.p
+                    frame[f"{key}_se"] = s.se  # the gate builds corrected intervals from it
+                    if key != "rel_change_pct":  # the relative test is the abs_diff test
+                        frame[f"{key}_p"] = s.p
             events = dense_pt[metric] * dens[metric]
             testable = np.minimum(events, dens[metric] - events) >= MIN_EVENTS
             if smp is not None:

@@ -54,6 +54,21 @@ def _build_parser() -> argparse.ArgumentParser:
     an.add_argument("--shift", default="clean", help="shift analysed for classes/PIE/subgroups")
     an.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     an.set_defaults(func=_cmd_analyze)
+
+    gt = sub.add_parser(
+        "gate",
+        help="check a run's metrics.json against a policy; exit 1 on a regression",
+        description="Policy checks with simultaneous intervals; writes gate.json, junit.xml "
+                    "and summary.md (also appended to $GITHUB_STEP_SUMMARY when set).",
+    )
+    gt.add_argument("run_dir", type=Path, help="run folder holding metrics.json (or the file)")
+    gt.add_argument("--policy", type=Path, default=None,
+                    help="TOML file with a [gate] table (default: built-in policy)")
+    gt.add_argument("--baseline", type=Path, default=None,
+                    help="metrics.json of a previous release to compare against")
+    gt.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/gate)")
+    gt.add_argument("--show-passed", action="store_true", help="list passed checks too")
+    gt.set_defaults(func=_cmd_gate)
     return parser
 
 
@@ -71,6 +86,41 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     print(format_summary(result.metrics))
     print(f"\nwrote {path} and {len(result.tables)} tables in {Path(args.out) / 'tables'}")
     return EXIT_OK
+
+
+def _read_metrics(path: Path, what: str) -> dict:
+    import json
+
+    file = path / "metrics.json" if path.is_dir() else path
+    if not file.is_file():
+        raise AuditInputError(f"{file}: {what} not found; expected the metrics.json written by "
+                              "'compaudit analyze' or 'compaudit run'")
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise AuditInputError(f"{file}: {what} is not valid JSON ({err})") from err
+
+
+def _cmd_gate(args: argparse.Namespace) -> int:
+    import os
+
+    from compaudit.gate import run_gate
+    from compaudit.gate_policy import GatePolicy, load_policy
+    from compaudit.gate_report import format_table, to_markdown, write_gate_outputs
+
+    metrics = _read_metrics(args.run_dir, "metrics")
+    baseline = _read_metrics(args.baseline, "baseline metrics") if args.baseline else None
+    policy = load_policy(args.policy) if args.policy else GatePolicy()
+    result = run_gate(metrics, policy, baseline=baseline)
+    run_dir = args.run_dir if args.run_dir.is_dir() else args.run_dir.parent
+    paths = write_gate_outputs(result, args.out or run_dir / "gate")
+    print(format_table(result, show_passed=args.show_passed))
+    print(f"\nwrote {paths['junit']}, {paths['markdown']} and {paths['json']}")
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as f:
+            f.write(to_markdown(result))
+    return result.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,241 @@
+"""The CI gate: policy checks on ``metrics.json`` with simultaneous intervals.
+
+Every check estimates an increase (of an error rate, a disparity, a PIE over-index, an
+accuracy loss) and compares it with the policy's tolerance. Intervals are Wald
+intervals from the bootstrap standard errors in ``metrics.json``, widened by a
+Bonferroni correction over all checks of the run, so that together they hold with the
+policy's ``level``:
+
+- **fail**: the whole interval lies above the tolerance (the increase is real and too big);
+- **pass**: the whole interval lies at or below the tolerance;
+- **inconclusive**: the interval contains the tolerance; the policy's ``inconclusive``
+  setting turns it into a warning, a failure, or a pass.
+
+A check whose estimate is undefined (a rate with no negatives, say) is inconclusive with
+that reason.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
+
+from scipy import stats as sps
+
+from compaudit.errors import AuditInputError
+from compaudit.gate_policy import GatePolicy
+
+__all__ = ["Check", "GateResult", "run_gate"]
+
+
+@dataclass
+class Check:
+    """One gate check and its verdict."""
+
+    id: str
+    kind: str
+    variant: str
+    subject: str
+    metric: str
+    estimate: float
+    se: float
+    tolerance: float
+    unit: str
+    lo: float = math.nan
+    hi: float = math.nan
+    verdict: str = "inconclusive"
+    reason: str = ""
+    # Where the interval is built on a log scale (ratios): the estimate's log and its se.
+    log_estimate: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("log_estimate")
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in d.items()}
+
+
+@dataclass
+class GateResult:
+    """All checks, the overall verdict and the exit code it maps to."""
+
+    checks: list[Check]
+    policy: GatePolicy
+    z: float
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.verdict == "fail"]
+
+    @property
+    def inconclusive(self) -> list[Check]:
+        return [c for c in self.checks if c.verdict == "inconclusive"]
+
+    @property
+    def verdict(self) -> str:
+        """``fail``, ``warn`` (inconclusive checks under a warn policy) or ``pass``."""
+        if self.failed or (self.inconclusive and self.policy.inconclusive == "fail"):
+            return "fail"
+        if self.inconclusive and self.policy.inconclusive == "warn":
+            return "warn"
+        return "pass"
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.verdict == "fail" else 0
+
+
+def _num(x: Any) -> float:
+    return float(x) if x is not None else math.nan
+
+
+def _selected(variant: str, policy: GatePolicy, available: list[str]) -> bool:
+    return variant in available and (not policy.variants or variant in policy.variants)
+
+
+def _subgroup_checks(metrics: dict, policy: GatePolicy, variants: list[str]) -> Iterator[Check]:
+    pol = policy.subgroup_rate
+    for row in metrics.get("deltas", []):
+        if (row["metric"] not in pol.metrics or not _selected(row["variant"], policy, variants)
+                or row["n"] < policy.min_subgroup_size):
+            continue
+        # Accuracy harms by falling; the others by rising.
+        sign = -1.0 if row["metric"] == "accuracy" else 1.0
+        base = dict(kind="subgroup_rate", variant=row["variant"], subject=row["subgroup"],
+                    metric=row["metric"])
+        yield Check(id=f"{row['variant']}/{row['subgroup']}/{row['metric']}/abs", **base,
+                    estimate=sign * _num(row["abs_diff"]), se=_num(row.get("abs_diff_se")),
+                    tolerance=pol.max_abs_increase, unit="points")
+        if pol.max_rel_increase_pct is not None:
+            yield Check(id=f"{row['variant']}/{row['subgroup']}/{row['metric']}/rel", **base,
+                        estimate=sign * _num(row["rel_change_pct"]),
+                        se=_num(row.get("rel_change_pct_se")),
+                        tolerance=pol.max_rel_increase_pct, unit="%")
+
+
+def _disparity_checks(metrics: dict, policy: GatePolicy, variants: list[str]) -> Iterator[Check]:
+    pol = policy.disparity
+    for row in metrics.get("disparity", []):
+        if row["metric"] not in pol.metrics or not _selected(row["variant"], policy, variants):
+            continue
+        yield Check(id=f"{row['variant']}/{row['grouping']}/{row['metric']}/disparity",
+                    kind="disparity", variant=row["variant"], subject=row["grouping"],
+                    metric=row["metric"], estimate=_num(row["change"]),
+                    se=_num(row.get("change_se")), tolerance=pol.max_increase, unit="points")
+
+
+def _overindex_checks(metrics: dict, policy: GatePolicy, variants: list[str]) -> Iterator[Check]:
+    pol = policy.pie_overindex
+    rows = metrics.get("overindex", [])
+    totals: dict[str, tuple[int, int]] = {}
+    for row in rows:
+        p, n = totals.get(row["variant"], (0, 0))
+        totals[row["variant"]] = (p + row["n_pie"], n + row["n_non_pie"])
+    for row in rows:
+        a, c = row["n_pie"], row["n_non_pie"]
+        if not _selected(row["variant"], policy, variants) or a + c < pol.min_cell_size:
+            continue
+        n1, n2 = totals[row["variant"]]
+        cell = " & ".join(f"{k.removeprefix('attr.')}={row[k]}" for k in row
+                          if k == "label" or k.startswith("attr."))
+        check = Check(id=f"{row['variant']}/{cell}/pie_overindex", kind="pie_overindex",
+                      variant=row["variant"], subject=cell, metric="relative_growth_pct",
+                      estimate=_num(row["relative_growth_pct"]), se=math.nan,
+                      tolerance=pol.max_relative_growth_pct, unit="%")
+        if a > 0 and c > 0:
+            # Katz log interval of the ratio of the cell's PIE share to its non-PIE share.
+            check.log_estimate = math.log((a / n1) / (c / n2))
+            check.se = math.sqrt(1 / a - 1 / n1 + 1 / c - 1 / n2)
+        elif a == 0:
+            check.log_estimate, check.se = -math.inf, 0.0
+        yield check
+
+
+def _robustness_checks(metrics: dict, policy: GatePolicy, variants: list[str]) -> Iterator[Check]:
+    pol = policy.robustness
+    for row in metrics.get("robustness", {}).get("shift_deltas", []):
+        if (row["metric"] != "accuracy" or row["subgroup"] != "overall"
+                or not _selected(row["variant"], policy, variants)):
+            continue
+        yield Check(id=f"{row['variant']}/{row['shift']}/accuracy_drop", kind="robustness",
+                    variant=row["variant"], subject=row["shift"], metric="accuracy_drop",
+                    estimate=-_num(row["abs_diff"]), se=_num(row.get("abs_diff_se")),
+                    tolerance=pol.max_accuracy_drop, unit="points")
+
+
+def _baseline_checks(metrics: dict, baseline: dict, policy: GatePolicy,
+                     variants: list[str]) -> Iterator[Check]:
+    pol, rates = policy.baseline, policy.subgroup_rate
+    wanted = rates.metrics if rates is not None else ("fpr", "fnr")
+    old = {(r["variant"], r["subgroup"], r["metric"]): r for r in baseline.get("deltas", [])}
+    for row in metrics.get("deltas", []):
+        key = (row["variant"], row["subgroup"], row["metric"])
+        if (key not in old or row["metric"] not in wanted or row["n"] < policy.min_subgroup_size
+                or not _selected(row["variant"], policy, variants)):
+            continue
+        sign = -1.0 if row["metric"] == "accuracy" else 1.0
+        prev = old[key]
+        yield Check(id=f"{'/'.join(key)}/vs_baseline", kind="baseline", variant=row["variant"],
+                    subject=row["subgroup"], metric=row["metric"],
+                    estimate=sign * (_num(row["abs_diff"]) - _num(prev["abs_diff"])),
+                    se=math.hypot(_num(row.get("abs_diff_se")), _num(prev.get("abs_diff_se"))),
+                    tolerance=pol.max_abs_increase, unit="points")
+
+
+def _decide(check: Check, z: float) -> None:
+    if not (math.isfinite(check.estimate) or check.log_estimate == -math.inf):
+        check.verdict, check.reason = "inconclusive", "estimate undefined (see note in metrics)"
+        return
+    if check.log_estimate is not None:
+        lo = check.log_estimate - z * check.se
+        hi = check.log_estimate + z * check.se
+        check.lo, check.hi = 100 * (math.exp(lo) - 1), 100 * (math.exp(hi) - 1)
+    elif math.isfinite(check.se):
+        check.lo, check.hi = check.estimate - z * check.se, check.estimate + z * check.se
+    else:
+        check.verdict, check.reason = "inconclusive", "no standard error (bootstrap off?)"
+        return
+    if check.lo > check.tolerance:
+        check.verdict = "fail"
+        check.reason = f"increase above {check.tolerance:g} {check.unit} with confidence"
+    elif check.hi <= check.tolerance:
+        check.verdict, check.reason = "pass", ""
+    else:
+        check.verdict = "inconclusive"
+        check.reason = f"interval contains the tolerance {check.tolerance:g} {check.unit}"
+
+
+def run_gate(metrics: dict, policy: GatePolicy | None = None, *,
+             baseline: dict | None = None) -> GateResult:
+    """Evaluate ``policy`` on a run's ``metrics.json`` (and a baseline's, if given)."""
+    policy = policy or GatePolicy()
+    if "schema" not in metrics or not str(metrics["schema"]).startswith("compaudit.metrics/"):
+        raise AuditInputError("metrics: not a compaudit metrics.json (no 'schema' key "
+                              "'compaudit.metrics/...')")
+    variants = [v for v in metrics.get("variants", {}) if v != metrics["options"]["dense"]]
+    unknown = [v for v in policy.variants if v not in variants]
+    if unknown:
+        raise AuditInputError(f"policy: [gate].variants names {unknown}; the run has "
+                              f"{', '.join(variants)}")
+    checks: list[Check] = []
+    if policy.subgroup_rate is not None:
+        checks += _subgroup_checks(metrics, policy, variants)
+    if policy.disparity is not None:
+        checks += _disparity_checks(metrics, policy, variants)
+    if policy.pie_overindex is not None:
+        checks += _overindex_checks(metrics, policy, variants)
+    if policy.robustness is not None:
+        checks += _robustness_checks(metrics, policy, variants)
+    if baseline is not None and policy.baseline is not None:
+        checks += _baseline_checks(metrics, baseline, policy, variants)
+    m = max(len(checks), 1)
+    # Two-sided Bonferroni: all m intervals hold together with probability >= level.
+    z = float(sps.norm.ppf(1 - (1 - policy.level) / (2 * m)))
+    for check in checks:
+        _decide(check, z)
+    if policy.inconclusive == "pass":
+        for check in checks:
+            if check.verdict == "inconclusive":
+                check.reason += " (policy: inconclusive passes)"
+    return GateResult(checks=checks, policy=policy, z=z)

@@ -1,0 +1,114 @@
+"""Gate outputs: a terminal table, JUnit XML (one test case per check), and markdown."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from compaudit._atomic import atomic_write_text
+from compaudit.gate import Check, GateResult
+
+__all__ = ["format_table", "to_junit", "to_markdown", "write_gate_outputs"]
+
+_ORDER = {"fail": 0, "inconclusive": 1, "pass": 2}
+
+
+def _interval(c: Check) -> str:
+    if c.unit == "points":
+        return f"{100 * c.estimate:+.2f} [{100 * c.lo:+.2f}, {100 * c.hi:+.2f}] pp"
+    return f"{c.estimate:+.1f} [{c.lo:+.1f}, {c.hi:+.1f}] %"
+
+
+def _tolerance(c: Check) -> str:
+    return f"{100 * c.tolerance:.2f} pp" if c.unit == "points" else f"{c.tolerance:g} %"
+
+
+def _sorted(checks: list[Check]) -> list[Check]:
+    return sorted(checks, key=lambda c: (_ORDER[c.verdict], -(c.lo if c.lo == c.lo else -1e9)))
+
+
+def format_table(result: GateResult, *, show_passed: bool = False, limit: int = 20) -> str:
+    """Plain-text table of failing and inconclusive checks (and passed ones if asked)."""
+    counts = {v: sum(c.verdict == v for c in result.checks) for v in _ORDER}
+    lines = [
+        f"gate: {result.verdict.upper()} — {counts['fail']} failed, "
+        f"{counts['inconclusive']} inconclusive, {counts['pass']} passed of "
+        f"{len(result.checks)} checks (simultaneous {100 * result.policy.level:g}% "
+        f"intervals, z = {result.z:.2f})"
+    ]
+    shown = [c for c in _sorted(result.checks) if show_passed or c.verdict != "pass"]
+    if shown:
+        lines.append(f"{'verdict':<13}{'kind':<15}{'variant':<12}{'subject':<30}"
+                     f"{'metric':<20}{'increase [interval]':<34}tolerance")
+    for c in shown[:limit]:
+        lines.append(f"{c.verdict:<13}{c.kind:<15}{c.variant:<12}{c.subject[:29]:<30}"
+                     f"{c.metric:<20}{_interval(c):<34}{_tolerance(c)}")
+    if len(shown) > limit:
+        lines.append(f"... and {len(shown) - limit} more (see the JUnit or JSON output)")
+    return "\n".join(lines)
+
+
+def to_junit(result: GateResult) -> str:
+    """JUnit XML: a failure per failed check; inconclusive checks are failures under an
+    ``inconclusive = "fail"`` policy and skipped (with the reason) under ``warn``."""
+    suite = ET.Element("testsuite", name="compaudit-gate", tests=str(len(result.checks)))
+    n_fail = n_skip = 0
+    for c in result.checks:
+        case = ET.SubElement(suite, "testcase", classname=f"compaudit.gate.{c.kind}", name=c.id)
+        text = f"{c.metric} increase {_interval(c)}; tolerance {_tolerance(c)}. {c.reason}"
+        fail = c.verdict == "fail" or (c.verdict == "inconclusive"
+                                       and result.policy.inconclusive == "fail")
+        if fail:
+            n_fail += 1
+            ET.SubElement(case, "failure", message=f"{c.verdict}: {c.reason}").text = text
+        elif c.verdict == "inconclusive" and result.policy.inconclusive == "warn":
+            n_skip += 1
+            ET.SubElement(case, "skipped", message=f"inconclusive: {c.reason}").text = text
+        else:
+            ET.SubElement(case, "system-out").text = text
+    suite.set("failures", str(n_fail))
+    suite.set("skipped", str(n_skip))
+    suite.set("errors", "0")
+    ET.indent(suite)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def to_markdown(result: GateResult, *, limit: int = 25) -> str:
+    """A pull-request comment / ``GITHUB_STEP_SUMMARY`` summary."""
+    icon = {"fail": "❌", "warn": "⚠️", "pass": "✅"}[result.verdict]
+    counts = {v: sum(c.verdict == v for c in result.checks) for v in _ORDER}
+    lines = [
+        f"## {icon} compaudit gate: {result.verdict.upper()}",
+        "",
+        f"{counts['fail']} failed · {counts['inconclusive']} inconclusive · "
+        f"{counts['pass']} passed ({len(result.checks)} checks, simultaneous "
+        f"{100 * result.policy.level:g}% intervals; inconclusive checks "
+        f"{result.policy.inconclusive})",
+        "",
+    ]
+    shown = [c for c in _sorted(result.checks) if c.verdict != "pass"][:limit]
+    if shown:
+        lines += ["| verdict | check | variant | subject | metric | increase [interval] | tolerance |",
+                  "|---|---|---|---|---|---|---|"]
+        for c in shown:
+            lines.append(f"| {c.verdict} | {c.kind} | {_md_escape(c.variant)} | "
+                         f"{_md_escape(c.subject)} | {c.metric} | {_interval(c)} | "
+                         f"{_tolerance(c)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_gate_outputs(result: GateResult, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``gate.json``, ``junit.xml`` and ``summary.md`` into ``out_dir`` atomically."""
+    out = Path(out_dir)
+    paths = {"json": out / "gate.json", "junit": out / "junit.xml", "markdown": out / "summary.md"}
+    doc = {"verdict": result.verdict, "exit_code": result.exit_code, "z": result.z,
+           "checks": [c.as_dict() for c in result.checks]}
+    atomic_write_text(paths["json"], json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(paths["junit"], to_junit(result))
+    atomic_write_text(paths["markdown"], to_markdown(result))
+    return paths

@@ -1,0 +1,170 @@
+"""The gate: verdicts from simultaneous intervals, on planted, null and hand-made runs."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+from statsmodels.stats.contingency_tables import Table2x2
+
+from compaudit.analysis.audit import AnalysisOptions, analyze
+from compaudit.cli import main
+from compaudit.gate import run_gate
+from compaudit.gate_policy import GatePolicy, SubgroupRatePolicy, policy_from_dict
+from compaudit.gate_report import to_junit, to_markdown
+from compaudit.simulate import PlantedHarm, simulate_binary
+from compaudit.tables import validate_examples, validate_predictions
+
+
+def _metrics(harms=(), seed=0):
+    ex, pr = simulate_binary(n_examples=6000, n_replicas=4, variants=("dense", "gmp-90"),
+                             harms=harms, seed=seed)
+    ex = validate_examples(ex)
+    return analyze(ex, validate_predictions(pr, ex), AnalysisOptions(n_boot=300)).metrics
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return _metrics((PlantedHarm("gmp-90", {"Male": True, "Young": False}, "fpr", 0.3),))
+
+
+@pytest.fixture(scope="module")
+def control():
+    return _metrics(seed=1)
+
+
+def test_planted_harm_fails_the_gate_in_its_cell(planted):
+    result = run_gate(planted)
+    assert result.verdict == "fail" and result.exit_code == 1
+    failed = {(c.kind, c.subject, c.metric) for c in result.failed}
+    assert ("subgroup_rate", "Male=True & Young=False", "fpr") in failed
+    assert all(c.lo > c.tolerance for c in result.failed)
+
+
+def test_control_without_harm_does_not_fail(control):
+    result = run_gate(control)
+    assert not result.failed and result.exit_code == 0
+
+
+def test_intervals_are_bonferroni_wald_intervals(planted):
+    result = run_gate(planted)
+    m = len(result.checks)
+    assert result.z == pytest.approx(sps.norm.ppf(1 - 0.05 / (2 * m)))
+    row = next(r for r in planted["deltas"] if r["variant"] == "gmp-90" and r["metric"] == "fpr"
+               and r["subgroup"] == "Male=True & Young=False")
+    check = next(c for c in result.checks if c.id == "gmp-90/Male=True & Young=False/fpr/abs")
+    assert check.lo == pytest.approx(row["abs_diff"] - result.z * row["abs_diff_se"])
+    assert check.hi == pytest.approx(row["abs_diff"] + result.z * row["abs_diff_se"])
+
+
+def _handmade(abs_diff, se, n=500):
+    return {"schema": "compaudit.metrics/1", "options": {"dense": "dense"},
+            "variants": {"dense": {}, "c": {}},
+            "deltas": [{"variant": "c", "subgroup": "G=a", "metric": "fpr", "n": n,
+                        "abs_diff": abs_diff, "abs_diff_se": se, "rel_change_pct": None}]}
+
+
+ONLY_RATES = GatePolicy(subgroup_rate=SubgroupRatePolicy(metrics=("fpr",), max_abs_increase=0.02),
+                        disparity=None, pie_overindex=None, robustness=None, baseline=None)
+
+
+@pytest.mark.parametrize(
+    "abs_diff, se, verdict",
+    [(0.10, 0.01, "fail"), (0.0, 0.005, "pass"), (0.02, 0.01, "inconclusive"),
+     (0.05, 0.05, "inconclusive"), (math.nan, 0.01, "inconclusive")],
+)
+def test_verdict_rule(abs_diff, se, verdict):
+    (check,) = run_gate(_handmade(abs_diff, se), ONLY_RATES).checks
+    z = sps.norm.ppf(1 - 0.05 / 2)  # a single check: no widening
+    assert check.verdict == verdict
+    if verdict != "inconclusive" or math.isfinite(abs_diff):
+        assert check.lo == pytest.approx(abs_diff - z * se)
+
+
+def test_inconclusive_policy_decides_the_exit_code():
+    metrics = _handmade(0.02, 0.01)
+    warn = run_gate(metrics, ONLY_RATES)
+    assert (warn.verdict, warn.exit_code) == ("warn", 0)
+    strict = GatePolicy(**{**ONLY_RATES.__dict__, "inconclusive": "fail"})
+    assert run_gate(metrics, strict).exit_code == 1
+
+
+def test_small_subgroups_are_not_checked():
+    assert run_gate(_handmade(0.5, 0.01, n=10), ONLY_RATES).checks == []
+
+
+def test_overindex_interval_is_the_katz_risk_ratio_interval(planted):
+    result = run_gate(planted)
+    rows = [r for r in planted["overindex"] if r["variant"] == "gmp-90"]
+    n1 = sum(r["n_pie"] for r in rows)
+    n2 = sum(r["n_non_pie"] for r in rows)
+    row = max((r for r in rows if r["n_pie"] > 0), key=lambda r: r["n_pie"])
+    table = Table2x2(np.array([[row["n_pie"], n1 - row["n_pie"]],
+                               [row["n_non_pie"], n2 - row["n_non_pie"]]]))
+    checks = [c for c in result.checks if c.kind == "pie_overindex"]
+    alpha = 2 * sps.norm.sf(result.z)
+    lo, hi = table.riskratio_confint(alpha=alpha, method="normal")
+    match = [c for c in checks if c.estimate == pytest.approx(row["relative_growth_pct"])]
+    assert match and match[0].lo == pytest.approx(100 * (lo - 1), rel=1e-6)
+    assert match[0].hi == pytest.approx(100 * (hi - 1), rel=1e-6)
+
+
+def test_baseline_comparison(planted):
+    same = run_gate(planted, baseline=copy.deepcopy(planted))
+    assert not [c for c in same.failed if c.kind == "baseline"]
+    older = copy.deepcopy(planted)
+    for row in older["deltas"]:
+        row["abs_diff"] = 0.0
+    regressed = run_gate(planted, baseline=older)
+    assert any(c.kind == "baseline" and c.subject == "Male=True & Young=False"
+               for c in regressed.failed)
+
+
+def test_junit_and_markdown(planted):
+    result = run_gate(planted)
+    suite = ET.fromstring(to_junit(result))
+    assert int(suite.get("tests")) == len(result.checks)
+    assert int(suite.get("failures")) == len(result.failed)
+    assert int(suite.get("skipped")) == len(result.inconclusive)
+    assert len(suite.findall("testcase/failure")) == len(result.failed)
+    md = to_markdown(result)
+    assert md.startswith("## ❌ compaudit gate: FAIL")
+    assert "Male=True & Young=False" in md
+
+
+def test_cli_gate_exit_codes_and_step_summary(planted, control, tmp_path, monkeypatch, capsys):
+    for name, m in (("bad", planted), ("good", control)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(m))
+    summary = tmp_path / "step_summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    assert main(["gate", str(tmp_path / "bad")]) == 1
+    assert (tmp_path / "bad" / "gate" / "junit.xml").is_file()
+    assert "compaudit gate: FAIL" in summary.read_text()
+    assert main(["gate", str(tmp_path / "good")]) == 0
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[gate]\nlevell = 0.9\n[gate.subgroup_rate]\nmetrics = ['fpx']\n")
+    assert main(["gate", str(tmp_path / "good"), "--policy", str(policy)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'levell'" in err and "unknown metric(s) ['fpx']" in err
+
+
+def test_policy_types_are_checked_all_at_once():
+    with pytest.raises(Exception) as exc:
+        policy_from_dict({"level": 2, "disparity": {"max_increase": "a"},
+                          "pie_overindex": {"min_cell_size": 1.5}})
+    problems = exc.value.problems
+    assert len(problems) == 3
+    assert any("level: got 2" in p for p in problems)
+    assert any("max_increase: got 'a'; expected a number" in p for p in problems)
+    assert any("min_cell_size: got 1.5; expected an integer" in p for p in problems)
+
+
+def test_policy_from_dict_turns_off_absent_sections():
+    policy = policy_from_dict({"subgroup_rate": {"max_abs_increase": 0.05}})
+    assert policy.disparity is None and policy.subgroup_rate.max_abs_increase == 0.05

@@ -69,7 +69,37 @@ def _build_parser() -> argparse.ArgumentParser:
     gt.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/gate)")
     gt.add_argument("--show-passed", action="store_true", help="list passed checks too")
     gt.set_defaults(func=_cmd_gate)
+
+    rn = sub.add_parser("run", help="run an audit spec (TOML) end to end",
+                        description="Run every stage of an audit spec into one run folder; "
+                                    "finished stages are skipped, so a killed run resumes.")
+    rn.add_argument("spec", type=Path, help="audit spec, e.g. audits/demo.toml")
+    _run_options(rn, default_out=None)
+    rn.set_defaults(func=_cmd_run)
+
+    dm = sub.add_parser("demo", help="the embedded default audit on synthetic faces",
+                        description="Generate synthetic faces, train a population, compress "
+                                    "it four ways, analyze, gate and write the report.")
+    dm.add_argument("--no-spurious", action="store_true",
+                    help="control: the same audit on data without the planted shortcut")
+    _run_options(dm, default_out=None)
+    dm.set_defaults(func=_cmd_demo)
+
+    rp = sub.add_parser("report", help="render RUN_DIR/report.html from a run folder")
+    rp.add_argument("run_dir", type=Path, help="run folder holding metrics.json")
+    rp.add_argument("--out", type=Path, default=None, help="HTML file (default RUN_DIR/report.html)")
+    rp.add_argument("--pdf", action="store_true", help="also print a PDF with headless Chromium")
+    rp.set_defaults(func=_cmd_report)
     return parser
+
+
+def _run_options(p: argparse.ArgumentParser, *, default_out: Path | None) -> None:
+    p.add_argument("--out", type=Path, default=default_out,
+                   help="run folder (default: reports/<audit name>)")
+    p.add_argument("--executor", choices=("local", "ray", "serial"), default=None,
+                   help="override the spec's [executor].kind")
+    p.add_argument("--ray-address", default=None, help="address of a running Ray cluster")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
@@ -85,6 +115,43 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     path = result.write(args.out)
     print(format_summary(result.metrics))
     print(f"\nwrote {path} and {len(result.tables)} tables in {Path(args.out) / 'tables'}")
+    return EXIT_OK
+
+
+def _run_spec(spec, args: argparse.Namespace) -> int:
+    import time
+
+    from compaudit.pipeline import run_audit
+
+    out = args.out or Path("reports") / spec.name
+    start = time.perf_counter()
+    result = run_audit(spec, out, executor=args.executor, ray_address=args.ray_address,
+                       progress=not args.no_progress)
+    minutes, seconds = divmod(time.perf_counter() - start, 60)
+    print(f"\nverdict: {result.verdict.upper()} (exit {result.exit_code}) in "
+          f"{int(minutes)} min {seconds:.0f} s; stages run: {', '.join(result.stages_run) or 'none'}")
+    print(f"report: {result.report}")
+    return result.exit_code
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from compaudit.spec import load_spec
+
+    return _run_spec(load_spec(args.spec), args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from compaudit.spec import demo_spec
+
+    spec = demo_spec(spurious=not args.no_spurious)
+    return _run_spec(spec, args)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from compaudit.report import render_report
+
+    path = render_report(args.run_dir, out=args.out, pdf=args.pdf)
+    print(f"wrote {path}")
     return EXIT_OK
 
 

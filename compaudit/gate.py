@@ -102,16 +102,22 @@ def _subgroup_checks(metrics: dict, policy: GatePolicy, variants: list[str]) -> 
             continue
         # Accuracy harms by falling; the others by rising.
         sign = -1.0 if row["metric"] == "accuracy" else 1.0
-        base = dict(kind="subgroup_rate", variant=row["variant"], subject=row["subgroup"],
-                    metric=row["metric"])
-        yield Check(id=f"{row['variant']}/{row['subgroup']}/{row['metric']}/abs", **base,
-                    estimate=sign * _num(row["abs_diff"]), se=_num(row.get("abs_diff_se")),
-                    tolerance=pol.max_abs_increase, unit="points")
+        base = dict(kind="subgroup_rate", variant=row["variant"], subject=row["subgroup"])
+        stem = f"{row['variant']}/{row['subgroup']}/{row['metric']}"
+        if pol.max_abs_increase is not None:
+            yield Check(id=f"{stem}/abs", **base, metric=row["metric"],
+                        estimate=sign * _num(row["abs_diff"]), se=_num(row.get("abs_diff_se")),
+                        tolerance=pol.max_abs_increase, unit="points")
         if pol.max_rel_increase_pct is not None:
-            yield Check(id=f"{row['variant']}/{row['subgroup']}/{row['metric']}/rel", **base,
+            yield Check(id=f"{stem}/rel", **base, metric=f"{row['metric']} (relative)",
                         estimate=sign * _num(row["rel_change_pct"]),
                         se=_num(row.get("rel_change_pct_se")),
                         tolerance=pol.max_rel_increase_pct, unit="%")
+        if pol.max_excess_increase is not None and row["subgroup"] != "overall":
+            yield Check(id=f"{stem}/excess", **base, metric=f"{row['metric']} (excess)",
+                        estimate=sign * _num(row.get("excess_diff")),
+                        se=_num(row.get("excess_diff_se")),
+                        tolerance=pol.max_excess_increase, unit="points")
 
 
 def _disparity_checks(metrics: dict, policy: GatePolicy, variants: list[str]) -> Iterator[Check]:
@@ -154,14 +160,27 @@ def _overindex_checks(metrics: dict, policy: GatePolicy, variants: list[str]) ->
 
 def _robustness_checks(metrics: dict, policy: GatePolicy, variants: list[str]) -> Iterator[Check]:
     pol = policy.robustness
+    clean = {r["variant"]: r for r in metrics.get("deltas", [])
+             if r["metric"] == "accuracy" and r["subgroup"] == "overall"}
     for row in metrics.get("robustness", {}).get("shift_deltas", []):
         if (row["metric"] != "accuracy" or row["subgroup"] != "overall"
                 or not _selected(row["variant"], policy, variants)):
             continue
-        yield Check(id=f"{row['variant']}/{row['shift']}/accuracy_drop", kind="robustness",
-                    variant=row["variant"], subject=row["shift"], metric="accuracy_drop",
-                    estimate=-_num(row["abs_diff"]), se=_num(row.get("abs_diff_se")),
-                    tolerance=pol.max_accuracy_drop, unit="points")
+        base = dict(kind="robustness", variant=row["variant"], subject=row["shift"])
+        drop, se = -_num(row["abs_diff"]), _num(row.get("abs_diff_se"))
+        if pol.max_accuracy_drop is not None:
+            yield Check(id=f"{row['variant']}/{row['shift']}/accuracy_drop", **base,
+                        metric="accuracy_drop", estimate=drop, se=se,
+                        tolerance=pol.max_accuracy_drop, unit="points")
+        ref = clean.get(row["variant"])
+        if pol.max_excess_drop is not None and ref is not None:
+            # Shifted examples derive from clean ones, so the two estimates correlate
+            # positively; adding variances overstates the se (a conservative interval).
+            yield Check(id=f"{row['variant']}/{row['shift']}/excess_drop", **base,
+                        metric="accuracy_drop (excess)",
+                        estimate=drop + _num(ref["abs_diff"]),
+                        se=math.hypot(se, _num(ref.get("abs_diff_se"))),
+                        tolerance=pol.max_excess_drop, unit="points")
 
 
 def _baseline_checks(metrics: dict, baseline: dict, policy: GatePolicy,

@@ -12,6 +12,7 @@ A policy is the ``[gate]`` table of an audit spec, or a file of its own::
     metrics = ["fpr", "fnr"]
     max_abs_increase = 0.02   # in rate units (0.02 = 2 points)
     max_rel_increase_pct = 50.0  # optional
+    max_excess_increase = 0.05   # optional: increase beyond the overall increase
 
     [gate.disparity]          # growth of max - min across a grouping's subgroups
     metrics = ["fpr", "fnr"]
@@ -23,12 +24,13 @@ A policy is the ``[gate]`` table of an audit spec, or a file of its own::
 
     [gate.robustness]         # accuracy lost vs dense on each shift
     max_accuracy_drop = 0.02
+    max_excess_drop = 0.05    # optional: loss on the shift beyond the loss on clean data
 
     [gate.baseline]           # with --baseline: change of the compression cost since then
     max_abs_increase = 0.01
 
 A section that is absent is not checked, except that the defaults below apply when no
-policy is given at all.
+policy is given at all; an optional tolerance set to ``false`` is not checked.
 """
 
 from __future__ import annotations
@@ -57,13 +59,23 @@ __all__ = [
 ]
 
 RATE_METRICS = ("fpr", "fnr", "selection_rate", "accuracy")
+#: Tolerances that ``false`` turns off (TOML has no null).
+_SWITCHABLE = frozenset({"max_abs_increase", "max_rel_increase_pct", "max_excess_increase",
+                         "max_accuracy_drop", "max_excess_drop"})
 
 
 @dataclass(frozen=True)
 class SubgroupRatePolicy:
+    """Tolerances on a subgroup's rate change vs dense; ``None`` skips that check.
+
+    ``max_excess_increase`` bounds the subgroup's increase *beyond* the overall increase
+    (in rate units): it flags disproportionate harm while tolerating a model-wide loss.
+    """
+
     metrics: tuple[str, ...] = ("fpr", "fnr")
-    max_abs_increase: float = 0.02
+    max_abs_increase: float | None = 0.02
     max_rel_increase_pct: float | None = None
+    max_excess_increase: float | None = None
 
 
 @dataclass(frozen=True)
@@ -80,7 +92,11 @@ class OverindexPolicy:
 
 @dataclass(frozen=True)
 class RobustnessPolicy:
-    max_accuracy_drop: float = 0.02
+    """``max_accuracy_drop``: accuracy lost vs dense on a shift; ``max_excess_drop``: the
+    loss on a shift beyond the loss on clean data. ``None`` skips that check."""
+
+    max_accuracy_drop: float | None = 0.02
+    max_excess_drop: float | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +140,8 @@ def _check_value(where: str, key: str, value: Any, default: Any, problems: list[
                 problems.append(f"{where}.{key}: unknown metric(s) {bad}; valid: "
                                 f"{', '.join(RATE_METRICS)}")
         return tuple(value)
+    if value is False and key in _SWITCHABLE:
+        return None  # `key = false` turns an optional check off
     if isinstance(default, bool) or isinstance(value, bool):
         problems.append(f"{where}.{key}: got {value!r}; expected a number")
         return default

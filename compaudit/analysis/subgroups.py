@@ -279,7 +279,7 @@ def _delta_tables(pop, cells, point, boot, vr_sums, level) -> tuple[pd.DataFrame
                                   "dense": dense_pt[metric], "compressed": v_pt[metric]})
             est = _changes(dense_pt[metric], v_pt[metric])
             smp = _changes(dense_bt[metric], v_bt[metric]) if boot is not None else None
-            for key in ("abs_diff", "rel_change_pct", "norm_change_pct"):
+            for key in ("abs_diff", "rel_change_pct", "norm_change_pct", "excess_diff"):
                 frame[key] = est[key]
                 if smp is not None:
                     s = summarize_bootstrap(est[key], smp[key], level=level)
@@ -291,8 +291,9 @@ def _delta_tables(pop, cells, point, boot, vr_sums, level) -> tuple[pd.DataFrame
             testable = np.minimum(events, dens[metric] - events) >= MIN_EVENTS
             if smp is not None:
                 frame.loc[~testable, "norm_change_pct_p"] = np.nan
-                # The overall row's normalized change is 0 by construction.
-                frame.loc[frame["subgroup"] == "overall", "norm_change_pct_p"] = np.nan
+                # The overall row's normalized and excess changes are 0 by construction.
+                overall = frame["subgroup"] == "overall"
+                frame.loc[overall, ["norm_change_pct_p", "excess_diff_p"]] = np.nan
             frame["note"] = _delta_notes(dense_pt[metric], metric, testable)
             delta_frames.append(frame)
             for grouping in groupings:
@@ -304,11 +305,11 @@ def _delta_tables(pop, cells, point, boot, vr_sums, level) -> tuple[pd.DataFrame
     disparity = pd.DataFrame(disp_rows)
     if boot is not None and not deltas.empty:
         # One family across every test of the table: all variants, subgroups and
-        # metrics, absolute and normalized changes together.
-        both = np.concatenate([deltas["abs_diff_p"].to_numpy(),
-                               deltas["norm_change_pct_p"].to_numpy()])
-        q = benjamini_hochberg(both)
-        deltas["abs_diff_q"], deltas["norm_change_pct_q"] = q[: len(deltas)], q[len(deltas):]
+        # metrics, absolute, normalized and excess changes together.
+        tested = ("abs_diff", "norm_change_pct", "excess_diff")
+        q = benjamini_hochberg(np.concatenate([deltas[f"{k}_p"].to_numpy() for k in tested]))
+        for i, k in enumerate(tested):
+            deltas[f"{k}_q"] = q[i * len(deltas) : (i + 1) * len(deltas)]
     if boot is not None and not disparity.empty:
         disparity["change_q"] = benjamini_hochberg(disparity["change_p"].to_numpy())
     return deltas, disparity
@@ -320,7 +321,11 @@ def _changes(dense: np.ndarray, comp: np.ndarray) -> dict[str, np.ndarray]:
         diff = comp - dense
         rel = np.where(dense != 0, 100.0 * diff / dense, np.nan)
     norm = rel - rel[..., :1]
-    return {"abs_diff": diff, "rel_change_pct": rel, "norm_change_pct": norm}
+    # The subgroup's change beyond the model-wide change, in rate units: robust where the
+    # subgroup's baseline rate differs from the overall one (relative changes are not).
+    excess = diff - diff[..., :1]
+    return {"abs_diff": diff, "rel_change_pct": rel, "norm_change_pct": norm,
+            "excess_diff": excess}
 
 
 def _delta_notes(dense: np.ndarray, metric: str, testable: np.ndarray) -> list[str]:

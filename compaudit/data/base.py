@@ -118,3 +118,30 @@ def get_dataset(name: str, root: str | Path, **kwargs) -> AuditDataset:
             f"unknown dataset {name!r}; valid names are: {', '.join(list_datasets())}"
         )
     return _REGISTRY[name](root, **kwargs)
+
+
+class SubsetDataset(AuditDataset):
+    """The first ``n`` examples of a seeded permutation of ``dataset`` (all when n >= len)."""
+
+    def __init__(self, dataset: AuditDataset, *, n: int, seed: int = 0) -> None:
+        super().__init__(dataset.root, transform=dataset.transform)
+        self.dataset = dataset
+        self.num_classes = dataset.num_classes
+        self.class_mask = dataset.class_mask
+        order = np.random.default_rng(seed).permutation(len(dataset))
+        self.indices = np.sort(order[: min(n, len(dataset))])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _load(self, index: int):
+        return self.dataset._load(int(self.indices[index]))
+
+    def examples(self) -> pd.DataFrame:
+        return self.dataset.examples().iloc[self.indices].reset_index(drop=True)
+
+
+def subset(factory: Callable[[], AuditDataset], n: int, seed: int = 0) -> AuditDataset:
+    """Build ``factory()`` and keep ``n`` of its examples (0 keeps all); picklable via partial."""
+    dataset = factory()
+    return dataset if n <= 0 or n >= len(dataset) else SubsetDataset(dataset, n=n, seed=seed)

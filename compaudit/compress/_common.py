@@ -1,0 +1,165 @@
+"""Helpers shared by the pruning methods: field checks, the data sample, the info dict."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler
+
+from compaudit.compress.masks import SCOPES, sparsity_report
+from compaudit.compress.registry import CompressionContext
+from compaudit.errors import AuditInputError
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+# --- field checks: each returns a message, or None when the value is fine -----------------
+
+
+def is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def check_sparsity(where: str, name: str, value: object, *, allow_zero: bool = True) -> str | None:
+    low = "[0, 1)" if allow_zero else "(0, 1)"
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and (0 <= value < 1 if allow_zero else 0 < value < 1)
+    )
+    if ok:
+        return None
+    return (
+        f"{where}.{name}: expected a number in {low}, got {value!r}; it is the fraction "
+        "of weights set to zero, e.g. 0.9 for 90% sparsity"
+    )
+
+
+def check_scope(where: str, value: object) -> str | None:
+    if value in SCOPES:
+        return None
+    return (
+        f"{where}.scope: expected 'global' (one magnitude threshold across all prunable "
+        f"tensors) or 'layer' (every tensor at the same sparsity), got {value!r}"
+    )
+
+
+def check_bool(where: str, name: str, value: object) -> str | None:
+    if isinstance(value, bool):
+        return None
+    return f"{where}.{name}: expected true or false, got {value!r}"
+
+
+def check_int(where: str, name: str, value: object, *, minimum: int, hint: str = "") -> str | None:
+    if is_int(value) and value >= minimum:  # type: ignore[operator]
+        return None
+    return f"{where}.{name}: expected an integer >= {minimum}, got {value!r}" + (
+        f"; {hint}" if hint else ""
+    )
+
+
+def raise_problems(problems: Iterable[str | None]) -> None:
+    found = [p for p in problems if p]
+    if found:
+        raise AuditInputError(found)
+
+
+def require_fine_tune(where: str, context: CompressionContext) -> None:
+    if context.fine_tune is None:
+        raise AuditInputError(
+            f"{where} trains the model, but the CompressionContext has no fine_tune "
+            "function; pass CompressionContext(fine_tune=...) (a callable "
+            "fine_tune(model, step_callbacks) that trains in place)"
+        )
+
+
+def require_train_dataset(where: str, context: CompressionContext) -> None:
+    if context.train_dataset is None:
+        raise AuditInputError(
+            f"{where} measures activations and losses on training data, but the "
+            "CompressionContext has no train_dataset; pass "
+            "CompressionContext(train_dataset=...) (yields (image, label, example_id))"
+        )
+
+
+# --- the data sample and its loss ---------------------------------------------------------
+
+
+def draw_sample(dataset: Any, *, n_batches: int, batch_size: int, seed: int) -> list[Batch]:
+    """The first ``n_batches`` batches of a seeded shuffle of ``dataset``, kept in memory.
+
+    Held in memory so that every pass (scores, losses before and after) sees the very
+    same examples without re-reading them.
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    loader = DataLoader(
+        dataset, batch_size=batch_size, sampler=RandomSampler(dataset, generator=gen),
+        num_workers=0,
+    )
+    batches: list[Batch] = []
+    for item in loader:
+        batches.append((item[0], torch.as_tensor(item[1])))
+        if len(batches) == n_batches:
+            break
+    if not batches:
+        raise AuditInputError("the training dataset is empty; a pruning sample needs examples")
+    return batches
+
+
+@torch.no_grad()
+def mean_loss(model: nn.Module, batches: list[Batch], *, device: str | torch.device) -> float:
+    """Mean cross-entropy of ``model`` in eval mode over the sample."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for x, y in batches:
+            logits = model(x.to(device))
+            total += float(F.cross_entropy(logits.float(), y.to(device), reduction="sum"))
+            count += len(y)
+    finally:
+        model.train(was_training)
+    return total / count
+
+
+# --- the info dict --------------------------------------------------------------------------
+
+
+def pruning_info(
+    method: str,
+    config: Any,
+    model: nn.Module,
+    masks: Mapping[str, torch.Tensor],
+    **extra: Any,
+) -> dict[str, Any]:
+    """``CompressedModel.info``: method, parameters, achieved sparsity and extras."""
+    report = sparsity_report(model, masks).to_dict()
+    return {
+        "method": method,
+        "parameters": dataclasses.asdict(config),
+        "sparsity": report["sparsity"],
+        "model_sparsity": report["model_sparsity"],
+        "pruned": report["pruned"],
+        "prunable": report["prunable"],
+        "model_params": report["model_params"],
+        "layer_sparsity": {n: v["sparsity"] for n, v in report["layers"].items()},
+        **extra,
+    }
+
+
+def optional_penalty(
+    context: CompressionContext,
+    *,
+    n_batches: int,
+    batch_size: int,
+) -> list[Batch] | None:
+    """The sample for a pruning penalty, or None when there is no data or it is disabled."""
+    if n_batches == 0 or context.train_dataset is None:
+        return None
+    return draw_sample(
+        context.train_dataset, n_batches=n_batches, batch_size=batch_size, seed=context.seed
+    )

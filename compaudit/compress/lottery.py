@@ -1,0 +1,195 @@
+"""Iterative magnitude pruning with weight rewinding (lottery tickets; Frankle & Carbin,
+Frankle et al. "Linear mode connectivity and the lottery ticket hypothesis", and the
+pruned networks dissected by Frankle & Bau).
+
+1. Train once with ``context.fine_tune``; a step callback saves the full model state
+   (weights and buffers) after optimizer step ``rewind_step`` (``0``: before training).
+2. Each round prunes a fraction of the *remaining* weights by magnitude (20% by
+   default; pruned weights stay pruned), rewinds every parameter and buffer to the
+   saved state, zeroes the pruned ones and retrains with the mask re-applied after
+   every step.
+3. Rounds continue until the target sparsity; the last round prunes exactly to it.
+
+The first ``fine_tune`` call is the training whose early weights are the rewind point:
+to follow the papers, give a ``fine_tune`` that trains from the model's initial weights
+for the full schedule. Each retraining is a fresh ``fine_tune`` call, so its optimizer
+and learning-rate schedule start anew.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from compaudit.compress._common import (
+    check_bool,
+    check_int,
+    check_scope,
+    check_sparsity,
+    pruning_info,
+    raise_problems,
+    require_fine_tune,
+)
+from compaudit.compress.masks import MaskCallback, apply_masks, magnitude_masks, prunable_parameters
+from compaudit.compress.registry import CompressedModel, CompressionContext, register_compression
+from compaudit.errors import AuditInputError
+
+__all__ = ["LotteryTicketConfig", "RewindPoint", "rewind_weights", "lottery_round_targets"]
+
+#: Per-round fraction used when neither ``rounds`` nor ``per_round_fraction`` is given.
+DEFAULT_PER_ROUND = 0.2
+
+
+@dataclass(frozen=True, kw_only=True)
+class LotteryTicketConfig:
+    """Iterative magnitude pruning with rewinding.
+
+    Parameters
+    ----------
+    sparsity
+        Final fraction of prunable weights set to zero.
+    per_round_fraction
+        Fraction of the remaining weights pruned per round (0.2 when neither this nor
+        ``rounds`` is given).
+    rounds
+        Number of rounds instead; each then prunes ``1 - (1 - sparsity)^(1/rounds)`` of
+        the remaining weights. Give at most one of the two.
+    rewind_step
+        Optimizer step of the first training whose weights are restored before each
+        retraining; 0 restores the weights from before training (the original ticket).
+    scope
+        ``"global"`` (default, as for deep networks in Frankle et al.) or ``"layer"``.
+    exclude_first_conv, exclude_classifier
+        Keep these layers dense.
+    """
+
+    sparsity: float
+    per_round_fraction: float | None = None
+    rounds: int | None = None
+    rewind_step: int = 0
+    scope: Literal["global", "layer"] = "global"
+    exclude_first_conv: bool = True
+    exclude_classifier: bool = False
+
+    def validate(self) -> None:
+        """Raise :class:`AuditInputError` listing every invalid field."""
+        where = type(self).__name__
+        problems = [
+            check_sparsity(where, "sparsity", self.sparsity, allow_zero=False),
+            check_int(where, "rewind_step", self.rewind_step, minimum=0,
+                      hint="0 rewinds to the weights before training"),
+            check_scope(where, self.scope),
+            check_bool(where, "exclude_first_conv", self.exclude_first_conv),
+            check_bool(where, "exclude_classifier", self.exclude_classifier),
+        ]
+        if self.per_round_fraction is not None and self.rounds is not None:
+            problems.append(f"{where}: give per_round_fraction or rounds, not both "
+                            f"(got {self.per_round_fraction!r} and {self.rounds!r})")
+        if self.per_round_fraction is not None:
+            problems.append(check_sparsity(where, "per_round_fraction",
+                                           self.per_round_fraction, allow_zero=False))
+        if self.rounds is not None:
+            problems.append(check_int(where, "rounds", self.rounds, minimum=1))
+        raise_problems(problems)
+
+
+def lottery_round_targets(
+    sparsity: float, *, per_round_fraction: float | None = None, rounds: int | None = None
+) -> list[float]:
+    """Sparsity after each round: ``1 - (1 - p)^r``, the last one exactly ``sparsity``.
+
+    Examples
+    --------
+    >>> [round(s, 4) for s in lottery_round_targets(0.5, per_round_fraction=0.2)]
+    [0.2, 0.36, 0.488, 0.5]
+    """
+    if rounds is None:
+        p = DEFAULT_PER_ROUND if per_round_fraction is None else per_round_fraction
+        # The small slack keeps float noise from adding a round (0.2 per round to 0.36).
+        rounds = max(1, math.ceil(math.log(1 - sparsity) / math.log(1 - p) - 1e-9))
+    else:
+        p = 1 - (1 - sparsity) ** (1 / rounds)
+    targets = [min(sparsity, 1 - (1 - p) ** r) for r in range(1, rounds + 1)]
+    targets[-1] = sparsity
+    return targets
+
+
+class RewindPoint:
+    """Step callback saving the model state after optimizer step ``step``.
+
+    ``state`` holds detached copies of every parameter and buffer (``state_dict``);
+    with ``step=0`` call :meth:`save` before training.
+    """
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.state: dict[str, torch.Tensor] | None = None
+
+    #: Key of this callback's state in a training checkpoint (``train`` resumes it).
+    state_key = "lottery_rewind_point"
+
+    def state_dict(self) -> dict[str, Any]:
+        """The saved state (empty until saved), so a resumed first training keeps it."""
+        return {"step": self.step, "state": {k: v.cpu() for k, v in (self.state or {}).items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        self.step = int(state["step"])
+        self.state = dict(state["state"]) or None
+
+    def save(self, model: nn.Module) -> None:
+        """Copy ``model``'s state now."""
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def __call__(self, step: int, model: nn.Module) -> None:
+        if step == self.step and self.state is None:
+            self.save(model)
+
+
+@torch.no_grad()
+def rewind_weights(
+    model: nn.Module, *, state: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
+) -> None:
+    """Restore ``state`` into ``model`` in place, then zero the pruned weights."""
+    model.load_state_dict(dict(state))
+    apply_masks(model, masks)
+
+
+@register_compression(LotteryTicketConfig)
+def _lottery_ticket(
+    model: nn.Module, config: LotteryTicketConfig, context: CompressionContext
+) -> CompressedModel:
+    config.validate()
+    require_fine_tune("LotteryTicketConfig", context)
+    targets = lottery_round_targets(config.sparsity, per_round_fraction=config.per_round_fraction,
+                                    rounds=config.rounds)
+    point = RewindPoint(config.rewind_step)
+    if config.rewind_step == 0:
+        point.save(model)
+    context.fine_tune(model, [point])  # type: ignore[misc]
+    if point.state is None:
+        raise AuditInputError(
+            f"LotteryTicketConfig.rewind_step: the first training ended before step "
+            f"{config.rewind_step}, so there are no weights to rewind to; choose an "
+            "earlier step (a few hundred to a few thousand steps into training)"
+        )
+    masks: dict[str, torch.Tensor] | None = None
+    for target in tqdm(targets, desc="lottery rounds", disable=None, leave=False):
+        params = prunable_parameters(
+            model, exclude_first_conv=config.exclude_first_conv,
+            exclude_classifier=config.exclude_classifier,
+        )
+        masks = magnitude_masks(params, sparsity=target, scope=config.scope, keep_pruned=masks)
+        rewind_weights(model, state=point.state, masks=masks)
+        context.fine_tune(model, [MaskCallback(masks)])  # type: ignore[misc]
+        apply_masks(model, masks)
+    if masks is None:  # pragma: no cover - lottery_round_targets never returns []
+        raise RuntimeError("no pruning round ran")
+    info = pruning_info("lottery_ticket", config, model, masks, round_targets=targets,
+                        rounds=len(targets))
+    return CompressedModel(model=model, masks=masks, info=info)

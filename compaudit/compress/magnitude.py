@@ -1,0 +1,339 @@
+"""Weight (unstructured) pruning: gradual magnitude, one-shot magnitude and the random control.
+
+Gradual magnitude pruning (GMP, Zhu & Gupta 2017) prunes while the model trains: after
+every optimizer step a :class:`GradualPruningCallback` re-applies the current masks,
+and at the update steps of a :class:`~compaudit.compress.schedules.CubicSparsitySchedule`
+it recomputes them by magnitude at the scheduled sparsity.
+
+Mask updates follow TensorFlow's model_pruning, which Hooker et al. used: the forward
+pass there uses ``w * mask``, so a pruned entry of the underlying variable gets no
+gradient and keeps the value it had when it was pruned, and each update thresholds the
+magnitudes of those underlying variables. A pruned weight therefore comes back, with
+its old value, when it out-ranks weights that shrank since. We emulate this by keeping
+each pruned weight's value at pruning time and ranking it beside the live weights
+(``allow_regrowth=True``, the default). TF additionally lets momentum and weight decay
+keep moving the hidden value; we do not. With ``allow_regrowth=False`` pruned weights
+stay pruned (their magnitude counts as zero).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from compaudit.compress._common import (
+    check_bool,
+    check_int,
+    check_scope,
+    check_sparsity,
+    mean_loss,
+    optional_penalty,
+    pruning_info,
+    raise_problems,
+    require_fine_tune,
+)
+from compaudit.compress.masks import (
+    MaskCallback,
+    apply_masks,
+    magnitude_masks,
+    prunable_parameters,
+    random_masks,
+)
+from compaudit.compress.registry import CompressedModel, CompressionContext, register_compression
+from compaudit.compress.schedules import CubicSparsitySchedule
+from compaudit.errors import AuditInputError
+
+__all__ = [
+    "GradualMagnitudeConfig",
+    "GradualPruningCallback",
+    "OneShotMagnitudeConfig",
+    "RandomPruningConfig",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GradualMagnitudeConfig:
+    """Gradual magnitude pruning during training (Zhu & Gupta).
+
+    Parameters
+    ----------
+    sparsity
+        Final fraction of prunable weights set to zero, reached at ``end_step``.
+    begin_step, end_step, frequency
+        First and last mask update (optimizer steps, counted from 1) and steps between
+        updates; see :class:`~compaudit.compress.schedules.CubicSparsitySchedule`.
+    initial_sparsity
+        Target at ``begin_step``.
+    scope
+        ``"layer"`` (default, as in Zhu & Gupta: a threshold per tensor) or ``"global"``.
+    exclude_first_conv, exclude_classifier
+        Keep these layers dense.
+    allow_regrowth
+        Rank pruned weights by their value at pruning time, as TF model_pruning does,
+        so they can return (see the module docstring).
+    """
+
+    sparsity: float
+    begin_step: int
+    end_step: int
+    frequency: int
+    initial_sparsity: float = 0.0
+    scope: Literal["global", "layer"] = "layer"
+    exclude_first_conv: bool = True
+    exclude_classifier: bool = False
+    allow_regrowth: bool = True
+
+    def schedule(self) -> CubicSparsitySchedule:
+        """The cubic schedule these fields describe."""
+        return CubicSparsitySchedule(
+            final_sparsity=self.sparsity, begin_step=self.begin_step, end_step=self.end_step,
+            frequency=self.frequency, initial_sparsity=self.initial_sparsity,
+        )
+
+    def validate(self) -> None:
+        """Raise :class:`AuditInputError` listing every invalid field."""
+        where = type(self).__name__
+        raise_problems([
+            check_scope(where, self.scope),
+            check_bool(where, "exclude_first_conv", self.exclude_first_conv),
+            check_bool(where, "exclude_classifier", self.exclude_classifier),
+            check_bool(where, "allow_regrowth", self.allow_regrowth),
+        ])
+        self.schedule().validate(where, aliases={"final_sparsity": "sparsity"})
+
+
+class GradualPruningCallback:
+    """Step callback doing gradual magnitude pruning inside any training loop.
+
+    Call it as ``cb(step, model)`` after every optimizer step (``step`` counts from 1).
+    At update steps it recomputes the masks at the scheduled sparsity; after every step
+    it zeroes the pruned weights. After ``end_step`` the masks are fixed.
+
+    Parameters
+    ----------
+    config
+        The method's parameters.
+    """
+
+    def __init__(self, config: GradualMagnitudeConfig) -> None:
+        config.validate()
+        self.config = config
+        self.schedule = config.schedule()
+        self.masks: dict[str, torch.Tensor] | None = None
+        self.last_step = 0
+        #: (step, target sparsity) of every mask update, in order.
+        self.updates: list[tuple[int, float]] = []
+        self._frozen: dict[str, torch.Tensor] = {}
+        self._apply: MaskCallback | None = None
+
+    #: Key of this callback's state in a training checkpoint (``train`` resumes it).
+    state_key = "gradual_magnitude_pruning"
+
+    def state_dict(self) -> dict[str, Any]:
+        """Masks, pruned values and update history, so a resumed run continues exactly."""
+        return {
+            "masks": {n: m.cpu() for n, m in (self.masks or {}).items()},
+            "frozen": {n: t.cpu() for n, t in self._frozen.items()},
+            "updates": [[s, t] for s, t in self.updates],
+            "last_step": self.last_step,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        self.masks = dict(state["masks"]) or None
+        self._frozen = dict(state["frozen"])
+        self.updates = [(int(s), float(t)) for s, t in state["updates"]]
+        self.last_step = int(state["last_step"])
+        self._apply = MaskCallback(self.masks) if self.masks is not None else None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the final update (at ``end_step``) has happened; masks are then fixed."""
+        return bool(self.updates) and self.updates[-1][0] == self.schedule.end_step
+
+    def __call__(self, step: int, model: nn.Module) -> None:
+        self.last_step = step
+        if not self.finished and self.schedule.is_update_step(step):
+            self._update(step, model)
+        if self._apply is not None:
+            self._apply(step, model)
+
+    @torch.no_grad()
+    def _update(self, step: int, model: nn.Module) -> None:
+        cfg = self.config
+        params = prunable_parameters(
+            model, exclude_first_conv=cfg.exclude_first_conv,
+            exclude_classifier=cfg.exclude_classifier,
+        )
+        target = self.schedule.sparsity_at(step)
+        if cfg.allow_regrowth:
+            # Live weights at their trained value, pruned ones at their value when pruned.
+            dense = {
+                n: torch.where(self.masks[n].to(p.device), p, self._frozen[n].to(p.device))
+                if self.masks is not None else p.detach().clone()
+                for n, p in params.items()
+            }
+            masks = magnitude_masks(dense, sparsity=target, scope=cfg.scope)
+            for n, p in params.items():
+                p.copy_(dense[n])  # returning weights get their old value back
+            self._frozen = dense
+        else:
+            masks = magnitude_masks(params, sparsity=target, scope=cfg.scope,
+                                    keep_pruned=self.masks)
+        self.masks = masks
+        self._apply = MaskCallback(masks)
+        self.updates.append((step, target))
+
+
+@dataclass(frozen=True, kw_only=True)
+class OneShotMagnitudeConfig:
+    """Prune a trained model once by magnitude, then fine-tune with the mask fixed.
+
+    Parameters
+    ----------
+    sparsity
+        Fraction of prunable weights set to zero.
+    scope
+        ``"layer"`` or ``"global"`` (see :func:`~compaudit.compress.masks.magnitude_masks`).
+    fine_tune
+        Fine-tune after pruning with ``context.fine_tune``, masks re-applied every step.
+    exclude_first_conv, exclude_classifier
+        Keep these layers dense.
+    penalty_batches, batch_size
+        Sample of the training data on which the pruning penalty (loss right after
+        pruning minus loss before) is measured; 0 batches skips it.
+    """
+
+    sparsity: float
+    scope: Literal["global", "layer"] = "layer"
+    fine_tune: bool = True
+    exclude_first_conv: bool = True
+    exclude_classifier: bool = False
+    penalty_batches: int = 4
+    batch_size: int = 64
+
+    def validate(self) -> None:
+        """Raise :class:`AuditInputError` listing every invalid field."""
+        raise_problems(_one_shot_problems(self))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RandomPruningConfig:
+    """The control: prune a uniformly random set of weights, then (optionally) fine-tune.
+
+    Parameters are those of :class:`OneShotMagnitudeConfig` plus ``seed`` (``None``
+    takes the context's seed).
+    """
+
+    sparsity: float
+    scope: Literal["global", "layer"] = "layer"
+    seed: int | None = None
+    fine_tune: bool = True
+    exclude_first_conv: bool = True
+    exclude_classifier: bool = False
+    penalty_batches: int = 4
+    batch_size: int = 64
+
+    def validate(self) -> None:
+        """Raise :class:`AuditInputError` listing every invalid field."""
+        where = type(self).__name__
+        seed_problem = None
+        if self.seed is not None:
+            seed_problem = check_int(where, "seed", self.seed, minimum=0)
+        raise_problems([*_one_shot_problems(self), seed_problem])
+
+
+def _one_shot_problems(cfg: Any) -> list[str | None]:
+    where = type(cfg).__name__
+    return [
+        check_sparsity(where, "sparsity", cfg.sparsity),
+        check_scope(where, cfg.scope),
+        check_bool(where, "fine_tune", cfg.fine_tune),
+        check_bool(where, "exclude_first_conv", cfg.exclude_first_conv),
+        check_bool(where, "exclude_classifier", cfg.exclude_classifier),
+        check_int(where, "penalty_batches", cfg.penalty_batches, minimum=0,
+                  hint="use 0 to skip measuring the pruning penalty"),
+        check_int(where, "batch_size", cfg.batch_size, minimum=1),
+    ]
+
+
+@register_compression(GradualMagnitudeConfig)
+def _gradual_magnitude(
+    model: nn.Module, config: GradualMagnitudeConfig, context: CompressionContext
+) -> CompressedModel:
+    config.validate()
+    require_fine_tune(type(config).__name__, context)
+    callback = GradualPruningCallback(config)
+    context.fine_tune(model, [callback])
+    if not callback.finished or callback.masks is None:
+        raise AuditInputError(
+            f"GradualMagnitudeConfig.end_step: training ran {callback.last_step} optimizer "
+            f"steps but pruning ends at step {config.end_step}, so the model did not reach "
+            f"sparsity {config.sparsity}; set end_step (and begin_step) within the "
+            "training run or train for more steps"
+        )
+    apply_masks(model, callback.masks)
+    info = pruning_info(
+        "gmp", config, model, callback.masks,
+        mask_updates=[{"step": s, "target_sparsity": t} for s, t in callback.updates],
+    )
+    return CompressedModel(model=model, masks=callback.masks, info=info)
+
+
+def _prune_then_fine_tune(
+    model: nn.Module,
+    config: OneShotMagnitudeConfig | RandomPruningConfig,
+    context: CompressionContext,
+    masks: dict[str, torch.Tensor],
+    method: str,
+) -> CompressedModel:
+    sample = optional_penalty(
+        context, n_batches=config.penalty_batches, batch_size=config.batch_size
+    )
+    before = mean_loss(model, sample, device=context.device) if sample else None
+    apply_masks(model, masks)
+    after = mean_loss(model, sample, device=context.device) if sample else None
+    if config.fine_tune:
+        context.fine_tune(model, [MaskCallback(masks)])  # type: ignore[misc]
+        apply_masks(model, masks)
+    penalty = None if before is None else after - before  # type: ignore[operator]
+    info = pruning_info(
+        method, config, model, masks,
+        loss_before=before, loss_after_pruning=after, pruning_penalty=penalty,
+        fine_tuned=config.fine_tune,
+    )
+    return CompressedModel(model=model, masks=masks, info=info)
+
+
+@register_compression(OneShotMagnitudeConfig)
+def _one_shot_magnitude(
+    model: nn.Module, config: OneShotMagnitudeConfig, context: CompressionContext
+) -> CompressedModel:
+    config.validate()
+    if config.fine_tune:
+        require_fine_tune(type(config).__name__, context)
+    params = prunable_parameters(
+        model, exclude_first_conv=config.exclude_first_conv,
+        exclude_classifier=config.exclude_classifier,
+    )
+    masks = magnitude_masks(params, sparsity=config.sparsity, scope=config.scope)
+    return _prune_then_fine_tune(model, config, context, masks, "one_shot_magnitude")
+
+
+@register_compression(RandomPruningConfig)
+def _random_pruning(
+    model: nn.Module, config: RandomPruningConfig, context: CompressionContext
+) -> CompressedModel:
+    config.validate()
+    if config.fine_tune:
+        require_fine_tune(type(config).__name__, context)
+    params = prunable_parameters(
+        model, exclude_first_conv=config.exclude_first_conv,
+        exclude_classifier=config.exclude_classifier,
+    )
+    seed = context.seed if config.seed is None else config.seed
+    masks = random_masks(params, sparsity=config.sparsity, scope=config.scope, seed=seed)
+    return _prune_then_fine_tune(model, config, context, masks, "random")

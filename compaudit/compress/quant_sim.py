@@ -1,0 +1,157 @@
+"""Reduced precision and int8 weights simulated with core torch ops, on any device.
+
+Transforms that modify ``model`` in place (callers pass a copy):
+
+* :func:`round_float_precision` / :func:`cast_float_precision`: float16 or bfloat16.
+  *Native* casts parameters and buffers and runs every op in that dtype. *Simulated*
+  keeps float32 kernels but rounds parameters, buffers, the input and the output of
+  every leaf module through the dtype (``x.to(dtype).to(float32)``); it differs from
+  native execution only inside an op (accumulation precision), and it exists because
+  CPU half-precision kernels, though present in torch 2.15, run 10-15x slower than
+  float32 on CPUs without native FP16/BF16 arithmetic.
+* :func:`quantize_weights_int8`: int8 weights (per output channel, symmetric by
+  default) of every conv and linear layer, stored dequantized; activations stay float.
+
+Int8 static quantization is in :mod:`compaudit.compress.quant_static`.
+
+Quantized layers carry their integer format for :mod:`compaudit.compress.footprint`:
+buffers ``weight_scale`` and ``weight_zero_point`` and the attribute named by
+:data:`WEIGHT_FORMAT_ATTR`. Rounding runs in forward (pre-)hooks that are module-level
+functions (with ``functools.partial``), so transformed models deep-copy and pickle.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+from torch import nn
+
+from compaudit.compress.qparams import dequantize, quantize, weight_qparams
+
+__all__ = [
+    "WEIGHT_FORMAT_ATTR",
+    "FLOAT_STORAGE_ATTR",
+    "QUANTIZABLE",
+    "round_float_precision",
+    "cast_float_precision",
+    "quantize_weights_int8",
+    "set_weight_format",
+]
+
+#: Attribute of a quantized layer: ``{"dtype": "int8", "axis": 0 | None, "symmetric": bool}``.
+WEIGHT_FORMAT_ATTR = "compaudit_weight_format"
+#: Attribute of a reduced-precision model's root: ``"float16"`` or ``"bfloat16"``.
+FLOAT_STORAGE_ATTR = "compaudit_float_storage"
+#: Layers whose weights are quantized.
+QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+# --- float16 / bfloat16 -----------------------------------------------------------------
+
+
+def _round_tensor(x: Any, dtype: torch.dtype) -> Any:
+    if isinstance(x, torch.Tensor) and x.is_floating_point():
+        return x.to(dtype).to(x.dtype)
+    if isinstance(x, tuple):
+        return tuple(_round_tensor(v, dtype) for v in x)
+    if isinstance(x, list):
+        return [_round_tensor(v, dtype) for v in x]
+    return x
+
+
+def _round_inputs_hook(dtype: torch.dtype, module: nn.Module, args: tuple) -> tuple:
+    return _round_tensor(args, dtype)
+
+
+def _round_output_hook(dtype: torch.dtype, module: nn.Module, args: tuple, output: Any) -> Any:
+    return _round_tensor(output, dtype)
+
+
+def _cast_inputs_hook(dtype: torch.dtype, module: nn.Module, args: tuple) -> tuple:
+    return tuple(a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+                 for a in args)
+
+
+def _float32_output_hook(module: nn.Module, args: tuple, output: Any) -> Any:
+    if isinstance(output, torch.Tensor) and output.is_floating_point():
+        return output.float()
+    return output
+
+
+def round_float_precision(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Simulate ``dtype`` in float32: round weights, buffers and every leaf's output.
+
+    Returns ``model`` (modified in place) for chaining.
+    """
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            if t.is_floating_point():
+                t.copy_(t.to(dtype).to(t.dtype))
+    model.register_forward_pre_hook(functools.partial(_round_inputs_hook, dtype))
+    for module in model.modules():
+        if not list(module.children()):
+            module.register_forward_hook(functools.partial(_round_output_hook, dtype))
+    setattr(model, FLOAT_STORAGE_ATTR, str(dtype).removeprefix("torch."))
+    return model
+
+
+def cast_float_precision(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Run natively in ``dtype``: cast parameters and buffers; float32 in, float32 logits out."""
+    model.to(dtype)
+    model.register_forward_pre_hook(functools.partial(_cast_inputs_hook, dtype))
+    model.register_forward_hook(_float32_output_hook)
+    setattr(model, FLOAT_STORAGE_ATTR, str(dtype).removeprefix("torch."))
+    return model
+
+
+# --- int8 weights -------------------------------------------------------------------------
+
+
+def set_weight_format(module: nn.Module, scale: torch.Tensor, zero_point: torch.Tensor,
+                      *, axis: int | None, symmetric: bool) -> None:
+    """Record that ``module.weight`` holds int8 values: scale, zero point and layout."""
+    for name, value in (("weight_scale", scale), ("weight_zero_point", zero_point)):
+        if name in module._buffers:
+            module._buffers[name] = value
+        else:
+            module.register_buffer(name, value)
+    setattr(module, WEIGHT_FORMAT_ATTR, {"dtype": "int8", "axis": axis, "symmetric": symmetric})
+
+
+@torch.no_grad()
+def _quantize_weight(module: nn.Module, *, per_channel: bool, symmetric: bool) -> None:
+    w = module.weight
+    axis = 0 if per_channel else None
+    scale, zp = weight_qparams(w, per_channel=per_channel, symmetric=symmetric, axis=0)
+    q = quantize(w, scale, zp, dtype="int8", axis=axis, symmetric=symmetric)
+    w.copy_(dequantize(q, scale, zp, axis=axis).to(w.dtype))
+    set_weight_format(module, scale.to(w.device), zp.to(w.device), axis=axis,
+                       symmetric=symmetric)
+
+
+def quantize_weights_int8(model: nn.Module, *, per_channel: bool = True,
+                          symmetric: bool = True) -> list[str]:
+    """Replace the weight of every conv/linear layer by its int8 round trip, in place.
+
+    Parameters
+    ----------
+    model
+        The model to quantize (modified).
+    per_channel
+        One scale per output channel (axis 0), else one per tensor.
+    symmetric
+        Symmetric range ``[-127, 127]`` with zero point 0, else affine ``[-128, 127]``.
+
+    Returns
+    -------
+    list of str
+        Names of the quantized layers.
+    """
+    names = []
+    for name, module in model.named_modules():
+        if isinstance(module, QUANTIZABLE):
+            _quantize_weight(module, per_channel=per_channel, symmetric=symmetric)
+            names.append(name)
+    return names

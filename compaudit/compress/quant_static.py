@@ -1,0 +1,254 @@
+"""Int8 static quantization simulated in torch, laid out exactly like ONNX Runtime's QDQ model.
+
+:func:`prepare_static` folds BatchNorm into the preceding convolutions (``torch.fx``)
+and inserts an :class:`ActivationQuantizer` on every tensor ONNX Runtime quantizes when
+``op_types_to_quantize = ("Conv", "Gemm", "MatMul", "Relu")``:
+
+* the input of every conv/linear layer;
+* the output of every conv/linear layer, or, when a ReLU is its only consumer, the
+  ReLU's output (ONNX Runtime removes such a ReLU and quantizes the layer's output with
+  the ReLU's range; a zero point at ``qmin`` clamps negatives exactly like the ReLU).
+
+As in the QDQ graph, a quantized tensor is replaced for *all* its consumers, e.g. the
+identity branch of a residual block reads the quantized block input. Pooling, flatten,
+additions and unfused ReLUs run in float on dequantized values, as ONNX Runtime runs
+them. :func:`calibrate` runs the float model over calibration batches (the quantizers
+observe), and :func:`convert_static` fixes the activation scales and quantizes weights
+(per output channel, symmetric int8) and biases (int32 at ``s_input * s_weight``).
+Rounding rules are those of :mod:`compaudit.compress.qparams`.
+
+The layouts agree for convolutional classifiers (conv/linear/ReLU/pooling/residual
+additions, e.g. ``small_cnn`` and the ResNets). A linear layer on inputs of rank > 2
+exports as ``MatMul`` + ``Add``, whose output ONNX Runtime quantizes before the bias is
+added; the simulation quantizes after it, so such models may differ slightly.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from compaudit.compress.observers import Observer, make_observer
+from compaudit.compress.qparams import (
+    QDType,
+    compute_qparams,
+    dequantize,
+    fake_quantize,
+    qrange,
+    quantize,
+    quantize_bias,
+    weight_qparams,
+)
+from compaudit.compress.quant_sim import QUANTIZABLE, set_weight_format
+from compaudit.errors import AuditInputError
+
+__all__ = [
+    "ActivationQuantizer",
+    "StaticLayer",
+    "fold_batchnorm",
+    "prepare_static",
+    "calibrate",
+    "convert_static",
+]
+
+
+class ActivationQuantizer(nn.Module):
+    """Observes a tensor while calibrating, then applies QuantizeLinear + DequantizeLinear.
+
+    Parameters
+    ----------
+    observer
+        Collects the range during calibration (dropped by :meth:`freeze`).
+    dtype
+        ``"uint8"`` or ``"int8"`` (affine, per tensor).
+    """
+
+    def __init__(self, observer: Observer, *, dtype: QDType) -> None:
+        super().__init__()
+        self.observer: Observer | None = observer
+        self.pass_index = 0
+        self.dtype = dtype
+        rng = qrange(dtype)
+        self.qmin, self.qmax = rng.qmin, rng.qmax
+        self.register_buffer("scale", torch.tensor(1.0))
+        self.register_buffer("zero_point", torch.tensor(0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        if self.observer is not None:
+            self.observer.observe(x, self.pass_index)
+            return x
+        return fake_quantize(x, self.scale, self.zero_point, qmin=self.qmin,
+                             qmax=self.qmax).to(x.dtype)
+
+    def freeze(self) -> None:
+        """Turn the observed range into scale and zero point and start quantizing."""
+        if self.observer is None:
+            return
+        rmin, rmax = self.observer.range()
+        scale, zp = compute_qparams(rmin, rmax, dtype=self.dtype, symmetric=False)
+        self.scale = scale.to(self.scale.device)
+        self.zero_point = zp.to(self.zero_point.device)
+        self.observer = None
+
+    def extra_repr(self) -> str:
+        state = "observing" if self.observer is not None else (
+            f"scale={float(self.scale):.6g}, zero_point={int(self.zero_point)}")
+        return f"{self.dtype}, {state}"
+
+
+@dataclass(frozen=True)
+class StaticLayer:
+    """A quantized conv/linear layer and the quantizers of its input and output."""
+
+    name: str
+    input_quantizer: str
+    output_quantizer: str
+    relu_fused: bool
+
+
+def fold_batchnorm(model: nn.Module) -> fx.GraphModule:
+    """A ``torch.fx`` copy of ``model`` in eval mode with BatchNorm folded into convolutions.
+
+    ``model`` itself is not modified (not even its train/eval mode).
+
+    Raises
+    ------
+    AuditInputError
+        If ``torch.fx`` cannot trace the model (data-dependent control flow).
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(copy.deepcopy(model).eval(), inplace=True)
+    except Exception as err:  # fx raises many types for untraceable code
+        raise AuditInputError(
+            f"int8 static quantization needs a model torch.fx can trace, but tracing "
+            f"{type(model).__name__} failed ({type(err).__name__}: {err}); remove "
+            "data-dependent control flow from forward, or use Int8WeightOnlyConfig"
+        ) from err
+
+
+_RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_)
+
+
+def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules.get(str(node.target)), nn.ReLU)
+    if node.op == "call_function":
+        return node.target in _RELU_FUNCTIONS
+    return node.op == "call_method" and node.target in ("relu", "relu_")
+
+
+def _insert_quantizer(gm: fx.GraphModule, node: fx.Node, name: str,
+                      quantizer: ActivationQuantizer) -> None:
+    gm.add_submodule(name, quantizer)
+    with gm.graph.inserting_after(node):
+        q = gm.graph.call_module(name, args=(node,))
+    # every consumer reads the quantized tensor, as with a shared QDQ pair in ONNX
+    node.replace_all_uses_with(q, delete_user_cb=lambda user: user is not q)
+
+
+def prepare_static(model: nn.Module, *, observer: str = "minmax", percentile: float = 99.999,
+                   activation_dtype: QDType = "uint8",
+                   ) -> tuple[fx.GraphModule, list[StaticLayer]]:
+    """Fold BatchNorm and insert observing quantizers where ONNX Runtime puts QDQ pairs.
+
+    Parameters
+    ----------
+    model
+        The float model (not modified; it is traced and copied).
+    observer, percentile
+        Range observer of every activation, see :mod:`compaudit.compress.observers`.
+    activation_dtype
+        ``"uint8"`` or ``"int8"``.
+
+    Returns
+    -------
+    graph_module, layers
+        The prepared copy (float, eval mode, observing) and its quantized layers.
+    """
+    gm = fold_batchnorm(model)
+    modules = dict(gm.named_modules())
+    points: dict[fx.Node, str] = {}  # tensor -> quantizer name, in graph order
+    plan = []
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules[str(node.target)], QUANTIZABLE):
+            continue
+        source = node.args[0]
+        users = list(node.users)
+        relu = len(users) == 1 and _is_relu(users[0], modules)
+        output = users[0] if relu else node
+        for tensor in (source, output):
+            points.setdefault(tensor, f"act_quant_{len(points)}")
+        plan.append(StaticLayer(str(node.target), points[source], points[output], relu))
+    if not plan:
+        raise AuditInputError(
+            f"{type(model).__name__} has no Conv or Linear layer to quantize; int8 static "
+            "quantization applies to convolutional and linear classifiers"
+        )
+    for tensor, name in points.items():
+        _insert_quantizer(gm, tensor, name, ActivationQuantizer(
+            make_observer(observer, percentile=percentile), dtype=activation_dtype))
+    gm.graph.lint()
+    gm.recompile()
+    return gm, plan
+
+
+def _quantizers(model: nn.Module) -> list[ActivationQuantizer]:
+    return [m for m in model.modules() if isinstance(m, ActivationQuantizer)]
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, batches: Callable[[], Iterable[torch.Tensor]], *,
+              device: torch.device | str,
+              progress: Callable[[Iterable], Iterable] = lambda it: it) -> None:
+    """Run the prepared float model over the calibration batches so the quantizers observe.
+
+    ``batches()`` must yield the same batches each time it is called (one call per pass;
+    the percentile observer needs two).
+    """
+    quantizers = [q for q in _quantizers(model) if q.observer is not None]
+    passes = max((q.observer.passes for q in quantizers), default=0)  # type: ignore[union-attr]
+    for pass_index in range(passes):
+        for q in quantizers:
+            q.pass_index = pass_index
+        for x in progress(batches()):
+            model(x.to(device))
+
+
+@torch.no_grad()
+def convert_static(model: fx.GraphModule, layers: list[StaticLayer]) -> list[dict[str, Any]]:
+    """Fix activation scales, quantize weights and biases; the model then runs quantized.
+
+    Returns
+    -------
+    list of dict
+        Per layer: name, input and output scale and zero point, whether a ReLU was fused.
+    """
+    for q in _quantizers(model):
+        q.freeze()
+    summary = []
+    for layer in layers:
+        m = model.get_submodule(layer.name)
+        q_in = model.get_submodule(layer.input_quantizer)
+        q_out = model.get_submodule(layer.output_quantizer)
+        device = m.weight.device
+        w_scale, w_zp = weight_qparams(m.weight, per_channel=True, symmetric=True, axis=0)
+        q = quantize(m.weight, w_scale, w_zp, dtype="int8", axis=0, symmetric=True)
+        m.weight.copy_(dequantize(q, w_scale, w_zp, axis=0).to(m.weight.dtype))
+        if m.bias is not None:
+            qb, bias_scale = quantize_bias(m.bias, q_in.scale.to(device), w_scale.to(device))
+            m.bias.copy_((qb.float() * bias_scale).to(m.bias.dtype))  # DequantizeLinear
+        set_weight_format(m, w_scale.to(device), w_zp.to(device), axis=0, symmetric=True)
+        summary.append({
+            "layer": layer.name,
+            "input_scale": float(q_in.scale), "input_zero_point": int(q_in.zero_point),
+            "output_scale": float(q_out.scale), "output_zero_point": int(q_out.zero_point),
+            "relu_fused": layer.relu_fused,
+        })
+    return summary

@@ -1,0 +1,368 @@
+"""Unit (channel/neuron) pruning, with and without mean replacement.
+
+After "Mean Replacement Pruning" (Evci et al., ICLR 2019 submission). For each chosen
+layer in forward order: measure its units' activations ``a`` (what the next layer reads
+in the unit's input channel) and the loss gradient ``g = dL/da`` on a fixed sample of
+training data, score the units, remove the lowest-scoring ones, and with
+``mean_replacement`` fold each removed unit's mean activation ``ā`` (over the sample
+and over spatial positions) into the next layer's bias, ``b <- b + ā * w_out``.
+
+Details:
+
+* **Removing a unit** zeroes its incoming weights and bias, the scale and shift of any
+  BatchNorm between it and the next layer (otherwise an eval-mode BatchNorm would
+  output the constant ``beta - gamma * mu / sigma`` instead of 0), and the next
+  layer's weights that read it. All of these are recorded in the masks.
+* **Conv -> conv**: the next layer's bias gets ``ā_k * sum over kernel positions of
+  w_out[:, k]``, and a bias is created when the layer has none (its ``state_dict``
+  gains a ``bias`` entry). This is exact away from the borders; where zero padding
+  overlaps the kernel the replaced input was 0, not ``ā``, which the fold ignores.
+* **Conv -> pooling/flatten -> linear**: ``ā_k`` is the mean over the sample and over
+  the flattened positions of channel ``k``; the bias gets ``ā_k`` times the sum of the
+  weights of those positions (for global average pooling that is one weight per unit).
+* **Scores** are first-order (Taylor) estimates of the change of the mean loss over the
+  sample when a unit's activation is replaced, with ``g`` the gradient of each
+  example's own loss and positions summed: ``rs = E[g * (0 - a)] = -E[g a]`` (replace by
+  zero) and ``mrs = E[g * (ā - a)]`` (replace by the mean). ``abs_rs`` and ``abs_mrs``
+  are their absolute values, which equal the reference's ``|E[g a]|`` and
+  ``|E[g (ā - a)]|``; ``l2`` is the norm of the unit's incoming weights; ``random`` is
+  a seeded draw. The units with the **lowest** score are removed, for every score (the
+  signed ``rs`` is written as the loss change so that this holds for it too).
+* The model is scored in eval mode (BatchNorm running statistics, no dropout), the mode
+  in which the pruned model is evaluated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from compaudit.compress._common import (
+    Batch,
+    check_bool,
+    check_int,
+    draw_sample,
+    is_int,
+    mean_loss,
+    pruning_info,
+    raise_problems,
+    require_train_dataset,
+)
+from compaudit.compress._unit_graph import UnitLayer, find_unit_layers
+from compaudit.compress.registry import CompressedModel, CompressionContext, register_compression
+from compaudit.errors import AuditInputError
+
+__all__ = [
+    "UnitPruningConfig",
+    "UnitStatistics",
+    "UnitLayer",
+    "find_unit_layers",
+    "unit_statistics",
+    "unit_scores",
+    "remove_units",
+    "UNIT_SCORES",
+]
+
+UnitScore = Literal["random", "l2", "abs_rs", "abs_mrs", "rs", "mrs"]
+UNIT_SCORES: tuple[str, ...] = ("random", "l2", "abs_rs", "abs_mrs", "rs", "mrs")
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnitPruningConfig:
+    """Remove units of conv/linear layers, optionally folding their means into biases.
+
+    Parameters
+    ----------
+    fraction
+        Fraction of each chosen layer's units to remove (rounded to the nearest count).
+    count
+        Units to remove per chosen layer; give exactly one of ``fraction`` and ``count``.
+    score
+        How units are ranked: ``"random"``, ``"l2"``, ``"abs_rs"``, ``"abs_mrs"``
+        (the reference's best), ``"rs"`` or ``"mrs"``; see the module docstring.
+    mean_replacement
+        Fold removed units' mean activations into the next layer's bias.
+    layers
+        Producer module names to prune (see :func:`find_unit_layers`); ``None`` prunes
+        every eligible layer.
+    n_batches, batch_size
+        Size of the training sample for activations, scores and the pruning penalty.
+    """
+
+    fraction: float | None = None
+    count: int | None = None
+    score: UnitScore = "abs_mrs"
+    mean_replacement: bool = True
+    layers: tuple[str, ...] | None = None
+    n_batches: int = 8
+    batch_size: int = 64
+
+    def validate(self) -> None:
+        """Raise :class:`AuditInputError` listing every invalid field."""
+        where = type(self).__name__
+        problems: list[str | None] = []
+        if (self.fraction is None) == (self.count is None):
+            problems.append(
+                f"{where}: give exactly one of fraction (share of each layer's units) and "
+                f"count (units per layer); got fraction={self.fraction!r}, count={self.count!r}"
+            )
+        if self.fraction is not None and (
+            isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float))
+            or not 0 < self.fraction < 1
+        ):
+            problems.append(f"{where}.fraction: expected a number in (0, 1), got {self.fraction!r}")
+        if self.count is not None:
+            problems.append(check_int(where, "count", self.count, minimum=1))
+        if self.score not in UNIT_SCORES:
+            problems.append(
+                f"{where}.score: unknown score {self.score!r}; valid values are "
+                f"{', '.join(UNIT_SCORES)}"
+            )
+        problems.append(check_bool(where, "mean_replacement", self.mean_replacement))
+        if self.layers is not None and (
+            isinstance(self.layers, str) or not all(isinstance(n, str) for n in self.layers)
+            or len(self.layers) == 0
+        ):
+            problems.append(
+                f"{where}.layers: expected a non-empty list of module names such as "
+                f"['features.0'], or None for every eligible layer; got {self.layers!r}"
+            )
+        problems.append(check_int(where, "n_batches", self.n_batches, minimum=1))
+        problems.append(check_int(where, "batch_size", self.batch_size, minimum=1))
+        raise_problems(problems)
+
+
+@dataclass(frozen=True)
+class UnitStatistics:
+    """Per-unit statistics of one layer on a sample (float64, on the CPU).
+
+    Attributes
+    ----------
+    mean
+        ``ā``: mean activation over examples and positions.
+    rs
+        ``-E[g a]``: first-order change of the mean loss when the unit is set to 0.
+    mrs
+        ``E[g (ā - a)]``: the same when the unit is set to its mean.
+    positions
+        Positions per unit (spatial size, or flattened positions; 1 for features).
+    examples
+        Examples in the sample.
+    """
+
+    mean: torch.Tensor
+    rs: torch.Tensor
+    mrs: torch.Tensor
+    positions: int
+    examples: int
+
+
+def unit_statistics(
+    model: nn.Module, layer: UnitLayer, batches: Sequence[Batch], *, device: str | torch.device
+) -> UnitStatistics:
+    """Measure ``ā``, ``rs`` and ``mrs`` of every unit of ``layer`` over ``batches``.
+
+    The activations are taken at the input of ``layer.consumer`` with a forward
+    pre-hook; the loss is each example's cross-entropy (summed over the batch, so the
+    gradient of an example's activation is the gradient of that example's own loss).
+    """
+    consumer = dict(model.named_modules())[layer.consumer]
+    captured: list[torch.Tensor] = []
+
+    def hook(_module: nn.Module, args: tuple) -> tuple:
+        # Cut the graph here: only dL/da is needed, not gradients further back.
+        x = args[0].detach().requires_grad_(True)
+        captured.append(x)
+        return (x, *args[1:])
+
+    u = layer.num_units
+    s_a = torch.zeros(u, dtype=torch.float64)
+    s_g = torch.zeros(u, dtype=torch.float64)
+    s_ga = torch.zeros(u, dtype=torch.float64)
+    n = positions = 0
+    was_training = model.training
+    model.eval()
+    handle = consumer.register_forward_pre_hook(hook)
+    try:
+        for x, y in batches:
+            captured.clear()
+            with torch.enable_grad():
+                logits = model(x.to(device))
+                loss = F.cross_entropy(logits.float(), y.to(device), reduction="sum")
+                (grad,) = torch.autograd.grad(loss, captured[0])
+            # (N, U, positions): conv maps and channel-major flattened maps alike.
+            a = captured[0].detach().reshape(len(y), u, -1).double()
+            g = grad.reshape(len(y), u, -1).double()
+            positions = a.shape[2]
+            s_a += a.sum(dim=(0, 2)).cpu()
+            s_g += g.sum(dim=(0, 2)).cpu()
+            s_ga += (g * a).sum(dim=(0, 2)).cpu()
+            n += len(y)
+    finally:
+        handle.remove()
+        model.train(was_training)
+    mean = s_a / (n * positions)
+    return UnitStatistics(
+        mean=mean, rs=-s_ga / n, mrs=(mean * s_g - s_ga) / n, positions=positions, examples=n
+    )
+
+
+def unit_scores(
+    stats: UnitStatistics,
+    *,
+    score: UnitScore,
+    weight: torch.Tensor,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Score every unit; the lowest scores are removed first.
+
+    Parameters
+    ----------
+    stats
+        From :func:`unit_statistics`.
+    score
+        One of :data:`UNIT_SCORES`.
+    weight
+        The producer's weight (units along dim 0), for ``"l2"``.
+    generator
+        CPU generator for ``"random"``.
+    """
+    if score == "random":
+        return torch.rand(stats.mean.numel(), generator=generator, dtype=torch.float64)
+    if score == "l2":
+        return weight.detach().reshape(weight.shape[0], -1).double().norm(dim=1).cpu()
+    values = {"abs_rs": stats.rs.abs(), "abs_mrs": stats.mrs.abs(), "rs": stats.rs,
+              "mrs": stats.mrs}
+    if score not in values:
+        raise AuditInputError(f"unknown unit score {score!r}; valid values are {', '.join(UNIT_SCORES)}")
+    return values[score]
+
+
+@torch.no_grad()
+def remove_units(
+    model: nn.Module,
+    layer: UnitLayer,
+    units: Sequence[int],
+    *,
+    mean: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Remove ``units`` of ``layer`` in place; with ``mean``, fold ``ā`` into the next bias.
+
+    Returns the keep-masks of every tensor touched (producer weight and bias, BatchNorm
+    scale and shift, consumer weight), so :func:`~compaudit.compress.masks.apply_masks`
+    can keep the units removed during fine-tuning.
+    """
+    modules = dict(model.named_modules())
+    producer, consumer = modules[layer.producer], modules[layer.consumer]
+    idx = torch.as_tensor(list(units), dtype=torch.long)
+    w_out = consumer.weight
+    # Consumer weights as (out, unit, positions); positions = kernel taps or flat slots.
+    per_unit = w_out.shape[1] // layer.num_units if layer.flat else None
+    cons_mask = torch.ones(w_out.shape, dtype=torch.bool, device=w_out.device)
+    cons_view = (cons_mask.view(w_out.shape[0], layer.num_units, per_unit) if layer.flat
+                 else cons_mask.view(w_out.shape[0], w_out.shape[1], -1))
+    if mean is not None and len(idx):
+        w3 = (w_out.reshape(w_out.shape[0], layer.num_units, per_unit) if layer.flat
+              else w_out.reshape(w_out.shape[0], w_out.shape[1], -1))
+        taps = w3[:, idx.to(w_out.device)].double().sum(dim=2)  # (out, removed)
+        delta = taps @ mean[idx].double().to(w_out.device)
+        if consumer.bias is None:
+            consumer.bias = nn.Parameter(torch.zeros(w_out.shape[0], dtype=w_out.dtype,
+                                                     device=w_out.device))
+        consumer.bias += delta.to(consumer.bias.dtype)
+    cons_view[:, idx.to(cons_mask.device)] = False
+    masks = {f"{layer.consumer}.weight": cons_mask}
+
+    def unit_mask(t: torch.Tensor) -> torch.Tensor:
+        m = torch.ones(t.shape, dtype=torch.bool, device=t.device)
+        m[idx.to(t.device)] = False
+        return m
+
+    owners = [(layer.producer, producer)] + [(n, modules[n]) for n in layer.norms]
+    for owner_name, owner in owners:
+        for pname in ("weight", "bias"):
+            p = getattr(owner, pname, None)
+            if p is not None:
+                m = unit_mask(p)
+                key = f"{owner_name}.{pname}"
+                masks[key] = masks[key] & m if key in masks else m
+    named = dict(model.named_parameters())
+    for key, m in masks.items():
+        named[key].masked_fill_(~m, 0.0)
+    return masks
+
+
+def _choose_layers(config: UnitPruningConfig, eligible: dict[str, UnitLayer],
+                   ineligible: dict[str, str]) -> list[str]:
+    if config.layers is None:
+        if not eligible:
+            raise AuditInputError(
+                "UnitPruningConfig: the model has no layer whose units can be pruned; "
+                + "; ".join(f"{n}: {r}" for n, r in list(ineligible.items())[:5])
+            )
+        return list(eligible)
+    problems = []
+    for name in config.layers:
+        if name in ineligible:
+            problems.append(f"UnitPruningConfig.layers: {name!r} cannot be unit-pruned: "
+                            f"{ineligible[name]}; eligible layers: {', '.join(eligible)}")
+        elif name not in eligible:
+            problems.append(f"UnitPruningConfig.layers: {name!r} is not a conv or linear "
+                            f"layer of the model; eligible layers: {', '.join(eligible)}")
+    raise_problems(problems)
+    # Forward order, so each layer is scored on the network its predecessors left.
+    return [n for n in eligible if n in set(config.layers)]
+
+
+def _n_remove(config: UnitPruningConfig, layer: UnitLayer) -> int:
+    k = config.count if config.count is not None else int(round(config.fraction * layer.num_units))
+    if not is_int(k) or k >= layer.num_units:
+        raise AuditInputError(
+            f"UnitPruningConfig: removing {k} of the {layer.num_units} units of "
+            f"{layer.producer!r} would leave none; use a smaller fraction or count"
+        )
+    return k
+
+
+@register_compression(UnitPruningConfig)
+def _unit_pruning(
+    model: nn.Module, config: UnitPruningConfig, context: CompressionContext
+) -> CompressedModel:
+    config.validate()
+    require_train_dataset("UnitPruningConfig", context)
+    eligible, ineligible = find_unit_layers(model)
+    chosen = _choose_layers(config, eligible, ineligible)
+    counts = {name: _n_remove(config, eligible[name]) for name in chosen}
+    batches = draw_sample(context.train_dataset, n_batches=config.n_batches,
+                          batch_size=config.batch_size, seed=context.seed)
+    gen = torch.Generator().manual_seed(int(context.seed))
+    named_modules = dict(model.named_modules())
+    loss_before = current = mean_loss(model, batches, device=context.device)
+    masks: dict[str, torch.Tensor] = {}
+    per_layer: dict[str, dict] = {}
+    for name in tqdm(chosen, desc="unit pruning", disable=None, leave=False):
+        layer = eligible[name]
+        stats = unit_statistics(model, layer, batches, device=context.device)
+        scores = unit_scores(stats, score=config.score,
+                             weight=named_modules[name].weight, generator=gen)
+        removed = sorted(torch.sort(scores, stable=True).indices[: counts[name]].tolist())
+        new = remove_units(model, layer, removed,
+                           mean=stats.mean if config.mean_replacement else None)
+        for key, m in new.items():
+            masks[key] = masks[key] & m if key in masks else m
+        after = mean_loss(model, batches, device=context.device)
+        per_layer[name] = {"consumer": layer.consumer, "num_units": layer.num_units,
+                           "removed_units": removed, "pruning_penalty": after - current}
+        current = after
+    info = pruning_info(
+        "unit", config, model, masks,
+        loss_before=loss_before, loss_after_pruning=current,
+        pruning_penalty=current - loss_before, units=per_layer,
+        sample_examples=sum(len(y) for _, y in batches),
+    )
+    return CompressedModel(model=model, masks=masks, info=info)

@@ -1,0 +1,115 @@
+"""Validation helpers shared by the dataset loaders.
+
+Each helper raises :class:`~compaudit.errors.AuditInputError` with a message that
+names the file or folder, says what was found and what was expected, and how to fix
+it. Loaders call them at the door so the rest of the code can trust its inputs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Iterable, Sequence
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from compaudit.errors import AuditInputError
+
+__all__ = ["first_few", "check_choice", "check_files_present", "list_names", "open_image"]
+
+#: How many offending items a message lists before summarising the rest.
+SHOW = 5
+
+
+def first_few(items: Iterable[object], total: int | None = None, *, show: int = SHOW) -> str:
+    """Format the first ``show`` items, noting how many more there are.
+
+    Parameters
+    ----------
+    items
+        The offending items, in the order they should be reported.
+    total
+        How many items there are in all; counted from ``items`` when ``None``.
+    show
+        How many to list.
+
+    Examples
+    --------
+    >>> first_few(["a", "b", "c"], show=2)
+    'a, b (and 1 more)'
+    """
+    items = list(items)
+    total = len(items) if total is None else total
+    text = ", ".join(str(item) for item in items[:show])
+    if total > show:
+        text += f" (and {total - show} more)"
+    return text
+
+
+def check_choice(value: str, valid: Sequence[str], *, field: str, source: str) -> str:
+    """Return ``value`` if it is one of ``valid``, else raise naming the valid values.
+
+    ``field`` names the argument or column, ``source`` the file or class it belongs to.
+    """
+    if value not in valid:
+        raise AuditInputError(
+            f"{source}: unknown value {value!r} for {field}; "
+            f"valid values are: {', '.join(map(str, valid))}"
+        )
+    return value
+
+
+def list_names(directory: Path) -> set[str]:
+    """Names of the entries of ``directory`` from one ``os.scandir`` (empty if absent).
+
+    One directory read instead of one ``stat`` per file keeps the existence check of
+    200,000 images to well under a second.
+    """
+    try:
+        with os.scandir(directory) as entries:
+            return {entry.name for entry in entries}
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+
+
+def check_files_present(
+    directory: Path, names: Collection[str], *, listed_in: str, fix: str
+) -> None:
+    """Raise if any of ``names`` is not an entry of ``directory``.
+
+    Parameters
+    ----------
+    directory
+        The folder the files should be in.
+    names
+        File names expected there.
+    listed_in
+        Where the names came from (a file name), for the message.
+    fix
+        What the user should do, appended to the message.
+    """
+    present = list_names(directory)
+    missing = [name for name in names if name not in present]
+    if not missing:
+        return
+    if not present:
+        found = "the folder is empty or does not exist"
+    else:
+        found = f"it holds {len(present)} entries"
+    raise AuditInputError(
+        f"{directory}: {len(missing)} of {len(names)} images listed in {listed_in} are "
+        f"missing ({found}); first missing: {first_few(missing)}. {fix}"
+    )
+
+
+def open_image(path: Path) -> Image.Image:
+    """Read an image fully and convert it to RGB, naming the file if it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            # convert() decodes every pixel, so a truncated file fails here, not later.
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise AuditInputError(
+            f"{path}: not a readable image ({type(err).__name__}: {err}); "
+            "replace it with the original file or remove its row from the listing"
+        ) from err

@@ -1,0 +1,320 @@
+"""Population inference: every replica of every variant on one dataset -> predictions rows.
+
+:func:`predict_population` loads each batch once and runs all models on it. On a GPU
+(or with ``stack=True``) replicas that share an architecture are evaluated together:
+their weights are stacked with :func:`torch.func.stack_module_state` and one
+:func:`torch.vmap` over :func:`torch.func.functional_call` runs them as a single batched
+model (see :mod:`compaudit._stacking`). Other models (ONNX Runtime-backed modules,
+tensor-subclass quantized weights, a lone architecture) run one at a time.
+
+The result holds the rows of the ``predictions.parquet`` contract (DESIGN.md, plus
+``p_pred``, the probability of the predicted class that calibration and AURRA use), in
+the in-memory form :func:`compaudit.tables.validate_predictions` returns: top-k
+predictions as int columns ``top5.0 .. top5.{k-1}``; :func:`write_predictions` stores
+them as the ``top5`` list column.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from compaudit import tables
+from compaudit._prediction_rows import Outputs, Task, check_labels, check_logits, to_frame
+from compaudit._stacking import Member, Runner, plan_runners, restore_modes
+from compaudit.errors import AuditInputError
+
+__all__ = ["predict_population", "write_predictions", "StackMode"]
+
+#: ``True`` stacks every group of same-architecture replicas (checking the first batch
+#: against one-at-a-time evaluation and falling back, with a warning, on any problem);
+#: ``False`` runs one model at a time; ``"auto"`` stacks on accelerators and loops on
+#: the CPU, where stacking measured slower (see :func:`predict_population`).
+StackMode = bool | Literal["auto"]
+
+_ITEM_HELP = (
+    "expected dataset[i] to return (image tensor, label int, example_id str), "
+    "as compaudit.data.base.AuditDataset does"
+)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_int(value: object, *, name: str, low: int) -> int:
+    # bool is an int subclass; batch_size=True is a mistake, not 1.
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise AuditInputError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _check_models(models: object) -> list[Member]:
+    """Flatten ``variant -> replicas`` into members in output order, validating it."""
+    if not isinstance(models, Mapping) or not models:
+        raise AuditInputError(
+            f"models must be a non-empty mapping variant -> list of nn.Module replicas "
+            f"(e.g. {{'dense': [m0, m1]}}), got {type(models).__name__}"
+        )
+    members: list[Member] = []
+    for variant, replicas in models.items():
+        if not isinstance(variant, str) or not variant:
+            raise AuditInputError(
+                f"models: variant names must be non-empty strings, got {variant!r}"
+            )
+        if isinstance(replicas, Mapping):
+            pairs = list(replicas.items())  # explicit replica ids
+        elif isinstance(replicas, Sequence) and not isinstance(replicas, (str, bytes)):
+            pairs = list(enumerate(replicas))
+        else:
+            raise AuditInputError(
+                f"models[{variant!r}] must be a list of nn.Module replicas or a mapping "
+                f"replica id -> nn.Module, got {type(replicas).__name__}"
+            )
+        if not pairs:
+            raise AuditInputError(f"models[{variant!r}] has no replicas; expected at least one")
+        seen: set[int] = set()
+        for rid, module in pairs:
+            if isinstance(rid, bool) or not isinstance(rid, (int, np.integer)) or rid < 0:
+                raise AuditInputError(
+                    f"models[{variant!r}]: replica id {rid!r} is not an integer >= 0"
+                )
+            if int(rid) in seen:
+                raise AuditInputError(f"models[{variant!r}]: replica id {rid} occurs twice")
+            seen.add(int(rid))
+            if not isinstance(module, nn.Module):
+                raise AuditInputError(
+                    f"models[{variant!r}] replica {rid}: expected an nn.Module, got "
+                    f"{type(module).__name__} (pass CompressedModel.model, not the wrapper)"
+                )
+            members.append(Member(len(members), variant, int(rid), module))
+    return members
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise AuditInputError(
+            f"device {device!r} is not a torch device; expected e.g. 'cpu' or 'cuda:0'"
+        ) from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise AuditInputError(
+            f"device {device!r} asks for CUDA but no CUDA device is available; use device='cpu'"
+        )
+    return dev
+
+
+def _check_class_mask(dataset: object) -> np.ndarray | None:
+    mask = getattr(dataset, "class_mask", None)
+    if mask is None:
+        return None
+    arr = np.asarray(mask)
+    if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
+        raise AuditInputError(
+            f"{type(dataset).__name__}.class_mask must be a non-empty 1-D array of class "
+            f"indices, got {arr.dtype} with shape {arr.shape}"
+        )
+    if (arr < 0).any() or len(np.unique(arr)) != arr.size:
+        raise AuditInputError(
+            f"{type(dataset).__name__}.class_mask must hold distinct indices >= 0"
+        )
+    return arr.astype(np.int64)
+
+
+def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Stack images and labels; keep ids as strings (checking each item's shape)."""
+    images, labels, ids = [], [], []
+    for item in items:
+        if not isinstance(item, (tuple, list)) or len(item) != 3:
+            raise AuditInputError(f"dataset item is {type(item).__name__}; {_ITEM_HELP}")
+        image, label, example_id = item
+        if not isinstance(image, torch.Tensor) or not isinstance(example_id, str):
+            raise AuditInputError(
+                f"dataset item ({type(image).__name__}, {type(label).__name__}, "
+                f"{type(example_id).__name__}); {_ITEM_HELP} (set a transform that "
+                "returns tensors)"
+            )
+        images.append(image)
+        labels.append(int(label))
+        ids.append(example_id)
+    return torch.stack(images), torch.tensor(labels, dtype=torch.int64), ids
+
+
+def _seed_worker(worker_id: int) -> None:
+    # torch seeds each worker from the loader's generator; align NumPy and random too,
+    # so any randomness in a transform repeats from run to run.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+# ------------------------------------------------------------------- public API
+
+
+def predict_population(
+    models: Mapping[str, Sequence[nn.Module] | Mapping[int, nn.Module]],
+    dataset,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    stack: StackMode = "auto",
+    top_k: int | None = 5,
+    max_stacked: int = 32,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Predict every example of ``dataset`` with every replica of every variant.
+
+    Parameters
+    ----------
+    models
+        ``variant -> replicas``: a list (replica id = position) or a mapping
+        ``replica id -> module`` for explicit ids. Modules are moved to ``device`` and
+        run in eval mode; their training flag is restored afterwards. Pruned models need
+        nothing special (masked weights are zeros).
+    dataset
+        Map-style dataset yielding ``(image, label, example_id)``. A ``class_mask``
+        attribute (ImageNet-A) restricts predictions to those classes: argmax, top-k and
+        softmax are taken over the subset and mapped back to full class indices.
+    batch_size
+        Images per batch; a stacked group holds ``max_stacked`` times this many
+        activations at once.
+    device
+        Torch device for the models and the batches.
+    stack
+        See :data:`StackMode`. On the CPU a stacked call (grouped convolutions and a
+        decomposed batch norm under ``vmap``) ran at 0.2-0.7x the speed of the loop
+        for small_cnn and resnet18 at batch sizes of 64 and more, and faster only for
+        batches of a few images, where per-call overhead dominates
+        (``benchmarks/bench_predict.py``); hence ``"auto"`` loops there. On a GPU,
+        stacking is meant to fill the device that one small model leaves idle (not yet
+        measured).
+    top_k
+        Width of the top-k columns for tasks with at least 5 (unmasked or masked)
+        classes; ``None`` for none.
+    max_stacked
+        Most replicas evaluated in one stacked call. Bounds memory: each stacked group
+        also holds a stacked copy of its replicas' weights on ``device``.
+    num_workers
+        DataLoader worker processes.
+    progress
+        Show a progress bar over batches.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (variant, replica, example), ordered that way: ``variant``
+        (category), ``replica`` (int32), ``example_id`` (category), ``pred`` (int64),
+        ``p_true`` and ``p_pred`` (float32: probability of the true and of the predicted
+        class), ``p_pos`` (float32, two-class tasks) and ``top5.0 ..`` (int32,
+        many-class tasks). ``attrs["stacked"]`` lists the ``(variant, replica)``
+        pairs that were evaluated stacked.
+
+    Examples
+    --------
+    >>> frame = predict_population({"dense": [m0, m1], "gmp-90": [p0, p1]}, ds)  # doctest: +SKIP
+    """
+    members = _check_models(models)
+    batch_size = _check_int(batch_size, name="batch_size", low=1)
+    max_stacked = _check_int(max_stacked, name="max_stacked", low=1)
+    num_workers = _check_int(num_workers, name="num_workers", low=0)
+    if top_k is not None:
+        top_k = _check_int(top_k, name="top_k", low=1)
+    if stack not in (True, False, "auto") or not isinstance(stack, (bool, str)):
+        raise AuditInputError(f"stack must be True, False or 'auto', got {stack!r}")
+    dev = _check_device(device)
+    mask = _check_class_mask(dataset)
+    try:
+        n_examples = len(dataset)
+    except TypeError as err:
+        raise AuditInputError(
+            f"dataset {type(dataset).__name__} has no length; expected a map-style dataset"
+        ) from err
+    if n_examples == 0:
+        raise AuditInputError(f"dataset {type(dataset).__name__} is empty")
+
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        collate_fn=_collate, pin_memory=dev.type == "cuda", worker_init_fn=_seed_worker,
+        generator=torch.Generator().manual_seed(0),
+    )
+    with restore_modes([m.module for m in members]):
+        use_stack = stack is True or (stack == "auto" and dev.type != "cpu")
+        runners = plan_runners(members, device=dev, stack=use_stack, max_stacked=max_stacked)
+        out = _run(runners, loader, members=members, n_examples=n_examples, mask=mask,
+                   known_classes=getattr(dataset, "num_classes", None), top_k=top_k,
+                   device=dev, progress=progress)
+    frame = to_frame(out, members)
+    frame.attrs["stacked"] = [
+        (members[i].variant, members[i].replica)
+        for r in runners if r.stacked for i in r.indices
+    ]
+    return frame
+
+
+def _run(runners: list[Runner], loader: DataLoader, *, members: list[Member],
+         n_examples: int, mask: np.ndarray | None, known_classes: int | None,
+         top_k: int | None, device: torch.device, progress: bool) -> Outputs:
+    out = Outputs(len(members), n_examples)
+    task = None
+    offset = 0
+    with torch.inference_mode():
+        for images, labels, ids in tqdm(loader, desc="predict", unit="batch",
+                                        disable=not progress):
+            images = images.to(device, non_blocking=True)
+            n = len(ids)
+            for i, runner in enumerate(runners):
+                logits = runner(images)
+                check_logits(logits, [members[j] for j in runner.indices],
+                             task.num_classes if task else known_classes)
+                if task is None:  # the class count is known once a model has answered
+                    task = Task(num_classes=logits.shape[-1], mask=mask, top_k=top_k,
+                                device=device)
+                if i == 0:
+                    check_labels(labels, ids, task)
+                out.store(runner.indices, offset, task.summarize(logits, labels.to(device)))
+            out.ids.extend(ids)
+            offset += n
+    return out
+
+
+def write_predictions(
+    predictions: pd.DataFrame, path: str | Path, *, examples, dense: str = "dense"
+) -> Path:
+    """Validate ``predictions`` and write ``predictions.parquet`` atomically.
+
+    Parameters
+    ----------
+    predictions
+        The frame :func:`predict_population` returned (or several concatenated).
+    path
+        Target file; written to a temporary file beside it, then renamed.
+    examples
+        The examples table, or the dataset whose ``examples()`` gives it.
+    dense
+        Name of the dense variant, which must be present.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    table = examples
+    if not isinstance(examples, pd.DataFrame) and callable(getattr(examples, "examples", None)):
+        table = examples.examples()
+    if not isinstance(table, pd.DataFrame):
+        raise AuditInputError(
+            f"examples must be an examples DataFrame or a dataset with examples(), got "
+            f"{type(examples).__name__}"
+        )
+    clean = tables.validate_examples(table, source="examples")
+    return tables.write_predictions(predictions, path, examples=clean, dense=dense)

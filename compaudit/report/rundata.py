@@ -1,0 +1,226 @@
+"""Read a run directory for the report: ``metrics.json``, tables and optional extras.
+
+Validation happens here, at the door: a missing ``metrics.json``, a file that is not
+JSON, or an optional file of the wrong shape raises :class:`AuditInputError` naming the
+file, what was expected and how to fix it. Everything after this module trusts the
+:class:`RunData` it gets; missing *optional* inputs are ``None`` and the sections say
+"not available in this run".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from compaudit.errors import AuditInputError
+
+__all__ = ["RunData", "VariantPoint", "load_run", "METRICS_SCHEMA"]
+
+METRICS_SCHEMA = "compaudit.metrics/1"
+_SUFFIX = re.compile(r"^(?P<family>.*?)[-_](?P<num>\d+(?:\.\d+)?)$")
+
+
+@dataclass(frozen=True)
+class VariantPoint:
+    """Where a variant sits on the trade-off axis.
+
+    ``sparsity`` is a fraction in [0, 1] or ``None`` (placed categorically); ``family``
+    groups variants into one curve (the method, or the name without its number).
+    """
+
+    name: str
+    sparsity: float | None
+    family: str
+
+
+@dataclass
+class RunData:
+    """Everything the report reads from one run directory."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    gate: dict[str, Any] | None = None
+    variants_info: dict[str, dict[str, Any]] | None = None
+    run_info: dict[str, Any] | None = None
+    class_names: list[str] | None = None
+    examples_file: Path | None = None
+    _tables: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    @property
+    def dense(self) -> str:
+        return str(self.metrics.get("options", {}).get("dense", "dense"))
+
+    @property
+    def alpha(self) -> float:
+        return float(self.metrics.get("options", {}).get("alpha", 0.05))
+
+    @property
+    def level(self) -> float:
+        return float(self.metrics.get("options", {}).get("level", 0.95))
+
+    @property
+    def binary(self) -> bool:
+        return bool(self.metrics.get("task", {}).get("binary", False))
+
+    @property
+    def variants(self) -> list[str]:
+        """Every variant, dense first, in the order of ``metrics.json``."""
+        names = [str(v) for v in self.metrics.get("variants", {})]
+        return sorted(names, key=lambda v: v != self.dense)
+
+    @property
+    def compressed(self) -> list[str]:
+        return [v for v in self.variants if v != self.dense]
+
+    def table(self, name: str) -> pd.DataFrame:
+        """``tables/<name>.csv`` (empty DataFrame when absent or empty), cached."""
+        if name not in self._tables:
+            path = self.run_dir / "tables" / f"{name}.csv"
+            frame = pd.DataFrame()
+            if path.is_file() and path.stat().st_size > 0:
+                try:
+                    frame = pd.read_csv(path, dtype={"variant": str, "example_id": str,
+                                                     "subgroup": str, "grouping": str})
+                except pd.errors.EmptyDataError:
+                    frame = pd.DataFrame()
+                except (pd.errors.ParserError, UnicodeDecodeError) as err:
+                    raise AuditInputError(
+                        f"{path}: cannot read table ({err}); expected the CSV written by "
+                        "'compaudit analyze'; re-run analyze into this folder") from err
+            self._tables[name] = frame
+        return self._tables[name]
+
+    def class_name(self, index: Any) -> str:
+        """Display name of a class index (the index itself without ``class_names.json``)."""
+        try:
+            i = int(index)
+        except (TypeError, ValueError):
+            return str(index)
+        if self.class_names is not None and 0 <= i < len(self.class_names):
+            return self.class_names[i]
+        return str(i)
+
+    @cached_property
+    def points(self) -> dict[str, VariantPoint]:
+        """Trade-off axis position of every variant (see :class:`VariantPoint`)."""
+        return {v: _point(v, self.dense, (self.variants_info or {}).get(v))
+                for v in self.variants}
+
+
+def _point(name: str, dense: str, info: dict[str, Any] | None) -> VariantPoint:
+    if name == dense:
+        return VariantPoint(name, 0.0, "")
+    match = _SUFFIX.match(name)
+    family = str((info or {}).get("method") or (match["family"] if match else name))
+    sparsity: float | None = None
+    if info is not None and info.get("sparsity") is not None:
+        try:
+            sparsity = float(info["sparsity"])
+        except (TypeError, ValueError):
+            sparsity = None
+    elif match:
+        # gmp-90 -> 0.90; prune-0.9 -> 0.9; anything else is not a sparsity.
+        num = float(match["num"])
+        sparsity = num if "." in match["num"] and num <= 1 else num / 100
+    if sparsity is not None and not 0 < sparsity <= 1:
+        # Zero sparsity (quantization) would sit on top of dense: place it categorically.
+        sparsity = None
+    return VariantPoint(name, sparsity, family)
+
+
+def _read_json(path: Path, what: str, fix: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise AuditInputError(f"{path}: {what} is not valid JSON ({err}); {fix}") from err
+
+
+def _variants_info(doc: Any, path: Path) -> dict[str, dict[str, Any]]:
+    """Accept ``{name: {...}}``, ``{"variants": {name: {...}}}`` or a list of objects
+    with ``name``/``variant``."""
+    if isinstance(doc, dict) and isinstance(doc.get("variants"), (dict, list)):
+        doc = doc["variants"]
+    entries: dict[str, dict[str, Any]] = {}
+    if isinstance(doc, dict):
+        items = list(doc.items())
+    elif isinstance(doc, list):
+        items = [(e.get("name", e.get("variant")) if isinstance(e, dict) else None, e)
+                 for e in doc]
+    else:
+        items = [(None, doc)]
+    for name, entry in items:
+        if name is None or not isinstance(entry, dict):
+            raise AuditInputError(
+                f"{path}: field 'variants': expected one object per variant (keyed by "
+                f"variant name, or with a 'name' field); got {type(entry).__name__}; "
+                "re-write it with compaudit.compress.footprint.write_variants_json")
+        entries[str(name)] = entry
+    return entries
+
+
+def _class_names(doc: Any, path: Path, num_classes: int | None) -> list[str]:
+    if not isinstance(doc, list) or not all(isinstance(n, str) for n in doc):
+        raise AuditInputError(f"{path}: expected a JSON list of class names (strings), one "
+                              "per class index; fix or delete the file")
+    if num_classes is not None and len(doc) < num_classes:
+        raise AuditInputError(f"{path}: {len(doc)} class names for {num_classes} classes; "
+                              "expected one name per class index")
+    return doc
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    """Read and validate a run directory written by ``compaudit analyze`` / ``run``.
+
+    Parameters
+    ----------
+    run_dir
+        Folder holding ``metrics.json`` and ``tables/``; optionally ``gate/gate.json``,
+        ``variants.json``, ``run.json``, ``class_names.json`` and ``examples.parquet``.
+    """
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise AuditInputError(f"{root}: run directory not found; expected the folder written "
+                              "by 'compaudit analyze --out DIR' or 'compaudit run'")
+    metrics_path = root / "metrics.json"
+    if not metrics_path.is_file():
+        raise AuditInputError(f"{metrics_path}: not found; expected the metrics.json written "
+                              "by 'compaudit analyze --out RUN_DIR'; run analyze first")
+    fix = "re-run 'compaudit analyze' into this folder"
+    metrics = _read_json(metrics_path, "metrics", fix)
+    if not isinstance(metrics, dict) or metrics.get("schema") != METRICS_SCHEMA:
+        found = metrics.get("schema") if isinstance(metrics, dict) else type(metrics).__name__
+        raise AuditInputError(f"{metrics_path}: field 'schema': got {found!r}, expected "
+                              f"{METRICS_SCHEMA!r}; {fix} with this compaudit version")
+    run = RunData(run_dir=root, metrics=metrics)
+    gate_path = root / "gate" / "gate.json"
+    if gate_path.is_file():
+        gate = _read_json(gate_path, "gate result", "re-run 'compaudit gate RUN_DIR'")
+        if not isinstance(gate, dict) or "verdict" not in gate:
+            raise AuditInputError(f"{gate_path}: field 'verdict' missing; expected the "
+                                  "gate.json written by 'compaudit gate RUN_DIR'; re-run it")
+        run.gate = gate
+    variants_path = root / "variants.json"
+    if variants_path.is_file():
+        doc = _read_json(variants_path, "variant footprint", "re-run the compress stage")
+        run.variants_info = _variants_info(doc, variants_path)
+    run_path = root / "run.json"
+    if run_path.is_file():
+        info = _read_json(run_path, "run provenance", "re-run 'compaudit run'")
+        if not isinstance(info, dict):
+            raise AuditInputError(f"{run_path}: expected a JSON object of provenance fields "
+                                  "(spec, seeds, versions, data); re-run 'compaudit run'")
+        run.run_info = info
+    names_path = root / "class_names.json"
+    if names_path.is_file():
+        doc = _read_json(names_path, "class names", "expected a list of strings")
+        run.class_names = _class_names(doc, names_path,
+                                       metrics.get("task", {}).get("num_classes"))
+    if (root / "examples.parquet").is_file():
+        run.examples_file = root / "examples.parquet"
+    return run

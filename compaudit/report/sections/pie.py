@@ -1,0 +1,118 @@
+"""PIE counts and the over-index table: which attribute cells PIEs concentrate in."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from compaudit.report.format import finite, number, pct, pvalue, signed_pct, sort_key
+from compaudit.report.html import Cell, Html, figure, join, note, sortable_table, tag
+from compaudit.report.plots import heatmap_plot
+from compaudit.report.rundata import RunData
+from compaudit.report.sections._common import (
+    NOT_AVAILABLE,
+    ReportOptions,
+    cell_label,
+    mark_cell,
+    records,
+)
+
+__all__ = ["render_pie", "overindex_matrix"]
+
+
+def _summary(run: RunData) -> Html:
+    pies = run.metrics.get("pie", {})
+    rows = []
+    for v, p in pies.items():
+        rows.append([v, Cell(number(p.get("n_pie")), sort=sort_key(p.get("n_pie"))),
+                     Cell(pct(p.get("pie_rate"), 2), sort=sort_key(p.get("pie_rate"))),
+                     *(Cell(pct(p.get(k), 1), sort=sort_key(p.get(k))) for k in (
+                         "dense_top1_pie", "dense_top1_non_pie", "variant_top1_pie",
+                         "variant_top1_non_pie"))])
+    return sortable_table(
+        ["variant", "PIEs", "share of examples", "dense top-1 on PIEs",
+         "dense top-1 on non-PIEs", "compressed top-1 on PIEs", "compressed top-1 on non-PIEs"],
+        rows, caption="PIEs per compressed variant: examples whose modal prediction changed.")
+
+
+def overindex_matrix(over: pd.DataFrame, run: RunData) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(log2 ratio, annotation) matrices, cells x variants, for the heatmap.
+
+    The colour is log2(PIE share / non-PIE share) = log2(1 + growth/100), so doubling and
+    halving sit symmetrically around 0; the text is the relative growth in %, with ``*``
+    where q <= alpha.
+    """
+    over = over.assign(cell=[cell_label(r, run) for r in over.to_dict("records")])
+    cells = list(dict.fromkeys(over.sort_values(
+        "relative_growth_pct", ascending=False, na_position="last")["cell"]))
+    variants = [v for v in run.compressed if (over["variant"] == v).any()]
+    values = pd.DataFrame(np.nan, index=cells, columns=variants)
+    text = pd.DataFrame("", index=cells, columns=variants)
+    for r in over.to_dict("records"):
+        growth = finite(r.get("relative_growth_pct"))
+        q = finite(r.get("q_value"))
+        star = "*" if q is not None and q <= run.alpha else ""
+        if growth is None:
+            text.loc[r["cell"], r["variant"]] = "n/a"
+            continue
+        ratio = 1 + growth / 100
+        values.loc[r["cell"], r["variant"]] = math.log2(ratio) if ratio > 0 else -np.inf
+        digits = 0 if abs(growth) >= 10 else 1
+        text.loc[r["cell"], r["variant"]] = f"{growth:+.{digits}f}%{star}"
+    return values.replace(-np.inf, -4.0), text
+
+
+def render_pie(run: RunData, options: ReportOptions) -> Html:
+    """PIE summary, over-index heatmap and table."""
+    if not run.metrics.get("pie"):
+        return note(f"{NOT_AVAILABLE}: no compressed variant, so no PIEs.")
+    parts: list[Html] = [
+        tag("p", "A pruning-identified exemplar (PIE) is an example whose most frequent "
+                 "prediction across the compressed population differs from the most frequent "
+                 "prediction across the dense population."),
+        _summary(run),
+    ]
+    over = records(run.metrics.get("overindex"))
+    if over.empty:
+        parts.append(note(f"{NOT_AVAILABLE}: no over-index table (the examples had no "
+                          "protected attributes)."))
+        return join(parts)
+    parts.append(tag("h3", "Over-index of PIEs by attribute cell"))
+    parts.append(tag("p", "Relative growth = (cell's share of PIEs) / (cell's share of "
+                          "non-PIEs) − 1. Positive: PIEs concentrate in the cell. Fisher's exact "
+                          "test per cell against the rest; q is Benjamini-Hochberg across the "
+                          "variant's cells."))
+    values, text = overindex_matrix(over, run)
+    img = heatmap_plot(values, text, alt="PIE over-index by attribute cell and variant",
+                       colorbar="PIE share / non-PIE share")
+    if img is not None:
+        parts.append(figure(img, "Relative growth of each cell's share among PIEs; * marks "
+                                 f"q ≤ {run.alpha:g}. Orange: over-represented among PIEs; "
+                                 "purple: under-represented."))
+    parts.append(tag("p", tag("span", "▲", class_="sig-harm"),
+                     f" over-represented among PIEs (q ≤ {run.alpha:g}) · ",
+                     tag("span", "▼", class_="sig-good"),
+                     " under-represented · blank: not significant.", class_="legend"))
+    rows = []
+    for r in over.to_dict("records"):
+        mark = mark_cell(r.get("relative_growth_pct"), r.get("q_value"), "pie_rate", run.alpha)
+        rows.append([r["variant"], cell_label(r, run),
+                     Cell(number(r.get("n_pie")), sort=sort_key(r.get("n_pie"))),
+                     Cell(number(r.get("n_non_pie")), sort=sort_key(r.get("n_non_pie"))),
+                     Cell(f"{finite(r.get('pie_pct')) or 0:.2f}%", sort=sort_key(r.get("pie_pct"))),
+                     Cell(f"{finite(r.get('non_pie_pct')) or 0:.2f}%",
+                          sort=sort_key(r.get("non_pie_pct"))),
+                     Cell(signed_pct(r.get("relative_growth_pct"), 1),
+                          sort=sort_key(r.get("relative_growth_pct")), cls=mark.cls),
+                     Cell(f"{r['odds_ratio']:.2f}" if finite(r.get("odds_ratio")) is not None
+                          else "n/a", sort=sort_key(r.get("odds_ratio"))),
+                     Cell(pvalue(r.get("p_value")), sort=sort_key(r.get("p_value"))),
+                     Cell(pvalue(r.get("q_value")), sort=sort_key(r.get("q_value"))), mark])
+    parts.append(sortable_table(
+        ["variant", "cell", "# PIE", "# non-PIE", "PIE %", "non-PIE %", "relative growth",
+         "odds ratio", "p", "q", "sig."], rows,
+        numeric=[False, False] + [True] * 8 + [False],
+        caption="PIEs by attribute combination (as in Hooker et al., CelebA Table 1)."))
+    return join(parts)

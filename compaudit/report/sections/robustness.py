@@ -1,0 +1,150 @@
+"""Robustness: corruption errors, accuracy against severity, calibration, subgroup
+changes under shift."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from compaudit.report.format import number, pct, pp_parts, pvalue, sort_key
+from compaudit.report.html import Cell, Html, figure, interval_cell, join, note, sortable_table, tag
+from compaudit.report.plots import forest_plot
+from compaudit.report.plots_robustness import corruption_error_plot, severity_plot
+from compaudit.report.rundata import RunData
+from compaudit.report.sections._common import (
+    METRIC_NAMES,
+    METRIC_SHORT,
+    NOT_AVAILABLE,
+    ReportOptions,
+    mark_cell,
+    records,
+    sig_legend,
+)
+from compaudit.report.sections.subgroups import forest_data
+
+__all__ = ["render_robustness", "severity_points"]
+
+
+def severity_points(acc: pd.DataFrame, level: float) -> pd.DataFrame:
+    """Mean top-1 and t-interval over replicas per (corruption, severity, variant).
+
+    Clean accuracy (shift ``clean``) is repeated as severity 0 of every corruption that
+    has severities 1-5; shifts without severities (natural shift sets) are left out.
+    """
+    cols = ["shift", "severity", "variant", "mean", "lo", "hi"]
+    if acc.empty:
+        return pd.DataFrame(columns=cols)
+    corrupted = acc[(acc["shift"] != "clean") & (acc["severity"] > 0)]
+    frames = [corrupted]
+    clean = acc[acc["shift"] == "clean"]
+    for shift in dict.fromkeys(corrupted["shift"]):
+        frames.append(clean.assign(shift=shift, severity=0))
+    rows = []
+    for (shift, sev, v), grp in pd.concat(frames).groupby(["shift", "severity", "variant"],
+                                                          sort=False):
+        x = grp["top1"].to_numpy(float)
+        mean = float(x.mean())
+        lo = hi = np.nan
+        if len(x) > 1:
+            half = stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+            lo, hi = mean - half, mean + half
+        rows.append({"shift": shift, "severity": int(sev), "variant": v, "mean": mean,
+                     "lo": lo, "hi": hi})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _corruption(run: RunData) -> list[Html]:
+    ce = records(run.metrics.get("robustness", {}).get("corruption_errors"))
+    if ce.empty:
+        return []
+    reference = run.metrics.get("robustness", {}).get("reference", "dense")
+    ref = "AlexNet" if reference == "alexnet" else f"the dense population ({run.dense})"
+    img = corruption_error_plot(ce, variants=run.variants, reference=reference,
+                                alt="Corruption error per corruption and variant")
+    parts = [tag("h3", "Corruption error")]
+    if img is not None:
+        parts.append(figure(img, f"Corruption error CE = 100 · Σ error / Σ error of {ref} over "
+                                 "severities; mCE is the mean over corruptions. Below 100 is "
+                                 "better than the reference."))
+    rows = [[r["variant"], r["corruption"],
+             Cell(number(r.get("severities")), sort=sort_key(r.get("severities"))),
+             Cell(pct(r.get("error")), sort=sort_key(r.get("error"))),
+             Cell(number(r.get("ce"), 1), sort=sort_key(r.get("ce"))),
+             Cell(number(r.get("relative_ce"), 1), sort=sort_key(r.get("relative_ce")))]
+            for r in ce.to_dict("records")]
+    parts.append(sortable_table(["variant", "corruption", "severities", "mean error", "CE",
+                                 "relative CE"], rows, caption=f"Reference: {ref}."))
+    return parts
+
+
+def _calibration(run: RunData) -> list[Html]:
+    sm = records(run.metrics.get("robustness", {}).get("shift_metrics"))
+    if sm.empty:
+        return []
+    rows = [[r["variant"], r["shift"], Cell(pct(r.get("top1"), 2), sort=sort_key(r.get("top1"))),
+             Cell(pct(r.get("rms_calibration_error"), 2),
+                  sort=sort_key(r.get("rms_calibration_error"))),
+             Cell(pct(r.get("aurra"), 2), sort=sort_key(r.get("aurra")))]
+            for r in sm.to_dict("records")]
+    return [tag("h3", "Calibration and selective prediction"),
+            sortable_table(["variant", "shift", "top-1", "RMS calibration error", "AURRA"], rows,
+                           caption="Means over replicas. RMS calibration error uses adaptive "
+                                   "bins of 100 examples (lower is better); AURRA is the area "
+                                   "under the response-rate/accuracy curve (higher is better). "
+                                   "n/a: the predictions carry no confidence.")]
+
+
+def _shift_deltas(run: RunData) -> list[Html]:
+    sd = records(run.metrics.get("robustness", {}).get("shift_deltas"))
+    if sd.empty:
+        return []
+    metrics = ["fpr", "fnr"] if run.binary else ["accuracy"]
+    clean = records(run.metrics.get("deltas"))
+    both = pd.concat([clean.assign(shift=run.metrics.get("options", {}).get("shift", "clean")),
+                      sd], ignore_index=True)
+    both = both[both["metric"].isin(metrics)]
+    both = both.assign(panel=both["variant"] + " · " + both["metric"].map(
+        lambda m: METRIC_NAMES.get(m, m)))
+    img = forest_plot(forest_data(both, metrics, run.alpha, panel_by="panel", hue="shift"),
+                      xlabel="change under compression (pp)",
+                      alt="Subgroup changes under compression, clean and shifted")
+    parts = [tag("h3", "Subgroup changes under shift"),
+             tag("p", "Does compression hurt a subgroup more when images are shifted? Each "
+                      "row is a subgroup's change (compressed − dense) on the clean examples "
+                      "and on each shift (severities pooled).")]
+    if img is not None:
+        parts.append(figure(img, f"Filled markers: q ≤ {run.alpha:g}."))
+    parts.append(sig_legend(run.alpha, run.level))
+    rows = []
+    for r in sd[sd["metric"].isin(metrics)].to_dict("records"):
+        mark = mark_cell(r.get("abs_diff"), r.get("abs_diff_q"), r["metric"], run.alpha)
+        rows.append([r["shift"], r["variant"], r["subgroup"], METRIC_SHORT.get(r["metric"]),
+                     Cell(pct(r.get("dense"), 2), sort=sort_key(r.get("dense"))),
+                     Cell(pct(r.get("compressed"), 2), sort=sort_key(r.get("compressed"))),
+                     interval_cell(pp_parts(r.get("abs_diff"), r.get("abs_diff_lo"),
+                                            r.get("abs_diff_hi")),
+                                   sort=sort_key(r.get("abs_diff")), cls=mark.cls),
+                     Cell(pvalue(r.get("abs_diff_q")), sort=sort_key(r.get("abs_diff_q"))), mark])
+    parts.append(sortable_table(["shift", "variant", "subgroup", "metric", "dense", "compressed",
+                                 "change (pp)", "q", "sig."], rows,
+                                numeric=[False] * 4 + [True] * 4 + [False]))
+    return parts
+
+
+def render_robustness(run: RunData, options: ReportOptions) -> Html:
+    """Every robustness view the run has data for."""
+    parts: list[Html] = _corruption(run)
+    sev = severity_points(records(run.metrics.get("accuracy_by_shift")), run.level)
+    img = severity_plot(sev, variants=run.variants, alt="Top-1 accuracy against severity")
+    if img is not None:
+        parts += [tag("h3", "Accuracy against severity"),
+                  figure(img, f"Top-1 per corruption and severity, mean over replicas with "
+                              f"{100 * run.level:g}% t-intervals; 'clean' is severity 0.")]
+    parts += _calibration(run) + _shift_deltas(run)
+    shifts = [s for s in run.metrics.get("task", {}).get("shifts", []) if s != "clean"]
+    if not shifts:
+        parts.insert(0, note(f"{NOT_AVAILABLE}: the examples hold no shifted or corrupted "
+                             "copies, so there are no corruption errors or shift comparisons; "
+                             "only clean calibration is shown."))
+    return join(parts) if parts else note(f"{NOT_AVAILABLE}.")

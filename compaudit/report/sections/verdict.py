@@ -1,0 +1,167 @@
+"""Verdict and key findings: the gate's verdict, its failing checks, the largest harms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from compaudit.report.format import (
+    finite,
+    number,
+    pct,
+    pct_interval,
+    pp,
+    pp_interval,
+    pp_parts,
+    q_text,
+    signed_pct_parts,
+    sort_key,
+)
+from compaudit.report.html import Cell, Html, interval_cell, join, note, sortable_table, tag
+from compaudit.report.rundata import RunData
+from compaudit.report.sections._common import (
+    METRIC_NAMES,
+    ReportOptions,
+    cell_label,
+    harm_sign,
+    records,
+)
+
+__all__ = ["render_verdict"]
+
+_ORDER = {"fail": 0, "inconclusive": 1, "pass": 2}
+_BANNER = {
+    "fail": ("FAIL", "The gate found a regression beyond the policy's tolerance."),
+    "warn": ("WARN", "Some checks are inconclusive: their intervals contain the tolerance."),
+    "pass": ("PASS", "Every check is within the policy's tolerance."),
+}
+
+
+def _check_interval(c: dict[str, Any]) -> tuple[str, str]:
+    if c.get("unit") == "points":
+        return pp_parts(c.get("estimate"), c.get("lo"), c.get("hi"))
+    return signed_pct_parts(c.get("estimate"), c.get("lo"), c.get("hi"))
+
+
+def _tolerance(c: dict[str, Any]) -> str:
+    t = finite(c.get("tolerance"))
+    if t is None:
+        return "n/a"
+    return f"{100 * t:.2f} pp" if c.get("unit") == "points" else f"{t:g}%"
+
+
+def _banner(run: RunData) -> Html:
+    gate = run.gate
+    if gate is None:
+        return tag("div", tag("strong", "Gate not run"), tag(
+            "p", "No gate/gate.json in this run directory, so there is no pass/fail verdict. "
+            "Run ", tag("code", "compaudit gate RUN_DIR"), " and re-render the report."),
+            class_="banner banner-none", id="verdict-banner")
+    verdict = str(gate.get("verdict", "unknown")).lower()
+    word, text = _BANNER.get(verdict, (verdict.upper(), "Unrecognised verdict."))
+    checks = gate.get("checks", [])
+    counts = {v: sum(c.get("verdict") == v for c in checks) for v in _ORDER}
+    summary = (f"{counts['fail']} failed · {counts['inconclusive']} inconclusive · "
+               f"{counts['pass']} passed of {len(checks)} checks")
+    z = finite(gate.get("z"))
+    if z is not None:
+        summary += f" (simultaneous intervals, z = {z:.2f}; exit code {gate.get('exit_code')})"
+    return tag("div", tag("strong", f"Gate verdict: {word}"), tag("p", text), tag("p", summary),
+               class_=f"banner banner-{verdict}", id="verdict-banner")
+
+
+def _lower(c: dict[str, Any]) -> float:
+    lo = finite(c.get("lo"))
+    return lo if lo is not None else -1e300
+
+
+def _failing_checks(run: RunData, limit: int = 10) -> Html:
+    checks = [c for c in (run.gate or {}).get("checks", []) if c.get("verdict") != "pass"]
+    if not checks:
+        return Html("")
+    # Most severe first: failures, then inconclusive; within each, the highest lower bound.
+    checks.sort(key=lambda c: (_ORDER.get(c.get("verdict"), 3), -_lower(c)))
+    rows = [[Cell(c.get("verdict"), sort=_ORDER.get(c.get("verdict"), 3),
+                  cls=f"verdict-{c.get('verdict')}"),
+             c.get("variant"), Cell(c.get("subject"), cls="wrap"), c.get("metric"), c.get("kind"),
+             interval_cell(_check_interval(c), sort=sort_key(c.get("estimate"))),
+             Cell(_tolerance(c), sort=sort_key(c.get("tolerance"))),
+             Cell(c.get("reason") or "", cls="wrap")]
+            for c in checks[:limit]]
+    more = f" (the {limit} most severe of {len(checks)})" if len(checks) > limit else ""
+    return join([tag("h3", "Top failing and inconclusive checks"), sortable_table(
+        ["verdict", "variant", "subject", "metric", "kind", "increase [interval]", "tolerance",
+         "reason"], rows, caption=f"Checks that did not pass{more}; the full list is in "
+        "gate/gate.json and gate/junit.xml.",
+        numeric=[False] * 5 + [True, True, False])])
+
+
+def _harms(run: RunData, limit: int = 5) -> list[Html]:
+    deltas = records(run.metrics.get("deltas"))
+    if deltas.empty or "abs_diff_q" not in deltas:
+        return []
+    d = deltas[deltas["subgroup"] != "overall"].copy()
+    d["harm"] = [harm_sign(m) * (finite(x) or 0.0) for m, x in zip(d["metric"], d["abs_diff"])]
+    q = pd.to_numeric(d["abs_diff_q"], errors="coerce")
+    d = d[(q <= run.alpha) & (d["harm"] > 0)].sort_values("harm", ascending=False)
+    items = []
+    for r in d.head(limit).to_dict("records"):
+        items.append(tag("li", tag("strong", r["variant"]), " changes the ",
+                         METRIC_NAMES.get(r["metric"], r["metric"]), " of ",
+                         tag("strong", r["subgroup"]), f" from {pct(r['dense'])} to "
+                         f"{pct(r['compressed'])}: ", tag("span", pp_interval(
+                             r["abs_diff"], r.get("abs_diff_lo"), r.get("abs_diff_hi")),
+                             class_="sig-harm"), f" ({q_text(r['abs_diff_q'])})."))
+    return items
+
+
+def _replicas(n: Any) -> str:
+    return f"{n} replica" if n == 1 else f"{n} replicas"
+
+
+def _key_findings(run: RunData) -> Html:
+    items: list[Html] = []
+    acc = run.metrics.get("accuracy", {})
+    dense = acc.get(run.dense, {})
+    for v in run.compressed:
+        a = acc.get(v)
+        if not a:
+            continue
+        diff = (finite(a.get("top1_mean")) or 0) - (finite(dense.get("top1_mean")) or 0)
+        items.append(tag("li", tag("strong", v), " top-1 ", pct_interval(
+            a.get("top1_mean"), a.get("top1_lo"), a.get("top1_hi"), 2), " vs dense ",
+            pct(dense.get("top1_mean"), 2), f" ({pp(diff)}; {_replicas(a.get('replicas'))})."))
+    harms = _harms(run)
+    if harms:
+        items.append(tag("li", "Largest significant subgroup harms:", tag("ul", *harms)))
+    elif run.metrics.get("deltas"):
+        items.append(tag("li", "No subgroup shows a significant harmful change "
+                               f"(q ≤ {run.alpha:g})."))
+    for v, p in run.metrics.get("pie", {}).items():
+        items.append(tag("li", tag("strong", v), f": {number(p.get('n_pie'))} PIEs "
+                     f"({pct(p.get('pie_rate'), 2)} of {number(p.get('n_examples'))} examples); "
+                     f"dense top-1 on PIEs {pct(p.get('dense_top1_pie'))} vs "
+                     f"{pct(p.get('dense_top1_all'))} overall."))
+    for v, c in run.metrics.get("classes", {}).items():
+        items.append(tag("li", tag("strong", v), f": {c.get('significant_raw', 0)} of "
+                     f"{c.get('classes_tested', 0)} classes significantly impacted at p ≤ "
+                     f"{run.alpha:g} (uncorrected, as in the paper); {c.get('significant_bh', 0)} "
+                     "after Benjamini-Hochberg."))
+    over = records(run.metrics.get("overindex"))
+    if not over.empty and "q_value" in over:
+        q = pd.to_numeric(over["q_value"], errors="coerce")
+        top = over[(q <= run.alpha) & (over["relative_growth_pct"] > 0)]
+        for r in top.sort_values("relative_growth_pct", ascending=False).head(3).to_dict("records"):
+            items.append(tag("li", tag("strong", r["variant"]), ": PIEs over-index on ",
+                             tag("strong", cell_label(r, run)),
+                             f" by {r['relative_growth_pct']:+.1f}% ({q_text(r['q_value'])})."))
+    if not items:
+        return note("No findings: the metrics hold no compressed variant.")
+    return tag("ul", *items, class_="findings")
+
+
+def render_verdict(run: RunData, options: ReportOptions) -> Html:
+    """Gate banner, failing checks and the key findings."""
+    return join([_banner(run), tag("h3", "Key findings"), _key_findings(run),
+                 _failing_checks(run)])

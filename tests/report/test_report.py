@@ -1,0 +1,408 @@
+"""The HTML report: rendering from real analysis outputs, escaping, missing data, a real
+browser (no console errors, no requests, every section visible), and the PDF."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from scipy import stats
+
+from compaudit.analysis.audit import AnalysisOptions, analyze
+from compaudit.errors import AuditInputError
+from compaudit.gate import run_gate
+from compaudit.gate_report import write_gate_outputs
+from compaudit.report import SECTIONS, ReportOptions, load_run, render_html, render_report
+from compaudit.report.sections.gallery import top_pies
+from compaudit.report.sections.pie import overindex_matrix
+from compaudit.report.sections.robustness import severity_points
+from compaudit.report.sections.tradeoff import accuracy_points
+from compaudit.report.thumbnails import thumbnail
+from compaudit.simulate import PlantedHarm, simulate_binary, simulate_multiclass
+from compaudit.tables import validate_examples, validate_predictions
+
+EVIL_VARIANT = "<script>alert(1)</script>"
+EVIL_ATTR = "<script>alert(2)</script>"
+EVIL_SPEC = 'name = "x"\n</pre><script>alert(3)</script>'
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+
+
+def _binary_tables(*, evil: bool, shifts: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    harm = PlantedHarm("gmp-90", {"Male": True, "Young": False}, "fpr", 0.3)
+    ex, pr = simulate_binary(n_examples=1500, n_replicas=3, harms=(harm,), seed=3)
+    frames = [(ex, pr)]
+    if shifts:
+        for shift, sev in (("fog", 1), ("fog", 3), ("snow", 2)):
+            e, p = simulate_binary(n_examples=400, n_replicas=3, error_rate=0.05 + 0.03 * sev,
+                                   harms=(harm,), seed=10 + sev)
+            pre = f"{shift}/{sev}/"
+            frames.append((e.assign(example_id=pre + e.example_id, shift=shift,
+                                    severity=np.int8(sev)),
+                           p.assign(example_id=pre + p.example_id)))
+    ex = pd.concat([f[0] for f in frames], ignore_index=True)
+    pr = pd.concat([f[1] for f in frames], ignore_index=True)
+    if evil:
+        pr["variant"] = pr["variant"].replace({"gmp-90": EVIL_VARIANT})
+        ex = ex.rename(columns={"attr.Young": f"attr.{EVIL_ATTR}"})
+    return ex, pr
+
+
+def _analyze_into(root: Path, ex: pd.DataFrame, pr: pd.DataFrame, **kw) -> None:
+    exv = validate_examples(ex, num_classes=kw.get("num_classes"))
+    prv = validate_predictions(pr, exv, num_classes=kw.get("num_classes"))
+    result = analyze(exv, prv, AnalysisOptions(n_boot=60, **kw))
+    result.write(root)
+
+
+def _images(root: Path) -> dict[str, str]:
+    """Images for the PIEs: most valid (relative or absolute paths), some missing, one corrupt."""
+    pies = pd.read_csv(root / "tables" / "pie.csv", dtype={"example_id": str})
+    ids = sorted(pies.loc[pies["is_pie"], "example_id"].unique())
+    (root / "img").mkdir()
+    rng = np.random.default_rng(0)
+    paths = {}
+    for i, ex_id in enumerate(ids):
+        name = f"img/{i}.png"
+        if i % 5 == 4:
+            paths[ex_id] = name  # listed but never written: a placeholder
+            continue
+        if i == 1:
+            (root / name).write_bytes(b"not a png")
+        else:
+            Image.fromarray(rng.integers(0, 255, (24, 20, 3), dtype=np.uint8)).save(root / name)
+        paths[ex_id] = name if i % 2 else str((root / name).resolve())
+    return paths
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory) -> Path:
+    """Binary run with shifts, hostile names, gate, variants.json, run.json, images."""
+    root = tmp_path_factory.mktemp("full")
+    ex, pr = _binary_tables(evil=True, shifts=True)
+    _analyze_into(root, ex, pr)
+    metrics = json.loads((root / "metrics.json").read_text())
+    write_gate_outputs(run_gate(metrics), root / "gate")
+    def record(**kw):
+        # The fields of compaudit.compress.footprint.VARIANT_FIELDS; None where not measured.
+        fields = ("method", "parameters", "derives_from", "sparsity", "parameter_count",
+                  "nonzero_count", "size_bytes", "compressed_size_bytes", "macs",
+                  "theoretical_speedup", "latency_ms", "latency_batch_size")
+        return {f: kw.get(f) for f in fields} | kw
+
+    (root / "variants.json").write_text(json.dumps({"schema": "compaudit.variants/1",
+                                                    "variants": {
+        "dense": record(method="dense", parameters={}, sparsity=0.0, parameter_count=1000,
+                        nonzero_count=1000, size_bytes=4000, macs=5e6, theoretical_speedup=1.0,
+                        latency_ms=1.25, latency_batch_size=32),
+        "gmp-50": record(method="gmp", parameters={"final_sparsity": 0.5}, derives_from="dense",
+                         sparsity=0.5, parameter_count=1000, nonzero_count=500,
+                         pruning_penalty=0.125),
+        EVIL_VARIANT: record(method="gmp", derives_from="dense", sparsity=0.9,
+                             parameter_count=1000, nonzero_count=100, theoretical_speedup=10.0),
+    }}))
+    (root / "run.json").write_text(json.dumps({
+        "spec": EVIL_SPEC, "spec_sha256": "0" * 64, "seeds": [0, 1, 2],
+        "versions": {"compaudit": "0.1.0", "torch": "2.x"},
+        "data": {"name": "celeba-synthetic", "root": "/data/<celeba>", "fingerprint": "f" * 64},
+        "command": "compaudit run audits/demo.toml"}))
+    # "$" would start TeX in matplotlib labels: names must be drawn as plain text.
+    (root / "class_names.json").write_text(json.dumps(["not blond", "blond & <b>fair</b> $x_{$"]))
+    paths = _images(root)
+    examples = ex[["example_id", "label"]].assign(path=ex["example_id"].map(paths))
+    examples.to_parquet(root / "examples.parquet")
+    return root
+
+
+@pytest.fixture(scope="module")
+def full_html(full_run) -> str:
+    return render_report(full_run).read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def bare_run(tmp_path_factory) -> Path:
+    """Clean-only binary run: metrics and tables, no gate or optional files."""
+    root = tmp_path_factory.mktemp("bare")
+    _analyze_into(root, *_binary_tables(evil=False, shifts=False))
+    return root
+
+
+@pytest.fixture(scope="module")
+def bare_html(bare_run) -> str:
+    return render_report(bare_run).read_text(encoding="utf-8")
+
+
+def _sections(html_text: str) -> dict[str, str]:
+    return dict(re.findall(r'<section id="([^"]+)" class="report-section">(.*?)</section>',
+                           html_text, flags=re.S))
+
+
+def test_report_has_every_section_in_order_with_an_id_and_h2(full_run, full_html):
+    ids = re.findall(r'<section id="([^"]+)" class="report-section"><h2>', full_html)
+    assert ids == [s.id for s in SECTIONS]
+    assert (full_run / "report.html").is_file()
+    assert not list(full_run.glob(".report.html.*"))  # the atomic write left no temp file
+
+
+def test_user_strings_are_escaped_never_tags(full_html):
+    # The page's only script is the report's own sorting script.
+    assert full_html.count("<script") == 1
+    assert "alert(" not in re.sub(r"&lt;script&gt;alert\(\d\)&lt;/script&gt;", "", full_html)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in full_html   # variant name
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;=True" in full_html  # attribute in subgroups
+    assert "&lt;/pre&gt;&lt;script&gt;alert(3)&lt;/script&gt;" in full_html  # spec text
+    assert "blond &amp; &lt;b&gt;fair&lt;/b&gt; $x_{$" in full_html  # class name
+    assert "/data/&lt;celeba&gt;" in full_html  # a path
+
+
+def test_page_is_self_contained_and_locked_down(full_html):
+    assert not re.search(r'(src|href)="(?!data:|#)', full_html)
+    assert "@import" not in full_html and "url(http" not in full_html
+    found = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', full_html)
+    csp = html.unescape(found.group(1))
+    assert "default-src 'none'" in csp and "img-src data:" in csp
+
+
+def test_verdict_banner_follows_gate_json(full_run, full_html, bare_html):
+    gate = json.loads((full_run / "gate" / "gate.json").read_text())
+    assert gate["verdict"] == "fail"  # the planted harm must fail the default policy
+    assert "Gate verdict: FAIL" in full_html
+    n_fail = sum(c["verdict"] == "fail" for c in gate["checks"])
+    assert f"{n_fail} failed · " in full_html
+    assert "Gate not run" in bare_html and "Gate verdict" not in bare_html
+
+
+def test_key_numbers_come_from_metrics(full_run, full_html):
+    metrics = json.loads((full_run / "metrics.json").read_text())
+    dense = metrics["accuracy"]["dense"]["top1_mean"]
+    assert f"vs dense {100 * dense:.2f}%" in full_html
+    n_pie = metrics["pie"]["gmp-50"]["n_pie"]
+    assert f"{n_pie:,} PIEs" in full_html
+    # The planted harm: FPR of Male=True & Young=False rises for the hostile variant.
+    row = next(r for r in metrics["deltas"] if r["variant"] == EVIL_VARIANT and r["metric"] ==
+               "fpr" and r["subgroup"] == f"Male=True & {EVIL_ATTR}=False")
+    assert row["abs_diff_q"] <= 0.05
+    assert f"{100 * row['abs_diff']:+.2f} pp [{100 * row['abs_diff_lo']:+.2f}, " in full_html
+
+
+def test_missing_optional_inputs_render_notes_not_plots(bare_html):
+    sections = _sections(bare_html)
+    assert "Not available in this run" in sections["footprint"]
+    assert "<img" not in sections["footprint"]
+    assert "Not available in this run" in sections["robustness"]
+    assert "No run.json" in sections["methodology"]
+    assert 'class="thumb placeholder"' in sections["gallery"]  # no images, cards still shown
+
+
+def test_metrics_only_run_renders_every_section(bare_run, tmp_path):
+    root = tmp_path / "metrics_only"
+    root.mkdir()
+    shutil.copy(bare_run / "metrics.json", root / "metrics.json")
+    html = render_report(root).read_text(encoding="utf-8")
+    for s in SECTIONS:
+        assert f'<section id="{s.id}"' in html
+    sections = _sections(html)
+    assert "Not available in this run" in sections["gallery"]
+    assert "Not available in this run" in sections["classes"]
+
+
+def test_rendering_is_deterministic(bare_run, bare_html, tmp_path):
+    again = render_report(bare_run, out=tmp_path / "again.html").read_text(encoding="utf-8")
+    assert again == bare_html
+
+
+def test_gallery_ranks_pies_by_taxicab_and_embeds_valid_images(full_run, full_html):
+    pies = load_run(full_run).table("pie")
+    top = top_pies(pies, "gmp-50", 5)
+    assert top["is_pie"].all()
+    assert list(top["taxicab"]) == sorted(top["taxicab"], reverse=True)
+    best = pies[(pies.variant == "gmp-50") & pies.is_pie]["taxicab"].max()
+    assert top["taxicab"].iloc[0] == best
+    gallery = full_html.split('<section id="gallery"')[1].split("</section>")[0]
+    thumbs = re.findall(r'<img src="data:image/png;base64,[^"]+" alt="example ([^"]+)" '
+                        r'width="(\d+)" height="(\d+)"', gallery)
+    placeholders = gallery.count('class="thumb placeholder"')
+    n_cards = gallery.count('class="card"')
+    assert thumbs and placeholders and len(thumbs) + placeholders == n_cards
+    assert all((w, h) == ("20", "24") for _, w, h in thumbs)  # smaller than 64: unchanged
+
+
+def test_thumbnails_shrink_to_the_longest_side_and_tolerate_bad_files(tmp_path):
+    Image.new("RGB", (200, 100), "red").save(tmp_path / "wide.png")
+    img = thumbnail(tmp_path / "wide.png", size=64, alt="a <b>")
+    assert 'width="64" height="32"' in img and 'alt="a &lt;b&gt;"' in img
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    assert thumbnail(tmp_path / "bad.jpg", size=64, alt="x") is None
+    assert thumbnail(tmp_path / "missing.png", size=64, alt="x") is None
+    assert thumbnail(None, size=64, alt="x") is None
+
+
+def test_overindex_heatmap_values_are_log2_share_ratios(full_run):
+    run = load_run(full_run)
+    over = pd.DataFrame(run.metrics["overindex"])
+    values, text = overindex_matrix(over, run)
+    r = over.iloc[0]
+    cell = " · ".join([f"label={run.class_name(r['label'])}", f"Male={r['attr.Male']}",
+                       f"{EVIL_ATTR}={r[f'attr.{EVIL_ATTR}']}"])
+    expected = math.log2(r["pie_pct"] / r["non_pie_pct"]) if r["pie_pct"] > 0 else -4.0
+    assert values.loc[cell, r["variant"]] == pytest.approx(expected)
+    growth = r["relative_growth_pct"]
+    star = "*" if r["q_value"] <= run.alpha else ""
+    shown = f"{growth:+.0f}%" if abs(growth) >= 10 else f"{growth:+.1f}%"
+    assert text.loc[cell, r["variant"]] == shown + star
+
+
+def test_footprint_table_shows_variants_json_fields(full_html):
+    footprint = _sections(full_html)["footprint"]
+    assert "1.25 ms" in footprint and "batch 32" in footprint
+    assert "500" in footprint and "of 1k" in footprint
+    assert "10.00×" in footprint and "pruning_penalty=0.125" in footprint
+    assert "from dense" in footprint
+
+
+def test_footprint_accepts_a_list_of_records_with_older_field_names(bare_run, tmp_path):
+    root = tmp_path / "run"
+    shutil.copytree(bare_run, root)
+    (root / "variants.json").write_text(json.dumps([
+        {"name": "gmp-90", "method": "gmp", "sparsity": 0.9, "params": 2_000_000,
+         "nonzeros": 200_000, "size_bytes": 3 * 2**20}]))
+    footprint = _sections(render_html(load_run(root)))["footprint"]
+    assert "200k" in footprint and "of 2M" in footprint and "3.00 MiB" in footprint
+    assert footprint.count("n/a") >= 3  # dense and gmp-50 have no record
+
+
+def test_tradeoff_points_use_variants_json_sparsity(full_run):
+    run = load_run(full_run)
+    assert run.points[EVIL_VARIANT].sparsity == 0.9   # from variants.json, not the name
+    assert run.points["gmp-50"].sparsity == 0.5
+    acc = accuracy_points(run).set_index("variant")
+    m = run.metrics["accuracy"]["gmp-50"]
+    assert acc.loc["gmp-50", "mean"] == m["top1_mean"] and acc.loc["gmp-50", "lo"] == m["top1_lo"]
+
+
+def test_sparsity_is_parsed_from_names_without_variants_json(bare_run):
+    run = load_run(bare_run)
+    assert run.points["gmp-90"].sparsity == pytest.approx(0.9)
+    assert run.points["gmp-90"].family == "gmp"
+    assert run.points["dense"].sparsity == 0.0
+    from compaudit.report.rundata import _point
+    assert _point("int8", "dense", None).sparsity is None        # no separator: not a sparsity
+    assert _point("int8-static", "dense", None).sparsity is None
+    assert _point("prune_0.75", "dense", None).sparsity == pytest.approx(0.75)
+    assert _point("fp16", "dense", {"method": "float16", "sparsity": 0.0}).sparsity is None
+
+
+def test_severity_points_match_scipy_t_interval():
+    acc = pd.DataFrame({"variant": "v", "replica": [0, 1, 2, 0, 1, 2],
+                        "shift": ["clean"] * 3 + ["fog"] * 3, "severity": [0] * 3 + [2] * 3,
+                        "top1": [0.9, 0.92, 0.91, 0.7, 0.74, 0.69]})
+    pts = severity_points(acc, 0.95).set_index("severity")
+    fog = [0.7, 0.74, 0.69]
+    lo, hi = stats.t.interval(0.95, 2, loc=np.mean(fog), scale=stats.sem(fog))
+    assert pts.loc[2, "mean"] == pytest.approx(np.mean(fog))
+    assert (pts.loc[2, "lo"], pts.loc[2, "hi"]) == pytest.approx((lo, hi))
+    assert pts.loc[0, "shift"] == "fog" and pts.loc[0, "mean"] == pytest.approx(0.91)
+
+
+def test_many_class_run_plots_every_class(tmp_path):
+    ex, preds, top5 = simulate_multiclass(n_examples=2000, num_classes=100, n_replicas=3,
+                                          variants=("dense", "gmp-90", "int8"), seed=1)
+    ex = ex.assign(split="val", source_id=ex.example_id, shift="clean", severity=np.int8(0))
+    rows = [pd.DataFrame({"variant": v, "replica": np.repeat(np.arange(3, dtype=np.int32), 2000),
+                          "example_id": np.tile(ex.example_id.to_numpy(), 3),
+                          "pred": p.ravel().astype(np.int64), "p_true": np.float32(0.5)})
+            for v, p in preds.items()]
+    _analyze_into(tmp_path, ex, pd.concat(rows, ignore_index=True), num_classes=100)
+    html = render_report(tmp_path).read_text(encoding="utf-8")
+    classes = html.split('<section id="classes"')[1].split("</section>")[0]
+    assert classes.count("<img") == 1
+    assert "Normalized recall difference per class" in classes
+    run = load_run(tmp_path)
+    assert run.points["int8"].sparsity is None  # quantized: placed beside the sparsity axis
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("metrics.json", "{not json", "is not valid JSON"),
+    ("metrics.json", '{"schema": "other/9"}', "expected 'compaudit.metrics/1'"),
+    ("class_names.json", '{"0": "a"}', "expected a JSON list of class names"),
+    ("class_names.json", '["only one"]', "1 class names for 2 classes"),
+    ("variants.json", '{"variants": [{"method": "gmp"}]}', "expected one object per variant"),
+    ("gate/gate.json", '{"checks": []}', "field 'verdict' missing"),
+    ("run.json", "[1, 2]", "expected a JSON object"),
+])
+def test_bad_inputs_raise_clear_errors(bare_run, tmp_path, name, content, message):
+    root = tmp_path / "run"
+    shutil.copytree(bare_run, root)
+    (root / name).parent.mkdir(exist_ok=True)
+    (root / name).write_text(content)
+    with pytest.raises(AuditInputError, match=re.escape(message)) as info:
+        render_report(root)
+    assert str(root / name) in str(info.value)
+
+
+def test_report_options_are_checked_at_the_door(bare_run):
+    with pytest.raises(AuditInputError, match="thumbnail_px: got 2") as info:
+        render_report(bare_run, options=ReportOptions(thumbnail_px=2, gallery_size=-1))
+    assert len(info.value.problems) == 2
+
+
+def test_missing_run_dir_or_metrics_names_the_fix(tmp_path):
+    with pytest.raises(AuditInputError, match="run directory not found"):
+        render_report(tmp_path / "nope")
+    with pytest.raises(AuditInputError, match="run analyze first"):
+        render_report(tmp_path)
+
+
+def test_report_in_headless_chromium(full_run, full_html, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the 'dev' extra")
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    url = (full_run / "report.html").resolve().as_uri()
+    console, failed, requests, dialogs = [], [], [], []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: console.append(str(e)))
+        page.on("requestfailed", lambda r: failed.append(r.url))
+        page.on("request", lambda r: requests.append(r.url))
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(url, wait_until="load")
+        for section in SECTIONS:
+            loc = page.locator(f"section#{section.id}")
+            assert loc.count() == 1 and loc.is_visible(), section.id
+            assert loc.bounding_box()["height"] > 0, section.id
+            assert loc.locator("h2").inner_text() == section.title
+        images = page.eval_on_selector_all(
+            "img", "imgs => imgs.map(i => [i.complete, i.naturalWidth, i.alt])")
+        assert len(images) > 5 and all(ok and w > 0 for ok, w, _ in images), images
+        # A hostile variant name is shown as text on the page.
+        assert EVIL_VARIANT in page.locator("#subgroups").inner_text()
+        assert page.evaluate("document.scripts.length") == 1
+        # Sorting a real report table by clicking its header.
+        table = page.locator("#subgroups table.sortable").first
+        col = table.locator("thead th").all_inner_texts().index("change (pp)")
+        table.locator("thead th").nth(col).locator("button").click()
+        keys = table.locator("tbody tr").evaluate_all(
+            f"rows => rows.map(r => r.cells[{col}].getAttribute('data-sort'))")
+        numbers = [float(k) for k in keys if k]
+        assert numbers == sorted(numbers) and keys[: len(numbers)] == [k for k in keys if k]
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        browser.close()
+    assert console == [] and failed == [] and dialogs == []
+    assert all(u == url or u.startswith("data:") for u in requests), requests
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_pdf_through_headless_chromium(bare_run, tmp_path):
+    out = render_report(bare_run, out=tmp_path / "audit.html", pdf=True)
+    pdf = out.with_suffix(".pdf")
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 10_000

@@ -142,7 +142,7 @@ class StackedRunner(Runner):
         warnings.warn(
             f"stacked inference of {who}{more} {reason}; evaluating them one at a time "
             "(pass stack=False to skip the attempt)",
-            UserWarning, stacklevel=4,
+            UserWarning, stacklevel=5,  # the caller of predict_population
         )
         self.stacked = False
         self._check = False

@@ -89,6 +89,7 @@ def _build_parser() -> argparse.ArgumentParser:
     rp.add_argument("run_dir", type=Path, help="run folder holding metrics.json")
     rp.add_argument("--out", type=Path, default=None, help="HTML file (default RUN_DIR/report.html)")
     rp.add_argument("--pdf", action="store_true", help="also print a PDF with headless Chromium")
+    rp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     rp.set_defaults(func=_cmd_report)
     return parser
 
@@ -150,8 +151,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from compaudit.report import render_report
 
-    path = render_report(args.run_dir, out=args.out, pdf=args.pdf)
-    print(f"wrote {path}")
+    path = render_report(args.run_dir, out=args.out, pdf=args.pdf,
+                         progress=not args.no_progress)
+    print(f"wrote {path}" + (f" and {path.with_suffix('.pdf')}" if args.pdf else ""))
     return EXIT_OK
 
 

@@ -159,7 +159,9 @@ def run_audit(
                               "never downloads data: put the dataset there or fix the path")
     from compaudit.data.base import subset
 
-    train_data = partial(subset, _dataset_factory(spec, root, d.train_split), d.max_train,
+    train_root = (Path(d.train_root) if Path(d.train_root).is_absolute()
+                  else run_dir / d.train_root) if d.train_root else root
+    train_data = partial(subset, _dataset_factory(spec, train_root, d.train_split), d.max_train,
                          spec.seed)
     eval_data = partial(subset, _dataset_factory(spec, root, d.eval_split), d.max_eval,
                         spec.seed)
@@ -195,6 +197,7 @@ def run_audit(
                                       transform=transform))
         shift_keys.append(key)
 
+    _write_class_names(spec, run_dir)
     examples_path = run_dir / "examples.parquet"
     ex_key = _key(data_key, shift_keys)
     if not stages.fresh("examples", ex_key, [examples_path]):
@@ -225,7 +228,15 @@ def run_audit(
     dense_dir = run_dir / "models" / "dense"
     train_key = _key(data_key, spec.section("model"), spec.section("train"), spec.seed)
     try:
-        if m.weights:
+        if m.pretrained:
+            from compaudit.models.weights import torchvision_weights_path
+
+            dense_paths = [torchvision_weights_path(m.pretrained)]
+            if not dense_paths[0].is_file():
+                raise AuditInputError(
+                    f"{spec.source}: [model].pretrained: {m.pretrained} is not in the local "
+                    f"cache; compaudit never downloads weights: put the file at {dense_paths[0]}")
+        elif m.weights:
             dense_paths = [Path(w) for w in m.weights]
             missing = [str(p) for p in dense_paths if not p.is_file()]
             if missing:
@@ -309,6 +320,19 @@ def run_audit(
     return RunResult(run_dir=run_dir, metrics=metrics, verdict=result.verdict,
                      exit_code=result.exit_code, report=report_path,
                      stages_run=stages.ran, stages_skipped=stages.skipped)
+
+
+def _write_class_names(spec: AuditSpec, run_dir: Path) -> None:
+    """``class_names.json`` for the report: the target's two names, or ImageNet's."""
+    names: list[str] | None = None
+    if spec.model.num_classes == 2:
+        names = [f"not {spec.data.target}", spec.data.target]
+    elif spec.model.num_classes == 1000 and spec.data.dataset.startswith("imagenet"):
+        from compaudit.data.imagenet_classes import imagenet_class_names
+
+        names = [n.split(",")[0] for n in imagenet_class_names()]
+    if names is not None:
+        atomic_write_text(run_dir / "class_names.json", json.dumps(names) + "\n")
 
 
 def _write_provenance(spec: AuditSpec, run_dir: Path, root: Path, started: float) -> None:

@@ -191,10 +191,10 @@ def predict_population(
     device
         Torch device for the models and the batches.
     stack
-        See :data:`StackMode`. On the CPU a stacked call (grouped convolutions and a
-        decomposed batch norm under ``vmap``) ran at 0.2-0.7x the speed of the loop
-        for small_cnn and resnet18 at batch sizes of 64 and more, and faster only for
-        batches of a few images, where per-call overhead dominates
+        See :data:`StackMode`. On the CPU, stacking (grouped convolutions and a
+        decomposed batch norm under ``vmap``) ran at 0.3-0.5x the loop's speed at
+        batch size 256 (small_cnn x30, resnet18 x8) and was faster only for batches of
+        one or a few images, where per-call overhead dominates
         (``benchmarks/bench_predict.py``); hence ``"auto"`` loops there. On a GPU,
         stacking is meant to fill the device that one small model leaves idle (not yet
         measured).

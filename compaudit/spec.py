@@ -68,6 +68,7 @@ class DataSpec:
     image_size: int = 32
     train_split: str = "train"
     eval_split: str = "test"
+    train_root: str = ""  # a separate folder for the training split (e.g. ImageNet train)
     max_train: int = 0  # 0: all
     max_eval: int = 0
     # Synthetic faces only: size, train/valid/test fractions, planted shortcut.
@@ -79,13 +80,16 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """The architecture, or weight files / ONNX models to load instead of training."""
+    """The architecture, and optionally weights to load instead of training: one
+    state-dict file per replica (``weights``), or one torchvision weights enum found in
+    the local torch hub cache (``pretrained``; never downloaded)."""
 
     arch: str = "small_cnn"
     num_classes: int = 2
     small_input: bool = True
     replicas: int = 5
     weights: tuple[str, ...] = ()
+    pretrained: str = ""  # a torchvision weights enum, e.g. "ResNet50_Weights.IMAGENET1K_V2"
 
 
 @dataclass(frozen=True)
@@ -248,6 +252,8 @@ def _check_ranges(spec: dict[str, Any], where: str, problems: list[str]) -> None
         (model.num_classes >= 2, "[model].num_classes", "at least 2"),
         (not model.weights or len(model.weights) == model.replicas, "[model].weights",
          f"one file per replica ({model.replicas})"),
+        (not model.pretrained or (model.replicas == 1 and not model.weights),
+         "[model].pretrained", "replicas = 1 and no [model].weights (one pretrained model)"),
         (train.epochs >= 1, "[train].epochs", "at least 1"),
         (train.batch_size >= 1, "[train].batch_size", "at least 1"),
         (train.lr > 0, "[train].lr", "a positive number"),
@@ -256,6 +262,9 @@ def _check_ranges(spec: dict[str, Any], where: str, problems: list[str]) -> None
         (0 < spec["analysis"].alpha < 1, "[analysis].alpha", "a value in (0, 1)"),
         (spec["executor"].workers >= 1, "[executor].workers", "at least 1"),
     ]
+    if any(sh.kind == "corruptions" for sh in spec["shifts"]):
+        checks.append((data.image_size >= 32, "[data].image_size",
+                       "at least 32 with corruption shifts (ImageNet-C corruptions need it)"))
     for ok, key, expected in checks:
         if not ok:
             problems.append(f"{where}: {key}: expected {expected}")

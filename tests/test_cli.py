@@ -64,3 +64,21 @@ def test_bad_option_value_exits_2(files, tmp_path, capsys):
                  "--bootstrap", "-1"])
     assert code == 2
     assert "--bootstrap: got -1; expected 0 or more" in capsys.readouterr().err
+
+
+def test_run_with_a_bad_spec_exits_2_listing_every_mistake(tmp_path, capsys):
+    spec = tmp_path / "bad.toml"
+    spec.write_text('[model]\nreplicas = "five"\n[[variants]]\nname = "x"\nmethod = "zip"\n')
+    assert main(["run", str(spec), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith(f"compaudit: error: {spec}") for line in err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_command_renders_an_analyzed_run(files, tmp_path, capsys):
+    assert main(["analyze", "--examples", str(files / "examples.parquet"), "--predictions",
+                 str(files / "predictions.parquet"), "--out", str(tmp_path), "--bootstrap",
+                 "50", "--no-progress"]) == 0
+    assert main(["report", str(tmp_path), "--no-progress"]) == 0
+    html = (tmp_path / "report.html").read_text()
+    assert "Compression audit report" in html and "gmp-90" in html

@@ -526,3 +526,19 @@ def test_synthetic_celeba_faces_end_to_end(tmp_path):
         expected = models[1].eval()(images).argmax(1).numpy()
     np.testing.assert_array_equal(rows(frame, "dense", 1)["pred"], expected)
     assert list(rows(frame, "dense", 1)["example_id"]) == list(examples["example_id"])
+
+
+def test_models_pruned_with_torch_prune_hooks_stack():
+    # torch.nn.utils.prune keeps weight_orig and weight_mask and recomputes the weight in
+    # a forward pre-hook; stacking must see the masked weights, not weight_orig.
+    from torch.nn.utils import prune
+
+    ds = random_dataset(16, num_classes=10)
+    models = make_models("small_cnn", 2, num_classes=10, seed=0)
+    for model in models:
+        prune.l1_unstructured(model.fc, "weight", amount=0.6)
+    stacked = predict_population({"dense": models}, ds, stack=True, progress=False)
+    assert len(stacked.attrs["stacked"]) == 2
+    for k, model in enumerate(models):
+        np.testing.assert_allclose(rows(stacked, "dense", k)["p_true"],
+                                   reference(model, ds)["p_true"], atol=1e-5)

@@ -146,16 +146,19 @@ def overindex_from_counts(
     out = cells.copy()
     pie = out["n_pie"].to_numpy(np.int64)
     non = out["n_non_pie"].to_numpy(np.int64)
-    pie_pct = 100.0 * pie / max(pie.sum(), 1)
-    non_pct = 100.0 * non / max(non.sum(), 1)
+    # Shares are undefined when a variant has no PIEs (or only PIEs): NaN, not 0 or -100%.
+    pie_pct = 100.0 * pie / pie.sum() if pie.sum() > 0 else np.full(len(pie), np.nan)
+    non_pct = 100.0 * non / non.sum() if non.sum() > 0 else np.full(len(non), np.nan)
     if round_shares is not None:
         pie_pct, non_pct = np.round(pie_pct, round_shares), np.round(non_pct, round_shares)
     with np.errstate(divide="ignore", invalid="ignore"):
         growth = np.where(non_pct > 0, 100.0 * (pie_pct / non_pct - 1.0), np.nan)
+    odds = p = np.full(len(pie), np.nan)
     tables = np.stack(
         [np.stack([pie, pie.sum() - pie], 1), np.stack([non, non.sum() - non], 1)], 1
     )
-    odds, p = fisher_exact_2x2(tables)
+    if pie.sum() > 0 and non.sum() > 0:
+        odds, p = fisher_exact_2x2(tables)
     out["non_pie_pct"] = non_pct
     out["pie_pct"] = pie_pct
     out["relative_growth_pct"] = growth

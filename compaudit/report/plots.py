@@ -208,10 +208,10 @@ def tradeoff_plot(
             seen = dict(zip(labels, own))
             ax.legend(list(seen.values()), list(seen), loc="upper center", fontsize=7,
                       ncol=2, bbox_to_anchor=(0.5, -0.3), handlelength=2.4)
-            if len(fams) > 1:
-                ax.text(1.0, 1.02, "line style: " + ", ".join(
-                    f"{f} {_LINESTYLES[i % 4]}" for i, f in enumerate(fams)),
-                    transform=ax.transAxes, ha="right", fontsize=7)
+    if len(fams) > 1 and n_series > 1:
+        fig.suptitle("line style per method: " + ", ".join(
+            f"{f} {_LINESTYLES[i % 4]}" for i, f in enumerate(fams)), x=0.01, ha="left",
+            fontsize=8, fontweight="normal")
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     if handles:

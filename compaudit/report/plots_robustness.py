@@ -31,8 +31,8 @@ def corruption_error_plot(data: pd.DataFrame, *, variants: Sequence[str], refere
     table = data.pivot_table(index="corruption", columns="variant", values="ce", aggfunc="first")
     table = table.reindex(index=corruptions, columns=variants)
     width = 0.8 / max(len(variants), 1)
-    width = 1.2 + 0.3 * len(corruptions) * max(len(variants), 2)
-    fig, ax = new_figure(figsize=(min(max(width, 6.0), 11.0), 3.4))
+    fig_width = 1.2 + 0.3 * len(corruptions) * max(len(variants), 2)
+    fig, ax = new_figure(figsize=(min(max(fig_width, 6.0), 11.0), 3.4))
     x = np.arange(len(corruptions))
     for i, v in enumerate(variants):
         ax.bar(x + (i - (len(variants) - 1) / 2) * width, table[v].to_numpy(float), width,
@@ -42,8 +42,7 @@ def corruption_error_plot(data: pd.DataFrame, *, variants: Sequence[str], refere
     if "mCE" in corruptions:
         ax.axvline(len(corruptions) - 1.5, color="#777777", lw=0.8)
     ax.set_ylabel(f"corruption error (%, {reference} = 100)", fontsize=8)
-    lo = np.nanmin(table.to_numpy(float))
-    ax.set_ylim(bottom=max(0.0, min(lo, 100.0) * 0.9))
+    ax.set_ylim(bottom=0.0)  # bars start at zero: their lengths compare honestly
     ax.legend(fontsize=8, ncol=min(len(variants), 6), loc="lower left",
               bbox_to_anchor=(0.0, 1.0), frameon=False)
     fig.tight_layout()

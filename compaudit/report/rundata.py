@@ -24,6 +24,11 @@ __all__ = ["RunData", "VariantPoint", "load_run", "METRICS_SCHEMA"]
 
 METRICS_SCHEMA = "compaudit.metrics/1"
 _SUFFIX = re.compile(r"^(?P<family>.*?)[-_](?P<num>\d+(?:\.\d+)?)$")
+#: Method or variant names of quantization: never on the sparsity axis, whatever share of
+#: weights rounding happened to zero.
+_QUANTIZED = re.compile(r"int\d|uint\d|float\d|fp\d|bf16|quant", re.IGNORECASE)
+#: Below this sparsity a variant is not a pruned one (zeros from rounding, say).
+MIN_PRUNED_SPARSITY = 0.01
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,8 @@ class VariantPoint:
 
     ``sparsity`` is a fraction in [0, 1] or ``None`` (placed categorically); ``family``
     groups variants into one curve (the method, or the name without its number).
+    Quantized variants (``int8``, ``float16``... in the method or name) and variants
+    below 1% sparsity are placed categorically: they are not points of a pruning curve.
     """
 
     name: str
@@ -128,8 +135,9 @@ def _point(name: str, dense: str, info: dict[str, Any] | None) -> VariantPoint:
         # gmp-90 -> 0.90; prune-0.9 -> 0.9; anything else is not a sparsity.
         num = float(match["num"])
         sparsity = num if "." in match["num"] and num <= 1 else num / 100
-    if sparsity is not None and not 0 < sparsity <= 1:
-        # Zero sparsity (quantization) would sit on top of dense: place it categorically.
+    quantized = bool(_QUANTIZED.search(family) or _QUANTIZED.search(name))
+    if sparsity is not None and (quantized or not MIN_PRUNED_SPARSITY <= sparsity <= 1):
+        # On the axis it would sit on top of dense and read as a pruning level.
         sparsity = None
     return VariantPoint(name, sparsity, family)
 

@@ -104,3 +104,10 @@ def test_pie_table_and_summary(make_pop):
     over = overindex_table(pop, table, ["Male"]).set_index(["label", "attr.Male"])
     # Cell (label 1, male): examples b, e; e is a PIE.
     assert over.loc[(1, True), "n_pie"] == 1 and over.loc[(1, True), "n_non_pie"] == 1
+
+
+def test_variant_without_pies_has_undefined_shares():
+    cells = pd.DataFrame({"n_pie": [0, 0], "n_non_pie": [10, 30]})
+    out = overindex_from_counts(cells)
+    assert out["pie_pct"].isna().all() and out["relative_growth_pct"].isna().all()
+    assert out["non_pie_pct"].tolist() == [25.0, 75.0]

@@ -216,8 +216,9 @@ def test_metrics_only_run_renders_every_section(bare_run, tmp_path):
 
 
 def test_rendering_is_deterministic(bare_run, bare_html, tmp_path):
-    again = render_report(bare_run, out=tmp_path / "again.html").read_text(encoding="utf-8")
-    assert again == bare_html
+    path = render_report(bare_run, out=tmp_path)  # a folder: report.html inside it
+    assert path == tmp_path / "report.html"
+    assert path.read_text(encoding="utf-8") == bare_html
 
 
 def test_gallery_ranks_pies_by_taxicab_and_embeds_valid_images(full_run, full_html):
@@ -280,6 +281,16 @@ def test_footprint_accepts_a_list_of_records_with_older_field_names(bare_run, tm
     assert footprint.count("n/a") >= 3  # dense and gmp-50 have no record
 
 
+def test_variant_without_pies_has_no_overindex_shares(full_run):
+    run = load_run(full_run)
+    over = pd.DataFrame(run.metrics["overindex"])
+    over = pd.concat([over, over[over.variant == "gmp-50"].assign(variant="q", n_pie=0)])
+    run.metrics["variants"]["q"] = {"replicas": [0]}
+    values, text = overindex_matrix(over, run)
+    assert values["q"].isna().all() and set(text["q"]) == {"no PIEs"}
+    assert values["gmp-50"].notna().any()
+
+
 def test_tradeoff_points_use_variants_json_sparsity(full_run):
     run = load_run(full_run)
     assert run.points[EVIL_VARIANT].sparsity == 0.9   # from variants.json, not the name
@@ -299,6 +310,12 @@ def test_sparsity_is_parsed_from_names_without_variants_json(bare_run):
     assert _point("int8-static", "dense", None).sparsity is None
     assert _point("prune_0.75", "dense", None).sparsity == pytest.approx(0.75)
     assert _point("fp16", "dense", {"method": "float16", "sparsity": 0.0}).sparsity is None
+    # Quantization rounds some weights to zero; that is not a pruning level.
+    assert _point("int8-static", "dense", {"method": "int8-static",
+                                           "sparsity": 0.0047}).sparsity is None
+    assert _point("w", "dense", {"method": "int8", "sparsity": 0.3}).sparsity is None
+    assert _point("tiny", "dense", {"method": "gmp", "sparsity": 0.005}).sparsity is None
+    assert _point("gmp-30", "dense", {"method": "gmp", "sparsity": 0.2998}).sparsity == 0.2998
 
 
 def test_severity_points_match_scipy_t_interval():

@@ -61,9 +61,26 @@ def _first(info: dict[str, Any], *keys: str) -> Any:
 
 
 def _extras(info: dict[str, Any]) -> str:
-    """Fields beyond the table's columns (e.g. pruning penalty, execution), as k=v."""
-    rest = {k: v for k, v in info.items() if k not in _SHOWN and v is not None}
-    return _params_text(rest) if rest else ""
+    """Fields beyond the table's columns (pruning penalty, execution, ...): scalars as
+    k=v, nested records by their size only (the full record is in variants.json)."""
+    parts = []
+    for k, v in info.items():
+        if k in _SHOWN or v is None:
+            continue
+        if isinstance(v, (dict, list, tuple)):
+            parts.append(f"{k}: {len(v)} entries")
+        elif isinstance(v, float):
+            parts.append(f"{k}={v:.4g}")
+        else:
+            parts.append(f"{k}={v}")
+    return ", ".join(parts)
+
+
+def _parameters(info: dict[str, Any]) -> Cell:
+    params = _params_text(info.get("parameters"))
+    extras = _extras(info)
+    text = join([params, tag("span", extras, class_="ci")]) if extras else params
+    return Cell(text, sort=params, cls="wrap")
 
 
 def _top1(a: dict[str, Any]) -> Cell:
@@ -92,7 +109,7 @@ def render_footprint(run: RunData, options: ReportOptions) -> Html:
         rows.append([
             _pair(v, f"from {derives}" if derives else "", v),
             info.get("method", NA),
-            Cell(_params_text(info.get("parameters")), cls="wrap"),
+            _parameters(info),
             _num_cell(info.get("sparsity"), pct(info.get("sparsity"), 1)),
             _pair(si(nz), f"of {si(params)}" if params is not None else "", nz),
             _pair(nbytes(info.get("size_bytes")),
@@ -104,14 +121,11 @@ def render_footprint(run: RunData, options: ReportOptions) -> Html:
             _num_cell(speed, f"{speed:.2f}×" if speed is not None else NA),
             _latency(info),
             _top1(a),
-            Cell(_extras(info), cls="wrap"),
         ])
-    headers = ["variant", "method", "parameters", "sparsity", "non-zero weights", "size on disk",
-               "MACs", "theoretical speedup", "latency", "top-1", "other"]
-    numeric = [False] * 3 + [True] * 7 + [False]
-    if not any(row[-1].text for row in rows):
-        rows = [row[:-1] for row in rows]
-        headers, numeric = headers[:-1], numeric[:-1]
+    headers = ["variant", "method", "parameters (other fields below)", "sparsity",
+               "non-zero weights", "size on disk", "MACs", "theoretical speedup", "latency",
+               "top-1"]
+    numeric = [False] * 3 + [True] * 7
     return join([
         tag("p", "Sparsity is the share of weights that are exactly zero; theoretical speedup "
                  "is dense MACs over non-zero MACs; compressed size is the file after "

@@ -50,7 +50,11 @@ def overindex_matrix(over: pd.DataFrame, run: RunData) -> tuple[pd.DataFrame, pd
     variants = [v for v in run.compressed if (over["variant"] == v).any()]
     values = pd.DataFrame(np.nan, index=cells, columns=variants)
     text = pd.DataFrame("", index=cells, columns=variants)
+    without = _variants_without_pies(over)
     for r in over.to_dict("records"):
+        if r["variant"] in without:
+            text.loc[r["cell"], r["variant"]] = "no PIEs"
+            continue
         growth = finite(r.get("relative_growth_pct"))
         q = finite(r.get("q_value"))
         star = "*" if q is not None and q <= run.alpha else ""
@@ -62,6 +66,18 @@ def overindex_matrix(over: pd.DataFrame, run: RunData) -> tuple[pd.DataFrame, pd
         digits = 0 if abs(growth) >= 10 else 1
         text.loc[r["cell"], r["variant"]] = f"{growth:+.{digits}f}%{star}"
     return values.replace(-np.inf, -4.0), text
+
+
+def _share(value: object) -> str:
+    v = finite(value)
+    return "n/a" if v is None else f"{v:.2f}%"
+
+
+def _variants_without_pies(over: pd.DataFrame) -> set[str]:
+    """Variants with no PIE at all: their cells' shares among PIEs are undefined (0/0),
+    whatever growth the table carries."""
+    totals = over.groupby("variant")["n_pie"].sum()
+    return set(totals[totals == 0].index)
 
 
 def render_pie(run: RunData, options: ReportOptions) -> Html:
@@ -96,14 +112,16 @@ def render_pie(run: RunData, options: ReportOptions) -> Html:
                      tag("span", "▼", class_="sig-good"),
                      " under-represented · blank: not significant.", class_="legend"))
     rows = []
+    without = _variants_without_pies(over)
     for r in over.to_dict("records"):
+        if r["variant"] in without:
+            r = {**r, "relative_growth_pct": None, "pie_pct": None}
         mark = mark_cell(r.get("relative_growth_pct"), r.get("q_value"), "pie_rate", run.alpha)
         rows.append([r["variant"], cell_label(r, run),
                      Cell(number(r.get("n_pie")), sort=sort_key(r.get("n_pie"))),
                      Cell(number(r.get("n_non_pie")), sort=sort_key(r.get("n_non_pie"))),
-                     Cell(f"{finite(r.get('pie_pct')) or 0:.2f}%", sort=sort_key(r.get("pie_pct"))),
-                     Cell(f"{finite(r.get('non_pie_pct')) or 0:.2f}%",
-                          sort=sort_key(r.get("non_pie_pct"))),
+                     Cell(_share(r.get("pie_pct")), sort=sort_key(r.get("pie_pct"))),
+                     Cell(_share(r.get("non_pie_pct")), sort=sort_key(r.get("non_pie_pct"))),
                      Cell(signed_pct(r.get("relative_growth_pct"), 1),
                           sort=sort_key(r.get("relative_growth_pct")), cls=mark.cls),
                      Cell(f"{r['odds_ratio']:.2f}" if finite(r.get("odds_ratio")) is not None
@@ -114,5 +132,6 @@ def render_pie(run: RunData, options: ReportOptions) -> Html:
         ["variant", "cell", "# PIE", "# non-PIE", "PIE %", "non-PIE %", "relative growth",
          "odds ratio", "p", "q", "sig."], rows,
         numeric=[False, False] + [True] * 8 + [False],
-        caption="PIEs by attribute combination (as in Hooker et al., CelebA Table 1)."))
+        caption="PIEs by attribute combination (as in Hooker et al., CelebA Table 1). A "
+                "variant without PIEs has no PIE shares: n/a."))
     return join(parts)

@@ -1,0 +1,46 @@
+"""`compaudit demo` end to end: the planted shortcut is caught, the control passes.
+
+This is the slowest test (two full audits, several minutes each on 2 cores); run the
+rest with ``pytest -m "not demo"``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.demo
+
+
+def _demo(out, *extra):
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "compaudit.cli", "demo", "--out", str(out),
+                           "--no-progress", *extra], capture_output=True, text=True,
+                          timeout=1800)
+    minutes = (time.perf_counter() - start) / 60
+    print(f"compaudit demo {' '.join(extra)}: exit {proc.returncode} in {minutes:.1f} min")
+    return proc
+
+
+def test_demo_flags_the_rare_subgroup_and_the_control_passes(tmp_path):
+    demo = _demo(tmp_path / "demo")
+    assert demo.returncode == 1, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "verdict: FAIL" in demo.stdout
+    report = tmp_path / "demo" / "report.html"
+    assert report.is_file() and report.stat().st_size > 50_000
+    gate = json.loads((tmp_path / "demo" / "gate" / "gate.json").read_text())
+    failed = [c for c in gate["checks"] if c["verdict"] == "fail"]
+    assert failed, "the planted shortcut was not caught"
+    # The shortcut harms blond men: the 90% variant is flagged for the Male=True subgroup.
+    assert any(c["variant"] == "gmp-90" and "Male" in c["subject"] for c in failed)
+    assert all(c["variant"] != "float16" for c in failed)
+
+    control = _demo(tmp_path / "control", "--no-spurious")
+    assert control.returncode == 0, control.stdout[-3000:] + control.stderr[-3000:]
+    gate = json.loads((tmp_path / "control" / "gate" / "gate.json").read_text())
+    assert not [c for c in gate["checks"] if c["verdict"] == "fail"]
+    assert (tmp_path / "control" / "report.html").is_file()

@@ -1,0 +1,119 @@
+"""The pipeline on a tiny spec: stages, caching, partial recompute and resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from compaudit.pipeline import run_audit
+from compaudit.spec import parse_spec
+
+TINY = """
+[audit]
+name = "tiny"
+seed = 3
+[data]
+dataset = "synthetic-faces"
+root = "data/faces"
+image_size = 32
+n = 800
+splits = [0.5, 0.1, 0.4]
+[model]
+arch = "small_cnn"
+replicas = 2
+[train]
+epochs = 1
+batch_size = 64
+fine_tune_epochs = 1
+[[variants]]
+name = "gmp-50"
+method = "gradual_magnitude"
+sparsity = 0.5
+begin_step = 0
+end_step = 4
+frequency = 2
+[[variants]]
+name = "float16"
+method = "float16"
+[[shifts]]
+corruptions = ["contrast"]
+severities = [2]
+max_images = 40
+[analysis]
+bootstrap = 50
+[executor]
+kind = "serial"
+"""
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    result = run_audit(parse_spec(TINY, source="tiny.toml"), out, progress=False, log=_quiet)
+    return out, result
+
+
+def test_run_writes_every_output(first_run):
+    out, result = first_run
+    for name in ("examples.parquet", "predictions.parquet", "variants.json", "metrics.json",
+                 "run.json", "gate/junit.xml", "report.html"):
+        assert (out / name).is_file(), name
+    metrics = result.metrics
+    assert set(metrics["variants"]) == {"dense", "gmp-50", "float16"}
+    assert metrics["task"]["shifts"] == ["clean", "contrast"]
+    assert result.exit_code in (0, 1) and result.verdict in ("pass", "warn", "fail")
+    variants = json.loads((out / "variants.json").read_text())["variants"]
+    assert variants["gmp-50"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    run = json.loads((out / "run.json").read_text())
+    assert run["seeds"]["replicas"] == [3, 4] and run["data"]["fingerprint"]
+
+
+def test_second_run_skips_every_stage(first_run):
+    out, _ = first_run
+    again = run_audit(parse_spec(TINY, source="tiny.toml"), out, progress=False, log=_quiet)
+    assert not [s for s in again.stages_run if s != "train"]  # train re-checks replica files
+    assert "analyze" in again.stages_skipped
+
+
+def test_changed_variant_recomputes_only_that_variant(first_run):
+    out, result = first_run
+    changed = TINY.replace("sparsity = 0.5", "sparsity = 0.6")
+    again = run_audit(parse_spec(changed, source="tiny.toml"), out, progress=False, log=_quiet)
+    assert "variant:gmp-50" in again.stages_run and "analyze" in again.stages_run
+    assert "variant:float16" in again.stages_skipped and "variant:dense" in again.stages_skipped
+    assert "data" in again.stages_skipped
+    # Restore, so the module's other tests see the original run.
+    run_audit(parse_spec(TINY, source="tiny.toml"), out, progress=False, log=_quiet)
+
+
+def test_killed_run_resumes_to_the_same_numbers(first_run, tmp_path):
+    reference, _ = first_run
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(TINY)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "compaudit.cli", "run", str(spec), "--out", str(out),
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((out / "models" / "dense").glob("*.pt")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists(), "killed too late to test a resume"
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode in (0, 1), done.stderr
+    a = json.loads((reference / "metrics.json").read_text())
+    b = json.loads((out / "metrics.json").read_text())
+    for key in ("accuracy", "classes", "pie", "deltas", "disparity"):
+        assert a[key] == b[key], key

@@ -192,7 +192,7 @@ def predict_population(
         Torch device for the models and the batches.
     stack
         See :data:`StackMode`. On the CPU, stacking (grouped convolutions and a
-        decomposed batch norm under ``vmap``) ran at 0.3-0.5x the loop's speed at
+        decomposed batch norm under ``vmap``) ran at 0.3-0.75x the loop's speed at
         batch size 256 (small_cnn x30, resnet18 x8) and was faster only for batches of
         one or a few images, where per-call overhead dominates
         (``benchmarks/bench_predict.py``); hence ``"auto"`` loops there. On a GPU,

@@ -85,13 +85,16 @@ def _bad_field_count(path: Path, n_fields: int, first_line: int) -> AuditInputEr
 def _read_table(path: Path, n_fields: int, skip: int) -> pd.DataFrame:
     """Read a whitespace-separated table whose rows all have ``n_fields`` fields."""
     try:
-        table = pd.read_csv(path, sep=r"\s+", header=None, skiprows=skip, dtype={0: str})
+        # na_filter=False: a cell such as "nan" is a bad value to report with its line,
+        # not a missing field.
+        table = pd.read_csv(path, sep=r"\s+", header=None, skiprows=skip, dtype={0: str},
+                            na_filter=False)
     except pd.errors.EmptyDataError:
         table = pd.DataFrame(columns=range(n_fields))
     except pd.errors.ParserError as err:
         raise _bad_field_count(path, n_fields, skip + 1) from err
     # A short row leaves NaNs (pandas pads it); a long first row widens the table.
-    if table.shape[1] != n_fields or table.isna().to_numpy().any():
+    if table.shape[1] != n_fields or (table == "").to_numpy().any() or table.isna().to_numpy().any():
         raise _bad_field_count(path, n_fields, skip + 1)
     return table
 

@@ -54,6 +54,7 @@ from PIL import Image
 from compaudit.data._faces import CONCEPTS, render_faces
 from compaudit.data.celeba import CELEBA_ATTRIBUTES, IMAGE_DIR, find_celeba_root
 from compaudit.errors import AuditInputError
+from compaudit.simulate import CELEBA_TEST_JOINT
 
 __all__ = [
     "generate_synthetic_faces",
@@ -64,17 +65,6 @@ __all__ = [
     "CONCEPTS",
 ]
 
-#: CelebA test split, (Blond_Hair, Male, Young) -> images, in REFERENCES.md Table 1 order.
-CELEBA_TEST_JOINT: dict[tuple[bool, bool, bool], int] = {
-    (True, True, False): 62,
-    (True, True, True): 118,
-    (True, False, True): 1961,
-    (True, False, False): 519,
-    (False, False, True): 8370,
-    (False, False, False): 1397,
-    (False, True, False): 2870,
-    (False, True, True): 4665,
-}
 _BLOND = np.array([[0.94, 0.83, 0.52], [0.90, 0.78, 0.45], [0.96, 0.88, 0.63], [0.95, 0.92, 0.76]])
 _DARK = np.array([[0.10, 0.08, 0.07], [0.28, 0.19, 0.12], [0.45, 0.30, 0.18], [0.60, 0.25, 0.12]])
 _DARK_P = (0.3, 0.3, 0.3, 0.1)  # black, dark brown, brown, red

@@ -243,15 +243,18 @@ def run_audit(
                 raise AuditInputError(f"{spec.source}: [model].weights: file(s) not found: "
                                       f"{', '.join(missing)}; put the state-dict files there")
         else:
-            if stages.done.get("train") != train_key and dense_dir.exists():
+            recorded = stages.done.get("train")
+            if recorded is not None and recorded != train_key and dense_dir.exists():
                 import shutil
 
                 shutil.rmtree(dense_dir)  # the spec changed: the old replicas are stale
+            # Recorded before training: a killed run keeps its finished replicas and
+            # epoch checkpoints, and train_population resumes from them.
+            stages.finish("train", train_key)
             log(f"[train] {m.replicas} x {m.arch} ({t.epochs} epochs each)")
             dense_paths = train_population(
                 m.arch, train_data, train_cfg, replicas=m.replicas, executor=pool,
                 out_dir=dense_dir, num_classes=m.num_classes, small_input=m.small_input)
-            stages.finish("train", train_key)
             stages.ran.append("train")
 
         # --- variants ----------------------------------------------------------------

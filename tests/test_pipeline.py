@@ -111,8 +111,12 @@ def test_killed_run_resumes_to_the_same_numbers(first_run, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "metrics.json").exists(), "killed too late to test a resume"
+    finished = {p: p.stat().st_mtime_ns for p in (out / "models" / "dense").glob("*.pt")}
+    assert finished
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode in (0, 1), done.stderr
+    # The replicas finished before the kill were kept, not trained again.
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())
     a = json.loads((reference / "metrics.json").read_text())
     b = json.loads((out / "metrics.json").read_text())
     for key in ("accuracy", "classes", "pie", "deltas", "disparity"):

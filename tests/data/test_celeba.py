@@ -185,3 +185,15 @@ def test_a_nan_cell_is_reported_with_its_line(tmp_path: Path) -> None:
     write_celeba(tmp_path, lines=lines)
     message = fails(tmp_path)
     assert "list_attr_celeba.txt, line 4: attribute Male has value 'nan'" in message
+
+
+def test_partition_and_attribute_files_list_different_images(tmp_path: Path) -> None:
+    write_celeba(tmp_path)
+    part = tmp_path / "list_eval_partition.txt"
+    lines = part.read_text().splitlines()
+    lines[4] = "000009.jpg 2"  # 000005.jpg only in the attribute file, 000009.jpg only here
+    part.write_text("\n".join(lines) + "\n")
+    message = fails(tmp_path)
+    assert "list different images" in message
+    assert "1 only in list_eval_partition.txt (first: 000009.jpg)" in message
+    assert "1 only in list_attr_celeba.txt (first: 000005.jpg)" in message

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from compaudit.data.celeba import CELEBA_ATTRIBUTES, CelebA
 from compaudit.data.synthetic import (
@@ -177,3 +178,29 @@ def test_bad_arguments(tmp_path: Path, faces: Path) -> None:
     assert "spurious" in message
     with pytest.raises(AuditInputError, match="output folder is not empty"):
         generate_synthetic_faces(faces, n=10)
+
+
+def test_worker_count_does_not_change_the_bytes(tmp_path: Path) -> None:
+    # 501 images make two rendering chunks of 500 and 1, so two processes share the work.
+    kw = dict(n=501, image_size=16, masks=False)
+    one = hashes(generate(tmp_path / "one", **kw))
+    two = hashes(generate(tmp_path / "two", workers=2, **kw))
+    assert one == two
+
+
+def test_ambiguous_hair_is_drawn_between_the_classes(faces: Path) -> None:
+    """Read back from pixels: hair luminance orders clear dark < ambiguous < clear blond."""
+    meta = pd.read_csv(faces / "synthetic_meta.csv")
+    luminance = []
+    for name in meta["image"]:
+        with Image.open(faces / "img_align_celeba" / name) as image:
+            rgb = np.asarray(image, dtype=float) / 255
+        hair = load_concept_mask(faces, name) == CONCEPTS.index("hair")
+        luminance.append(float((rgb[hair] @ [0.299, 0.587, 0.114]).mean()))
+    meta["lum"] = luminance
+    mean = meta.groupby(["drawn_blond", "ambiguous"])["lum"].mean()
+    # Palette luminances before lighting: dark hair 0.09-0.34, middle 0.57, blond 0.80-0.91;
+    # ambiguous hair sits 20% of the way from the middle towards its class mean.
+    assert mean[(False, False)] < 0.35 < mean[(False, True)] < mean[(True, True)] < 0.68
+    assert mean[(True, False)] > 0.7
+    assert 0.05 < mean[(True, True)] - mean[(False, True)] < 0.2

@@ -28,7 +28,7 @@ import inspect
 import json
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -214,10 +214,7 @@ def run_audit(
                             optimizer=t.optimizer, momentum=t.momentum,
                             weight_decay=t.weight_decay, schedule=t.schedule,
                             label_smoothing=t.label_smoothing, seed=spec.seed, device=t.device)
-    fine_cfg = TrainConfig(epochs=t.fine_tune_epochs, batch_size=t.batch_size, num_threads=1,
-                           lr=t.fine_tune_lr, optimizer=t.optimizer, momentum=t.momentum,
-                           weight_decay=t.weight_decay, schedule=t.schedule,
-                           label_smoothing=t.label_smoothing, seed=spec.seed, device=t.device)
+    fine_cfg = replace(train_cfg, epochs=t.fine_tune_epochs, lr=t.fine_tune_lr, num_threads=1)
     kind = executor or spec.executor.kind
     ex_kwargs: dict[str, Any] = {}
     if kind == "local":

@@ -57,6 +57,18 @@ def _rows(mask: np.ndarray) -> str:
     return f"{len(idx)} row(s) (rows {shown}{more})"
 
 
+def _require(frame: pd.DataFrame, required: tuple[str, ...], file: Path, what: str) -> None:
+    """Stop at once on missing required columns or an empty table."""
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise AuditInputError(
+            f"{file}: missing required column(s) {', '.join(map(repr, missing))}; "
+            f"found {', '.join(map(str, frame.columns)) or 'no columns'}"
+        )
+    if len(frame) == 0:
+        raise AuditInputError(f"{file}: the {what} table has no rows")
+
+
 def _read_table(path: Path, what: str) -> pa.Table:
     if not path.is_file():
         raise AuditInputError(
@@ -135,14 +147,7 @@ def validate_examples(
     file = Path(source)
     problems: list[str] = []
     examples = examples.reset_index(drop=True)
-    missing = [c for c in EXAMPLE_REQUIRED if c not in examples.columns]
-    if missing:
-        raise AuditInputError(
-            f"{file}: missing required column(s) {', '.join(map(repr, missing))}; "
-            f"found {', '.join(map(str, examples.columns)) or 'no columns'}"
-        )
-    if len(examples) == 0:
-        raise AuditInputError(f"{file}: the examples table has no rows")
+    _require(examples, EXAMPLE_REQUIRED, file, "examples")
     out = pd.DataFrame(index=pd.RangeIndex(len(examples)))
     ids = examples["example_id"]
     if _string_column(ids, file, "example_id", problems):
@@ -258,14 +263,7 @@ def validate_predictions(
     (``variant`` and ``example_id`` categorical).
     """
     file = Path(source)
-    missing = [c for c in PREDICTION_REQUIRED if c not in predictions.columns]
-    if missing:
-        raise AuditInputError(
-            f"{file}: missing required column(s) {', '.join(map(repr, missing))}; "
-            f"found {', '.join(map(str, predictions.columns)) or 'no columns'}"
-        )
-    if len(predictions) == 0:
-        raise AuditInputError(f"{file}: the predictions table has no rows")
+    _require(predictions, PREDICTION_REQUIRED, file, "predictions")
     problems: list[str] = []
     predictions = predictions.reset_index(drop=True)
     out = pd.DataFrame(index=pd.RangeIndex(len(predictions)))

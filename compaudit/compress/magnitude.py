@@ -308,17 +308,22 @@ def _prune_then_fine_tune(
     return CompressedModel(model=model, masks=masks, info=info)
 
 
+def _checked_params(model: nn.Module, config: Any, context: CompressionContext) -> Any:
+    """Validate a one-shot/random config and return the parameters it may prune."""
+    config.validate()
+    if config.fine_tune:
+        require_fine_tune(type(config).__name__, context)
+    return prunable_parameters(
+        model, exclude_first_conv=config.exclude_first_conv,
+        exclude_classifier=config.exclude_classifier,
+    )
+
+
 @register_compression(OneShotMagnitudeConfig)
 def _one_shot_magnitude(
     model: nn.Module, config: OneShotMagnitudeConfig, context: CompressionContext
 ) -> CompressedModel:
-    config.validate()
-    if config.fine_tune:
-        require_fine_tune(type(config).__name__, context)
-    params = prunable_parameters(
-        model, exclude_first_conv=config.exclude_first_conv,
-        exclude_classifier=config.exclude_classifier,
-    )
+    params = _checked_params(model, config, context)
     masks = magnitude_masks(params, sparsity=config.sparsity, scope=config.scope)
     return _prune_then_fine_tune(model, config, context, masks, "one_shot_magnitude")
 
@@ -327,13 +332,7 @@ def _one_shot_magnitude(
 def _random_pruning(
     model: nn.Module, config: RandomPruningConfig, context: CompressionContext
 ) -> CompressedModel:
-    config.validate()
-    if config.fine_tune:
-        require_fine_tune(type(config).__name__, context)
-    params = prunable_parameters(
-        model, exclude_first_conv=config.exclude_first_conv,
-        exclude_classifier=config.exclude_classifier,
-    )
+    params = _checked_params(model, config, context)
     seed = context.seed if config.seed is None else config.seed
     masks = random_masks(params, sparsity=config.sparsity, scope=config.scope, seed=seed)
     return _prune_then_fine_tune(model, config, context, masks, "random")

@@ -51,6 +51,7 @@ class VariantJob:
     predictions_path: Path
     record_path: Path
     examples_path: Path
+    dissection: Any = None  # a compaudit.dissection.audit.DissectionPlan, or None
 
 
 def dense_models(arch: str, num_classes: int, small_input: bool,
@@ -110,6 +111,12 @@ def run_variant_job(job: VariantJob) -> dict[str, Any]:
                             parameters=info.get("parameters", job.params),
                             derives_from=None if job.config is None else "dense",
                             footprint=fp, **_jsonable(extra))
+    if job.dissection is not None:
+        from compaudit.dissection.audit import dissect_population
+
+        # Here, not later: the compressed replicas exist only inside this job.
+        dissect_population(models, job.dissection, variant=job.name,
+                           out_dir=job.record_path.parent)
     atomic_write_text(job.record_path, json.dumps(record, indent=2, default=str) + "\n")
     return record
 

@@ -1,10 +1,11 @@
 """The CI gate: policy checks on ``metrics.json`` with simultaneous intervals.
 
 Every check estimates an increase (of an error rate, a disparity, a PIE over-index, an
-accuracy loss) and compares it with the policy's tolerance. Intervals are Wald
-intervals from the bootstrap standard errors in ``metrics.json``, widened by a
-Bonferroni correction over all checks of the run, so that together they hold with the
-policy's ``level``:
+accuracy loss, a loss of interpretable units) and compares it with the policy's
+tolerance. Intervals are Wald intervals from the bootstrap standard errors in
+``metrics.json`` (t-intervals over replicas for dissection checks, whose only source of
+variation is the replica), widened by a Bonferroni correction over all checks of the
+run, so that together they hold with the policy's ``level``:
 
 - **fail**: the whole interval lies above the tolerance (the increase is real and too big);
 - **pass**: the whole interval lies at or below the tolerance;
@@ -48,10 +49,13 @@ class Check:
     reason: str = ""
     # Where the interval is built on a log scale (ratios): the estimate's log and its se.
     log_estimate: float | None = None
+    # Degrees of freedom where the se comes from a few replicas (t, not normal, quantile).
+    df: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("log_estimate")
+        d.pop("df")
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                 for k, v in d.items()}
 
@@ -202,10 +206,50 @@ def _baseline_checks(metrics: dict, baseline: dict, policy: GatePolicy,
                     tolerance=pol.max_abs_increase, unit="points")
 
 
-def _decide(check: Check, z: float) -> None:
+def _dissection_checks(metrics: dict, policy: GatePolicy, variants: list[str]) -> Iterator[Check]:
+    pol = policy.dissection
+    replicas = metrics.get("dissection", {}).get("replicas", [])
+    clean = {r["variant"]: r for r in metrics.get("deltas", [])
+             if r["metric"] == "accuracy" and r["subgroup"] == "overall"}
+    wanted = [(f, subject, tol) for f, subject, tol in (
+        ("interpretable_drop", "interpretable units", pol.max_unit_drop),
+        ("concept_drop", "distinct concepts", pol.max_concept_drop)) if tol is not None]
+    for variant in variants:
+        if not _selected(variant, policy, variants):
+            continue
+        rows = [r for r in replicas if r["variant"] == variant]
+        if not rows:
+            continue
+        if pol.accuracy_tolerance is not None and variant in clean:
+            if -_num(clean[variant]["abs_diff"]) > pol.accuracy_tolerance:
+                continue  # accuracy does not hold: the other checks judge this variant
+        for field, subject, tolerance in wanted:
+            values = [_num(r.get(field)) for r in rows]
+            values = [v for v in values if math.isfinite(v)]
+            n = len(values)
+            mean = sum(values) / n if n else math.nan
+            se = math.nan
+            if n >= 2:
+                se = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+            # In percent, like the other relative checks, so every output formats it alike.
+            check = Check(id=f"{variant}/dissection/{field}", kind="dissection",
+                          variant=variant, subject=subject, metric=field, estimate=100 * mean,
+                          se=100 * se, tolerance=100 * tolerance, unit="%",
+                          df=n - 1 if n >= 2 else None)
+            if not n:
+                check.reason = "the dense model has no interpretable unit to lose"
+            elif n == 1:
+                check.reason = "one replica: no interval (train more replicas)"
+            yield check
+
+
+def _decide(check: Check, z: float, tail: float) -> None:
     if not (math.isfinite(check.estimate) or check.log_estimate == -math.inf):
-        check.verdict, check.reason = "inconclusive", "estimate undefined (see note in metrics)"
+        check.verdict = "inconclusive"
+        check.reason = check.reason or "estimate undefined (see note in metrics)"
         return
+    if check.df is not None:
+        z = float(sps.t.ppf(1 - tail, check.df))
     if check.log_estimate is not None:
         lo = check.log_estimate - z * check.se
         hi = check.log_estimate + z * check.se
@@ -213,7 +257,8 @@ def _decide(check: Check, z: float) -> None:
     elif math.isfinite(check.se):
         check.lo, check.hi = check.estimate - z * check.se, check.estimate + z * check.se
     else:
-        check.verdict, check.reason = "inconclusive", "no standard error (bootstrap off?)"
+        check.verdict = "inconclusive"
+        check.reason = check.reason or "no standard error (bootstrap off?)"
         return
     if check.lo > check.tolerance:
         check.verdict = "fail"
@@ -248,11 +293,14 @@ def run_gate(metrics: dict, policy: GatePolicy | None = None, *,
         checks += _robustness_checks(metrics, policy, variants)
     if baseline is not None and policy.baseline is not None:
         checks += _baseline_checks(metrics, baseline, policy, variants)
+    if policy.dissection is not None:
+        checks += _dissection_checks(metrics, policy, variants)
     m = max(len(checks), 1)
     # Two-sided Bonferroni: all m intervals hold together with probability >= level.
-    z = float(sps.norm.ppf(1 - (1 - policy.level) / (2 * m)))
+    tail = (1 - policy.level) / (2 * m)
+    z = float(sps.norm.ppf(1 - tail))
     for check in checks:
-        _decide(check, z)
+        _decide(check, z, tail)
     if policy.inconclusive == "pass":
         for check in checks:
             if check.verdict == "inconclusive":

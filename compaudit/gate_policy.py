@@ -29,6 +29,11 @@ A policy is the ``[gate]`` table of an audit spec, or a file of its own::
     [gate.baseline]           # with --baseline: change of the compression cost since then
     max_abs_increase = 0.01
 
+    [gate.dissection]         # with a [dissection] section: interpretable units lost
+    max_unit_drop = 0.25      # relative drop of the interpretable-unit count vs dense
+    max_concept_drop = false  # optional: relative drop of the distinct concepts
+    accuracy_tolerance = false  # optional: check only variants whose top-1 fell <= this
+
 A section that is absent is not checked, except that the defaults below apply when no
 policy is given at all; an optional tolerance set to ``false`` is not checked.
 """
@@ -54,6 +59,7 @@ __all__ = [
     "OverindexPolicy",
     "RobustnessPolicy",
     "BaselinePolicy",
+    "DissectionPolicy",
     "load_policy",
     "policy_from_dict",
 ]
@@ -61,7 +67,8 @@ __all__ = [
 RATE_METRICS = ("fpr", "fnr", "selection_rate", "accuracy")
 #: Tolerances that ``false`` turns off (TOML has no null).
 _SWITCHABLE = frozenset({"max_abs_increase", "max_rel_increase_pct", "max_excess_increase",
-                         "max_accuracy_drop", "max_excess_drop"})
+                         "max_accuracy_drop", "max_excess_drop", "max_unit_drop",
+                         "max_concept_drop", "accuracy_tolerance"})
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,23 @@ class BaselinePolicy:
 
 
 @dataclass(frozen=True)
+class DissectionPolicy:
+    """Tolerances on the interpretable units compression removes (network dissection).
+
+    ``max_unit_drop``: relative drop of the number of interpretable units against the
+    paired dense replica (0.25 = a quarter of them); ``max_concept_drop``: the same for
+    the distinct concepts they detect. ``accuracy_tolerance``: check only variants whose
+    clean top-1 accuracy fell by at most this much (point estimate), the case Frankle &
+    Bau study: accuracy holds while interpretability goes; ``None`` checks every variant.
+    Intervals are t-intervals over the replicas. Runs without dissection have no checks.
+    """
+
+    max_unit_drop: float | None = 0.25
+    max_concept_drop: float | None = None
+    accuracy_tolerance: float | None = None
+
+
+@dataclass(frozen=True)
 class GatePolicy:
     """Tolerances of every gate check; ``None`` sections are not checked."""
 
@@ -117,6 +141,7 @@ class GatePolicy:
     pie_overindex: OverindexPolicy | None = field(default_factory=OverindexPolicy)
     robustness: RobustnessPolicy | None = field(default_factory=RobustnessPolicy)
     baseline: BaselinePolicy | None = field(default_factory=BaselinePolicy)
+    dissection: DissectionPolicy | None = field(default_factory=DissectionPolicy)
 
 
 _SECTIONS = {
@@ -125,6 +150,7 @@ _SECTIONS = {
     "pie_overindex": OverindexPolicy,
     "robustness": RobustnessPolicy,
     "baseline": BaselinePolicy,
+    "dissection": DissectionPolicy,
 }
 
 

@@ -14,7 +14,8 @@ Run folder::
     RUN_DIR/stages.json           stage keys
     RUN_DIR/data/                 generated data and corrupted copies
     RUN_DIR/models/dense/         replica-XXX.pt (+ .json) and training checkpoints
-    RUN_DIR/variants/<name>/      predictions.parquet and record.json per variant
+    RUN_DIR/variants/<name>/      predictions.parquet and record.json per variant (and
+                                  dissection.parquet with a [dissection] section)
     RUN_DIR/examples.parquet, predictions.parquet, variants.json
     RUN_DIR/metrics.json, tables/  (compaudit analyze)
     RUN_DIR/gate/                 gate.json, junit.xml, summary.md
@@ -93,9 +94,18 @@ def _dataset_factory(spec: AuditSpec, root: Path, split: str) -> Callable[[], An
     cls = _REGISTRY[name]
     accepted = inspect.signature(cls.__init__).parameters
     size = data.image_size
-    kwargs: dict[str, Any] = {"transform": TransformSpec(resize=size, crop=size,
-                                                         mean=(0.5, 0.5, 0.5),
-                                                         std=(0.25, 0.25, 0.25)).build()}
+    if spec.model.pretrained:
+        import torchvision
+
+        # Pretrained weights expect their own evaluation transform (IMAGENET1K_V2:
+        # resize 232, crop 224, ImageNet statistics), scaled to the spec's image size.
+        ref = torchvision.models.get_weight(spec.model.pretrained).transforms()
+        transform = TransformSpec(resize=round(size * ref.resize_size[0] / ref.crop_size[0]),
+                                  crop=size, mean=tuple(ref.mean), std=tuple(ref.std))
+    else:
+        transform = TransformSpec(resize=size, crop=size, mean=(0.5, 0.5, 0.5),
+                                  std=(0.25, 0.25, 0.25))
+    kwargs: dict[str, Any] = {"transform": transform.build()}
     for key, value in (("split", split), ("target", data.target),
                        ("protected", tuple(data.protected))):
         if key in accepted:
@@ -205,6 +215,8 @@ def run_audit(
         tables.write_examples(pd.concat(frames, ignore_index=True), examples_path)
         stages.finish("examples", ex_key)
 
+    plan = _dissection_plan(spec, root, transform, run_dir)
+
     # --- train ---------------------------------------------------------------------------
     from compaudit.models.population import train_population
     from compaudit.models.training import TrainConfig
@@ -262,7 +274,8 @@ def run_audit(
             (v.name, v.build_config(), v.method, v.params) for v in spec.variants]
         for name, config, method, params in variant_specs:
             vdir = run_dir / "variants" / name
-            key = _key(train_key, ex_key, name, method, params, spec.section("train"))
+            key = _key(train_key, ex_key, name, method, params, spec.section("train"),
+                       spec.section("dissection"))
             keys[name] = key
             job = VariantJob(
                 name=name, config=config, method=method, params=params, arch=m.arch,
@@ -271,8 +284,13 @@ def run_audit(
                 eval_data=(eval_data, *shift_data), fine_tune=fine_cfg, seed=spec.seed,
                 device=t.device, image_size=d.image_size,
                 predictions_path=vdir / "predictions.parquet", record_path=vdir / "record.json",
-                examples_path=examples_path)
-            if not stages.fresh(f"variant:{name}", key, [job.predictions_path, job.record_path]):
+                examples_path=examples_path, dissection=plan)
+            outputs = [job.predictions_path, job.record_path]
+            if plan is not None:
+                from compaudit.dissection.audit import UNITS_FILE
+
+                outputs.append(vdir / UNITS_FILE)
+            if not stages.fresh(f"variant:{name}", key, outputs):
                 jobs.append(job)
         if jobs:
             log(f"[variants] {', '.join(j.name for j in jobs)}")
@@ -303,7 +321,16 @@ def run_audit(
         options = AnalysisOptions(protected=tuple(d.protected), positive_label=a.positive_label,
                                   n_boot=a.bootstrap, seed=a.seed, alpha=a.alpha, level=a.level,
                                   num_classes=m.num_classes)
-        analyze_files(examples_path, predictions_path, options, progress=progress).write(run_dir)
+        analysis = analyze_files(examples_path, predictions_path, options, progress=progress)
+        if plan is not None:
+            from compaudit.dissection.audit import dissection_block, read_population
+
+            log("[analyze] dissection")
+            units, concepts = read_population({n: run_dir / "variants" / n for n in names})
+            block, extra = dissection_block(units, concepts, plan.describe(), level=a.level)
+            analysis.metrics["dissection"] = block
+            analysis.tables.update(extra)
+        analysis.write(run_dir)
         stages.finish("analyze", analysis_key)
 
     # --- gate, provenance, report -----------------------------------------------------------
@@ -320,6 +347,43 @@ def run_audit(
     return RunResult(run_dir=run_dir, metrics=metrics, verdict=result.verdict,
                      exit_code=result.exit_code, report=report_path,
                      stages_run=stages.ran, stages_skipped=stages.skipped)
+
+
+def _dissection_plan(spec: AuditSpec, data_root: Path, transform: Any, run_dir: Path) -> Any:
+    """The variant jobs' :class:`DissectionPlan`, checked before any training (or None)."""
+    dx = spec.dissection
+    if dx is None:
+        return None
+    from compaudit.dissection.audit import DissectionPlan, concept_dataset
+    from compaudit.dissection.dissect import DEFAULT_LAYERS, DissectionConfig
+    from compaudit.models.architectures import build_model
+
+    m = spec.model
+    layers = tuple(dx.layers) or DEFAULT_LAYERS[m.arch]
+    modules = {n for n, _ in build_model(m.arch, num_classes=m.num_classes,
+                                         small_input=m.small_input).named_modules() if n}
+    unknown = [n for n in layers if n not in modules]
+    if unknown:
+        raise AuditInputError(f"{spec.source}: [dissection].layers: {', '.join(map(repr, unknown))} "
+                              f"are not modules of {m.arch!r}; valid names include "
+                              f"{', '.join(sorted(modules)[:30])}")
+    onnx = [v.name for v in spec.variants
+            if getattr(v.build_config(), "backend", None) == "onnxruntime"]
+    if onnx:
+        raise AuditInputError(f"{spec.source}: [dissection]: variant(s) {', '.join(onnx)} run in "
+                              "ONNX Runtime, which has no layers to hook; set backend = "
+                              "\"simulated\" (the same int8 arithmetic in torch) or remove "
+                              "[dissection]")
+    # Relative roots resolve against the run folder, as [data].root does.
+    root = (Path(dx.root) if Path(dx.root).is_absolute() else run_dir / dx.root) if dx.root \
+        else data_root
+    factory = partial(concept_dataset, dx.concepts, root, split=dx.split, transform=transform,
+                      max_images=dx.max_images, seed=spec.seed)
+    factory()  # fail now, before training, on missing or inconsistent mask files
+    config = DissectionConfig(layers=layers, quantile=dx.quantile,
+                              iou_threshold=dx.iou_threshold, batch_size=dx.batch_size,
+                              device=spec.train.device)
+    return DissectionPlan(dataset=factory, config=config, concepts=dx.concepts)
 
 
 def _write_class_names(spec: AuditSpec, run_dir: Path) -> None:

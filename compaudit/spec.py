@@ -32,6 +32,7 @@ __all__ = [
     "ShiftSpec",
     "AnalysisSpec",
     "ExecutorSpec",
+    "DissectionSpec",
     "METHODS",
     "demo_spec",
     "load_spec",
@@ -145,6 +146,27 @@ class AnalysisSpec:
 
 
 @dataclass(frozen=True)
+class DissectionSpec:
+    """Network dissection of every replica of every variant (optional ``[dissection]``).
+
+    ``concepts``: the synthetic faces' concept masks (default root: ``[data].root``) or
+    a Broden folder (``root`` required). ``split``: ``train``/``valid``/``test``/``all``
+    for the synthetic faces, a value of the ``split`` column of Broden's ``index.csv``
+    (empty: all rows). ``layers``: module names; empty = the architecture's defaults
+    (``compaudit.dissection.DEFAULT_LAYERS``). ``max_images``: a seeded subset (0: all).
+    """
+
+    concepts: Literal["synthetic-faces", "broden"] = "synthetic-faces"
+    root: str = ""
+    split: str = "test"
+    layers: tuple[str, ...] = ()
+    quantile: float = 0.005
+    iou_threshold: float = 0.04
+    max_images: int = 1000
+    batch_size: int = 128
+
+
+@dataclass(frozen=True)
 class ExecutorSpec:
     kind: Literal["local", "ray", "serial"] = "local"
     workers: int = 2
@@ -167,6 +189,7 @@ class AuditSpec:
     analysis: AnalysisSpec
     gate: GatePolicy
     executor: ExecutorSpec
+    dissection: DissectionSpec | None = None
 
     @property
     def sha256(self) -> str:
@@ -262,6 +285,23 @@ def _check_ranges(spec: dict[str, Any], where: str, problems: list[str]) -> None
         (0 < spec["analysis"].alpha < 1, "[analysis].alpha", "a value in (0, 1)"),
         (spec["executor"].workers >= 1, "[executor].workers", "at least 1"),
     ]
+    dx = spec.get("dissection")
+    if dx is not None:
+        from compaudit.dissection.dissect import DEFAULT_LAYERS
+
+        checks += [
+            (0 < dx.quantile < 1, "[dissection].quantile", "a value in (0, 1)"),
+            (0 <= dx.iou_threshold < 1, "[dissection].iou_threshold", "a value in [0, 1)"),
+            (dx.max_images >= 0, "[dissection].max_images", "0 (all) or more"),
+            (dx.batch_size >= 1, "[dissection].batch_size", "at least 1"),
+            (dx.concepts != "broden" or bool(dx.root), "[dissection].root",
+             "the Broden folder (index.csv, label.csv, images/) with concepts = 'broden'"),
+            (dx.concepts != "synthetic-faces" or bool(dx.root)
+             or data.dataset == "synthetic-faces", "[dissection].root",
+             "a synthetic-faces folder with masks/ (the data is not synthetic-faces)"),
+            (bool(dx.layers) or model.arch in DEFAULT_LAYERS, "[dissection].layers",
+             f"module names of {model.arch!r} (no default layers for it)"),
+        ]
     if any(sh.kind == "corruptions" for sh in spec["shifts"]):
         checks.append((data.image_size >= 32, "[data].image_size",
                        "at least 32 with corruption shifts (ImageNet-C corruptions need it)"))
@@ -311,7 +351,7 @@ def parse_spec(text: str, *, source: str = "<spec>") -> AuditSpec:
         raise AuditInputError(f"{source}: not valid TOML ({err})") from err
     problems: list[str] = []
     sections = {"audit", "data", "model", "train", "variants", "shifts", "analysis", "gate",
-                "executor"}
+                "executor", "dissection"}
     for key in doc:
         if key not in sections:
             problems.append(f"{source}: unknown section [{key}]; valid sections: "
@@ -333,6 +373,9 @@ def parse_spec(text: str, *, source: str = "<spec>") -> AuditSpec:
         "executor": _section(ExecutorSpec, doc.get("executor", {}), f"{source}: [executor]",
                              problems),
     }
+    parts["dissection"] = (_section(DissectionSpec, doc["dissection"],
+                                    f"{source}: [dissection]", problems)
+                           if "dissection" in doc else None)
     shifts = doc.get("shifts", [])
     if not isinstance(shifts, list):
         problems.append(f"{source}: [[shifts]]: expected an array of tables")

@@ -168,3 +168,67 @@ def test_policy_types_are_checked_all_at_once():
 def test_policy_from_dict_turns_off_absent_sections():
     policy = policy_from_dict({"subgroup_rate": {"max_abs_increase": 0.05}})
     assert policy.disparity is None and policy.subgroup_rate.max_abs_increase == 0.05
+
+
+def _dissected(dense_counts, variant_counts, accuracy_drop=0.0):
+    """A metrics.json with a dissection block built from interpretable-unit counts."""
+    import pandas as pd
+
+    from compaudit.dissection.compare import compare_dissections
+
+    rows = []
+    for variant, counts in (("dense", dense_counts), ("c", variant_counts)):
+        for k, count in enumerate(counts):
+            for unit in range(20):
+                rows.append({"variant": variant, "replica": k, "layer": "l", "unit": unit,
+                             "threshold": 0.0, "concept": f"c{unit % 4}", "category": "part",
+                             "iou": 0.1, "interpretable": unit < count})
+    replicas = compare_dissections(pd.DataFrame(rows))["replicas"]
+    return {"schema": "compaudit.metrics/1", "options": {"dense": "dense"},
+            "variants": {"dense": {}, "c": {}},
+            "deltas": [{"variant": "c", "subgroup": "overall", "metric": "accuracy", "n": 500,
+                        "abs_diff": -accuracy_drop, "abs_diff_se": 0.01}],
+            "dissection": {"replicas": replicas.to_dict("records")}}
+
+
+ONLY_DISSECTION = policy_from_dict({"dissection": {"max_unit_drop": 0.25}})
+
+
+@pytest.mark.parametrize(
+    "variant_counts, verdict",
+    [((8, 9, 8, 10), "fail"),       # drops 60, 55, 60, 50%
+     ((20, 19, 20, 18), "pass"),    # drops 0, 5, 0, 10%
+     ((20, 10, 20, 5), "inconclusive")],
+)
+def test_dissection_check_is_a_t_interval_over_replicas(variant_counts, verdict):
+    metrics = _dissected((20, 20, 20, 20), variant_counts)
+    (check,) = run_gate(metrics, ONLY_DISSECTION).checks
+    drops = 100 * (1 - np.array(variant_counts) / 20)
+    lo, hi = sps.t.interval(0.95, len(drops) - 1, loc=drops.mean(), scale=sps.sem(drops))
+    assert (check.kind, check.metric, check.unit) == ("dissection", "interpretable_drop", "%")
+    assert check.estimate == pytest.approx(drops.mean())
+    assert (check.lo, check.hi) == (pytest.approx(lo), pytest.approx(hi))
+    assert check.tolerance == pytest.approx(25.0) and check.verdict == verdict
+
+
+def test_dissection_check_options():
+    metrics = _dissected((20, 20, 12), (8, 9, 6), accuracy_drop=0.04)
+    both = policy_from_dict({"dissection": {"max_unit_drop": 0.25, "max_concept_drop": 0.5}})
+    assert {c.metric for c in run_gate(metrics, both).checks} == {"interpretable_drop",
+                                                                  "concept_drop"}
+    # Accuracy fell by 4 points: out of scope under a 2-point tolerance, in under 5.
+    holds = {"max_unit_drop": 0.25, "accuracy_tolerance": 0.02}
+    assert run_gate(metrics, policy_from_dict({"dissection": holds})).checks == []
+    holds["accuracy_tolerance"] = 0.05
+    assert len(run_gate(metrics, policy_from_dict({"dissection": holds})).checks) == 1
+    off = policy_from_dict({"dissection": {"max_unit_drop": False}})
+    assert run_gate(metrics, off).checks == []
+
+
+def test_dissection_check_without_replicas_or_interpretable_units_is_inconclusive():
+    (one,) = run_gate(_dissected((20,), (5,)), ONLY_DISSECTION).checks
+    assert one.verdict == "inconclusive" and "one replica" in one.reason
+    (none,) = run_gate(_dissected((0, 0), (0, 0)), ONLY_DISSECTION).checks
+    assert none.verdict == "inconclusive" and "no interpretable unit" in none.reason
+    # Runs without a dissection block have no dissection checks at all.
+    assert run_gate(_handmade(0.0, 0.01), ONLY_DISSECTION).checks == []

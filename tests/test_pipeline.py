@@ -47,6 +47,9 @@ severities = [2]
 max_images = 40
 [analysis]
 bootstrap = 50
+[dissection]
+quantile = 0.02
+max_images = 60
 [executor]
 kind = "serial"
 """
@@ -76,6 +79,39 @@ def test_run_writes_every_output(first_run):
     assert variants["gmp-50"]["sparsity"] == pytest.approx(0.5, abs=0.01)
     run = json.loads((out / "run.json").read_text())
     assert run["seeds"]["replicas"] == [3, 4] and run["data"]["fingerprint"]
+
+
+def test_dissection_of_every_replica_reaches_metrics(first_run):
+    import pandas as pd
+
+    from compaudit.dissection import DissectionConfig, SyntheticFaceConcepts, dissect
+    from compaudit.dissection.concepts import ConceptSubset
+    from compaudit.models.architectures import build_model
+    from compaudit.models.weights import read_state_dict
+    from compaudit.pipeline import _dataset_factory
+
+    out, result = first_run
+    block = result.metrics["dissection"]
+    assert block["config"]["quantile"] == 0.02 and block["n_images"] == 60
+    assert block["config"]["layers"] == ["features.2", "features.5", "features.8", "features.11"]
+    assert {r["variant"] for r in block["replicas"]} == {"dense", "gmp-50", "float16"}
+    units = pd.read_csv(out / "tables" / "dissection_units.csv")
+    assert len(units) == 3 * 2 * 120
+    # Independent reference: dissect the saved dense replica 1 directly.
+    spec = parse_spec(TINY, source="tiny.toml")
+    transform = _dataset_factory(spec, out / "data" / "faces", "test").keywords["transform"]
+    model = build_model("small_cnn", num_classes=2, small_input=True)
+    model.load_state_dict(read_state_dict(out / "models" / "dense" / "replica-001.pt"))
+    data = ConceptSubset(SyntheticFaceConcepts(out / "data" / "faces", split="test",
+                                               transform=transform), n=60, seed=3)
+    direct = dissect(model, data, config=DissectionConfig(
+        layers=("features.2", "features.5", "features.8", "features.11"), quantile=0.02))
+    mine = units[(units["variant"] == "dense") & (units["replica"] == 1)]
+    assert mine["threshold"].to_numpy() == pytest.approx(direct.units["threshold"].to_numpy())
+    assert mine["interpretable"].tolist() == direct.units["interpretable"].tolist()
+    dense1 = next(r for r in block["replicas"] if r["variant"] == "dense" and r["replica"] == 1)
+    assert dense1["interpretable_units"] == int(direct.units["interpretable"].sum())
+    assert [c["concept"] for c in block["concepts"]] == direct.concepts["concept"].tolist()
 
 
 def test_second_run_skips_every_stage(first_run):
@@ -121,3 +157,40 @@ def test_killed_run_resumes_to_the_same_numbers(first_run, tmp_path):
     b = json.loads((out / "metrics.json").read_text())
     for key in ("accuracy", "classes", "pie", "deltas", "disparity"):
         assert a[key] == b[key], key
+
+
+def test_pretrained_weights_get_their_own_evaluation_transform(tmp_path):
+    import numpy as np
+    import torch
+    import torchvision
+    from PIL import Image
+
+    from compaudit.pipeline import _dataset_factory
+    from compaudit.spec import load_spec
+
+    spec = load_spec(os.path.join(os.path.dirname(__file__), "..", "audits",
+                                  "imagenet_resnet50.toml"))
+    mine = _dataset_factory(spec, tmp_path, "val").keywords["transform"]
+    reference = torchvision.models.get_weight(spec.model.pretrained).transforms()
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 400, 3),
+                                                              dtype=np.uint8))
+    # ToTensor+Normalize vs the weights' own pipeline: the same up to float rounding.
+    assert torch.allclose(mine(image), reference(image), atol=1e-4)
+
+
+@pytest.mark.parametrize("section, message", [
+    ('layers = ["features.99"]', r"\[dissection\].layers: 'features.99' are not modules of "
+                                 r"'small_cnn'; valid names include"),
+    ('concepts = "broden"\nroot = "nowhere"', r"nowhere/index.csv: not found; expected the "
+                                              r"Broden layout"),
+    ('[[variants]]\nname = "ort"\nmethod = "int8_static"\nbackend = "onnxruntime"',
+     r"variant\(s\) ort run in ONNX Runtime, which has no layers to hook"),
+])
+def test_bad_dissection_section_fails_before_training(tmp_path, section, message):
+    from compaudit.errors import AuditInputError
+
+    text = TINY.replace("n = 800", "n = 200").replace("max_images = 60\n",
+                                                      f"max_images = 60\n{section}\n")
+    with pytest.raises(AuditInputError, match=message):
+        run_audit(parse_spec(text, source="tiny.toml"), tmp_path, progress=False, log=_quiet)
+    assert not (tmp_path / "models").exists()

@@ -86,3 +86,23 @@ def test_ranges_are_checked():
 def test_missing_spec_file(tmp_path):
     with pytest.raises(AuditInputError, match="audit spec not found"):
         load_spec(tmp_path / "nope.toml")
+
+
+def test_dissection_section_is_optional_and_checked():
+    base = '[[variants]]\nname = "f"\nmethod = "float16"\n'
+    assert parse_spec(base, source="s.toml").dissection is None
+    spec = parse_spec(base + '[dissection]\nquantile = 0.02\nlayers = ["features.11"]\n',
+                      source="s.toml")
+    assert spec.dissection.quantile == 0.02 and spec.dissection.layers == ("features.11",)
+    assert spec.dissection.iou_threshold == 0.04 and spec.dissection.concepts == "synthetic-faces"
+    bad = (base.replace('[[variants]]', '[model]\narch = "mystery"\n[[variants]]')
+           + '[dissection]\nconcepts = "broden"\nquantile = 1.5\nmax_images = -1\n')
+    with pytest.raises(AuditInputError) as exc:
+        parse_spec(bad, source="s.toml")
+    joined = "\n".join(exc.value.problems)
+    assert "s.toml: [dissection].quantile: expected a value in (0, 1)" in joined
+    assert "[dissection].max_images: expected 0 (all) or more" in joined
+    assert "[dissection].root: expected the Broden folder" in joined
+    assert "[dissection].layers: expected module names of 'mystery'" in joined
+    with pytest.raises(AuditInputError, match=r"\[dissection\].concepts: got 'masks'"):
+        parse_spec(base + '[dissection]\nconcepts = "masks"\n', source="s.toml")

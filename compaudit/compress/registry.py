@@ -81,7 +81,12 @@ def registered_configs() -> list[type]:
 def compress(
     model: nn.Module, config: Any, *, context: CompressionContext | None = None
 ) -> CompressedModel:
-    """Apply the compression method described by ``config`` to ``model``."""
+    """Apply the compression method described by ``config`` to ``model``.
+
+    Use the returned ``CompressedModel.model``. Pruning methods train and mask ``model``
+    itself and return it; quantization methods return a new module and leave ``model``
+    unchanged. To compress one dense model several ways, pass ``copy.deepcopy(model)``.
+    """
     handler = _HANDLERS.get(type(config))
     if handler is None:
         valid = ", ".join(sorted(t.__name__ for t in _HANDLERS)) or "none registered"

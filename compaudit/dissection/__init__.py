@@ -6,12 +6,24 @@ compression. Torch-side; ``compaudit.analysis`` stays torch-free.
 """
 
 from compaudit.dissection.compare import compare_dissections, comparison_metrics
-from compaudit.dissection.concepts import Broden, ConceptDataset, SyntheticFaceConcepts
-from compaudit.dissection.dissect import DissectionConfig, DissectionResult, dissect
+from compaudit.dissection.concepts import (
+    Broden,
+    ConceptDataset,
+    ConceptSubset,
+    SyntheticFaceConcepts,
+)
+from compaudit.dissection.dissect import (
+    DEFAULT_LAYERS,
+    DissectionConfig,
+    DissectionResult,
+    dissect,
+)
 
 __all__ = [
     "Broden",
     "ConceptDataset",
+    "ConceptSubset",
+    "DEFAULT_LAYERS",
     "DissectionConfig",
     "DissectionResult",
     "SyntheticFaceConcepts",

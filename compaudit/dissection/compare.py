@@ -4,8 +4,10 @@ As in Frankle & Bau's figures: per (variant, replica) the number of interpretabl
 and of distinct concepts they detect (overall and by concept category), and against the
 dense replica it derives from (replica k of a variant pairs with dense replica k) the
 share of the dense model's interpretable units that are still interpretable, and the
-share still detecting the same concept. Across replicas: mean, standard deviation
-(ddof 1) and count. Pandas only; no torch.
+share still detecting the same concept, and the relative drop of the interpretable-unit
+and distinct-concept counts (``1 - variant / dense``, the quantity the gate bounds).
+Across replicas: mean, standard deviation (ddof 1), count and a t-interval. Pandas and
+scipy only; no torch.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 from compaudit.dissection.dissect import UNIT_COLUMNS, DissectionResult
 from compaudit.errors import AuditInputError
@@ -24,7 +27,8 @@ __all__ = ["units_frame", "compare_dissections", "comparison_metrics", "REPLICA_
 
 #: Numeric columns of the ``replicas`` table, summarised across replicas.
 REPLICA_METRICS = ("units", "interpretable_units", "interpretable_share", "distinct_concepts",
-                   "retained_interpretable", "retained_concept")
+                   "retained_interpretable", "retained_concept", "interpretable_drop",
+                   "concept_drop")
 
 
 def units_frame(results: Mapping[tuple[str, int], DissectionResult]) -> pd.DataFrame:
@@ -48,7 +52,8 @@ def _check(units: pd.DataFrame, dense: str) -> None:
                               "more than once")
 
 
-def compare_dissections(units: pd.DataFrame, *, dense: str = "dense") -> dict[str, pd.DataFrame]:
+def compare_dissections(units: pd.DataFrame, *, dense: str = "dense",
+                        level: float = 0.95) -> dict[str, pd.DataFrame]:
     """Interpretable-unit counts per variant and replica, and retention against dense.
 
     Parameters
@@ -57,14 +62,18 @@ def compare_dissections(units: pd.DataFrame, *, dense: str = "dense") -> dict[st
         Rows of :func:`units_frame`: ``variant, replica`` plus the per-unit columns.
     dense
         Name of the dense variant.
+    level
+        Confidence level of the t-intervals across replicas.
 
     Returns
     -------
     dict
         ``replicas``: one row per (variant, replica) with :data:`REPLICA_METRICS`
-        (retention is NaN for the dense variant's own pairing partner when missing);
-        ``categories``: per (variant, replica, category) interpretable units and
-        distinct concepts; ``summary``: per variant and metric ``mean, std, n``.
+        (retention and drops are NaN without a dense replica of the same index, or when
+        that replica has no interpretable unit); ``categories``: per (variant, replica,
+        category) interpretable units and distinct concepts; ``summary``: per variant and
+        metric ``mean, std, n, lo, hi`` (``lo, hi``: two-sided t-interval at ``level``
+        over the replicas with a value; NaN with fewer than two).
     """
     _check(units, dense)
     key = ["layer", "unit"]
@@ -80,7 +89,7 @@ def compare_dissections(units: pd.DataFrame, *, dense: str = "dense") -> dict[st
             "distinct_concepts": hit["concept"].nunique(),
         }
         base = dense_units.get(replica)
-        retained = concept = math.nan
+        retained = concept = unit_drop = concept_drop = math.nan
         if base is not None:
             base_hit = base[base["interpretable"]]
             now = group.set_index(key).reindex(base_hit.index)
@@ -88,7 +97,11 @@ def compare_dissections(units: pd.DataFrame, *, dense: str = "dense") -> dict[st
                 still = now["interpretable"].fillna(False).astype(bool).to_numpy()
                 same = still & (now["concept"].to_numpy() == base_hit["concept"].to_numpy())
                 retained, concept = still.mean(), same.mean()
-        row.update(retained_interpretable=retained, retained_concept=concept)
+                # Undefined (NaN) when the dense replica has no interpretable unit.
+                unit_drop = 1.0 - len(hit) / len(base_hit)
+                concept_drop = 1.0 - hit["concept"].nunique() / base_hit["concept"].nunique()
+        row.update(retained_interpretable=retained, retained_concept=concept,
+                   interpretable_drop=unit_drop, concept_drop=concept_drop)
         rows.append(row)
         for category, cat_hit in hit.groupby("category"):
             cat_rows.append({"variant": variant, "replica": int(replica), "category": category,
@@ -102,6 +115,13 @@ def compare_dissections(units: pd.DataFrame, *, dense: str = "dense") -> dict[st
     long["value"] = long["value"].astype(float)
     summary = (long.groupby(["variant", "metric"], sort=False)["value"]
                .agg(mean="mean", std=lambda v: v.std(ddof=1), n="count").reset_index())
+    n = summary["n"].to_numpy()
+    half = np.full(len(summary), np.nan)
+    ok = n >= 2
+    half[ok] = (sps.t.ppf(0.5 + level / 2, n[ok] - 1) * summary["std"].to_numpy()[ok]
+                / np.sqrt(n[ok]))
+    summary["lo"] = summary["mean"] - half
+    summary["hi"] = summary["mean"] + half
     return {"replicas": replicas, "categories": categories, "summary": summary}
 
 
@@ -110,7 +130,8 @@ def _number(value: float) -> float | None:
 
 
 def comparison_metrics(tables: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
-    """JSON-ready ``{variant: {metric: {mean, std, n}, "by_category": {...}}}`` (NaN -> None).
+    """JSON-ready ``{variant: {metric: {mean, std, n, lo, hi}, "by_category": {...}}}``
+    (NaN -> None).
 
     ``by_category`` holds, per category, the mean over replicas of interpretable units and
     distinct concepts (a replica without any in a category counts as 0).
@@ -118,7 +139,8 @@ def comparison_metrics(tables: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for row in tables["summary"].itertuples(index=False):
         out.setdefault(row.variant, {})[row.metric] = {
-            "mean": _number(row.mean), "std": _number(row.std), "n": int(row.n)}
+            "mean": _number(row.mean), "std": _number(row.std), "n": int(row.n),
+            "lo": _number(row.lo), "hi": _number(row.hi)}
     replicas = tables["replicas"][["variant", "replica"]]
     cats = tables["categories"]
     for category in sorted(set(cats["category"])):

@@ -34,6 +34,7 @@ from compaudit.errors import AuditInputError
 
 __all__ = [
     "ConceptDataset",
+    "ConceptSubset",
     "SyntheticFaceConcepts",
     "Broden",
     "BRODEN_CATEGORIES",
@@ -93,6 +94,30 @@ class ConceptDataset(Dataset):
         """``{concept index: (h, w) bool mask}`` of the concepts present in example ``index``."""
         labels = self._labels(index)
         return {int(c): (labels == c).any(axis=0) for c in np.unique(labels) if c >= 0}
+
+
+class ConceptSubset(ConceptDataset):
+    """``n`` examples of a seeded permutation of ``dataset``, in their original order.
+
+    ``n = 0`` or ``n >= len(dataset)`` keeps every example. The same ``n`` and ``seed``
+    always select the same examples.
+    """
+
+    def __init__(self, dataset: ConceptDataset, *, n: int, seed: int = 0) -> None:
+        super().__init__(transform=dataset.transform)
+        self.dataset = dataset
+        self.concepts = dataset.concepts
+        order = np.random.default_rng(seed).permutation(len(dataset))
+        self.indices = np.sort(order[:n]) if 0 < n < len(dataset) else np.arange(len(dataset))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _image(self, index: int) -> Image.Image:
+        return self.dataset._image(int(self.indices[index]))
+
+    def _labels(self, index: int) -> np.ndarray:
+        return self.dataset._labels(int(self.indices[index]))
 
 
 class SyntheticFaceConcepts(ConceptDataset):

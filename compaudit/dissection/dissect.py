@@ -19,12 +19,16 @@ with forward hooks and no gradients:
    categories`` accumulators, so memory does not grow with the dataset. As in
    NetDissect, an image counts towards the union of concept ``c`` only when it has
    some label of ``c``'s category (every image does, for the synthetic faces):
-   ``IoU = Σ|A ∩ M_c| / Σ_{x: cat(c) labelled in x} |A ∪ M_c|``.
+   ``IoU = Σ|A ∩ M_c| / Σ_{x: cat(c) labelled in x} |A ∪ M_c|``. While the first
+   pass's activations fit in ``cache_bytes`` (256 MiB) they are kept and this pass reads
+   only the masks; beyond that the model runs again, so memory stays bounded.
 
 A unit's concept is its highest-IoU concept (ties: the lower concept index); it is
 *interpretable* when that IoU exceeds ``iou_threshold`` (0.04; the paper states 0.05).
-Note the bound ``IoU <= quantile / coverage(c)``: a concept covering 15% of all pixels
-(hair of the synthetic faces) cannot pass 0.04 at ``quantile = 0.005``.
+Note the bound ``IoU <= min(q / coverage(c), coverage(c) / q)`` (``q`` = quantile,
+``coverage`` = the concept's share of the pixels): a concept covering 15% of all pixels
+(hair of the synthetic faces) cannot pass 0.04 at ``q = 0.005``. The result's concept
+table reports each concept's coverage and bound.
 """
 
 from __future__ import annotations
@@ -44,7 +48,15 @@ from torch.utils.data import DataLoader
 from compaudit.dissection.concepts import ConceptDataset
 from compaudit.errors import AuditInputError
 
-__all__ = ["DissectionConfig", "DissectionResult", "dissect", "UNIT_COLUMNS"]
+__all__ = ["DissectionConfig", "DissectionResult", "dissect", "UNIT_COLUMNS", "DEFAULT_LAYERS"]
+
+#: Layers dissected by default per architecture of ``compaudit.models``: every block of
+#: the small CNN (after its ReLU), the last two stages of the ResNets.
+DEFAULT_LAYERS: dict[str, tuple[str, ...]] = {
+    "small_cnn": ("features.2", "features.5", "features.8", "features.11"),
+    "resnet18": ("layer3", "layer4"),
+    "resnet50": ("layer3", "layer4"),
+}
 
 #: Columns of :attr:`DissectionResult.units`.
 UNIT_COLUMNS = ("layer", "unit", "threshold", "concept", "category", "iou", "interpretable")
@@ -66,6 +78,11 @@ class DissectionConfig:
         A unit is interpretable when its best IoU exceeds this (paper: 0.05).
     batch_size, num_workers, device
         How the dataset is streamed.
+    cache_bytes
+        Activations of the first pass are kept for the second while they fit in this
+        many bytes (then the second pass reads only masks and runs no forward pass);
+        beyond it the model runs again. Memory is bounded by this, not by the dataset.
+        0 always recomputes.
     """
 
     layers: tuple[str, ...]
@@ -74,6 +91,7 @@ class DissectionConfig:
     batch_size: int = 64
     num_workers: int = 0
     device: str = "cpu"
+    cache_bytes: int = 256 * 2**20
 
     def check(self) -> None:
         """Raise :class:`AuditInputError` naming every bad field."""
@@ -88,7 +106,7 @@ class DissectionConfig:
         if not isinstance(self.iou_threshold, (int, float)) or not 0 <= self.iou_threshold < 1:
             problems.append(f"iou_threshold: expected a number in [0, 1), got "
                             f"{self.iou_threshold!r}")
-        for name in ("batch_size", "num_workers"):
+        for name in ("batch_size", "num_workers", "cache_bytes"):
             value, low = getattr(self, name), 1 if name == "batch_size" else 0
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 problems.append(f"{name}: expected an integer >= {low}, got {value!r}")
@@ -107,7 +125,13 @@ class DissectionResult:
     iou
         ``{layer: (units, concepts) float64 array}`` of every IoU.
     concepts
-        The dataset's concept table (``concept``, ``category``); row = IoU column.
+        The dataset's concept table (``concept``, ``category``; row = IoU column) with
+        ``coverage``, the concept's share of the pixels of the images that label its
+        category, and ``iou_bound = min(q / coverage, coverage / q)`` (``q`` the
+        quantile): a unit active on a ``q`` share of the pixels cannot reach a higher IoU
+        with the concept (about: upsampling moves the active share a little), so a
+        concept whose bound is at or below ``iou_threshold`` can make no unit
+        interpretable.
     n_images
         Images streamed.
     config
@@ -193,6 +217,31 @@ class _ImagesOnly(torch.utils.data.Dataset):
         return self.dataset.image(index), torch.empty(0)
 
 
+class _LabelsOnly(torch.utils.data.Dataset):
+    """The label maps of a concept dataset without its images (IoU pass from the cache)."""
+
+    def __init__(self, dataset: ConceptDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return torch.empty(0), torch.from_numpy(self.dataset._labels(index))
+
+
+def _cached_stream(cache, dataset, config, progress: bool):
+    """Pass 2 from the activations kept by pass 1: read the masks only."""
+    loader = DataLoader(_LabelsOnly(dataset), batch_size=config.batch_size, shuffle=False,
+                        num_workers=config.num_workers, collate_fn=_collate)
+    if progress:
+        from tqdm.auto import tqdm
+
+        loader = tqdm(loader, desc="dissection IoU", unit="batch")
+    for outputs, (_, labels) in zip(cache, loader):
+        yield outputs, labels
+
+
 def _stream(model, dataset, config, progress: bool, desc: str, *, labels: bool = True):
     loader = DataLoader(dataset if labels else _ImagesOnly(dataset), batch_size=config.batch_size, shuffle=False,
                         num_workers=config.num_workers, collate_fn=_collate)
@@ -210,13 +259,25 @@ def _stream(model, dataset, config, progress: bool, desc: str, *, labels: bool =
         hooks.close()
 
 
-def _thresholds(model, dataset, config, progress) -> dict[str, torch.Tensor]:
-    """Pass 1: the exact per-unit (1 - quantile) quantiles (see the module docstring)."""
+def _thresholds(model, dataset, config, progress):
+    """Pass 1: the exact per-unit (1 - quantile) quantiles (see the module docstring).
+
+    Returns the thresholds and the batches' activations when they fitted in
+    ``config.cache_bytes`` (else ``None``).
+    """
     q, n = config.quantile, len(dataset)
     top: dict[str, torch.Tensor] = {}
     sizes: dict[str, tuple[int, int]] = {}
+    cache: list[dict[str, torch.Tensor]] | None = []
+    cached = 0
     for outputs, _ in _stream(model, dataset, config, progress, "dissection thresholds",
-                                  labels=False):
+                              labels=False):
+        if cache is not None:
+            cached += sum(a.numel() * a.element_size() for a in outputs.values())
+            if cached <= config.cache_bytes:
+                cache.append(outputs)
+            else:
+                cache = None  # too big to keep: pass 2 runs the model again
         for name, act in outputs.items():
             b, k, h, w = act.shape
             if name not in top:
@@ -240,7 +301,7 @@ def _thresholds(model, dataset, config, progress) -> dict[str, torch.Tensor]:
         low = values[:, total - 1 - lo]
         high = values[:, total - 2 - lo] if lo + 1 <= total - 1 else low
         thresholds[name] = low + frac * (high - low)
-    return thresholds
+    return thresholds, cache
 
 
 class _Accumulator:
@@ -253,6 +314,7 @@ class _Accumulator:
         self.inter = torch.zeros(units, n_concepts, dtype=torch.float64)
         self.label_pixels = torch.zeros(n_concepts, dtype=torch.float64)
         self.act_pixels = torch.zeros(units, n_categories, dtype=torch.float64)
+        self.category_pixels = torch.zeros(n_categories, dtype=torch.float64)
 
     def add(self, active: torch.Tensor, labels: torch.Tensor) -> None:
         """``active``: (B, K, H, W) bool; ``labels``: (B, L, H, W) int64 concept maps."""
@@ -280,6 +342,13 @@ class _Accumulator:
             to_category[torch.arange(len(present)), self.category[present]] = 1.0
             has_category = ((onehot.amax(1) @ to_category) > 0).float()  # (B, categories)
             self.act_pixels += (actf.sum(2).T @ has_category).double()
+            self.category_pixels += has_category.sum(0).double() * pixels
+
+    def coverage(self) -> np.ndarray:
+        """Per concept: its labelled pixels over all pixels of images labelling its category."""
+        total = self.category_pixels[self.category]
+        return torch.where(total > 0, self.label_pixels / total.clamp(min=1),
+                           torch.zeros_like(total)).numpy()
 
     def iou(self) -> np.ndarray:
         union = self.act_pixels[:, self.category] + self.label_pixels[None, :] - self.inter
@@ -317,13 +386,15 @@ def dissect(model: nn.Module, dataset: ConceptDataset, *, config: DissectionConf
     was_training = model.training
     model.eval()
     try:
-        thresholds = _thresholds(model, dataset, config, progress)
+        thresholds, cache = _thresholds(model, dataset, config, progress)
         categories = list(dict.fromkeys(dataset.concepts["category"]))
         concept_category = np.array([categories.index(c) for c in dataset.concepts["category"]],
                                     dtype=np.int64)
         accumulators = {name: _Accumulator(len(t), concept_category, len(categories))
                         for name, t in thresholds.items()}
-        for outputs, labels in _stream(model, dataset, config, progress, "dissection IoU"):
+        batches = (_cached_stream(cache, dataset, config, progress) if cache is not None
+                   else _stream(model, dataset, config, progress, "dissection IoU"))
+        for outputs, labels in batches:
             for name, act in outputs.items():
                 t = thresholds[name].float()[None, :, None, None]
                 for group, maps in _same_size_groups(labels):
@@ -335,6 +406,12 @@ def dissect(model: nn.Module, dataset: ConceptDataset, *, config: DissectionConf
         model.train(was_training)
 
     rows, ious = [], {}
+    concepts = dataset.concepts.copy()
+    coverage = accumulators[config.layers[0]].coverage()
+    concepts["coverage"] = coverage
+    with np.errstate(divide="ignore"):
+        ratio = config.quantile / coverage
+    concepts["iou_bound"] = np.where(coverage > 0, np.minimum(ratio, 1.0 / ratio), 0.0)
     names = dataset.concepts["concept"].to_numpy()
     cats = dataset.concepts["category"].to_numpy()
     for name in config.layers:
@@ -349,7 +426,7 @@ def dissect(model: nn.Module, dataset: ConceptDataset, *, config: DissectionConf
             "interpretable": best_iou > config.iou_threshold,
         }))
     units = pd.concat(rows, ignore_index=True)[list(UNIT_COLUMNS)]
-    return DissectionResult(units=units, iou=ious, concepts=dataset.concepts.copy(),
+    return DissectionResult(units=units, iou=ious, concepts=concepts,
                             n_images=len(dataset), config=config)
 
 

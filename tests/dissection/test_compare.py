@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from compaudit.dissection.compare import compare_dissections, comparison_metrics
 from compaudit.errors import AuditInputError
@@ -63,11 +64,29 @@ def test_counts_and_retention(frame):
     assert metrics["dense"]["by_category"]["part"]["distinct_concepts"] == 2.0  # (3 + 1) / 2
 
 
+def test_relative_drops_and_t_intervals(frame):
+    tables = compare_dissections(frame, level=0.9)
+    rep = tables["replicas"].set_index(["variant", "replica"])
+    # replica 0: 3 -> 3 interpretable units, 3 -> 2 concepts; replica 1: 2 -> 1 and 2 -> 1.
+    assert rep.loc[("gmp-90", 0), "interpretable_drop"] == pytest.approx(0.0)
+    assert rep.loc[("gmp-90", 0), "concept_drop"] == pytest.approx(1 / 3)
+    assert rep.loc[("gmp-90", 1), "interpretable_drop"] == pytest.approx(0.5)
+    assert rep.loc[("gmp-90", 1), "concept_drop"] == pytest.approx(0.5)
+    assert rep.loc[("dense", 1), "interpretable_drop"] == 0.0
+    row = tables["summary"].set_index(["variant", "metric"]).loc[("gmp-90", "concept_drop")]
+    values = [1 / 3, 0.5]
+    lo, hi = stats.t.interval(0.9, 1, loc=np.mean(values), scale=stats.sem(values))
+    assert (row["lo"], row["hi"]) == (pytest.approx(lo), pytest.approx(hi))
+    metrics = comparison_metrics(tables)["gmp-90"]["concept_drop"]
+    assert (metrics["lo"], metrics["hi"]) == (pytest.approx(lo), pytest.approx(hi))
+
+
 def test_missing_dense_pair_gives_nan(frame):
     frame = pd.concat([frame, units("gmp-50", 7, ["hair"] * 4, [True] * 4)], ignore_index=True)
     tables = compare_dissections(frame)
     rep = tables["replicas"].set_index(["variant", "replica"])
     assert np.isnan(rep.loc[("gmp-50", 7), "retained_interpretable"])
+    assert np.isnan(rep.loc[("gmp-50", 7), "interpretable_drop"])
     assert comparison_metrics(tables)["gmp-50"]["retained_interpretable"]["mean"] is None
 
 

@@ -67,8 +67,9 @@ def brute_force(acts: np.ndarray, labels: np.ndarray, categories: np.ndarray, q:
     return thresholds, iou
 
 
+@pytest.mark.parametrize("cache_bytes", [0, 3000, 2**28], ids=["recompute", "overflow", "cached"])
 @pytest.mark.parametrize("q", [0.005, 0.07, 0.3])
-def test_thresholds_and_iou_match_brute_force(q):
+def test_thresholds_and_iou_match_brute_force(q, cache_bytes):
     rng = np.random.default_rng(0)
     n, size = 37, 12
     images = rng.normal(size=(n, 3, 8, 8)).astype(np.float32)
@@ -82,7 +83,10 @@ def test_thresholds_and_iou_match_brute_force(q):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU())  # ties at 0
     ds = ArrayConcepts(images, labels.astype(np.int64), concepts)
-    result = dissect(model, ds, config=DissectionConfig(layers=("1",), quantile=q, batch_size=5))
+    # 3000 bytes hold two batches of activations (5 x 4 x 4 x 4 floats): the cache
+    # overflows midway and pass 2 runs the model again.
+    result = dissect(model, ds, config=DissectionConfig(layers=("1",), quantile=q, batch_size=5,
+                                                        cache_bytes=cache_bytes))
 
     with torch.no_grad():
         acts = model(torch.from_numpy(images)).numpy()
@@ -96,6 +100,14 @@ def test_thresholds_and_iou_match_brute_force(q):
     # Exactness of the quantile: the share of positions above T_k is q up to one position.
     above = (acts > thresholds[None, :, None, None]).mean(axis=(0, 2, 3))
     assert np.all(np.abs(above - q) <= 1 / acts[:, 0].size + 1e-12)
+    # Coverage: a concept's pixels over the pixels of images labelling its category.
+    for c in range(len(categories)):
+        members = np.flatnonzero(categories == categories[c])
+        has = np.array([np.isin(labels[i], members).any() for i in range(n)])
+        pixels = np.array([(labels[i] == c).any(axis=0).sum() for i in range(n)])
+        coverage = pixels[has].sum() / (has.sum() * size * size)
+        assert result.concepts["coverage"][c] == pytest.approx(coverage, rel=1e-12)
+        assert result.concepts["iou_bound"][c] == pytest.approx(min(q / coverage, coverage / q))
 
 
 def test_interpretable_flag_uses_the_configured_threshold():

@@ -16,11 +16,13 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from compaudit.analysis.audit import AnalysisOptions, analyze
+from compaudit.analysis.audit import AnalysisOptions, analyze, dumps_metrics
+from compaudit.dissection.audit import dissection_block
 from compaudit.errors import AuditInputError
 from compaudit.gate import run_gate
 from compaudit.gate_report import write_gate_outputs
 from compaudit.report import SECTIONS, ReportOptions, load_run, render_html, render_report
+from compaudit.report.sections.dissection import PANELS, dissection_points
 from compaudit.report.sections.gallery import top_pies
 from compaudit.report.sections.pie import overindex_matrix
 from compaudit.report.sections.robustness import severity_points
@@ -32,6 +34,9 @@ from compaudit.tables import validate_examples, validate_predictions
 EVIL_VARIANT = "<script>alert(1)</script>"
 EVIL_ATTR = "<script>alert(2)</script>"
 EVIL_SPEC = 'name = "x"\n</pre><script>alert(3)</script>'
+EVIL_CONCEPT = "<i>mouth</i>"
+DX_PLAN = {"concepts": "synthetic-faces", "layers": ["features.2", "features.5"],
+           "quantile": 0.02, "iou_threshold": 0.04}
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
@@ -64,6 +69,44 @@ def _analyze_into(root: Path, ex: pd.DataFrame, pr: pd.DataFrame, **kw) -> None:
     result.write(root)
 
 
+def _dissection(variants: list[str], replicas: int = 3, seed: int = 0
+                ) -> tuple[dict, dict[str, pd.DataFrame]]:
+    """A dissection block built by the real analysis code from a hand-made units table:
+    compressed variants lose some of the dense replica's interpretable units."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for v in variants:
+        keep = 1.0 if v == "dense" else 0.6
+        for r in range(replicas):
+            for layer in DX_PLAN["layers"]:
+                for u in range(12):
+                    # The same dense units are interpretable in every variant's replica r,
+                    # so retention is well defined; a compressed replica keeps ~60% of them.
+                    dense_hit = (u + r) % 3 != 0
+                    hit = bool(dense_hit and rng.random() < keep)
+                    concept = ("hair", EVIL_CONCEPT)[(u + (v != "dense" and u % 4 == 1)) % 2]
+                    rows.append({"variant": v, "replica": r, "layer": layer, "unit": u,
+                                 "threshold": 1.0, "concept": concept, "category": "part",
+                                 "iou": 0.1 if hit else 0.01, "interpretable": hit})
+    concepts = pd.DataFrame({
+        "concept": ["background", "hair", EVIL_CONCEPT, "freckles"],
+        "category": ["background", "part", "part", "part"],
+        "coverage": [0.7, 0.15, 0.005, 0.0005]})
+    q = DX_PLAN["quantile"]
+    concepts["iou_bound"] = np.minimum(q / concepts["coverage"], concepts["coverage"] / q)
+    concepts["n_images"] = 64
+    return dissection_block(pd.DataFrame(rows), concepts, DX_PLAN)
+
+
+def _add_dissection(root: Path, variants: list[str]) -> None:
+    """Put a dissection block into the run's metrics.json and its tables beside it."""
+    metrics = json.loads((root / "metrics.json").read_text())
+    metrics["dissection"], tables = _dissection(variants)
+    (root / "metrics.json").write_text(dumps_metrics(metrics))
+    for name, table in tables.items():
+        table.to_csv(root / "tables" / f"{name}.csv", index=False)
+
+
 def _images(root: Path) -> dict[str, str]:
     """Images for the PIEs: most valid (relative or absolute paths), some missing, one corrupt."""
     pies = pd.read_csv(root / "tables" / "pie.csv", dtype={"example_id": str})
@@ -92,6 +135,9 @@ def full_run(tmp_path_factory) -> Path:
     _analyze_into(root, ex, pr)
     metrics = json.loads((root / "metrics.json").read_text())
     write_gate_outputs(run_gate(metrics), root / "gate")
+    # After the gate: the gate's checks (and the tests of them) stay those of the analysis.
+    _add_dissection(root, ["dense", "gmp-50", EVIL_VARIANT])
+
     def record(**kw):
         # The fields of compaudit.compress.footprint.VARIANT_FIELDS; None where not measured.
         fields = ("method", "parameters", "derives_from", "sparsity", "parameter_count",
@@ -423,3 +469,106 @@ def test_pdf_through_headless_chromium(bare_run, tmp_path):
     out = render_report(bare_run, out=tmp_path / "audit.html", pdf=True)
     pdf = out.with_suffix(".pdf")
     assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 10_000
+
+
+def _row(section: str, first_cell: str) -> str:
+    """The ``<tr>`` of a table whose first cell is ``first_cell`` (escaped)."""
+    found = re.search(rf"<tr><td>{re.escape(html.escape(first_cell))}</td>.*?</tr>", section)
+    assert found, first_cell
+    return found.group(0)
+
+
+def test_dissection_section_sits_between_robustness_and_methodology(full_html):
+    ids = [s.id for s in SECTIONS]
+    assert ids.index("robustness") + 1 == ids.index("dissection") == ids.index("methodology") - 1
+    assert ('<section id="dissection" class="report-section"><h2>Interpretability (network '
+            'dissection)</h2>') in full_html
+
+
+def test_dissection_numbers_come_from_metrics(full_run, full_html):
+    block = json.loads((full_run / "metrics.json").read_text())["dissection"]
+    section = _sections(full_html)["dissection"]
+    assert "This run dissected 64 images" in section
+    assert "quantile 2% and IoU threshold 0.04" in section
+    assert "<code>features.2</code>, <code>features.5</code>" in section
+    assert section.count("<img") == 1  # the curves against sparsity
+    for variant, m in block["variants"].items():
+        row = _row(section, variant)
+        units = m["interpretable_units"]["mean"]
+        shown = f"{units:,.0f}" if float(units).is_integer() else f"{units:,.1f}"
+        assert f'data-sort="{units!r}" class="num">{shown}<' in row
+        for key in ("interpretable_share", "retained_interpretable", "retained_concept",
+                    "interpretable_drop", "concept_drop"):
+            assert f">{100 * m[key]['mean']:.1f}%<" in row, (variant, key)
+    # Intervals stop at the possible range: no negative count, no share above 100%.
+    gmp = block["variants"]["gmp-50"]
+    assert gmp["interpretable_units"]["lo"] < 0 and gmp["retained_interpretable"]["hi"] > 1
+    row = _row(section, "gmp-50")
+    assert f"[0, {gmp['interpretable_units']['hi']:,.1f}]" in row
+    assert "[0.0%, 100.0%]" in row
+    layers = _row(section.split("Interpretable units per layer")[1], "gmp-50")
+    assert f">{gmp['by_layer']['features.5']['interpretable_units']:,.1f}<" in layers
+
+
+def test_dissection_plot_points_are_the_metrics_values(full_run):
+    block = load_run(full_run).metrics["dissection"]
+    points = dissection_points(block).set_index(["variant", "panel"])
+    for key, panel in PANELS:
+        m = block["variants"]["gmp-50"][key]
+        assert points.loc[("gmp-50", panel), "mean"] == m["mean"]
+        assert points.loc[("gmp-50", panel), "lo"] == m["lo"]
+
+
+def test_dissection_names_unreachable_concepts_and_escapes_names(full_run, full_html):
+    block = json.loads((full_run / "metrics.json").read_text())["dissection"]
+    assert block["unreachable"] == ["background", "freckles"]
+    section = _sections(full_html)["dissection"]
+    text = section.split("<h3>Concepts</h3>")[1]
+    assert "2 concepts (<strong>background</strong>, <strong>freckles</strong>) can never be " \
+           "detected" in text
+    assert "at or below the threshold 0.04" in text
+    assert "<strong>background</strong> covers 70% of the pixels: its bound is 0.0286" in text
+    assert _row(text, "freckles").endswith('title="IoU bound at or below the threshold">no</td>'
+                                           "</tr>")
+    assert _row(text, "hair").endswith("<td>yes</td></tr>")
+    assert "&lt;i&gt;mouth&lt;/i&gt;" in section and "<i>mouth" not in full_html
+
+
+def test_missing_dissection_block_renders_a_note(bare_html):
+    section = _sections(bare_html)["dissection"]
+    assert "Not available in this run" in section and "no [dissection] section" in section
+    assert "<img" not in section and "<table" not in section
+
+
+def test_one_replica_dissection_has_no_intervals(bare_run, tmp_path):
+    root = tmp_path / "run"
+    shutil.copytree(bare_run, root)
+    metrics = json.loads((root / "metrics.json").read_text())
+    metrics["dissection"] = _dissection(list(metrics["variants"]), replicas=1)[0]
+    (root / "metrics.json").write_text(dumps_metrics(metrics))
+    section = _sections(render_html(load_run(root)))["dissection"]
+    assert metrics["dissection"]["variants"]["gmp-90"]["interpretable_units"]["lo"] is None
+    assert 'class="ci"' not in _row(section, "gmp-90")
+    assert section.count("<img") == 1
+
+
+@pytest.mark.parametrize("unit, scale", [("%", 100.0), ("points", 1.0)])
+def test_dissection_gate_checks_render_as_percent_of_the_dense_count(full_run, tmp_path, unit,
+                                                                    scale):
+    root = tmp_path / "run"
+    shutil.copytree(full_run, root)
+    gate = json.loads((root / "gate" / "gate.json").read_text())
+    gate["checks"].append({
+        "id": "gmp-50/dissection/interpretable_drop", "kind": "dissection", "variant": "gmp-50",
+        "subject": "interpretable units", "metric": "interpretable_drop",
+        "estimate": 0.479 * scale, "se": 0.1 * scale, "tolerance": 0.1 * scale, "unit": unit,
+        "lo": 0.2 * scale, "hi": 0.75 * scale, "verdict": "fail",
+        "reason": f"increase above {0.1 * scale:g} {unit} with confidence"})
+    (root / "gate" / "gate.json").write_text(json.dumps(gate))
+    sections = _sections(render_html(load_run(root)))
+    row = next(r for r in re.findall(r"<tr>.*?</tr>", sections["verdict"])
+               if "interpretable_drop" in r)
+    assert "<td>network dissection</td>" in row
+    assert '+47.9%<span class="ci">[+20.0, +75.0]</span>' in row
+    assert ">10%</td>" in row
+    assert "The gate checked 1 of these drops: 1 failed" in sections["dissection"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from compaudit.report.sections._common import ReportOptions, Section
 from compaudit.report.sections.classes import render_classes
+from compaudit.report.sections.dissection import render_dissection
 from compaudit.report.sections.footprint import render_footprint
 from compaudit.report.sections.gallery import render_gallery
 from compaudit.report.sections.methodology import render_methodology
@@ -29,5 +30,6 @@ SECTIONS: tuple[Section, ...] = (
     Section("gallery", "PIE gallery", render_gallery),
     Section("classes", "Class impact", render_classes),
     Section("robustness", "Robustness under shift", render_robustness),
+    Section("dissection", "Interpretability (network dissection)", render_dissection),
     Section("methodology", "Methodology and reproducibility", render_methodology),
 )

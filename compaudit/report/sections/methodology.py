@@ -52,6 +52,12 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
     ("Calibration error and AURRA", "RMS calibration error compares confidence with accuracy "
      "in adaptive bins of 100 examples; AURRA averages the accuracy of the k most confident "
      "answers over every k."),
+    ("Network dissection", "Each unit of a dissected layer is switched on where its "
+     "activation is in its top quantile over all pixels of the concept images, and that region "
+     "is compared with every concept's pixel masks by IoU (Bau et al.); the unit is "
+     "interpretable when its best IoU exceeds the threshold. Replica k of a compressed variant "
+     "is compared unit by unit with dense replica k (Frankle & Bau); means over replicas "
+     "carry t-intervals."),
 )
 
 

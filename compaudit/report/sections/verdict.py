@@ -37,8 +37,20 @@ _BANNER = {
     "pass": ("PASS", "Every check is within the policy's tolerance."),
 }
 
+#: Readable names of check kinds that are not self-explanatory.
+_KINDS = {"dissection": "network dissection"}
+
+
+def _relative_share(c: dict[str, Any]) -> bool:
+    """Dissection drops are fractions of the dense count (1 − variant / dense): shown as
+    percent of that count, not as percentage points of a rate."""
+    return c.get("kind") == "dissection" and c.get("unit") != "%"
+
 
 def _check_interval(c: dict[str, Any]) -> tuple[str, str]:
+    if _relative_share(c):
+        est, lo, hi = (finite(c.get(k)) for k in ("estimate", "lo", "hi"))
+        return signed_pct_parts(*(None if x is None else 100 * x for x in (est, lo, hi)))
     if c.get("unit") == "points":
         return pp_parts(c.get("estimate"), c.get("lo"), c.get("hi"))
     return signed_pct_parts(c.get("estimate"), c.get("lo"), c.get("hi"))
@@ -48,6 +60,8 @@ def _tolerance(c: dict[str, Any]) -> str:
     t = finite(c.get("tolerance"))
     if t is None:
         return "n/a"
+    if _relative_share(c):
+        return f"{100 * t:g}%"
     return f"{100 * t:.2f} pp" if c.get("unit") == "points" else f"{t:g}%"
 
 
@@ -84,7 +98,8 @@ def _failing_checks(run: RunData, limit: int = 10) -> Html:
     checks.sort(key=lambda c: (_ORDER.get(c.get("verdict"), 3), -_lower(c)))
     rows = [[Cell(c.get("verdict"), sort=_ORDER.get(c.get("verdict"), 3),
                   cls=f"verdict-{c.get('verdict')}"),
-             c.get("variant"), Cell(c.get("subject"), cls="wrap"), c.get("metric"), c.get("kind"),
+             c.get("variant"), Cell(c.get("subject"), cls="wrap"), c.get("metric"),
+             _KINDS.get(c.get("kind"), c.get("kind")),
              interval_cell(_check_interval(c), sort=sort_key(c.get("estimate"))),
              Cell(_tolerance(c), sort=sort_key(c.get("tolerance"))),
              Cell(c.get("reason") or "", cls="wrap")]

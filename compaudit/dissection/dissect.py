@@ -130,7 +130,7 @@ class DissectionResult:
         category, and ``iou_bound = min(q / coverage, coverage / q)`` (``q`` the
         quantile): a unit active on a ``q`` share of the pixels cannot reach a higher IoU
         with the concept (about: upsampling moves the active share a little), so a
-        concept whose bound is at or below ``iou_threshold`` can make no unit
+        concept whose bound is at or below ``iou_threshold`` makes hardly any unit
         interpretable.
     n_images
         Images streamed.

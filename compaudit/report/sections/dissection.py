@@ -196,10 +196,13 @@ def _unreachable_text(block: Mapping[str, Any]) -> Html:
     cfg = block.get("config") or {}
     names = [str(n) for n in block.get("unreachable") or []]
     q, t = _share_text(cfg.get("quantile")), _ratio_text(cfg.get("iou_threshold"))
-    why = (f"A unit's switched-on region always covers {q} of the pixels. If a concept covers "
+    why = (f"A unit's switched-on region covers about {q} of the pixels. If a concept covers "
            f"far more of the image, even a unit that fires only on that concept overlaps at "
            f"most {q} of it, so the IoU is at most {q} ÷ coverage; if it covers far less, the "
-           f"IoU is at most coverage ÷ {q}. That is the IoU bound in the table.")
+           f"IoU is at most coverage ÷ {q}. That is the IoU bound in the table. It is "
+           "approximate: enlarging a unit's activation map to the mask size changes its "
+           "switched-on share a little, so now and then a unit passes a bound that is close "
+           "to the threshold.")
     if not names:
         return tag("p", why, f" Every concept's bound is above the threshold {t}, so each "
                    "one can in principle be detected.")
@@ -209,11 +212,11 @@ def _unreachable_text(block: Mapping[str, Any]) -> Html:
     one = len(names) == 1
     example = _example(block, names[0])
     return tag("p", f"{len(names)} concept{'' if one else 's'} (", shown, more,
-               f") can never be detected at these settings: {'its' if one else 'their'} IoU "
+               f") can hardly be detected at these settings: {'its' if one else 'their'} IoU "
                f"bound is at or below the threshold {t}. ", why, example,
-               " No unit of any variant, dense included, can count as detecting ",
+               " Few or no units of any variant, dense included, can count as detecting ",
                "it" if one else "them", ", so ", "its" if one else "their",
-               " absence from the counts says nothing about compression; measuring ",
+               " absence from the counts says little about compression; measuring ",
                "it" if one else "them", " would need a different quantile.")
 
 
@@ -242,9 +245,9 @@ def _concepts(block: Mapping[str, Any]) -> list[Html]:
             sortable_table(["concept", "category", "coverage", "IoU bound", "reachable"], rows,
                            numeric=[False, False, True, True, False],
                            caption="Coverage: the concept's share of all pixels of the "
-                                   "dissected images. IoU bound: the highest IoU a unit can "
-                                   "reach with it at this quantile. Reachable: bound above the "
-                                   "IoU threshold.")]
+                                   "dissected images. IoU bound: about the highest IoU a unit "
+                                   "can reach with it at this quantile. Reachable: bound above "
+                                   "the IoU threshold.")]
 
 
 def _gate_line(run: RunData) -> list[Html]:

@@ -230,25 +230,26 @@ class _LabelsOnly(torch.utils.data.Dataset):
         return torch.empty(0), torch.from_numpy(self.dataset._labels(index))
 
 
-def _cached_stream(cache, dataset, config, progress: bool):
-    """Pass 2 from the activations kept by pass 1: read the masks only."""
-    loader = DataLoader(_LabelsOnly(dataset), batch_size=config.batch_size, shuffle=False,
+def _loader(dataset, config, progress: bool, desc: str):
+    """Batches of ``dataset`` in order, with a progress bar if asked."""
+    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False,
                         num_workers=config.num_workers, collate_fn=_collate)
     if progress:
         from tqdm.auto import tqdm
 
-        loader = tqdm(loader, desc="dissection IoU", unit="batch")
+        return tqdm(loader, desc=desc, unit="batch")
+    return loader
+
+
+def _cached_stream(cache, dataset, config, progress: bool):
+    """Pass 2 from the activations kept by pass 1: read the masks only."""
+    loader = _loader(_LabelsOnly(dataset), config, progress, "dissection IoU")
     for outputs, (_, labels) in zip(cache, loader):
         yield outputs, labels
 
 
 def _stream(model, dataset, config, progress: bool, desc: str, *, labels: bool = True):
-    loader = DataLoader(dataset if labels else _ImagesOnly(dataset), batch_size=config.batch_size, shuffle=False,
-                        num_workers=config.num_workers, collate_fn=_collate)
-    if progress:
-        from tqdm.auto import tqdm
-
-        loader = tqdm(loader, desc=desc, unit="batch")
+    loader = _loader(dataset if labels else _ImagesOnly(dataset), config, progress, desc)
     hooks = _Hooks(model, config.layers)
     try:
         with torch.no_grad():

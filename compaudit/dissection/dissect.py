@@ -244,7 +244,7 @@ def _loader(dataset, config, progress: bool, desc: str):
 def _cached_stream(cache, dataset, config, progress: bool):
     """Pass 2 from the activations kept by pass 1: read the masks only."""
     loader = _loader(_LabelsOnly(dataset), config, progress, "dissection IoU")
-    for outputs, (_, labels) in zip(cache, loader):
+    for (_, labels), outputs in zip(loader, cache):  # loader first: its bar completes
         yield outputs, labels
 
 

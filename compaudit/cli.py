@@ -174,8 +174,8 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     import os
 
     from compaudit.gate import run_gate
-    from compaudit.gate_policy import GatePolicy, load_policy
-    from compaudit.gate_report import format_table, to_markdown, write_gate_outputs
+    from compaudit.gate.policy import GatePolicy, load_policy
+    from compaudit.gate.outputs import format_table, to_markdown, write_gate_outputs
 
     metrics = _read_metrics(args.run_dir, "metrics")
     baseline = _read_metrics(args.baseline, "baseline metrics") if args.baseline else None

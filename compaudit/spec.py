@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from compaudit.errors import AuditInputError
-from compaudit.gate_policy import GatePolicy, policy_from_dict
+from compaudit.gate.policy import GatePolicy, policy_from_dict
 
 if sys.version_info >= (3, 11):
     import tomllib

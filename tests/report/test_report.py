@@ -20,7 +20,7 @@ from compaudit.analysis.audit import AnalysisOptions, analyze, dumps_metrics
 from compaudit.dissection.audit import dissection_block
 from compaudit.errors import AuditInputError
 from compaudit.gate import run_gate
-from compaudit.gate_report import write_gate_outputs
+from compaudit.gate.outputs import write_gate_outputs
 from compaudit.report import SECTIONS, ReportOptions, load_run, render_html, render_report
 from compaudit.report.sections.dissection import PANELS, dissection_points
 from compaudit.report.sections.gallery import top_pies

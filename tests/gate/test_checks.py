@@ -15,8 +15,8 @@ from statsmodels.stats.contingency_tables import Table2x2
 from compaudit.analysis.audit import AnalysisOptions, analyze
 from compaudit.cli import main
 from compaudit.gate import run_gate
-from compaudit.gate_policy import GatePolicy, SubgroupRatePolicy, policy_from_dict
-from compaudit.gate_report import to_junit, to_markdown
+from compaudit.gate.policy import GatePolicy, SubgroupRatePolicy, policy_from_dict
+from compaudit.gate.outputs import to_junit, to_markdown
 from compaudit.simulate import PlantedHarm, simulate_binary
 from compaudit.tables import validate_examples, validate_predictions
 

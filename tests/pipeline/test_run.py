@@ -88,7 +88,7 @@ def test_dissection_of_every_replica_reaches_metrics(first_run):
     from compaudit.dissection.concepts import ConceptSubset
     from compaudit.models.architectures import build_model
     from compaudit.models.weights import read_state_dict
-    from compaudit.pipeline import _dataset_factory
+    from compaudit.pipeline.run import _dataset_factory
 
     out, result = first_run
     block = result.metrics["dissection"]
@@ -165,7 +165,7 @@ def test_pretrained_weights_get_their_own_evaluation_transform(tmp_path):
     import torchvision
     from PIL import Image
 
-    from compaudit.pipeline import _dataset_factory
+    from compaudit.pipeline.run import _dataset_factory
     from compaudit.spec import load_spec
 
     spec = load_spec(os.path.join(os.path.dirname(__file__), "..", "audits",

@@ -148,7 +148,7 @@ def run_audit(
     from compaudit.analysis.audit import AnalysisOptions, analyze_files
     from compaudit.executors import get_executor
     from compaudit.gate import run_gate
-    from compaudit.gate_report import format_table, write_gate_outputs
+    from compaudit.gate.outputs import format_table, write_gate_outputs
 
     run_dir = Path(out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -267,7 +267,7 @@ def run_audit(
             stages.ran.append("train")
 
         # --- variants ----------------------------------------------------------------
-        from compaudit._jobs import VariantJob, run_variant_job
+        from compaudit.pipeline.jobs import VariantJob, run_variant_job
 
         jobs, keys = [], {}
         variant_specs = [("dense", None, "dense", {})] + [

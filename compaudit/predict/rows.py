@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from compaudit import tables
-from compaudit._stacking import Member
+from compaudit.predict.stacking import Member
 from compaudit.errors import AuditInputError
 
 __all__ = ["Outputs", "Task", "check_labels", "check_logits", "to_frame",

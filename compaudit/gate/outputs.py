@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from compaudit._atomic import atomic_write_text
-from compaudit.gate import Check, GateResult
+from compaudit.gate.checks import Check, GateResult
 
 __all__ = ["format_table", "to_junit", "to_markdown", "write_gate_outputs"]
 

@@ -25,7 +25,7 @@ from typing import Any, Iterator
 from scipy import stats as sps
 
 from compaudit.errors import AuditInputError
-from compaudit.gate_policy import GatePolicy
+from compaudit.gate.policy import GatePolicy
 
 __all__ = ["Check", "GateResult", "run_gate"]
 

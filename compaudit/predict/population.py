@@ -4,7 +4,7 @@
 (or with ``stack=True``) replicas that share an architecture are evaluated together:
 their weights are stacked with :func:`torch.func.stack_module_state` and one
 :func:`torch.vmap` over :func:`torch.func.functional_call` runs them as a single batched
-model (see :mod:`compaudit._stacking`). Other models (ONNX Runtime-backed modules,
+model (see :mod:`compaudit.predict.stacking`). Other models (ONNX Runtime-backed modules,
 tensor-subclass quantized weights, a lone architecture) run one at a time.
 
 The result holds the rows of the ``predictions.parquet`` contract (DESIGN.md, plus
@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from compaudit import tables
-from compaudit._prediction_rows import Outputs, Task, check_labels, check_logits, to_frame
-from compaudit._stacking import Member, Runner, plan_runners, restore_modes
+from compaudit.predict.rows import Outputs, Task, check_labels, check_logits, to_frame
+from compaudit.predict.stacking import Member, Runner, plan_runners, restore_modes
 from compaudit.errors import AuditInputError
 
 __all__ = ["predict_population", "write_predictions", "StackMode"]

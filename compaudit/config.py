@@ -1,0 +1,349 @@
+"""Configuration as data: every setting declared once, beside its default and range.
+
+A config is a frozen dataclass whose fields carry their limits (:func:`setting`), with
+``__post_init__`` calling :func:`check_config`. The same declarations serve three
+entry points, so a value is judged the same way wherever it comes from:
+
+* Python: ``TrainConfig(lr=-1)`` raises :class:`ConfigError` naming every bad field;
+* TOML: :func:`from_table` coerces a spec or policy table into the dataclass, naming
+  the file, the table and the key of each mistake;
+* the command line: :func:`check_int` and :func:`check_choice` check single options.
+
+Cross-field rules live in an optional ``_problems(self)`` method of the config that
+yields ``(key, message)`` pairs. This module imports no torch, so parsing a spec is cheap.
+
+Examples
+--------
+>>> from dataclasses import dataclass
+>>> @dataclass(frozen=True)
+... class Fit:
+...     steps: int = setting(10, ge=1)
+...     def __post_init__(self):
+...         check_config(self)
+>>> try:
+...     Fit(steps=0)
+... except ConfigError as err:
+...     print(err)
+Fit.steps: got 0; expected an integer >= 1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from dataclasses import MISSING, dataclass
+from typing import Any, Iterable, Literal, Union, get_args, get_origin, get_type_hints
+
+from compaudit.errors import AuditInputError
+
+__all__ = [
+    "ConfigError",
+    "Range",
+    "check_choice",
+    "check_config",
+    "check_int",
+    "from_table",
+    "plain",
+    "setting",
+]
+
+
+@dataclass(frozen=True)
+class Range:
+    """Numeric limits of a setting: ``ge``/``gt`` below, ``le``/``lt`` above."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def __contains__(self, value: float) -> bool:
+        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+
+    def describe(self) -> str:
+        low = (f"[{_num(self.ge)}" if self.ge is not None
+               else f"({_num(self.gt)}" if self.gt is not None else None)
+        high = (f"{_num(self.le)}]" if self.le is not None
+                else f"{_num(self.lt)})" if self.lt is not None else None)
+        if low and high:
+            return f"in {low}, {high}"
+        if low:
+            return f">= {_num(self.ge)}" if self.ge is not None else f"> {_num(self.gt)}"
+        if high:
+            return f"<= {_num(self.le)}" if self.le is not None else f"< {_num(self.lt)}"
+        return ""
+
+
+def _num(x: float | None) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def setting(default: Any = MISSING, *, ge: float | None = None, gt: float | None = None,
+            le: float | None = None, lt: float | None = None, off: bool = False,
+            nonempty: bool = False, factory: Any = MISSING) -> Any:
+    """A dataclass field with its limits.
+
+    Parameters
+    ----------
+    default, factory
+        The one default of the setting (``factory`` for mutable values).
+    ge, gt, le, lt
+        Numeric limits (also applied to every element of a tuple).
+    off
+        In TOML, ``false`` turns this optional setting off (``None``): TOML has no null.
+    nonempty
+        A string or tuple that may not be empty.
+    """
+    metadata = {"range": Range(ge, gt, le, lt), "off": off, "nonempty": nonempty}
+    if factory is not MISSING:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+class ConfigError(AuditInputError):
+    """Invalid settings of one config: ``items`` holds ``(key, message)`` pairs.
+
+    Its text names each key under ``where`` (the class name by default); callers that
+    know the file and table re-word it with :meth:`reworded`.
+    """
+
+    def __init__(self, items: list[tuple[str | None, str]], where: str) -> None:
+        self.items = items
+        super().__init__([_at(where, key, message) for key, message in items])
+
+    def reworded(self, where: str) -> list[str]:
+        """The same problems, located at ``where`` (e.g. ``"spec.toml: [train]"``)."""
+        return [_at(where, key, message) for key, message in self.items]
+
+
+def _at(where: str, key: str | None, message: str) -> str:
+    return f"{where}.{key}: {message}" if key else f"{where}: {message}"
+
+
+# --- types -------------------------------------------------------------------------------
+
+_NONE = type(None)
+
+
+def _is_union(hint: Any) -> bool:
+    return get_origin(hint) in (Union, types.UnionType)
+
+
+def expected(hint: Any) -> str:
+    """How a type hint reads in a message: ``"an integer"``, ``"one of 'a', 'b'"``."""
+    if _is_union(hint):
+        parts = [expected(a) for a in get_args(hint) if a is not _NONE]
+        return " or ".join(parts)
+    origin = get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(hint))
+    if origin is tuple:
+        inner = get_args(hint)[0] if get_args(hint) else Any
+        return f"a list of {_plural(inner)}"
+    if origin is dict or hint is dict:
+        return "a table"
+    if dataclasses.is_dataclass(hint):
+        return "a table"
+    return {bool: "true or false", int: "an integer", float: "a number",
+            str: "a string"}.get(hint, str(hint))
+
+
+def _plural(hint: Any) -> str:
+    if get_origin(hint) is Literal:
+        return "values from " + ", ".join(repr(a) for a in get_args(hint))
+    return {bool: "booleans", int: "integers", float: "numbers", str: "strings"}.get(
+        hint, expected(hint))
+
+
+def coerce(value: Any, hint: Any) -> tuple[bool, Any]:
+    """Check ``value`` against a type hint; return ``(ok, value converted)``.
+
+    Lists become tuples and integers become floats where a float is declared; nothing
+    else is converted (``"1"`` is not an integer, ``true`` is not a number).
+    """
+    if hint is Any:
+        return True, value
+    if _is_union(hint):
+        if value is None and _NONE in get_args(hint):
+            return True, None
+        for arg in get_args(hint):
+            if arg is not _NONE:
+                ok, converted = coerce(value, arg)
+                if ok:
+                    return True, converted
+        return False, value
+    origin = get_origin(hint)
+    if origin is Literal:
+        return (not isinstance(value, bool) or bool in map(type, get_args(hint))) and \
+            value in get_args(hint), value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        inner = get_args(hint)[0] if get_args(hint) else Any
+        results = [coerce(v, inner) for v in value]
+        return all(ok for ok, _ in results), tuple(v for _, v in results)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict), value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        ok = _is_int(value)
+        return ok, int(value) if ok else value
+    if hint is float:
+        ok = _is_int(value) or (isinstance(value, float))
+        return ok, float(value) if ok else value
+    if hint is str:
+        return isinstance(value, str), value
+    if isinstance(hint, type):
+        return isinstance(value, hint), value
+    return True, value
+
+
+def _is_int(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return type(value).__module__ == "numpy" and hasattr(value, "dtype") and \
+        value.dtype.kind in "iu"
+
+
+# --- checks ------------------------------------------------------------------------------
+
+
+def _field_problems(obj: Any, hints: dict[str, Any]) -> Iterable[tuple[str, str]]:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        hint = hints[f.name]
+        ok, converted = coerce(value, hint)
+        if not ok:
+            yield f.name, f"got {value!r}; expected {expected(hint)}"
+            continue
+        if converted is not value:
+            object.__setattr__(obj, f.name, converted)
+        meta = f.metadata
+        if meta.get("nonempty") and converted is not None and len(converted) == 0:
+            yield f.name, f"got {value!r}; expected a non-empty {expected(hint)[2:]}"
+            continue
+        bounds: Range | None = meta.get("range")
+        if bounds is None or converted is None:
+            continue
+        items = converted if isinstance(converted, tuple) else (converted,)
+        numbers = [v for v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if any(v not in bounds for v in numbers):
+            kind = "an integer" if hint is int else "a number"
+            what = "values" if isinstance(converted, tuple) else kind
+            yield f.name, f"got {value!r}; expected {what} {bounds.describe()}"
+
+
+def check_config(obj: Any) -> None:
+    """Check every field of a config dataclass (types, limits, then ``_problems``).
+
+    Call it from ``__post_init__``. Lists are stored as tuples and integers as floats
+    where declared. Raises :class:`ConfigError` listing every problem.
+    """
+    hints = get_type_hints(type(obj))
+    items: list[tuple[str | None, str]] = list(_field_problems(obj, hints))
+    if not items and hasattr(obj, "_problems"):
+        items = [(key, message) for key, message in obj._problems()]
+    if items:
+        raise ConfigError(items, type(obj).__name__)
+
+
+def check_int(name: str, value: Any, *, minimum: int | None = None,
+              maximum: int | None = None) -> str | None:
+    """A message when ``value`` is not an integer within the limits, else ``None``."""
+    bounds = Range(ge=minimum, le=maximum)
+    if _is_int(value) and value in bounds:
+        return None
+    limit = f" {bounds.describe()}" if bounds.describe() else ""
+    return f"{name}: got {value!r}; expected an integer{limit}"
+
+
+def check_choice(name: str, value: Any, valid: Iterable[Any]) -> str | None:
+    """A message when ``value`` is not one of ``valid``, else ``None``."""
+    valid = tuple(valid)
+    if value in valid:
+        return None
+    return f"{name}: got {value!r}; expected one of {', '.join(map(repr, valid))}"
+
+
+# --- TOML --------------------------------------------------------------------------------
+
+
+def _nested(where: str, key: str) -> str:
+    return f"{where[:-1]}.{key}]" if where.endswith("]") else f"{where}.{key}"
+
+
+def from_table(cls: type, table: Any, *, where: str, problems: list[str],
+               keys: Iterable[str] | None = None, base: dict[str, Any] | None = None) -> Any:
+    """Build config ``cls`` from a TOML table; append every mistake to ``problems``.
+
+    Parameters
+    ----------
+    cls
+        A config dataclass (its fields, types and :func:`setting` limits are the schema).
+    table
+        The parsed TOML table.
+    where
+        Where the table is, e.g. ``"audits/demo.toml: [train]"``; messages read
+        ``"audits/demo.toml: [train].lr: got -1; expected a number > 0"``.
+    keys
+        The keys a user may set (default: every field); the rest come from ``base``.
+    base
+        Values used where the table has none (e.g. settings taken from other sections).
+
+    Returns
+    -------
+    The config, or ``None`` when the table has mistakes.
+    """
+    if not isinstance(table, dict):
+        problems.append(f"{where}: got {table!r}; expected a table")
+        return None
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    allowed = list(keys) if keys is not None else list(fields)
+    hints = get_type_hints(cls)
+    kwargs = dict(base or {})
+    before = len(problems)
+    for key, value in table.items():
+        if key not in allowed:
+            problems.append(f"{where}.{key}: unknown key; valid keys: {', '.join(allowed)}")
+            continue
+        if value is False and fields[key].metadata.get("off"):
+            kwargs[key] = None
+            continue
+        hint = hints[key]
+        inner = [a for a in get_args(hint) if a is not _NONE] if _is_union(hint) else [hint]
+        if len(inner) == 1 and dataclasses.is_dataclass(inner[0]) and isinstance(value, dict):
+            kwargs[key] = from_table(inner[0], value, where=_nested(where, key),
+                                     problems=problems)
+            continue
+        ok, converted = coerce(value, hint)
+        if not ok:
+            problems.append(f"{where}.{key}: got {value!r}; expected {expected(hint)}")
+            continue
+        kwargs[key] = converted
+    if len(problems) > before:
+        return None
+    missing = [name for name, f in fields.items() if name not in kwargs
+               and f.default is MISSING and f.default_factory is MISSING]
+    if missing:
+        problems.append(f"{where}: missing required key(s) {', '.join(missing)}")
+        return None
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        problems.extend(err.reworded(where))
+    return None
+
+
+def plain(obj: Any) -> Any:
+    """A config as plain JSON-ready data (dataclasses → dicts, tuples → lists)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    return obj

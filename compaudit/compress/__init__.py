@@ -1,39 +1,41 @@
 """Compression methods (pruning, quantization) behind one entry point, and footprints.
 
 ``compress(model, config, context=...)`` applies the method a config dataclass
-describes; importing this package registers every method.
+describes (:mod:`compaudit.compress.configs`, which imports no torch). The names below
+are imported on first use, so reading a config never loads torch; :func:`compress`
+loads every method's handler.
 """
 
-from compaudit.compress.footprint import footprint, variant_record, write_variants_json
-from compaudit.compress.pruning import (
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from compaudit.compress.configs import (
+    METHODS,
+    BFloat16Config,
+    Float16Config,
     GradualMagnitudeConfig,
+    Int8StaticConfig,
+    Int8WeightOnlyConfig,
     LotteryTicketConfig,
     OneShotMagnitudeConfig,
     RandomPruningConfig,
     UnitPruningConfig,
-    apply_masks,
-    magnitude_masks,
-    random_masks,
-    sparsity_report,
-)
-from compaudit.compress.quantization import (
-    BFloat16Config,
-    Float16Config,
-    Int8StaticConfig,
-    Int8WeightOnlyConfig,
-)
-from compaudit.compress.registry import (
-    CompressedModel,
-    CompressionContext,
-    compress,
-    register_compression,
-    registered_configs,
 )
 
+#: Torch-side names and the module each comes from.
+_LAZY = {
+    "footprint": "footprint", "variant_record": "footprint", "write_variants_json": "footprint",
+    "apply_masks": "pruning", "magnitude_masks": "pruning", "random_masks": "pruning",
+    "sparsity_report": "pruning",
+    "CompressedModel": "registry", "CompressionContext": "registry", "compress": "registry",
+    "register_compression": "registry", "registered_configs": "registry",
+}
+
 __all__ = [
+    "METHODS",
     "BFloat16Config",
-    "CompressedModel",
-    "CompressionContext",
     "Float16Config",
     "GradualMagnitudeConfig",
     "Int8StaticConfig",
@@ -42,14 +44,11 @@ __all__ = [
     "OneShotMagnitudeConfig",
     "RandomPruningConfig",
     "UnitPruningConfig",
-    "apply_masks",
-    "compress",
-    "footprint",
-    "magnitude_masks",
-    "random_masks",
-    "register_compression",
-    "registered_configs",
-    "sparsity_report",
-    "variant_record",
-    "write_variants_json",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"compaudit.compress.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'compaudit.compress' has no attribute {name!r}")

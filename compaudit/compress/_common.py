@@ -1,71 +1,20 @@
-"""Helpers shared by the pruning methods: field checks, the data sample, the info dict."""
+"""Helpers shared by the pruning methods: context checks, the data sample, the info dict."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
-from compaudit.compress.masks import SCOPES, sparsity_report
+from compaudit.compress.masks import sparsity_report
 from compaudit.compress.registry import CompressionContext
 from compaudit.errors import AuditInputError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-# --- field checks: each returns a message, or None when the value is fine -----------------
-
-
-def is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def check_sparsity(where: str, name: str, value: object, *, allow_zero: bool = True) -> str | None:
-    low = "[0, 1)" if allow_zero else "(0, 1)"
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float))
-        and (0 <= value < 1 if allow_zero else 0 < value < 1)
-    )
-    if ok:
-        return None
-    return (
-        f"{where}.{name}: expected a number in {low}, got {value!r}; it is the fraction "
-        "of weights set to zero, e.g. 0.9 for 90% sparsity"
-    )
-
-
-def check_scope(where: str, value: object) -> str | None:
-    if value in SCOPES:
-        return None
-    return (
-        f"{where}.scope: expected 'global' (one magnitude threshold across all prunable "
-        f"tensors) or 'layer' (every tensor at the same sparsity), got {value!r}"
-    )
-
-
-def check_bool(where: str, name: str, value: object) -> str | None:
-    if isinstance(value, bool):
-        return None
-    return f"{where}.{name}: expected true or false, got {value!r}"
-
-
-def check_int(where: str, name: str, value: object, *, minimum: int, hint: str = "") -> str | None:
-    if is_int(value) and value >= minimum:  # type: ignore[operator]
-        return None
-    return f"{where}.{name}: expected an integer >= {minimum}, got {value!r}" + (
-        f"; {hint}" if hint else ""
-    )
-
-
-def raise_problems(problems: Iterable[str | None]) -> None:
-    found = [p for p in problems if p]
-    if found:
-        raise AuditInputError(found)
 
 
 def require_fine_tune(where: str, context: CompressionContext) -> None:

@@ -19,23 +19,18 @@ and learning-rate schedule start anew.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from compaudit.compress._common import (
-    check_bool,
-    check_int,
-    check_scope,
-    check_sparsity,
     pruning_info,
-    raise_problems,
     require_fine_tune,
 )
 from compaudit.compress.masks import MaskCallback, apply_masks, magnitude_masks, prunable_parameters
+from compaudit.compress.configs import LotteryTicketConfig
 from compaudit.compress.registry import CompressedModel, CompressionContext, register_compression
 from compaudit.errors import AuditInputError
 
@@ -43,59 +38,6 @@ __all__ = ["LotteryTicketConfig", "RewindPoint", "rewind_weights", "lottery_roun
 
 #: Per-round fraction used when neither ``rounds`` nor ``per_round_fraction`` is given.
 DEFAULT_PER_ROUND = 0.2
-
-
-@dataclass(frozen=True, kw_only=True)
-class LotteryTicketConfig:
-    """Iterative magnitude pruning with rewinding.
-
-    Parameters
-    ----------
-    sparsity
-        Final fraction of prunable weights set to zero.
-    per_round_fraction
-        Fraction of the remaining weights pruned per round (0.2 when neither this nor
-        ``rounds`` is given).
-    rounds
-        Number of rounds instead; each then prunes ``1 - (1 - sparsity)^(1/rounds)`` of
-        the remaining weights. Give at most one of the two.
-    rewind_step
-        Optimizer step of the first training whose weights are restored before each
-        retraining; 0 restores the weights from before training (the original ticket).
-    scope
-        ``"global"`` (default, as for deep networks in Frankle et al.) or ``"layer"``.
-    exclude_first_conv, exclude_classifier
-        Keep these layers dense.
-    """
-
-    sparsity: float
-    per_round_fraction: float | None = None
-    rounds: int | None = None
-    rewind_step: int = 0
-    scope: Literal["global", "layer"] = "global"
-    exclude_first_conv: bool = True
-    exclude_classifier: bool = False
-
-    def validate(self) -> None:
-        """Raise :class:`AuditInputError` listing every invalid field."""
-        where = type(self).__name__
-        problems = [
-            check_sparsity(where, "sparsity", self.sparsity, allow_zero=False),
-            check_int(where, "rewind_step", self.rewind_step, minimum=0,
-                      hint="0 rewinds to the weights before training"),
-            check_scope(where, self.scope),
-            check_bool(where, "exclude_first_conv", self.exclude_first_conv),
-            check_bool(where, "exclude_classifier", self.exclude_classifier),
-        ]
-        if self.per_round_fraction is not None and self.rounds is not None:
-            problems.append(f"{where}: give per_round_fraction or rounds, not both "
-                            f"(got {self.per_round_fraction!r} and {self.rounds!r})")
-        if self.per_round_fraction is not None:
-            problems.append(check_sparsity(where, "per_round_fraction",
-                                           self.per_round_fraction, allow_zero=False))
-        if self.rounds is not None:
-            problems.append(check_int(where, "rounds", self.rounds, minimum=1))
-        raise_problems(problems)
 
 
 def lottery_round_targets(
@@ -164,7 +106,6 @@ def rewind_weights(
 def _lottery_ticket(
     model: nn.Module, config: LotteryTicketConfig, context: CompressionContext
 ) -> CompressedModel:
-    config.validate()
     require_fine_tune("LotteryTicketConfig", context)
     targets = lottery_round_targets(config.sparsity, per_round_fraction=config.per_round_fraction,
                                     rounds=config.rounds)

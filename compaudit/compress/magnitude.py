@@ -18,21 +18,15 @@ stay pruned (their magnitude counts as zero).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from compaudit.compress._common import (
-    check_bool,
-    check_int,
-    check_scope,
-    check_sparsity,
     mean_loss,
     optional_penalty,
     pruning_info,
-    raise_problems,
     require_fine_tune,
 )
 from compaudit.compress.masks import (
@@ -42,8 +36,12 @@ from compaudit.compress.masks import (
     prunable_parameters,
     random_masks,
 )
+from compaudit.compress.configs import (
+    GradualMagnitudeConfig,
+    OneShotMagnitudeConfig,
+    RandomPruningConfig,
+)
 from compaudit.compress.registry import CompressedModel, CompressionContext, register_compression
-from compaudit.compress.schedules import CubicSparsitySchedule
 from compaudit.errors import AuditInputError
 
 __all__ = [
@@ -52,57 +50,6 @@ __all__ = [
     "OneShotMagnitudeConfig",
     "RandomPruningConfig",
 ]
-
-
-@dataclass(frozen=True, kw_only=True)
-class GradualMagnitudeConfig:
-    """Gradual magnitude pruning during training (Zhu & Gupta).
-
-    Parameters
-    ----------
-    sparsity
-        Final fraction of prunable weights set to zero, reached at ``end_step``.
-    begin_step, end_step, frequency
-        First and last mask update (optimizer steps, counted from 1) and steps between
-        updates; see :class:`~compaudit.compress.schedules.CubicSparsitySchedule`.
-    initial_sparsity
-        Target at ``begin_step``.
-    scope
-        ``"layer"`` (default, as in Zhu & Gupta: a threshold per tensor) or ``"global"``.
-    exclude_first_conv, exclude_classifier
-        Keep these layers dense.
-    allow_regrowth
-        Rank pruned weights by their value at pruning time, as TF model_pruning does,
-        so they can return (see the module docstring).
-    """
-
-    sparsity: float
-    begin_step: int
-    end_step: int
-    frequency: int
-    initial_sparsity: float = 0.0
-    scope: Literal["global", "layer"] = "layer"
-    exclude_first_conv: bool = True
-    exclude_classifier: bool = False
-    allow_regrowth: bool = True
-
-    def schedule(self) -> CubicSparsitySchedule:
-        """The cubic schedule these fields describe."""
-        return CubicSparsitySchedule(
-            final_sparsity=self.sparsity, begin_step=self.begin_step, end_step=self.end_step,
-            frequency=self.frequency, initial_sparsity=self.initial_sparsity,
-        )
-
-    def validate(self) -> None:
-        """Raise :class:`AuditInputError` listing every invalid field."""
-        where = type(self).__name__
-        raise_problems([
-            check_scope(where, self.scope),
-            check_bool(where, "exclude_first_conv", self.exclude_first_conv),
-            check_bool(where, "exclude_classifier", self.exclude_classifier),
-            check_bool(where, "allow_regrowth", self.allow_regrowth),
-        ])
-        self.schedule().validate(where, aliases={"final_sparsity": "sparsity"})
 
 
 class GradualPruningCallback:
@@ -119,7 +66,6 @@ class GradualPruningCallback:
     """
 
     def __init__(self, config: GradualMagnitudeConfig) -> None:
-        config.validate()
         self.config = config
         self.schedule = config.schedule()
         self.masks: dict[str, torch.Tensor] | None = None
@@ -188,83 +134,10 @@ class GradualPruningCallback:
         self.updates.append((step, target))
 
 
-@dataclass(frozen=True, kw_only=True)
-class OneShotMagnitudeConfig:
-    """Prune a trained model once by magnitude, then fine-tune with the mask fixed.
-
-    Parameters
-    ----------
-    sparsity
-        Fraction of prunable weights set to zero.
-    scope
-        ``"layer"`` or ``"global"`` (see :func:`~compaudit.compress.masks.magnitude_masks`).
-    fine_tune
-        Fine-tune after pruning with ``context.fine_tune``, masks re-applied every step.
-    exclude_first_conv, exclude_classifier
-        Keep these layers dense.
-    penalty_batches, batch_size
-        Sample of the training data on which the pruning penalty (loss right after
-        pruning minus loss before) is measured; 0 batches skips it.
-    """
-
-    sparsity: float
-    scope: Literal["global", "layer"] = "layer"
-    fine_tune: bool = True
-    exclude_first_conv: bool = True
-    exclude_classifier: bool = False
-    penalty_batches: int = 4
-    batch_size: int = 64
-
-    def validate(self) -> None:
-        """Raise :class:`AuditInputError` listing every invalid field."""
-        raise_problems(_one_shot_problems(self))
-
-
-@dataclass(frozen=True, kw_only=True)
-class RandomPruningConfig:
-    """The control: prune a uniformly random set of weights, then (optionally) fine-tune.
-
-    Parameters are those of :class:`OneShotMagnitudeConfig` plus ``seed`` (``None``
-    takes the context's seed).
-    """
-
-    sparsity: float
-    scope: Literal["global", "layer"] = "layer"
-    seed: int | None = None
-    fine_tune: bool = True
-    exclude_first_conv: bool = True
-    exclude_classifier: bool = False
-    penalty_batches: int = 4
-    batch_size: int = 64
-
-    def validate(self) -> None:
-        """Raise :class:`AuditInputError` listing every invalid field."""
-        where = type(self).__name__
-        seed_problem = None
-        if self.seed is not None:
-            seed_problem = check_int(where, "seed", self.seed, minimum=0)
-        raise_problems([*_one_shot_problems(self), seed_problem])
-
-
-def _one_shot_problems(cfg: Any) -> list[str | None]:
-    where = type(cfg).__name__
-    return [
-        check_sparsity(where, "sparsity", cfg.sparsity),
-        check_scope(where, cfg.scope),
-        check_bool(where, "fine_tune", cfg.fine_tune),
-        check_bool(where, "exclude_first_conv", cfg.exclude_first_conv),
-        check_bool(where, "exclude_classifier", cfg.exclude_classifier),
-        check_int(where, "penalty_batches", cfg.penalty_batches, minimum=0,
-                  hint="use 0 to skip measuring the pruning penalty"),
-        check_int(where, "batch_size", cfg.batch_size, minimum=1),
-    ]
-
-
 @register_compression(GradualMagnitudeConfig)
 def _gradual_magnitude(
     model: nn.Module, config: GradualMagnitudeConfig, context: CompressionContext
 ) -> CompressedModel:
-    config.validate()
     require_fine_tune(type(config).__name__, context)
     callback = GradualPruningCallback(config)
     context.fine_tune(model, [callback])
@@ -310,7 +183,6 @@ def _prune_then_fine_tune(
 
 def _checked_params(model: nn.Module, config: Any, context: CompressionContext) -> Any:
     """Validate a one-shot/random config and return the parameters it may prune."""
-    config.validate()
     if config.fine_tune:
         require_fine_tune(type(config).__name__, context)
     return prunable_parameters(

@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 #: ONNX opset of exported models (torch 2.15's dynamo exporter writes 20 natively).
-DEFAULT_OPSET = 20
+from compaudit.compress.configs import DEFAULT_OPSET  # noqa: E402  (one definition)
 #: Operators ONNX Runtime quantizes; the simulation mirrors exactly these.
 ORT_OP_TYPES = ("Conv", "Gemm", "MatMul", "Relu")
 ONNX_EXTRA_MESSAGE = (

@@ -27,16 +27,19 @@ from __future__ import annotations
 import copy
 import dataclasses
 import tempfile
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from compaudit.compress._common import check_bool, check_int, raise_problems
-from compaudit.compress.observers import OBSERVERS
-from compaudit.compress.quant_onnx import DEFAULT_OPSET, onnx_static_int8
+from compaudit.compress.configs import (
+    BFloat16Config,
+    Float16Config,
+    Int8StaticConfig,
+    Int8WeightOnlyConfig,
+)
+from compaudit.compress.quant_onnx import onnx_static_int8
 from compaudit.compress.quant_sim import (
     cast_float_precision,
     quantize_weights_int8,
@@ -58,125 +61,6 @@ Execution = Literal["auto", "native", "simulated"]
 _EXECUTIONS = ("auto", "native", "simulated")
 
 
-def _check_choice(where: str, name: str, value: object, valid: tuple[str, ...]) -> str | None:
-    if value in valid:
-        return None
-    return f"{where}.{name}: expected one of {', '.join(map(repr, valid))}, got {value!r}"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Float16Config:
-    """Cast to float16 (IEEE half).
-
-    Parameters
-    ----------
-    execution
-        ``"native"`` casts the model and runs float16 kernels; ``"simulated"`` rounds
-        weights and every layer's output through float16 but computes in float32;
-        ``"auto"`` (default) is native on CUDA and simulated on the CPU, where float16
-        kernels are slow.
-    """
-
-    execution: Execution = "auto"
-
-    def validate(self) -> None:
-        """Raise :class:`AuditInputError` listing every invalid field."""
-        raise_problems([
-            _check_choice(type(self).__name__, "execution", self.execution, _EXECUTIONS)])
-
-
-@dataclass(frozen=True, kw_only=True)
-class BFloat16Config(Float16Config):
-    """Cast to bfloat16 (8-bit exponent, 7-bit mantissa); ``execution`` as for float16."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Int8WeightOnlyConfig:
-    """int8 weights of every conv and linear layer; activations stay float32.
-
-    Parameters
-    ----------
-    per_channel
-        One scale per output channel (default) or one per tensor.
-    symmetric
-        Scale ``max|w| / 127`` and zero point 0 (default), else an affine range
-        ``[-128, 127]`` from the tensor's min and max.
-    """
-
-    per_channel: bool = True
-    symmetric: bool = True
-
-    def validate(self) -> None:
-        """Raise :class:`AuditInputError` listing every invalid field."""
-        where = type(self).__name__
-        raise_problems([check_bool(where, "per_channel", self.per_channel),
-                        check_bool(where, "symmetric", self.symmetric)])
-
-
-@dataclass(frozen=True, kw_only=True)
-class Int8StaticConfig:
-    """int8 weights (per channel, symmetric) and activations (per tensor) calibrated on data.
-
-    Parameters
-    ----------
-    calibration_images
-        How many images of the calibration dataset (a seeded random subset) set the
-        activation ranges.
-    calibration_batch_size
-        Images per calibration batch.
-    backend
-        ``"simulated"`` (torch fake-quant, any device) or ``"onnxruntime"`` (ONNX export
-        and ONNX Runtime int8 kernels on the CPU; needs the ``onnx`` extra).
-    activation_observer
-        ``"minmax"`` (full observed range) or ``"percentile"`` (symmetric percentile of
-        ``|x|``, clipping outliers; ``calibration_images`` must then be a multiple of
-        ``calibration_batch_size`` with the ONNX Runtime backend).
-    activation_dtype
-        ``"uint8"`` (default, ONNX Runtime's CPU recommendation) or ``"int8"``.
-    percentile
-        Percentile of the ``"percentile"`` observer, in (0, 100].
-    opset
-        ONNX opset for the ONNX Runtime backend (>= 17).
-    onnx_dir
-        Where the ONNX Runtime backend writes its ``.onnx`` files; a new temporary folder
-        when ``None``. Keep it on shared storage when models travel between machines.
-    num_threads
-        ONNX Runtime intra-op threads (``None``: its default).
-    """
-
-    calibration_images: int = 512
-    calibration_batch_size: int = 32
-    backend: Literal["simulated", "onnxruntime"] = "simulated"
-    activation_observer: Literal["minmax", "percentile"] = "minmax"
-    activation_dtype: Literal["uint8", "int8"] = "uint8"
-    percentile: float = 99.999
-    opset: int = DEFAULT_OPSET
-    onnx_dir: str | None = None
-    num_threads: int | None = None
-
-    def validate(self) -> None:
-        """Raise :class:`AuditInputError` listing every invalid field."""
-        where = type(self).__name__
-        p = self.percentile
-        problems = [
-            check_int(where, "calibration_images", self.calibration_images, minimum=1,
-                      hint="a few hundred training images are usual"),
-            check_int(where, "calibration_batch_size", self.calibration_batch_size, minimum=1),
-            _check_choice(where, "backend", self.backend, ("simulated", "onnxruntime")),
-            _check_choice(where, "activation_observer", self.activation_observer, OBSERVERS),
-            _check_choice(where, "activation_dtype", self.activation_dtype, ("uint8", "int8")),
-            None if (not isinstance(p, bool) and isinstance(p, (int, float)) and 0 < p <= 100)
-            else f"{where}.percentile: expected a number in (0, 100], got {p!r}, e.g. 99.999",
-            check_int(where, "opset", self.opset, minimum=17,
-                      hint="the exporter and ONNX Runtime's quantizer need opset >= 17"),
-            None if self.num_threads is None else check_int(where, "num_threads",
-                                                            self.num_threads, minimum=1),
-            None if self.onnx_dir is None or isinstance(self.onnx_dir, str)
-            else f"{where}.onnx_dir: expected a folder path string, got {self.onnx_dir!r}",
-        ]
-        raise_problems(problems)
-
-
 def _method_info(method: str, config: Any, **extra: Any) -> dict[str, Any]:
     return {"method": method, "parameters": dataclasses.asdict(config), **extra}
 
@@ -187,7 +71,6 @@ def _copy_for(model: nn.Module, device: str) -> nn.Module:
 
 def _reduced_precision(model: nn.Module, config: Float16Config, context: CompressionContext,
                        *, dtype: torch.dtype, method: str) -> CompressedModel:
-    config.validate()
     device = torch.device(context.device)
     execution = config.execution
     if execution == "auto":
@@ -216,7 +99,6 @@ def _bfloat16(model: nn.Module, config: BFloat16Config,
 @register_compression(Int8WeightOnlyConfig)
 def _int8_weight_only(model: nn.Module, config: Int8WeightOnlyConfig,
                       context: CompressionContext) -> CompressedModel:
-    config.validate()
     out = _copy_for(model, context.device)
     layers = quantize_weights_int8(out, per_channel=config.per_channel,
                                    symmetric=config.symmetric)
@@ -267,7 +149,6 @@ def _calibration_dataset(context: CompressionContext) -> Any:
 @register_compression(Int8StaticConfig)
 def _int8_static(model: nn.Module, config: Int8StaticConfig,
                  context: CompressionContext) -> CompressedModel:
-    config.validate()
     batches = calibration_batches(
         _calibration_dataset(context), n_images=config.calibration_images,
         batch_size=config.calibration_batch_size, seed=context.seed)

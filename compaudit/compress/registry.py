@@ -73,8 +73,14 @@ def register_compression(config_type: type) -> Callable[[_C], _C]:
     return wrap
 
 
+def _load_handlers() -> None:
+    """Import the modules that register every method's handler (once)."""
+    from compaudit.compress import pruning, quantization  # noqa: F401
+
+
 def registered_configs() -> list[type]:
     """Config types that :func:`compress` accepts."""
+    _load_handlers()
     return list(_HANDLERS)
 
 
@@ -87,6 +93,7 @@ def compress(
     itself and return it; quantization methods return a new module and leave ``model``
     unchanged. To compress one dense model several ways, pass ``copy.deepcopy(model)``.
     """
+    _load_handlers()
     handler = _HANDLERS.get(type(config))
     if handler is None:
         valid = ", ".join(sorted(t.__name__ for t in _HANDLERS)) or "none registered"

@@ -16,15 +16,11 @@ ends exactly at ``s_f``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
 
-from compaudit.errors import AuditInputError
+from compaudit.compress.configs import schedule_problems
+from compaudit.config import check_config, setting
 
 __all__ = ["CubicSparsitySchedule"]
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,49 +47,18 @@ class CubicSparsitySchedule:
     0.7875
     """
 
-    final_sparsity: float
-    begin_step: int
-    end_step: int
-    frequency: int
-    initial_sparsity: float = 0.0
+    final_sparsity: float = setting(ge=0, lt=1)
+    begin_step: int = setting(ge=0)
+    end_step: int = setting(ge=1)
+    frequency: int = setting(ge=1)
+    initial_sparsity: float = setting(0.0, ge=0, lt=1)
 
-    def validate(
-        self, where: str = "CubicSparsitySchedule", *, aliases: Mapping[str, str] | None = None
-    ) -> None:
-        """Raise :class:`AuditInputError` listing every invalid field.
+    def __post_init__(self) -> None:
+        check_config(self)
 
-        ``where`` and ``aliases`` (field name -> name shown) let a config that wraps the
-        schedule report its own field names.
-        """
-        alias = dict(aliases or {})
-        problems = []
-        for name in ("initial_sparsity", "final_sparsity"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
-                problems.append(
-                    f"{where}.{alias.get(name, name)}: expected a number in [0, 1), got {v!r}"
-                )
-        if not problems and self.initial_sparsity > self.final_sparsity:
-            problems.append(
-                f"{where}: initial sparsity {self.initial_sparsity} exceeds the final "
-                f"sparsity {self.final_sparsity}; sparsity may only grow during training"
-            )
-        if not _is_int(self.begin_step) or self.begin_step < 0:
-            problems.append(f"{where}.begin_step: expected an integer >= 0, got {self.begin_step!r}")
-        if not _is_int(self.end_step) or (
-            _is_int(self.begin_step) and self.end_step <= self.begin_step
-        ):
-            problems.append(
-                f"{where}.end_step: expected an integer greater than begin_step "
-                f"({self.begin_step!r}), got {self.end_step!r}"
-            )
-        if not _is_int(self.frequency) or self.frequency < 1:
-            problems.append(
-                f"{where}.frequency: expected an integer >= 1 (optimizer steps between "
-                f"mask updates), got {self.frequency!r}"
-            )
-        if problems:
-            raise AuditInputError(problems)
+    def _problems(self):
+        yield from schedule_problems(initial=self.initial_sparsity, final=self.final_sparsity,
+                                     begin=self.begin_step, end=self.end_step)
 
     def sparsity_at(self, step: int) -> float:
         """Target sparsity ``s_t`` at optimizer step ``step``."""

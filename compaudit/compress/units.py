@@ -35,7 +35,7 @@ Details:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -44,16 +44,13 @@ from tqdm.auto import tqdm
 
 from compaudit.compress._common import (
     Batch,
-    check_bool,
-    check_int,
     draw_sample,
-    is_int,
     mean_loss,
     pruning_info,
-    raise_problems,
     require_train_dataset,
 )
 from compaudit.compress._unit_graph import UnitLayer, find_unit_layers
+from compaudit.compress.configs import UNIT_SCORES, UnitPruningConfig, UnitScore
 from compaudit.compress.registry import CompressedModel, CompressionContext, register_compression
 from compaudit.errors import AuditInputError
 
@@ -68,73 +65,8 @@ __all__ = [
     "UNIT_SCORES",
 ]
 
-UnitScore = Literal["random", "l2", "abs_rs", "abs_mrs", "rs", "mrs"]
-UNIT_SCORES: tuple[str, ...] = ("random", "l2", "abs_rs", "abs_mrs", "rs", "mrs")
 
 
-@dataclass(frozen=True, kw_only=True)
-class UnitPruningConfig:
-    """Remove units of conv/linear layers, optionally folding their means into biases.
-
-    Parameters
-    ----------
-    fraction
-        Fraction of each chosen layer's units to remove (rounded to the nearest count).
-    count
-        Units to remove per chosen layer; give exactly one of ``fraction`` and ``count``.
-    score
-        How units are ranked: ``"random"``, ``"l2"``, ``"abs_rs"``, ``"abs_mrs"``
-        (the reference's best), ``"rs"`` or ``"mrs"``; see the module docstring.
-    mean_replacement
-        Fold removed units' mean activations into the next layer's bias.
-    layers
-        Producer module names to prune (see :func:`find_unit_layers`); ``None`` prunes
-        every eligible layer.
-    n_batches, batch_size
-        Size of the training sample for activations, scores and the pruning penalty.
-    """
-
-    fraction: float | None = None
-    count: int | None = None
-    score: UnitScore = "abs_mrs"
-    mean_replacement: bool = True
-    layers: tuple[str, ...] | None = None
-    n_batches: int = 8
-    batch_size: int = 64
-
-    def validate(self) -> None:
-        """Raise :class:`AuditInputError` listing every invalid field."""
-        where = type(self).__name__
-        problems: list[str | None] = []
-        if (self.fraction is None) == (self.count is None):
-            problems.append(
-                f"{where}: give exactly one of fraction (share of each layer's units) and "
-                f"count (units per layer); got fraction={self.fraction!r}, count={self.count!r}"
-            )
-        if self.fraction is not None and (
-            isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float))
-            or not 0 < self.fraction < 1
-        ):
-            problems.append(f"{where}.fraction: expected a number in (0, 1), got {self.fraction!r}")
-        if self.count is not None:
-            problems.append(check_int(where, "count", self.count, minimum=1))
-        if self.score not in UNIT_SCORES:
-            problems.append(
-                f"{where}.score: unknown score {self.score!r}; valid values are "
-                f"{', '.join(UNIT_SCORES)}"
-            )
-        problems.append(check_bool(where, "mean_replacement", self.mean_replacement))
-        if self.layers is not None and (
-            isinstance(self.layers, str) or not all(isinstance(n, str) for n in self.layers)
-            or len(self.layers) == 0
-        ):
-            problems.append(
-                f"{where}.layers: expected a non-empty list of module names such as "
-                f"['features.0'], or None for every eligible layer; got {self.layers!r}"
-            )
-        problems.append(check_int(where, "n_batches", self.n_batches, minimum=1))
-        problems.append(check_int(where, "batch_size", self.batch_size, minimum=1))
-        raise_problems(problems)
 
 
 @dataclass(frozen=True)
@@ -314,14 +246,15 @@ def _choose_layers(config: UnitPruningConfig, eligible: dict[str, UnitLayer],
         elif name not in eligible:
             problems.append(f"UnitPruningConfig.layers: {name!r} is not a conv or linear "
                             f"layer of the model; eligible layers: {', '.join(eligible)}")
-    raise_problems(problems)
+    if problems:
+        raise AuditInputError(problems)
     # Forward order, so each layer is scored on the network its predecessors left.
     return [n for n in eligible if n in set(config.layers)]
 
 
 def _n_remove(config: UnitPruningConfig, layer: UnitLayer) -> int:
     k = config.count if config.count is not None else int(round(config.fraction * layer.num_units))
-    if not is_int(k) or k >= layer.num_units:
+    if k >= layer.num_units:
         raise AuditInputError(
             f"UnitPruningConfig: removing {k} of the {layer.num_units} units of "
             f"{layer.producer!r} would leave none; use a smaller fraction or count"
@@ -333,7 +266,6 @@ def _n_remove(config: UnitPruningConfig, layer: UnitLayer) -> int:
 def _unit_pruning(
     model: nn.Module, config: UnitPruningConfig, context: CompressionContext
 ) -> CompressedModel:
-    config.validate()
     require_train_dataset("UnitPruningConfig", context)
     eligible, ineligible = find_unit_layers(model)
     chosen = _choose_layers(config, eligible, ineligible)

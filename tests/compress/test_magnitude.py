@@ -182,21 +182,26 @@ def test_random_pruning_hits_sparsity_and_differs_from_magnitude(tiny):
 
 
 @pytest.mark.parametrize(
-    "cfg, match",
+    "cls, kwargs, match",
     [
-        (OneShotMagnitudeConfig(sparsity=1.2), r"OneShotMagnitudeConfig\.sparsity"),
-        (OneShotMagnitudeConfig(sparsity=0.5, scope="net"), r"OneShotMagnitudeConfig\.scope"),
-        (OneShotMagnitudeConfig(sparsity=0.5, penalty_batches=-1), "penalty_batches"),
-        (RandomPruningConfig(sparsity=0.5, seed=-3), r"RandomPruningConfig\.seed"),
-        (GradualMagnitudeConfig(sparsity=0.95, begin_step=10, end_step=5, frequency=1),
-         r"GradualMagnitudeConfig\.end_step"),
-        (GradualMagnitudeConfig(sparsity=1.5, begin_step=0, end_step=5, frequency=1),
+        (OneShotMagnitudeConfig, dict(sparsity=1.2),
+         r"OneShotMagnitudeConfig\.sparsity: got 1.2; expected a number in \[0, 1\)"),
+        (OneShotMagnitudeConfig, dict(sparsity=0.5, scope="net"),
+         r"OneShotMagnitudeConfig\.scope: got 'net'; expected one of 'global', 'layer'"),
+        (OneShotMagnitudeConfig, dict(sparsity=0.5, penalty_batches=-1),
+         r"penalty_batches: got -1; expected an integer >= 0"),
+        (RandomPruningConfig, dict(sparsity=0.5, seed=-3), r"RandomPruningConfig\.seed"),
+        (GradualMagnitudeConfig, dict(sparsity=0.95, begin_step=10, end_step=5, frequency=1),
+         r"GradualMagnitudeConfig\.end_step: got 5; expected an integer greater than begin_step"),
+        (GradualMagnitudeConfig, dict(sparsity=1.5, begin_step=0, end_step=5, frequency=1),
          r"GradualMagnitudeConfig\.sparsity"),
+        (GradualMagnitudeConfig, dict(sparsity=0.5, initial_sparsity=0.6, begin_step=0,
+                                      end_step=5, frequency=1), "sparsity may only grow"),
     ],
 )
-def test_configs_reject_bad_fields(cfg, match, tiny):
+def test_configs_reject_bad_fields_when_built(cls, kwargs, match):
     with pytest.raises(AuditInputError, match=match):
-        compress(tiny.TinyCNN(), cfg, context=CompressionContext(fine_tune=lambda m, c: None))
+        cls(**kwargs)
 
 
 def test_one_shot_without_fine_tune_function_says_how_to_fix(tiny):

@@ -63,8 +63,13 @@ def test_update_steps_every_frequency_and_always_at_the_end():
 )
 def test_validate_names_the_bad_field(kwargs, field):
     with pytest.raises(AuditInputError, match=field):
-        CubicSparsitySchedule(**kwargs).validate()
+        CubicSparsitySchedule(**kwargs)
 
 
-def test_valid_schedule_passes_validation():
-    CubicSparsitySchedule(final_sparsity=0.5, begin_step=0, end_step=10, frequency=3).validate()
+def test_valid_schedule_builds_and_ends_on_its_last_update():
+    s = CubicSparsitySchedule(final_sparsity=0.5, begin_step=0, end_step=10, frequency=3)
+    # Steps count from 1: updates at 3, 6, 9 and the end step 10 (hand-counted).
+    assert s.update_steps() == [3, 6, 9, 10]
+    # Zhu & Gupta at t = 6: 0.5 + (0 - 0.5) * (1 - 6/10)^3 = 0.5 - 0.5 * 0.064 = 0.468
+    assert s.sparsity_at(6) == pytest.approx(0.468)
+    assert s.sparsity_at(10) == 0.5 and s.sparsity_at(11) == 0.5

@@ -261,19 +261,30 @@ def test_unit_pruning_is_deterministic(tiny):
 
 
 @pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(fraction=0.5, count=2), "exactly one of fraction"),
+        (dict(), "exactly one of fraction"),
+        (dict(fraction=1.5), r"UnitPruningConfig\.fraction: got 1.5; expected a number in \(0, 1\)"),
+        (dict(count=2, score="taylor"), r"score: got 'taylor'; expected one of 'random'"),
+        (dict(count=2, layers="conv1"), r"UnitPruningConfig\.layers"),
+        (dict(count=2, layers=()), r"UnitPruningConfig\.layers: got \(\); expected a non-empty"),
+    ],
+)
+def test_unit_config_errors_when_built(kwargs, match):
+    with pytest.raises(AuditInputError, match=match):
+        UnitPruningConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
     "cfg, match",
     [
-        (UnitPruningConfig(fraction=0.5, count=2), "exactly one of fraction"),
-        (UnitPruningConfig(), "exactly one of fraction"),
-        (UnitPruningConfig(fraction=1.5), r"UnitPruningConfig\.fraction"),
-        (UnitPruningConfig(count=2, score="taylor"), r"unknown score 'taylor'"),
-        (UnitPruningConfig(count=2, layers="conv1"), r"UnitPruningConfig\.layers"),
         (UnitPruningConfig(count=2, layers=("fc",)), "'fc' cannot be unit-pruned.*classifier"),
         (UnitPruningConfig(count=2, layers=("nope",)), "'nope' is not a conv or linear"),
         (UnitPruningConfig(count=8, layers=("conv1",)), "8 of the 8 units of 'conv1'"),
     ],
 )
-def test_unit_config_errors(tiny, cfg, match):
+def test_unit_config_errors_against_the_model(tiny, cfg, match):
     with pytest.raises(AuditInputError, match=match):
         compress(tiny.TinyCNN(), cfg,
                  context=CompressionContext(train_dataset=tiny.make_images(16)))

@@ -1,0 +1,311 @@
+"""Every compression method's parameters: a config dataclass per method, and their names.
+
+``METHODS`` maps the names used in ``[[variants]] method = "..."`` to these classes;
+the handlers that act on them are registered for each class in the modules that import
+torch (:func:`compaudit.compress.compress`). A config is checked when it is built, so
+a spec with ``sparsity = 1.5`` is refused at parse time, before anything trains.
+This module imports no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Literal
+
+from compaudit.config import check_config, setting
+from compaudit.registry import Registry
+
+__all__ = [
+    "METHODS",
+    "BFloat16Config",
+    "Float16Config",
+    "GradualMagnitudeConfig",
+    "Int8StaticConfig",
+    "Int8WeightOnlyConfig",
+    "LotteryTicketConfig",
+    "OneShotMagnitudeConfig",
+    "RandomPruningConfig",
+    "UnitPruningConfig",
+    "UNIT_SCORES",
+    "DEFAULT_OPSET",
+]
+
+#: Names accepted by ``[[variants]] method``, each with the config class it builds.
+METHODS: Registry[type] = Registry("compression method")
+
+Scope = Literal["global", "layer"]
+Execution = Literal["auto", "native", "simulated"]
+UnitScore = Literal["random", "l2", "abs_rs", "abs_mrs", "rs", "mrs"]
+UNIT_SCORES: tuple[str, ...] = ("random", "l2", "abs_rs", "abs_mrs", "rs", "mrs")
+#: ONNX opset of the ONNX Runtime int8 backend.
+DEFAULT_OPSET = 20
+
+_Problems = Iterator[tuple[str | None, str]]
+
+
+class _Checked:
+    """Configs check themselves when built (limits declared on the fields)."""
+
+    def __post_init__(self) -> None:
+        check_config(self)
+
+
+def schedule_problems(*, initial: float, final: float, begin: int, end: int,
+                      final_name: str = "final_sparsity") -> _Problems:
+    """Cross-field rules of a cubic sparsity schedule (Zhu & Gupta)."""
+    if initial > final:
+        yield None, (f"initial sparsity {initial} exceeds the final sparsity {final} "
+                     f"({final_name}); sparsity may only grow during training")
+    if end <= begin:
+        yield "end_step", f"got {end!r}; expected an integer greater than begin_step ({begin!r})"
+
+
+@METHODS.register("gradual_magnitude")
+@dataclass(frozen=True, kw_only=True)
+class GradualMagnitudeConfig(_Checked):
+    """Gradual magnitude pruning during training (Zhu & Gupta).
+
+    Parameters
+    ----------
+    sparsity
+        Final fraction of prunable weights set to zero, reached at ``end_step``.
+    begin_step, end_step, frequency
+        First and last mask update (optimizer steps, counted from 1) and steps between
+        updates; see :class:`~compaudit.compress.schedules.CubicSparsitySchedule`.
+    initial_sparsity
+        Target at ``begin_step``.
+    scope
+        ``"layer"`` (default, as in Zhu & Gupta: a threshold per tensor) or ``"global"``.
+    exclude_first_conv, exclude_classifier
+        Keep these layers dense.
+    allow_regrowth
+        Rank pruned weights by their value at pruning time, as TF model_pruning does,
+        so they can return (see :mod:`compaudit.compress.magnitude`).
+    """
+
+    sparsity: float = setting(ge=0, lt=1)
+    begin_step: int = setting(ge=0)
+    end_step: int = setting(ge=1)
+    frequency: int = setting(ge=1)
+    initial_sparsity: float = setting(0.0, ge=0, lt=1)
+    scope: Scope = "layer"
+    exclude_first_conv: bool = True
+    exclude_classifier: bool = False
+    allow_regrowth: bool = True
+
+    def _problems(self) -> _Problems:
+        yield from schedule_problems(initial=self.initial_sparsity, final=self.sparsity,
+                                     begin=self.begin_step, end=self.end_step,
+                                     final_name="sparsity")
+
+    def schedule(self):  # -> CubicSparsitySchedule
+        """The cubic schedule these fields describe."""
+        from compaudit.compress.schedules import CubicSparsitySchedule
+
+        return CubicSparsitySchedule(
+            final_sparsity=self.sparsity, begin_step=self.begin_step, end_step=self.end_step,
+            frequency=self.frequency, initial_sparsity=self.initial_sparsity,
+        )
+
+
+@METHODS.register("one_shot_magnitude")
+@dataclass(frozen=True, kw_only=True)
+class OneShotMagnitudeConfig(_Checked):
+    """Prune a trained model once by magnitude, then fine-tune with the mask fixed.
+
+    Parameters
+    ----------
+    sparsity
+        Fraction of prunable weights set to zero, e.g. 0.9 for 90% sparsity.
+    scope
+        ``"layer"`` or ``"global"`` (see :func:`~compaudit.compress.masks.magnitude_masks`).
+    fine_tune
+        Fine-tune after pruning with ``context.fine_tune``, masks re-applied every step.
+    exclude_first_conv, exclude_classifier
+        Keep these layers dense.
+    penalty_batches, batch_size
+        Sample of the training data on which the pruning penalty (loss right after
+        pruning minus loss before) is measured; 0 batches skips it.
+    """
+
+    sparsity: float = setting(ge=0, lt=1)
+    scope: Scope = "layer"
+    fine_tune: bool = True
+    exclude_first_conv: bool = True
+    exclude_classifier: bool = False
+    penalty_batches: int = setting(4, ge=0)
+    batch_size: int = setting(64, ge=1)
+
+
+@METHODS.register("random")
+@dataclass(frozen=True, kw_only=True)
+class RandomPruningConfig(OneShotMagnitudeConfig):
+    """The control: prune a uniformly random set of weights, then (optionally) fine-tune.
+
+    Parameters are those of :class:`OneShotMagnitudeConfig` plus ``seed`` (``None``
+    takes the context's seed).
+    """
+
+    seed: int | None = setting(None, ge=0)
+
+
+@METHODS.register("unit")
+@dataclass(frozen=True, kw_only=True)
+class UnitPruningConfig(_Checked):
+    """Remove units of conv/linear layers, optionally folding their means into biases.
+
+    Parameters
+    ----------
+    fraction
+        Fraction of each chosen layer's units to remove (rounded to the nearest count).
+    count
+        Units to remove per chosen layer; give exactly one of ``fraction`` and ``count``.
+    score
+        How units are ranked: ``"random"``, ``"l2"``, ``"abs_rs"``, ``"abs_mrs"``
+        (the reference's best), ``"rs"`` or ``"mrs"``; see :mod:`compaudit.compress.units`.
+    mean_replacement
+        Fold removed units' mean activations into the next layer's bias.
+    layers
+        Producer module names to prune (see
+        :func:`~compaudit.compress.units.find_unit_layers`); ``None`` prunes every
+        eligible layer.
+    n_batches, batch_size
+        Size of the training sample for activations, scores and the pruning penalty.
+    """
+
+    fraction: float | None = setting(None, gt=0, lt=1)
+    count: int | None = setting(None, ge=1)
+    score: UnitScore = "abs_mrs"
+    mean_replacement: bool = True
+    layers: tuple[str, ...] | None = setting(None, nonempty=True)
+    n_batches: int = setting(8, ge=1)
+    batch_size: int = setting(64, ge=1)
+
+    def _problems(self) -> _Problems:
+        if (self.fraction is None) == (self.count is None):
+            yield None, ("give exactly one of fraction (share of each layer's units) and "
+                         f"count (units per layer); got fraction={self.fraction!r}, "
+                         f"count={self.count!r}")
+
+
+@METHODS.register("lottery")
+@dataclass(frozen=True, kw_only=True)
+class LotteryTicketConfig(_Checked):
+    """Iterative magnitude pruning with rewinding.
+
+    Parameters
+    ----------
+    sparsity
+        Final fraction of prunable weights set to zero.
+    per_round_fraction
+        Fraction of the remaining weights pruned per round (0.2 when neither this nor
+        ``rounds`` is given).
+    rounds
+        Number of rounds instead; each then prunes ``1 - (1 - sparsity)^(1/rounds)`` of
+        the remaining weights. Give at most one of the two.
+    rewind_step
+        Optimizer step of the first training whose weights are restored before each
+        retraining; 0 restores the weights from before training (the original ticket).
+    scope
+        ``"global"`` (default, as for deep networks in Frankle et al.) or ``"layer"``.
+    exclude_first_conv, exclude_classifier
+        Keep these layers dense.
+    """
+
+    sparsity: float = setting(gt=0, lt=1)
+    per_round_fraction: float | None = setting(None, gt=0, lt=1)
+    rounds: int | None = setting(None, ge=1)
+    rewind_step: int = setting(0, ge=0)
+    scope: Scope = "global"
+    exclude_first_conv: bool = True
+    exclude_classifier: bool = False
+
+    def _problems(self) -> _Problems:
+        if self.per_round_fraction is not None and self.rounds is not None:
+            yield None, (f"give per_round_fraction or rounds, not both (got "
+                         f"{self.per_round_fraction!r} and {self.rounds!r})")
+
+
+@METHODS.register("float16")
+@dataclass(frozen=True, kw_only=True)
+class Float16Config(_Checked):
+    """Cast to float16 (IEEE half).
+
+    Parameters
+    ----------
+    execution
+        ``"native"`` casts the model and runs float16 kernels; ``"simulated"`` rounds
+        weights and every layer's output through float16 but computes in float32;
+        ``"auto"`` (default) is native on CUDA and simulated on the CPU, where float16
+        kernels are slow.
+    """
+
+    execution: Execution = "auto"
+
+
+@METHODS.register("bfloat16")
+@dataclass(frozen=True, kw_only=True)
+class BFloat16Config(Float16Config):
+    """Cast to bfloat16 (8-bit exponent, 7-bit mantissa); ``execution`` as for float16."""
+
+
+@METHODS.register("int8_weight_only")
+@dataclass(frozen=True, kw_only=True)
+class Int8WeightOnlyConfig(_Checked):
+    """int8 weights of every conv and linear layer; activations stay float32.
+
+    Parameters
+    ----------
+    per_channel
+        One scale per output channel (default) or one per tensor.
+    symmetric
+        Scale ``max|w| / 127`` and zero point 0 (default), else an affine range
+        ``[-128, 127]`` from the tensor's min and max.
+    """
+
+    per_channel: bool = True
+    symmetric: bool = True
+
+
+@METHODS.register("int8_static")
+@dataclass(frozen=True, kw_only=True)
+class Int8StaticConfig(_Checked):
+    """int8 weights (per channel, symmetric) and activations (per tensor) calibrated on data.
+
+    Parameters
+    ----------
+    calibration_images
+        How many images of the calibration dataset (a seeded random subset) set the
+        activation ranges; a few hundred training images are usual.
+    calibration_batch_size
+        Images per calibration batch.
+    backend
+        ``"simulated"`` (torch fake-quant, any device) or ``"onnxruntime"`` (ONNX export
+        and ONNX Runtime int8 kernels on the CPU; needs the ``onnx`` extra).
+    activation_observer
+        ``"minmax"`` (full observed range) or ``"percentile"`` (symmetric percentile of
+        ``|x|``, clipping outliers; ``calibration_images`` must then be a multiple of
+        ``calibration_batch_size`` with the ONNX Runtime backend).
+    activation_dtype
+        ``"uint8"`` (default, ONNX Runtime's CPU recommendation) or ``"int8"``.
+    percentile
+        Percentile of the ``"percentile"`` observer, in (0, 100], e.g. 99.999.
+    opset
+        ONNX opset for the ONNX Runtime backend (>= 17: the exporter and ONNX
+        Runtime's quantizer need it).
+    onnx_dir
+        Where the ONNX Runtime backend writes its ``.onnx`` files; a new temporary folder
+        when ``None``. Keep it on shared storage when models travel between machines.
+    num_threads
+        ONNX Runtime intra-op threads (``None``: its default).
+    """
+
+    calibration_images: int = setting(512, ge=1)
+    calibration_batch_size: int = setting(32, ge=1)
+    backend: Literal["simulated", "onnxruntime"] = "simulated"
+    activation_observer: Literal["minmax", "percentile"] = "minmax"
+    activation_dtype: Literal["uint8", "int8"] = "uint8"
+    percentile: float = setting(99.999, gt=0, le=100)
+    opset: int = setting(DEFAULT_OPSET, ge=17)
+    onnx_dir: str | None = None
+    num_threads: int | None = setting(None, ge=1)

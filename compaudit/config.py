@@ -37,6 +37,7 @@ from typing import Any, Iterable, Literal, Union, get_args, get_origin, get_type
 from compaudit.errors import AuditInputError
 
 __all__ = [
+    "Checked",
     "ConfigError",
     "Range",
     "check_choice",
@@ -212,29 +213,37 @@ def _is_int(value: Any) -> bool:
 # --- checks ------------------------------------------------------------------------------
 
 
+def _limit_problem(f: dataclasses.Field, hint: Any, value: Any) -> str | None:
+    """The message when a well-typed ``value`` breaks field ``f``'s declared limits."""
+    meta = f.metadata
+    if value is None:
+        return None
+    if meta.get("nonempty") and len(value) == 0:
+        return f"got {value!r}; expected a non-empty {expected(hint)[2:]}"
+    bounds: Range | None = meta.get("range")
+    if bounds is None:
+        return None
+    items = value if isinstance(value, tuple) else (value,)
+    numbers = [v for v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if all(v in bounds for v in numbers):
+        return None
+    what = ("values" if isinstance(value, tuple)
+            else "an integer" if isinstance(value, int) else "a number")
+    return f"got {value!r}; expected {what} {bounds.describe()}"
+
+
 def _field_problems(obj: Any, hints: dict[str, Any]) -> Iterable[tuple[str, str]]:
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        hint = hints[f.name]
-        ok, converted = coerce(value, hint)
+        ok, converted = coerce(value, hints[f.name])
         if not ok:
-            yield f.name, f"got {value!r}; expected {expected(hint)}"
+            yield f.name, f"got {value!r}; expected {expected(hints[f.name])}"
             continue
         if converted is not value:
             object.__setattr__(obj, f.name, converted)
-        meta = f.metadata
-        if meta.get("nonempty") and converted is not None and len(converted) == 0:
-            yield f.name, f"got {value!r}; expected a non-empty {expected(hint)[2:]}"
-            continue
-        bounds: Range | None = meta.get("range")
-        if bounds is None or converted is None:
-            continue
-        items = converted if isinstance(converted, tuple) else (converted,)
-        numbers = [v for v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if any(v not in bounds for v in numbers):
-            kind = "an integer" if hint is int else "a number"
-            what = "values" if isinstance(converted, tuple) else kind
-            yield f.name, f"got {value!r}; expected {what} {bounds.describe()}"
+        message = _limit_problem(f, hints[f.name], converted)
+        if message:
+            yield f.name, message
 
 
 def check_config(obj: Any) -> None:
@@ -249,6 +258,13 @@ def check_config(obj: Any) -> None:
         items = [(key, message) for key, message in obj._problems()]
     if items:
         raise ConfigError(items, type(obj).__name__)
+
+
+class Checked:
+    """Base of config dataclasses: checked by :func:`check_config` when built."""
+
+    def __post_init__(self) -> None:
+        check_config(self)
 
 
 def check_int(name: str, value: Any, *, minimum: int | None = None,
@@ -320,8 +336,10 @@ def from_table(cls: type, table: Any, *, where: str, problems: list[str],
                                      problems=problems)
             continue
         ok, converted = coerce(value, hint)
-        if not ok:
-            problems.append(f"{where}.{key}: got {value!r}; expected {expected(hint)}")
+        message = (f"got {value!r}; expected {expected(hint)}" if not ok
+                   else _limit_problem(fields[key], hint, converted))
+        if message:
+            problems.append(f"{where}.{key}: {message}")
             continue
         kwargs[key] = converted
     if len(problems) > before:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, Literal
 
-from compaudit.config import check_config, setting
+from compaudit.config import Checked, setting
 from compaudit.registry import Registry
 
 __all__ = [
@@ -43,13 +43,6 @@ DEFAULT_OPSET = 20
 _Problems = Iterator[tuple[str | None, str]]
 
 
-class _Checked:
-    """Configs check themselves when built (limits declared on the fields)."""
-
-    def __post_init__(self) -> None:
-        check_config(self)
-
-
 def schedule_problems(*, initial: float, final: float, begin: int, end: int,
                       final_name: str = "final_sparsity") -> _Problems:
     """Cross-field rules of a cubic sparsity schedule (Zhu & Gupta)."""
@@ -62,7 +55,7 @@ def schedule_problems(*, initial: float, final: float, begin: int, end: int,
 
 @METHODS.register("gradual_magnitude")
 @dataclass(frozen=True, kw_only=True)
-class GradualMagnitudeConfig(_Checked):
+class GradualMagnitudeConfig(Checked):
     """Gradual magnitude pruning during training (Zhu & Gupta).
 
     Parameters
@@ -110,7 +103,7 @@ class GradualMagnitudeConfig(_Checked):
 
 @METHODS.register("one_shot_magnitude")
 @dataclass(frozen=True, kw_only=True)
-class OneShotMagnitudeConfig(_Checked):
+class OneShotMagnitudeConfig(Checked):
     """Prune a trained model once by magnitude, then fine-tune with the mask fixed.
 
     Parameters
@@ -151,7 +144,7 @@ class RandomPruningConfig(OneShotMagnitudeConfig):
 
 @METHODS.register("unit")
 @dataclass(frozen=True, kw_only=True)
-class UnitPruningConfig(_Checked):
+class UnitPruningConfig(Checked):
     """Remove units of conv/linear layers, optionally folding their means into biases.
 
     Parameters
@@ -190,7 +183,7 @@ class UnitPruningConfig(_Checked):
 
 @METHODS.register("lottery")
 @dataclass(frozen=True, kw_only=True)
-class LotteryTicketConfig(_Checked):
+class LotteryTicketConfig(Checked):
     """Iterative magnitude pruning with rewinding.
 
     Parameters
@@ -228,7 +221,7 @@ class LotteryTicketConfig(_Checked):
 
 @METHODS.register("float16")
 @dataclass(frozen=True, kw_only=True)
-class Float16Config(_Checked):
+class Float16Config(Checked):
     """Cast to float16 (IEEE half).
 
     Parameters
@@ -251,7 +244,7 @@ class BFloat16Config(Float16Config):
 
 @METHODS.register("int8_weight_only")
 @dataclass(frozen=True, kw_only=True)
-class Int8WeightOnlyConfig(_Checked):
+class Int8WeightOnlyConfig(Checked):
     """int8 weights of every conv and linear layer; activations stay float32.
 
     Parameters
@@ -269,7 +262,7 @@ class Int8WeightOnlyConfig(_Checked):
 
 @METHODS.register("int8_static")
 @dataclass(frozen=True, kw_only=True)
-class Int8StaticConfig(_Checked):
+class Int8StaticConfig(Checked):
     """int8 weights (per channel, symmetric) and activations (per tensor) calibrated on data.
 
     Parameters

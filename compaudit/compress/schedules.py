@@ -18,13 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from compaudit.compress.configs import schedule_problems
-from compaudit.config import check_config, setting
+from compaudit.config import Checked, setting
 
 __all__ = ["CubicSparsitySchedule"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class CubicSparsitySchedule:
+class CubicSparsitySchedule(Checked):
     """The Zhu & Gupta cubic sparsity schedule.
 
     Parameters
@@ -52,9 +52,6 @@ class CubicSparsitySchedule:
     end_step: int = setting(ge=1)
     frequency: int = setting(ge=1)
     initial_sparsity: float = setting(0.0, ge=0, lt=1)
-
-    def __post_init__(self) -> None:
-        check_config(self)
 
     def _problems(self):
         yield from schedule_problems(initial=self.initial_sparsity, final=self.final_sparsity,

@@ -46,17 +46,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from compaudit.dissection.concepts import ConceptDataset
+from compaudit.dissection.config import DEFAULT_LAYERS, DissectionConfig
 from compaudit.errors import AuditInputError
 
 __all__ = ["DissectionConfig", "DissectionResult", "dissect", "UNIT_COLUMNS", "DEFAULT_LAYERS"]
-
-#: Layers dissected by default per architecture of ``compaudit.models``: every block of
-#: the small CNN (after its ReLU), the last two stages of the ResNets.
-DEFAULT_LAYERS: dict[str, tuple[str, ...]] = {
-    "small_cnn": ("features.2", "features.5", "features.8", "features.11"),
-    "resnet18": ("layer3", "layer4"),
-    "resnet50": ("layer3", "layer4"),
-}
 
 #: Columns of :attr:`DissectionResult.units`.
 UNIT_COLUMNS = ("layer", "unit", "threshold", "concept", "category", "iou", "interpretable")
@@ -64,54 +57,6 @@ UNIT_COLUMNS = ("layer", "unit", "threshold", "concept", "category", "iou", "int
 _EXACT = 2**24
 
 
-@dataclass(frozen=True)
-class DissectionConfig:
-    """What to dissect and how.
-
-    Parameters
-    ----------
-    layers
-        Module names (as in ``model.named_modules()``) whose outputs are ``(B, K, h, w)``.
-    quantile
-        Top share of activations above the threshold: ``P(a_k > T_k) = quantile``.
-    iou_threshold
-        A unit is interpretable when its best IoU exceeds this (paper: 0.05).
-    batch_size, num_workers, device
-        How the dataset is streamed.
-    cache_bytes
-        Activations of the first pass are kept for the second while they fit in this
-        many bytes (then the second pass reads only masks and runs no forward pass);
-        beyond it the model runs again. Memory is bounded by this, not by the dataset.
-        0 always recomputes.
-    """
-
-    layers: tuple[str, ...]
-    quantile: float = 0.005
-    iou_threshold: float = 0.04
-    batch_size: int = 64
-    num_workers: int = 0
-    device: str = "cpu"
-    cache_bytes: int = 256 * 2**20
-
-    def check(self) -> None:
-        """Raise :class:`AuditInputError` naming every bad field."""
-        problems = []
-        if isinstance(self.layers, str) or not self.layers or not all(
-            isinstance(name, str) for name in self.layers
-        ):
-            problems.append(f"layers: expected a non-empty list of module names, got "
-                            f"{self.layers!r}")
-        if not isinstance(self.quantile, (int, float)) or not 0 < self.quantile < 1:
-            problems.append(f"quantile: expected a number in (0, 1), got {self.quantile!r}")
-        if not isinstance(self.iou_threshold, (int, float)) or not 0 <= self.iou_threshold < 1:
-            problems.append(f"iou_threshold: expected a number in [0, 1), got "
-                            f"{self.iou_threshold!r}")
-        for name in ("batch_size", "num_workers", "cache_bytes"):
-            value, low = getattr(self, name), 1 if name == "batch_size" else 0
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                problems.append(f"{name}: expected an integer >= {low}, got {value!r}")
-        if problems:
-            raise AuditInputError([f"dissection config: {p}" for p in problems])
 
 
 @dataclass(frozen=True)
@@ -167,7 +112,8 @@ def _collate(batch: list[tuple[torch.Tensor, torch.Tensor]]):
 def _check_inputs(model: nn.Module, dataset: ConceptDataset, config: DissectionConfig) -> None:
     if not isinstance(config, DissectionConfig):
         raise AuditInputError(f"config: expected a DissectionConfig, got {type(config).__name__}")
-    config.check()
+    if not config.layers:
+        raise AuditInputError("config.layers: got (); expected a non-empty list of module names")
     if not isinstance(model, nn.Module):
         raise AuditInputError(f"model: expected a torch nn.Module (an ONNX Runtime model has no "
                               f"layers to hook), got {type(model).__name__}")

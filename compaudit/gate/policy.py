@@ -41,10 +41,11 @@ policy is given at all; an optional tolerance set to ``false`` is not checked.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
+from compaudit.config import Checked, from_table, setting
 from compaudit.errors import AuditInputError
 
 if sys.version_info >= (3, 11):
@@ -64,55 +65,56 @@ __all__ = [
     "policy_from_dict",
 ]
 
-RATE_METRICS = ("fpr", "fnr", "selection_rate", "accuracy")
-#: Tolerances that ``false`` turns off (TOML has no null).
-_SWITCHABLE = frozenset({"max_abs_increase", "max_rel_increase_pct", "max_excess_increase",
-                         "max_accuracy_drop", "max_excess_drop", "max_unit_drop",
-                         "max_concept_drop", "accuracy_tolerance"})
+RateMetric = Literal["fpr", "fnr", "selection_rate", "accuracy"]
+
+
+def _tolerance(default: float | None) -> float | None:
+    """An optional tolerance >= 0; ``false`` in TOML turns its check off."""
+    return setting(default, ge=0, off=True)
 
 
 @dataclass(frozen=True)
-class SubgroupRatePolicy:
+class SubgroupRatePolicy(Checked):
     """Tolerances on a subgroup's rate change vs dense; ``None`` skips that check.
 
     ``max_excess_increase`` bounds the subgroup's increase *beyond* the overall increase
     (in rate units): it flags disproportionate harm while tolerating a model-wide loss.
     """
 
-    metrics: tuple[str, ...] = ("fpr", "fnr")
-    max_abs_increase: float | None = 0.02
-    max_rel_increase_pct: float | None = None
-    max_excess_increase: float | None = None
+    metrics: tuple[RateMetric, ...] = ("fpr", "fnr")
+    max_abs_increase: float | None = _tolerance(0.02)
+    max_rel_increase_pct: float | None = _tolerance(None)
+    max_excess_increase: float | None = _tolerance(None)
 
 
 @dataclass(frozen=True)
-class DisparityPolicy:
-    metrics: tuple[str, ...] = ("fpr", "fnr")
-    max_increase: float = 0.02
+class DisparityPolicy(Checked):
+    metrics: tuple[RateMetric, ...] = ("fpr", "fnr")
+    max_increase: float = setting(0.02, ge=0)
 
 
 @dataclass(frozen=True)
-class OverindexPolicy:
-    max_relative_growth_pct: float = 100.0
-    min_cell_size: int = 30
+class OverindexPolicy(Checked):
+    max_relative_growth_pct: float = setting(100.0, ge=0)
+    min_cell_size: int = setting(30, ge=0)
 
 
 @dataclass(frozen=True)
-class RobustnessPolicy:
+class RobustnessPolicy(Checked):
     """``max_accuracy_drop``: accuracy lost vs dense on a shift; ``max_excess_drop``: the
     loss on a shift beyond the loss on clean data. ``None`` skips that check."""
 
-    max_accuracy_drop: float | None = 0.02
-    max_excess_drop: float | None = None
+    max_accuracy_drop: float | None = _tolerance(0.02)
+    max_excess_drop: float | None = _tolerance(None)
 
 
 @dataclass(frozen=True)
-class BaselinePolicy:
-    max_abs_increase: float = 0.01
+class BaselinePolicy(Checked):
+    max_abs_increase: float = setting(0.01, ge=0)
 
 
 @dataclass(frozen=True)
-class DissectionPolicy:
+class DissectionPolicy(Checked):
     """Tolerances on the interpretable units compression removes (network dissection).
 
     ``max_unit_drop``: relative drop of the number of interpretable units against the
@@ -123,120 +125,44 @@ class DissectionPolicy:
     Intervals are t-intervals over the replicas. Runs without dissection have no checks.
     """
 
-    max_unit_drop: float | None = 0.25
-    max_concept_drop: float | None = None
-    accuracy_tolerance: float | None = None
+    max_unit_drop: float | None = _tolerance(0.25)
+    max_concept_drop: float | None = _tolerance(None)
+    accuracy_tolerance: float | None = _tolerance(None)
 
 
 @dataclass(frozen=True)
-class GatePolicy:
+class GatePolicy(Checked):
     """Tolerances of every gate check; ``None`` sections are not checked."""
 
-    level: float = 0.95
+    level: float = setting(0.95, gt=0, lt=1)
     inconclusive: Literal["warn", "fail", "pass"] = "warn"
     variants: tuple[str, ...] = ()
-    min_subgroup_size: int = 30
-    subgroup_rate: SubgroupRatePolicy | None = field(default_factory=SubgroupRatePolicy)
-    disparity: DisparityPolicy | None = field(default_factory=DisparityPolicy)
-    pie_overindex: OverindexPolicy | None = field(default_factory=OverindexPolicy)
-    robustness: RobustnessPolicy | None = field(default_factory=RobustnessPolicy)
-    baseline: BaselinePolicy | None = field(default_factory=BaselinePolicy)
-    dissection: DissectionPolicy | None = field(default_factory=DissectionPolicy)
+    min_subgroup_size: int = setting(30, ge=0)
+    subgroup_rate: SubgroupRatePolicy | None = setting(factory=SubgroupRatePolicy)
+    disparity: DisparityPolicy | None = setting(factory=DisparityPolicy)
+    pie_overindex: OverindexPolicy | None = setting(factory=OverindexPolicy)
+    robustness: RobustnessPolicy | None = setting(factory=RobustnessPolicy)
+    baseline: BaselinePolicy | None = setting(factory=BaselinePolicy)
+    dissection: DissectionPolicy | None = setting(factory=DissectionPolicy)
 
 
-_SECTIONS = {
-    "subgroup_rate": SubgroupRatePolicy,
-    "disparity": DisparityPolicy,
-    "pie_overindex": OverindexPolicy,
-    "robustness": RobustnessPolicy,
-    "baseline": BaselinePolicy,
-    "dissection": DissectionPolicy,
-}
+#: The check sections of a policy; a policy table turns off those it does not name.
+SECTIONS = ("subgroup_rate", "disparity", "pie_overindex", "robustness", "baseline",
+            "dissection")
 
 
-def _check_value(where: str, key: str, value: Any, default: Any, problems: list[str]) -> Any:
-    """Type-check one policy value against its default's type."""
-    if isinstance(default, tuple):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            problems.append(f"{where}.{key}: got {value!r}; expected a list of strings")
-            return default
-        if key == "metrics":
-            bad = [v for v in value if v not in RATE_METRICS]
-            if bad:
-                problems.append(f"{where}.{key}: unknown metric(s) {bad}; valid: "
-                                f"{', '.join(RATE_METRICS)}")
-        return tuple(value)
-    if value is False and key in _SWITCHABLE:
-        return None  # `key = false` turns an optional check off
-    if isinstance(default, bool) or isinstance(value, bool):
-        problems.append(f"{where}.{key}: got {value!r}; expected a number")
-        return default
-    if isinstance(default, int) and not isinstance(value, int):
-        problems.append(f"{where}.{key}: got {value!r}; expected an integer")
-        return default
-    if (default is None or isinstance(default, float)) and not isinstance(value, (int, float)):
-        problems.append(f"{where}.{key}: got {value!r}; expected a number")
-        return default
-    if isinstance(value, (int, float)) and value < 0:
-        problems.append(f"{where}.{key}: got {value!r}; expected a value >= 0")
-        return default
-    return float(value) if isinstance(default, float) or default is None else value
-
-
-def _build(cls: type, table: dict[str, Any], where: str, problems: list[str]) -> Any:
-    known = {f.name: f for f in fields(cls)}
-    kwargs = {}
-    for key, value in table.items():
-        if key not in known:
-            problems.append(f"{where}: unknown key {key!r}; valid keys: {', '.join(known)}")
-            continue
-        kwargs[key] = _check_value(where, key, value, known[key].default, problems)
-    return cls(**kwargs)
-
-
-def policy_from_dict(table: dict[str, Any], *, source: str = "policy") -> GatePolicy:
+def policy_from_dict(table: dict, *, source: str = "policy") -> GatePolicy:
     """Build a :class:`GatePolicy` from the ``[gate]`` table; every mistake is reported.
 
     Sections absent from ``table`` are turned off, so a policy checks exactly what it
     names (``GatePolicy()`` gives every default check).
     """
     problems: list[str] = []
-    top: dict[str, Any] = {name: None for name in _SECTIONS}
-    for key, value in table.items():
-        where = f"{source}: [gate]"
-        if key in _SECTIONS:
-            if not isinstance(value, dict):
-                problems.append(f"{where}.{key}: expected a table [gate.{key}]")
-                continue
-            top[key] = _build(_SECTIONS[key], value, f"{source}: [gate.{key}]", problems)
-        elif key == "level":
-            if not isinstance(value, (int, float)) or not 0 < value < 1:
-                problems.append(f"{where}.level: got {value!r}; expected a number in (0, 1)")
-            else:
-                top["level"] = float(value)
-        elif key == "inconclusive":
-            if value not in ("warn", "fail", "pass"):
-                problems.append(f"{where}.inconclusive: got {value!r}; expected 'warn', "
-                                "'fail' or 'pass'")
-            else:
-                top["inconclusive"] = value
-        elif key == "variants":
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                problems.append(f"{where}.variants: got {value!r}; expected a list of names")
-            else:
-                top["variants"] = tuple(value)
-        elif key == "min_subgroup_size":
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                problems.append(f"{where}.min_subgroup_size: got {value!r}; expected an "
-                                "integer >= 0")
-            else:
-                top["min_subgroup_size"] = value
-        else:
-            valid = ["level", "inconclusive", "variants", "min_subgroup_size", *_SECTIONS]
-            problems.append(f"{where}: unknown key {key!r}; valid keys: {', '.join(valid)}")
+    policy = from_table(GatePolicy, table, where=f"{source}: [gate]", problems=problems,
+                        base={name: None for name in SECTIONS})
     if problems:
         raise AuditInputError(problems)
-    return GatePolicy(**top)
+    return policy
 
 
 def load_policy(path: str | Path) -> GatePolicy:

@@ -199,9 +199,9 @@ def test_bad_config_and_layers_are_reported():
     concepts = pd.DataFrame({"concept": ["x"], "category": ["p"]})
     ds = ArrayConcepts(np.zeros((2, 3, 4, 4), np.float32), np.zeros((2, 1, 4, 4), np.int64),
                        concepts)
-    with pytest.raises(AuditInputError, match="quantile: expected a number in \\(0, 1\\)"):
+    with pytest.raises(AuditInputError, match="quantile: got 1.5; expected a number in \\(0, 1\\)"):
         dissect(model, ds, config=DissectionConfig(layers=("0",), quantile=1.5))
-    with pytest.raises(AuditInputError, match="layers: expected a non-empty list"):
+    with pytest.raises(AuditInputError, match="layers: got '0'; expected a list of strings"):
         dissect(model, ds, config=DissectionConfig(layers="0"))
     with pytest.raises(AuditInputError, match="'conv9' are not modules of the model"):
         dissect(model, ds, config=DissectionConfig(layers=("conv9",)))

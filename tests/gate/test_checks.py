@@ -14,6 +14,7 @@ from statsmodels.stats.contingency_tables import Table2x2
 
 from compaudit.analysis.audit import AnalysisOptions, analyze
 from compaudit.cli import main
+from compaudit.errors import AuditInputError
 from compaudit.gate import run_gate
 from compaudit.gate.policy import GatePolicy, SubgroupRatePolicy, policy_from_dict
 from compaudit.gate.outputs import to_junit, to_markdown
@@ -151,11 +152,12 @@ def test_cli_gate_exit_codes_and_step_summary(planted, control, tmp_path, monkey
     policy.write_text("[gate]\nlevell = 0.9\n[gate.subgroup_rate]\nmetrics = ['fpx']\n")
     assert main(["gate", str(tmp_path / "good"), "--policy", str(policy)]) == 2
     err = capsys.readouterr().err
-    assert "unknown key 'levell'" in err and "unknown metric(s) ['fpx']" in err
+    assert "[gate].levell: unknown key" in err
+    assert "[gate.subgroup_rate].metrics: got ['fpx']; expected a list of values from 'fpr'" in err
 
 
 def test_policy_types_are_checked_all_at_once():
-    with pytest.raises(Exception) as exc:
+    with pytest.raises(AuditInputError) as exc:
         policy_from_dict({"level": 2, "disparity": {"max_increase": "a"},
                           "pie_overindex": {"min_cell_size": 1.5}})
     problems = exc.value.problems

@@ -25,8 +25,8 @@ def test_config_collects_every_problem_with_field_names():
     assert len(problems) == 5
     text = "\n".join(problems)
     for field in ("epochs", "optimizer", "lr", "schedule", "label_smoothing"):
-        assert f"TrainConfig: {field}" in text
-    assert "sgd, adamw" in text and "step, cosine, constant" in text
+        assert f"TrainConfig.{field}: got" in text
+    assert "'sgd', 'adamw'" in text and "'step', 'cosine', 'constant'" in text
 
 
 @pytest.mark.parametrize("kw", [dict(batch_size=True), dict(num_threads=0), dict(seed=-1),

@@ -109,7 +109,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
     options = AnalysisOptions(
         dense=args.dense, protected=args.protected, positive_label=args.positive_label,
-        n_boot=args.bootstrap, seed=args.seed, num_classes=args.num_classes, shift=args.shift,
+        bootstrap=args.bootstrap, seed=args.seed, num_classes=args.num_classes, shift=args.shift,
     )
     result = analyze_files(args.examples, args.predictions, options,
                            progress=not args.no_progress)

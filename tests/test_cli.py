@@ -30,7 +30,7 @@ def test_analyze_prints_summary_and_writes_outputs(files, tmp_path, capsys):
     assert "gmp-90" in out and "largest subgroup changes" in out
     assert "Male=True & Young=False" in out  # the planted cell is listed first
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["options"]["n_boot"] == 200
+    assert metrics["options"]["bootstrap"] == 200
 
 
 def test_bad_input_exits_2_with_one_line_per_problem_and_no_traceback(files, tmp_path):

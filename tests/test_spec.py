@@ -6,26 +6,53 @@ from pathlib import Path
 
 import pytest
 
-from compaudit.compress.magnitude import GradualMagnitudeConfig
+import subprocess
+import sys
+import tomllib
+
+from compaudit.compress.configs import METHODS, GradualMagnitudeConfig
 from compaudit.errors import AuditInputError
 from compaudit.spec import demo_spec, load_spec, parse_spec
 
 AUDITS = Path(__file__).resolve().parents[1] / "audits"
+SPECS = sorted(AUDITS.glob("*.toml"))
 
 
-@pytest.mark.parametrize("path", sorted(AUDITS.glob("*.toml")), ids=lambda p: p.name)
-def test_shipped_specs_parse(path):
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
+def test_shipped_specs_build_every_stage_config_from_their_tables(path):
     spec = load_spec(path)
-    assert spec.variants and spec.model.replicas >= 1
-    for variant in spec.variants:
-        variant.build_config()
+    doc = tomllib.loads(path.read_text())  # the reference: the TOML as written
+    assert [v.name for v in spec.variants] == [v["name"] for v in doc["variants"]]
+    for variant, table in zip(spec.variants, doc["variants"]):
+        assert type(variant.config) is METHODS.get(table["method"])
+        for key, value in table.items():
+            if key not in ("name", "method"):
+                got = getattr(variant.config, key)
+                assert (list(got) if isinstance(got, tuple) else got) == value, key
+    for section in ("data", "model", "train"):
+        for key, value in doc.get(section, {}).items():
+            got = getattr(getattr(spec, section), key)
+            assert (list(got) if isinstance(got, tuple) else got) == value, (section, key)
+    assert spec.analysis.bootstrap == doc.get("analysis", {}).get("bootstrap", 1000)
+    assert spec.analysis.protected == tuple(doc["data"]["protected"])
+    assert spec.train.seed == doc.get("audit", {}).get("seed", 0)
+
+
+def test_parsing_the_shipped_specs_imports_no_torch():
+    code = ("import sys\nfrom compaudit.spec import load_spec\n"
+            + "".join(f"load_spec({str(p)!r})\n" for p in SPECS)
+            + "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+              "('torch', 'torchvision')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_demo_spec_and_its_control():
     spec = demo_spec()
     assert spec.name == "demo" and spec.data.spurious == 0.8
-    assert isinstance(spec.variants[1].build_config(), GradualMagnitudeConfig)
-    assert spec.variants[1].build_config().sparsity == 0.9
+    assert isinstance(spec.variants[1].config, GradualMagnitudeConfig)
+    assert spec.variants[1].config.sparsity == 0.9
     control = demo_spec(spurious=False)
     assert control.name == "demo-control" and control.data.spurious == 0.0
     assert spec.section("model") == control.section("model")
@@ -61,16 +88,28 @@ level = 3
     assert "[data].colour: unknown key" in joined
     assert "[train].optimizer: got 'adam'; expected one of 'sgd', 'adamw'" in joined
     assert "[[variants]] #1.name: got 'dense'" in joined
-    assert "[[variants]] #2.method: got 'int4'; expected one of gradual_magnitude" in joined
+    assert "[[variants]] #2.method: got 'int4'; expected one of bfloat16, float16" in joined
     assert "[gate].level: got 3" in joined
     assert "unknown section [extra]" in joined
     assert len(problems) >= 7
 
 
-def test_method_parameters_are_checked_by_the_method_config():
-    text = '[[variants]]\nname = "g"\nmethod = "gradual_magnitude"\nsparsity = 0.5\n'
-    with pytest.raises(AuditInputError, match="parameters of 'gradual_magnitude' are invalid"):
+def test_method_parameters_are_checked_by_the_method_config_at_parse_time():
+    text = ('[[variants]]\nname = "g"\nmethod = "gradual_magnitude"\nsparsity = 1.5\n'
+            'begin_step = 0\nend_step = 100\nfrequency = 10\nscope = "net"\n'
+            '[[variants]]\nname = "u"\nmethod = "unit"\nfraction = 0.5\ncount = 2\n'
+            '[[variants]]\nname = "h"\nmethod = "gradual_magnitude"\nsparsity = 0.5\n')
+    with pytest.raises(AuditInputError) as exc:
         parse_spec(text, source="s.toml")
+    problems = exc.value.problems
+    assert "s.toml: [[variants]] #1.sparsity: got 1.5; expected a number in [0, 1)" in problems
+    assert ("s.toml: [[variants]] #1.scope: got 'net'; expected one of 'global', 'layer'"
+            in problems)
+    assert any(p.startswith("s.toml: [[variants]] #2: give exactly one of fraction")
+               for p in problems)
+    assert ("s.toml: [[variants]] #3: missing required key(s) begin_step, end_step, frequency"
+            in problems)
+    assert len(problems) == 4
 
 
 def test_ranges_are_checked():
@@ -79,8 +118,8 @@ def test_ranges_are_checked():
     with pytest.raises(AuditInputError) as exc:
         parse_spec(text, source="s.toml")
     joined = "\n".join(exc.value.problems)
-    assert "[model].replicas: expected at least 1" in joined
-    assert "[data].splits: expected three fractions" in joined
+    assert "s.toml: [model].replicas: got 0; expected an integer >= 1" in joined
+    assert "s.toml: [data].splits: got [0.5, 0.5, 0.5]; expected three fractions" in joined
 
 
 def test_missing_spec_file(tmp_path):
@@ -100,9 +139,16 @@ def test_dissection_section_is_optional_and_checked():
     with pytest.raises(AuditInputError) as exc:
         parse_spec(bad, source="s.toml")
     joined = "\n".join(exc.value.problems)
-    assert "s.toml: [dissection].quantile: expected a value in (0, 1)" in joined
-    assert "[dissection].max_images: expected 0 (all) or more" in joined
-    assert "[dissection].root: expected the Broden folder" in joined
-    assert "[dissection].layers: expected module names of 'mystery'" in joined
+    assert "s.toml: [dissection].quantile: got 1.5; expected a number in (0, 1)" in joined
+    assert "[dissection].max_images: got -1; expected an integer >= 0" in joined
+    bad = bad.replace("quantile = 1.5\nmax_images = -1\n", "")
+    with pytest.raises(AuditInputError) as exc:
+        parse_spec(bad, source="s.toml")
+    joined = "\n".join(exc.value.problems)
+    assert "[dissection].root: missing; expected the Broden folder" in joined
+    bad = bad.replace('concepts = "broden"\n', "")
+    with pytest.raises(AuditInputError, match=r"\[dissection\].layers: expected module names "
+                                              "of 'mystery'"):
+        parse_spec(bad, source="s.toml")
     with pytest.raises(AuditInputError, match=r"\[dissection\].concepts: got 'masks'"):
         parse_spec(base + '[dissection]\nconcepts = "masks"\n', source="s.toml")

@@ -27,6 +27,7 @@ from compaudit.analysis.robustness import (
     subgroups_under_shift,
 )
 from compaudit.analysis.subgroups import subgroup_analysis, subgroup_cells
+from compaudit.config import Checked, setting
 from compaudit.errors import AuditInputError
 from compaudit.tables import read_examples, read_predictions
 
@@ -40,7 +41,7 @@ TABLE_NAMES = (
 
 
 @dataclass(frozen=True)
-class AnalysisOptions:
+class AnalysisOptions(Checked):
     """Options of :func:`analyze`.
 
     Parameters
@@ -52,7 +53,7 @@ class AnalysisOptions:
         column of the examples table.
     positive_label
         The class counted as positive in binary tasks (FPR, FNR, ...).
-    n_boot
+    bootstrap
         Bootstrap resamples for intervals and p-values; 0 turns the bootstrap off.
     seed
         Seed of the bootstrap.
@@ -66,29 +67,19 @@ class AnalysisOptions:
         Which ``shift`` of the examples the class, PIE and subgroup analyses use.
     """
 
-    dense: str = "dense"
+    dense: str = setting("dense", nonempty=True)
     protected: tuple[str, ...] | None = None
-    positive_label: int = 1
-    n_boot: int = 1000
-    seed: int = 0
-    alpha: float = 0.05
-    level: float = 0.95
-    num_classes: int | None = None
+    positive_label: int = setting(1, ge=0)
+    bootstrap: int = setting(1000, ge=0)
+    seed: int = setting(0, ge=0)
+    alpha: float = setting(0.05, gt=0, lt=1)
+    level: float = setting(0.95, gt=0, lt=1)
+    num_classes: int | None = setting(None, ge=2)
     shift: str = "clean"
 
-    def check(self) -> None:
-        """Raise :class:`AuditInputError` for options out of range."""
-        problems = []
-        if self.n_boot < 0:
-            problems.append(f"option --bootstrap: got {self.n_boot}; expected 0 or more")
-        if not 0 < self.alpha < 1:
-            problems.append(f"option alpha: got {self.alpha}; expected a value in (0, 1)")
-        if not 0 < self.level < 1:
-            problems.append(f"option level: got {self.level}; expected a value in (0, 1)")
-        if self.num_classes is not None and self.num_classes < 2:
-            problems.append(f"option --num-classes: got {self.num_classes}; expected >= 2")
-        if problems:
-            raise AuditInputError(problems)
+    def _problems(self):
+        if self.protected is not None and len(set(self.protected)) != len(self.protected):
+            yield "protected", f"got {list(self.protected)}; expected each attribute once"
 
 
 @dataclass
@@ -173,7 +164,6 @@ def analyze(
         Provenance of the inputs, recorded in ``metrics.json``.
     """
     options = options or AnalysisOptions()
-    options.check()
     steps = tqdm(total=6, desc="analyze", disable=not progress, leave=False)
     full = build_population(
         examples, predictions, dense=options.dense, num_classes=options.num_classes
@@ -194,7 +184,7 @@ def analyze(
     overindex = overindex_table(pop, pies, attributes)
     steps.update()
     sub = subgroup_analysis(pop, attributes, positive_label=options.positive_label,
-                            n_boot=options.n_boot, seed=options.seed, level=options.level)
+                            n_boot=options.bootstrap, seed=options.seed, level=options.level)
     summary = sub.summary
     if not pop.is_binary and not pies.empty:
         summary = pd.concat([summary, _pie_rates(pop, pies)], ignore_index=True)
@@ -257,7 +247,7 @@ def _robustness(full: Population, acc: pd.DataFrame, attributes: list[str],
         "shift_metrics": pd.concat([shifted_population_metrics(full, s) for s in shifts],
                                    ignore_index=True),
         "shift_deltas": subgroups_under_shift(
-            full, attributes, positive_label=options.positive_label, n_boot=options.n_boot,
+            full, attributes, positive_label=options.positive_label, n_boot=options.bootstrap,
             seed=options.seed, level=options.level) if has_shift else pd.DataFrame(),
     }
 
@@ -315,7 +305,6 @@ def analyze_files(
 ) -> AnalysisResult:
     """Read, validate and analyze ``examples`` and ``predictions`` files."""
     options = options or AnalysisOptions()
-    options.check()
     ex = read_examples(examples, num_classes=options.num_classes)
     pr = read_predictions(predictions, ex, dense=options.dense, num_classes=options.num_classes)
     inputs = {"examples": _file_info(Path(examples), len(ex)),

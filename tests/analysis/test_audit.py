@@ -26,7 +26,7 @@ def files(tmp_path_factory, binary_tables):
 
 def test_writes_strict_json_and_every_table(files, tmp_path):
     result = analyze_files(files / "examples.parquet", files / "predictions.parquet",
-                           AnalysisOptions(n_boot=100))
+                           AnalysisOptions(bootstrap=100))
     result.write(tmp_path)
     text = (tmp_path / "metrics.json").read_text()
     metrics = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
@@ -44,9 +44,9 @@ def test_writes_strict_json_and_every_table(files, tmp_path):
 def test_same_inputs_and_seed_give_identical_metrics(binary_tables):
     ex = validate_examples(binary_tables[0])
     pr = validate_predictions(binary_tables[1], ex)
-    a = analyze(ex, pr, AnalysisOptions(n_boot=50, seed=4)).metrics
-    b = analyze(ex, pr, AnalysisOptions(n_boot=50, seed=4)).metrics
-    c = analyze(ex, pr, AnalysisOptions(n_boot=50, seed=5)).metrics
+    a = analyze(ex, pr, AnalysisOptions(bootstrap=50, seed=4)).metrics
+    b = analyze(ex, pr, AnalysisOptions(bootstrap=50, seed=4)).metrics
+    c = analyze(ex, pr, AnalysisOptions(bootstrap=50, seed=5)).metrics
     assert a == b
     assert a["deltas"] != c["deltas"]
 
@@ -66,7 +66,7 @@ def test_shifted_rows_feed_accuracy_but_not_the_clean_analyses(make_pop):
                                   "pred": p, "p_true": 0.5, "p_pos": 0.5})
                     for v, p in (("dense", [0, 1, 1, 1]), ("c", [0, 1, 1, 0]))])
     ex = validate_examples(ex)
-    res = analyze(ex, validate_predictions(pr, ex), AnalysisOptions(n_boot=0))
+    res = analyze(ex, validate_predictions(pr, ex), AnalysisOptions(bootstrap=0))
     acc = res.tables["accuracy"].set_index(["variant", "shift"])["top1"]
     assert acc[("dense", "clean")] == 1.0 and acc[("dense", "fog")] == 0.5
     assert acc[("c", "fog")] == 0.0
@@ -85,7 +85,7 @@ def test_multiclass_with_attributes_reports_pie_rate_per_subgroup():
                                   "pred": p[r], "p_true": 0.5})
                     for v, p in (("dense", dense), ("c", comp)) for r in range(3)])
     ex = validate_examples(ex)
-    res = analyze(ex, validate_predictions(pr, ex), AnalysisOptions(n_boot=100))
+    res = analyze(ex, validate_predictions(pr, ex), AnalysisOptions(bootstrap=100))
     s = res.tables["subgroup_summary"].query("metric == 'pie_rate'").set_index("subgroup")["mean"]
     assert s["overall"] == 0.25 and s["G=a"] == 0.0 and s["G=b"] == 0.5
     over = res.tables["overindex"].set_index("attr.G")

@@ -26,7 +26,7 @@ def _metrics(harms=(), seed=0):
     ex, pr = simulate_binary(n_examples=6000, n_replicas=4, variants=("dense", "gmp-90"),
                              harms=harms, seed=seed)
     ex = validate_examples(ex)
-    return analyze(ex, validate_predictions(pr, ex), AnalysisOptions(n_boot=300)).metrics
+    return analyze(ex, validate_predictions(pr, ex), AnalysisOptions(bootstrap=300)).metrics
 
 
 @pytest.fixture(scope="module")

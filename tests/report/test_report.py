@@ -65,7 +65,7 @@ def _binary_tables(*, evil: bool, shifts: bool) -> tuple[pd.DataFrame, pd.DataFr
 def _analyze_into(root: Path, ex: pd.DataFrame, pr: pd.DataFrame, **kw) -> None:
     exv = validate_examples(ex, num_classes=kw.get("num_classes"))
     prv = validate_predictions(pr, exv, num_classes=kw.get("num_classes"))
-    result = analyze(exv, prv, AnalysisOptions(n_boot=60, **kw))
+    result = analyze(exv, prv, AnalysisOptions(bootstrap=60, **kw))
     result.write(root)
 
 

@@ -36,6 +36,8 @@ __all__ = [
     "comparison_metrics",
     "dissection_block",
     "read_dissection",
+    "read_dissection_config",
+    "check_dissection_config",
 ]
 
 #: Per-unit columns of a dissection (``compaudit.dissection.dissect.UNIT_COLUMNS``).
@@ -228,7 +230,7 @@ def dissection_block(units: pd.DataFrame, concepts: pd.DataFrame, plan_info: Map
     return block, {"dissection_units": units, "dissection_replicas": tables["replicas"]}
 
 
-def _read_frame(path: Path, what: str, hint: str) -> pd.DataFrame:
+def _read_frame(path: Path, *, what: str, hint: str) -> pd.DataFrame:
     if not path.is_file():
         raise AuditInputError(f"{path}: {what} file not found; {hint}")
     try:
@@ -241,12 +243,12 @@ def _read_frame(path: Path, what: str, hint: str) -> pd.DataFrame:
                               "Parquet, or CSV with a header row") from err
 
 
-def _column_problems(frame: pd.DataFrame, path: Path, required: tuple[str, ...],
+def _column_problems(frame: pd.DataFrame, *, path: Path, required: tuple[str, ...],
                      hint: str) -> list[str]:
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        return [f"{path}: missing required column(s) {', '.join(map(repr, missing))}; "
-                f"found {', '.join(map(str, frame.columns)) or 'no columns'}; {hint}"]
+        return [(f"{path}: missing required column(s) {', '.join(map(repr, missing))}; "
+                 f"found {', '.join(map(str, frame.columns)) or 'no columns'}; {hint}")]
     return [] if len(frame) else [f"{path}: the table has no rows; {hint}"]
 
 
@@ -283,12 +285,14 @@ def read_dissection(*, units: str | Path, concepts: str | Path
         One message per problem, naming the file and the column.
     """
     units_path, concepts_path = Path(units), Path(concepts)
-    unit_table = _read_frame(units_path, "dissection units", UNITS_HINT)
-    concept_table = _read_frame(concepts_path, "dissection concepts", CONCEPTS_HINT)
-    problems = _column_problems(unit_table, units_path, UNITS_TABLE_COLUMNS, UNITS_HINT)
+    unit_table = _read_frame(units_path, what="dissection units", hint=UNITS_HINT)
+    concept_table = _read_frame(concepts_path, what="dissection concepts", hint=CONCEPTS_HINT)
+    problems = _column_problems(unit_table, path=units_path, required=UNITS_TABLE_COLUMNS,
+                                hint=UNITS_HINT)
     if not problems:
         problems += _dtype_problems(unit_table, units_path)
-    problems += _column_problems(concept_table, concepts_path, CONCEPT_COLUMNS, CONCEPTS_HINT)
+    problems += _column_problems(concept_table, path=concepts_path, required=CONCEPT_COLUMNS,
+                                 hint=CONCEPTS_HINT)
     if problems:
         raise AuditInputError(problems)
     return unit_table, concept_table
@@ -302,7 +306,7 @@ def read_dissection_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise AuditInputError(f"{path}: dissection config file not found; expected a JSON "
-                              "object such as {\"iou_threshold\": 0.04, \"quantile\": 0.005}")
+                              'object such as {"iou_threshold": 0.04, "quantile": 0.005}')
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

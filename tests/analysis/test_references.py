@@ -20,8 +20,8 @@ def test_alexnet_reference_covers_the_15_mce_corruptions():
 
 
 def test_old_modules_re_export_the_same_objects():
-    from compaudit.analysis import robustness
     from compaudit import simulate
+    from compaudit.analysis import robustness
 
     assert simulate.CELEBA_TEST_JOINT is references.CELEBA_TEST_JOINT
     assert robustness.ALEXNET_ERRORS is references.ALEXNET_ERRORS

@@ -52,6 +52,14 @@ def _build_parser() -> argparse.ArgumentParser:
     an.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     an.add_argument("--num-classes", type=int, default=None, help="number of classes")
     an.add_argument("--shift", default="clean", help="shift analysed for classes/PIE/subgroups")
+    an.add_argument("--dissection", type=Path, default=None, metavar="UNITS",
+                    help="per-unit dissection table (a run's variants/*/dissection.parquet, "
+                         "concatenated): adds the dissection block")
+    an.add_argument("--dissection-concepts", type=Path, default=None, metavar="CONCEPTS",
+                    help="concept table of the dissection (dissection_concepts.csv)")
+    an.add_argument("--dissection-config", type=Path, default=None, metavar="CONFIG.json",
+                    help="JSON object describing the dissection, with iou_threshold "
+                         "(a run's metrics.json holds it under dissection.config)")
     an.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     an.set_defaults(func=_cmd_analyze)
 
@@ -105,14 +113,19 @@ def _run_options(p: argparse.ArgumentParser, *, default_out: Path | None) -> Non
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from compaudit.analysis.audit import AnalysisOptions, analyze_files
+    from compaudit.analysis.dissection import read_dissection_config
     from compaudit.analysis.summary import format_summary
 
     options = AnalysisOptions(
         dense=args.dense, protected=args.protected, positive_label=args.positive_label,
         bootstrap=args.bootstrap, seed=args.seed, num_classes=args.num_classes, shift=args.shift,
     )
+    config = (read_dissection_config(args.dissection_config)
+              if args.dissection_config is not None else None)
     result = analyze_files(args.examples, args.predictions, options,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, dissection=args.dissection,
+                           dissection_concepts=args.dissection_concepts,
+                           dissection_config=config)
     path = result.write(args.out)
     print(format_summary(result.metrics))
     print(f"\nwrote {path} and {len(result.tables)} tables in {Path(args.out) / 'tables'}")

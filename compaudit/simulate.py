@@ -15,19 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["PlantedHarm", "CELEBA_TEST_JOINT", "simulate_binary", "simulate_multiclass"]
+from compaudit.references import CELEBA_TEST_JOINT  # re-exported: the old home
 
-#: CelebA test split counts of (Blond_Hair, Male, Young), REFERENCES.md Table 1.
-CELEBA_TEST_JOINT: dict[tuple[bool, bool, bool], int] = {
-    (True, True, False): 62,
-    (True, True, True): 118,
-    (True, False, True): 1961,
-    (True, False, False): 519,
-    (False, False, True): 8370,
-    (False, False, False): 1397,
-    (False, True, False): 2870,
-    (False, True, True): 4665,
-}
+__all__ = ["PlantedHarm", "CELEBA_TEST_JOINT", "simulate_binary", "simulate_multiclass"]
 
 
 @dataclass(frozen=True)

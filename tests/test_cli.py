@@ -82,3 +82,57 @@ def test_report_command_renders_an_analyzed_run(files, tmp_path, capsys):
     assert main(["report", str(tmp_path), "--no-progress"]) == 0
     html = (tmp_path / "report.html").read_text()
     assert "Compression audit report" in html and "gmp-90" in html
+
+
+def _dissection_files(root):
+    """Hand-made per-unit rows of dense and gmp-90 (2 replicas x 4 units), concepts, config."""
+    import pandas as pd
+
+    hits = {("dense", 0): [True, True, False, True], ("dense", 1): [False, True, True, False],
+            ("gmp-90", 0): [True, False, False, False], ("gmp-90", 1): [False, True, False, True]}
+    units = pd.DataFrame([
+        {"variant": v, "replica": r, "layer": "a" if u < 2 else "b", "unit": u % 2,
+         "threshold": 0.5, "concept": ["hair", "eyes", "hair", "mouth"][u], "category": "part",
+         "iou": 0.1 if hit else 0.01, "interpretable": hit}
+        for (v, r), row in hits.items() for u, hit in enumerate(row)])
+    concepts = pd.DataFrame({"concept": ["hair", "eyes", "mouth"], "category": "part",
+                             "coverage": [0.15, 0.005, 0.01], "iou_bound": [0.03, 0.25, 0.5],
+                             "n_images": 10})
+    CONFIG = {"layers": ["a", "b"], "quantile": 0.005, "iou_threshold": 0.04}
+    units.to_parquet(root / "units.parquet", index=False)
+    concepts.to_csv(root / "concepts.csv", index=False)
+    (root / "config.json").write_text(json.dumps(CONFIG))
+    return units, concepts, CONFIG
+
+
+def test_analyze_dissection_writes_the_block_dissection_block_builds(files, tmp_path):
+    from compaudit.analysis.audit import dumps_metrics
+    from compaudit.analysis.dissection import dissection_block
+
+    units, concepts, config = _dissection_files(tmp_path)
+    code = main(["analyze", "--examples", str(files / "examples.parquet"),
+                 "--predictions", str(files / "predictions.parquet"),
+                 "--out", str(tmp_path / "out"), "--bootstrap", "0", "--no-progress",
+                 "--dissection", str(tmp_path / "units.parquet"),
+                 "--dissection-concepts", str(tmp_path / "concepts.csv"),
+                 "--dissection-config", str(tmp_path / "config.json")])
+    assert code == 0
+    block, _ = dissection_block(units, concepts, config)
+    written = json.loads((tmp_path / "out" / "metrics.json").read_text())["dissection"]
+    assert written == json.loads(dumps_metrics(block))
+    assert (tmp_path / "out" / "tables" / "dissection_replicas.csv").is_file()
+
+
+def test_analyze_dissection_with_a_missing_column_exits_2(files, tmp_path, capsys):
+    units, _, _ = _dissection_files(tmp_path)
+    units.drop(columns="concept").to_parquet(tmp_path / "units.parquet", index=False)
+    code = main(["analyze", "--examples", str(files / "examples.parquet"),
+                 "--predictions", str(files / "predictions.parquet"),
+                 "--out", str(tmp_path / "out"), "--no-progress",
+                 "--dissection", str(tmp_path / "units.parquet"),
+                 "--dissection-concepts", str(tmp_path / "concepts.csv"),
+                 "--dissection-config", str(tmp_path / "config.json")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'units.parquet'}: missing required column(s) 'concept'" in err
+    assert not (tmp_path / "out").exists()

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import platform
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,11 @@ import compaudit
 from compaudit._atomic import atomic_path, atomic_write_text
 from compaudit.analysis.accuracy import accuracy_summary, accuracy_table
 from compaudit.analysis.classes import class_summary, class_table
+from compaudit.analysis.dissection import (
+    check_dissection_config,
+    dissection_block,
+    read_dissection,
+)
 from compaudit.analysis.pie import overindex_table, pie_summary, pie_table
 from compaudit.analysis.population import Population, build_population
 from compaudit.analysis.robustness import (
@@ -296,17 +302,67 @@ def _file_info(path: Path, rows: int) -> dict[str, Any]:
     return {"path": str(path), "sha256": digest.hexdigest(), "rows": rows}
 
 
+def _dissection_inputs(units: str | Path | None, concepts: str | Path | None,
+                       config: Mapping[str, Any] | None) -> None:
+    """Check that the dissection inputs come together and the config is usable."""
+    given = {"dissection (--dissection)": units,
+             "dissection_concepts (--dissection-concepts)": concepts,
+             "dissection_config (--dissection-config)": config}
+    if any(v is not None for v in given.values()):
+        missing = [name for name, value in given.items() if value is None]
+        if missing:
+            raise AuditInputError(
+                f"dissection inputs: missing {', '.join(missing)}; expected the per-unit "
+                "table, the concept table and the dissection config together")
+        check_dissection_config(config, source="dissection config")
+
+
 def analyze_files(
     examples: str | Path,
     predictions: str | Path,
     options: AnalysisOptions | None = None,
     *,
     progress: bool = False,
+    dissection: str | Path | None = None,
+    dissection_concepts: str | Path | None = None,
+    dissection_config: Mapping[str, Any] | None = None,
 ) -> AnalysisResult:
-    """Read, validate and analyze ``examples`` and ``predictions`` files."""
+    """Read, validate and analyze ``examples`` and ``predictions`` files.
+
+    Parameters
+    ----------
+    examples, predictions
+        The two tables (Parquet or CSV).
+    options
+        See :class:`AnalysisOptions`.
+    progress
+        Show a progress bar over the analysis steps.
+    dissection, dissection_concepts, dissection_config
+        Optional, together: the stacked per-unit dissection table (a run's
+        ``variants/<name>/dissection.parquet`` files concatenated), its concept table
+        (``dissection_concepts.csv``) and the dissection's description (at least
+        ``iou_threshold``; a run's ``metrics.json`` holds it as
+        ``["dissection"]["config"]``). They add the ``dissection`` block of
+        ``metrics.json`` and the ``dissection_units`` and ``dissection_replicas``
+        tables, exactly as ``compaudit run`` does
+        (:func:`compaudit.analysis.dissection.dissection_block`).
+    """
     options = options or AnalysisOptions()
+    _dissection_inputs(dissection, dissection_concepts, dissection_config)
+    dissected = None
+    if dissection is not None:
+        dissected = read_dissection(units=dissection, concepts=dissection_concepts)
     ex = read_examples(examples, num_classes=options.num_classes)
     pr = read_predictions(predictions, ex, dense=options.dense, num_classes=options.num_classes)
     inputs = {"examples": _file_info(Path(examples), len(ex)),
               "predictions": _file_info(Path(predictions), len(pr))}
-    return analyze(ex, pr, options, progress=progress, inputs=inputs)
+    if dissected is not None:
+        inputs["dissection"] = _file_info(Path(dissection), len(dissected[0]))
+        inputs["dissection_concepts"] = _file_info(Path(dissection_concepts), len(dissected[1]))
+    result = analyze(ex, pr, options, progress=progress, inputs=inputs)
+    if dissected is not None:
+        block, tables = dissection_block(*dissected, dissection_config, dense=options.dense,
+                                         level=options.level)
+        result.metrics["dissection"] = block
+        result.tables.update(tables)
+    return result

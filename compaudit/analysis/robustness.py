@@ -33,15 +33,8 @@ __all__ = [
     "subgroups_under_shift",
 ]
 
-#: AlexNet top-1 error per ImageNet-C corruption, averaged over the 5 severities.
-ALEXNET_ERRORS = {
-    "gaussian_noise": 0.886428, "shot_noise": 0.894468, "impulse_noise": 0.922640,
-    "defocus_blur": 0.819880, "glass_blur": 0.826268, "motion_blur": 0.785948,
-    "zoom_blur": 0.798360, "snow": 0.866816, "frost": 0.826572, "fog": 0.819324,
-    "brightness": 0.564592, "contrast": 0.853204, "elastic_transform": 0.646056,
-    "pixelate": 0.717840, "jpeg_compression": 0.606500,
-}
-ALEXNET_CLEAN_ERROR = 0.43478
+from compaudit.references import ALEXNET_CLEAN_ERROR, ALEXNET_ERRORS  # noqa: E402
+
 IMAGENET_C_CORRUPTIONS = tuple(ALEXNET_ERRORS)
 
 

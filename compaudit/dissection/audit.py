@@ -3,8 +3,9 @@
 Compressed models live only inside their variant job (they are not written to disk),
 so each job dissects its own replicas right after compressing them
 (:func:`dissect_population`) and writes the per-unit table next to its predictions.
-The analyze stage then stacks the tables of every variant and turns them into the
-``dissection`` block of ``metrics.json`` (:func:`dissection_block`): per variant the
+The analyze stage then stacks the tables of every variant (:func:`read_population`) and
+turns them into the ``dissection`` block of ``metrics.json`` (:func:`dissection_block`,
+pure pandas, from :mod:`compaudit.analysis.dissection`): per variant the
 counts and retention of interpretable units with t-intervals across replicas, per
 replica the paired numbers the gate reads, and the concept table with the IoU bound
 each concept can reach at the chosen quantile.
@@ -22,7 +23,8 @@ import pandas as pd
 import torch
 
 from compaudit._atomic import atomic_path
-from compaudit.dissection.compare import compare_dissections, comparison_metrics, units_frame
+from compaudit.analysis.dissection import dissection_block
+from compaudit.dissection.compare import units_frame
 from compaudit.dissection.concepts import ConceptDataset
 from compaudit.dissection.dissect import DissectionConfig, dissect
 
@@ -126,38 +128,3 @@ def read_population(variant_dirs: Mapping[str, Path]) -> tuple[pd.DataFrame, pd.
     first = next(iter(variant_dirs.values()))
     concepts = pd.read_csv(first / CONCEPTS_FILE, keep_default_na=False)
     return units, concepts
-
-
-def dissection_block(units: pd.DataFrame, concepts: pd.DataFrame, plan_info: Mapping[str, Any],
-                     *, dense: str = "dense", level: float = 0.95
-                     ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
-    """The ``dissection`` block of ``metrics.json`` and its tables.
-
-    Returns
-    -------
-    block
-        ``config``; ``n_images``; ``concepts`` (concept, category, coverage, iou_bound);
-        ``unreachable``: concepts whose IoU bound is at or below the threshold;
-        ``variants``: :func:`~compaudit.dissection.compare.comparison_metrics` plus
-        ``by_layer`` (mean interpretable units per layer); ``replicas``: one record per
-        (variant, replica) with :data:`~compaudit.dissection.compare.REPLICA_METRICS`.
-    tables
-        ``dissection_units`` (every unit of every replica) and ``dissection_replicas``.
-    """
-    tables = compare_dissections(units, dense=dense, level=level)
-    variants = comparison_metrics(tables)
-    per_layer = (units.groupby(["variant", "replica", "layer"], sort=False)["interpretable"]
-                 .sum().groupby(["variant", "layer"], sort=False).mean())
-    for (variant, layer), value in per_layer.items():
-        variants[variant].setdefault("by_layer", {})[layer] = {"interpretable_units": float(value)}
-    threshold = float(plan_info["iou_threshold"])
-    table = concepts[["concept", "category", "coverage", "iou_bound"]]
-    block = {
-        "config": dict(plan_info),
-        "n_images": int(concepts["n_images"].iloc[0]) if len(concepts) else 0,
-        "concepts": table.to_dict("records"),
-        "unreachable": table.loc[table["iou_bound"] <= threshold, "concept"].tolist(),
-        "variants": variants,
-        "replicas": tables["replicas"].to_dict("records"),
-    }
-    return block, {"dissection_units": units, "dissection_replicas": tables["replicas"]}

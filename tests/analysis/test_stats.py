@@ -83,17 +83,29 @@ def test_bootstrap_weights_are_multinomial_resamples():
     assert abs(w.var() - 39 / 40) < 0.05
 
 
-def test_bootstrap_sums_equal_an_explicit_resample_loop():
+def test_bootstrap_sums_are_weighted_row_sums_of_multinomial_counts():
+    # The engine's contract, independent of how it draws: each resample's sums are
+    # ``counts @ x`` with counts the multinomial weights of that resample.
     rng = np.random.default_rng(4)
     x = rng.integers(0, 3, size=(57, 3)).astype(float)
     fast = bootstrap_sums(x, n_boot=300, seed=11, chunk=128)
-    # Independent reference: draw the same indices and sum rows one resample at a time.
-    ref_rng = np.random.default_rng(11)
-    rows = []
-    for size in (128, 128, 44):
-        draws = ref_rng.integers(0, 57, size=(size, 57))
-        rows += [x[d].sum(axis=0) for d in draws]
-    np.testing.assert_allclose(fast, np.array(rows))
+    counts = np.concatenate(list(bootstrap_weights(57, 300, np.random.default_rng(11), chunk=128)))
+    assert counts.shape == (300, 57) and np.all(counts == np.round(counts)) and counts.min() >= 0
+    np.testing.assert_array_equal(counts.sum(axis=1), 57)
+    np.testing.assert_allclose(fast, counts.astype(float) @ x)
+
+
+def test_bootstrap_mean_has_the_analytic_mean_and_variance():
+    # Resampling n values with replacement: the bootstrap mean has expectation mean(x)
+    # and variance var(x, ddof=0) / n (exact results for the nonparametric bootstrap).
+    rng = np.random.default_rng(7)
+    n, n_boot = 50, 20000
+    x = rng.exponential(size=(n, 1))
+    means = bootstrap_sums(x, n_boot=n_boot, seed=3)[:, 0] / n
+    var = x.var() / n
+    assert abs(means.mean() - x.mean()) < 4 * np.sqrt(var / n_boot)
+    # The sample variance of B draws has relative sd ~ sqrt(2 / B) (1% here) plus kurtosis.
+    assert means.var(ddof=1) == pytest.approx(var, rel=0.06)
 
 
 def test_bootstrap_segments_sum_to_the_whole():

@@ -78,20 +78,47 @@ def test_replica_summary_is_mean_and_t_interval(result):
     assert (row["lo"].item(), row["hi"].item()) == pytest.approx((lo, hi))
 
 
-def test_population_delta_is_difference_of_replica_means(result):
-    pr, d = result.per_replica, result.deltas
-    for sub in ("overall", "Male=False & Young=True"):
-        mean = pr[pr.subgroup == sub].groupby("variant")["fnr"].mean()
+def _population_rate(pop, variant: str, rate, mask: np.ndarray) -> float:
+    """Mean over the variant's replicas of a fairlearn rate on the examples in ``mask``."""
+    preds = pop.variants[variant].pred
+    return float(np.mean([rate(pop.labels[mask], p[mask]) for p in preds]))
+
+
+def _mask(pop, **levels) -> np.ndarray:
+    mask = np.ones(len(pop.labels), bool)
+    for attr, value in levels.items():
+        mask &= pop.examples[f"attr.{attr}"].to_numpy() == value
+    return mask
+
+
+def test_population_delta_is_difference_of_replica_means(binary_population, result):
+    # Reference from the raw predictions: per-replica FNR with fairlearn, then by hand.
+    pop, d = binary_population, result.deltas
+    for sub, levels in (("overall", {}), ("Male=False & Young=True", {"Male": False, "Young": True})):
+        mask = _mask(pop, **levels)
+        dense = _population_rate(pop, "dense", false_negative_rate, mask)
+        comp = _population_rate(pop, "gmp-50", false_negative_rate, mask)
         row = d[(d.variant == "gmp-50") & (d.subgroup == sub) & (d.metric == "fnr")]
-        assert row["abs_diff"].item() == pytest.approx(mean["gmp-50"] - mean["dense"])
-        rel = 100 * (mean["gmp-50"] - mean["dense"]) / mean["dense"]
-        assert row["rel_change_pct"].item() == pytest.approx(rel)
+        assert row["dense"].item() == pytest.approx(dense, rel=1e-12)
+        assert row["abs_diff"].item() == pytest.approx(comp - dense, rel=1e-9, abs=1e-15)
+        assert row["rel_change_pct"].item() == pytest.approx(100 * (comp - dense) / dense,
+                                                             rel=1e-9)
 
 
-def test_normalized_change_is_subgroup_minus_overall_relative_change(result):
+def test_normalized_change_is_subgroup_minus_overall_relative_change(binary_population, result):
+    # Reference from the raw predictions: FPR means over replicas with fairlearn, then
+    # relative changes of the subgroup and of everyone by hand.
+    pop = binary_population
+    everyone, men = _mask(pop), _mask(pop, Male=True)
+
+    def rel_change(mask):
+        dense = _population_rate(pop, "dense", false_positive_rate, mask)
+        return 100 * (_population_rate(pop, "gmp-90", false_positive_rate, mask) - dense) / dense
+
     d = result.deltas.query("variant == 'gmp-90' and metric == 'fpr'").set_index("subgroup")
-    expected = d.loc["Male=True", "rel_change_pct"] - d.loc["overall", "rel_change_pct"]
-    assert d.loc["Male=True", "norm_change_pct"] == pytest.approx(expected)
+    expected = rel_change(men) - rel_change(everyone)
+    assert d.loc["Male=True", "norm_change_pct"] == pytest.approx(expected, rel=1e-9)
+    assert d.loc["overall", "norm_change_pct"] == 0.0
 
 
 def test_planted_fpr_increase_is_found_in_its_intersection(result):

@@ -97,3 +97,14 @@ def test_bad_input(frame):
         compare_dissections(frame.drop(columns="iou"))
     with pytest.raises(AuditInputError, match="appears more than once"):
         compare_dissections(pd.concat([frame, frame.iloc[:1]]))
+
+
+def test_pure_pandas_half_is_re_exported_and_agrees_on_unit_columns():
+    from compaudit.analysis import dissection as pure
+    from compaudit.dissection import audit, compare
+    from compaudit.dissection.dissect import UNIT_COLUMNS
+
+    assert compare.compare_dissections is pure.compare_dissections
+    assert compare.comparison_metrics is pure.comparison_metrics
+    assert audit.dissection_block is pure.dissection_block
+    assert pure.UNIT_COLUMNS == UNIT_COLUMNS

@@ -44,6 +44,7 @@ __all__ = [
     "check_config",
     "check_int",
     "from_table",
+    "narrow",
     "plain",
     "setting",
 ]
@@ -354,6 +355,16 @@ def from_table(cls: type, table: Any, *, where: str, problems: list[str],
     except ConfigError as err:
         problems.extend(err.reworded(where))
     return None
+
+
+def narrow(obj: Any, cls: type, **changes: Any) -> Any:
+    """``cls`` built from the fields of ``obj`` that ``cls`` declares, with ``changes``.
+
+    For a section that extends a stage's config (``TrainSpec(TrainConfig)``): the
+    stage gets exactly its own config type.
+    """
+    names = [f.name for f in dataclasses.fields(cls)]
+    return cls(**{**{n: getattr(obj, n) for n in names}, **changes})
 
 
 def plain(obj: Any) -> Any:

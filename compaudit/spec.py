@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from compaudit.analysis.audit import AnalysisOptions
 from compaudit.compress.configs import METHODS
-from compaudit.config import Checked, from_table, plain, setting
+from compaudit.config import Checked, from_table, narrow, plain, setting
 from compaudit.dissection.config import DEFAULT_LAYERS, DissectionSpec
 from compaudit.errors import AuditInputError
 from compaudit.gate.policy import GatePolicy, policy_from_dict
@@ -122,8 +122,12 @@ class TrainSpec(TrainConfig):
 
     def fine_tune(self) -> TrainConfig:
         """The fine-tuning run: these settings with the fine-tuning budget, one thread."""
-        return replace(self, epochs=self.fine_tune_epochs, lr=self.fine_tune_lr,
-                       num_threads=1)
+        return narrow(self, TrainConfig, epochs=self.fine_tune_epochs,
+                      lr=self.fine_tune_lr, num_threads=1)
+
+    def dense(self) -> TrainConfig:
+        """The dense population's training run."""
+        return narrow(self, TrainConfig)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,164 @@
+"""The run folder: every path inside it, the metrics schema, and reading/writing its JSON.
+
+One audit writes one folder; the stages, the report and the gate find their files
+here and nowhere else::
+
+    RUN/run.json              provenance: spec, seeds, versions, data fingerprints
+    RUN/stages.json           stage keys of the stage cache
+    RUN/data/                 generated data (synthetic faces, corrupted copies)
+    RUN/models/dense/         replica-XXX.pt (+ .json) and training checkpoints
+    RUN/variants/<name>/      predictions.parquet, record.json (and dissection.parquet)
+    RUN/examples.parquet, predictions.parquet, variants.json, class_names.json
+    RUN/metrics.json, tables/ the analysis
+    RUN/gate/                 gate.json, junit.xml, summary.md
+    RUN/report.html
+
+This module imports no torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compaudit._atomic import atomic_write_text
+from compaudit.errors import AuditInputError
+
+__all__ = [
+    "METRICS_SCHEMA",
+    "VARIANTS_SCHEMA",
+    "RunFolder",
+    "check_metrics_schema",
+    "read_json",
+    "read_metrics",
+    "write_json",
+]
+
+#: Version of ``metrics.json``; analyze writes it, report and gate accept exactly it.
+METRICS_SCHEMA = "compaudit.metrics/1"
+#: Version of ``variants.json``.
+VARIANTS_SCHEMA = "compaudit.variants/1"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The paths of one run folder (nothing is created until a stage writes)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    # provenance and cache
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def stages_json(self) -> Path:
+        return self.root / "stages.json"
+
+    # inputs of the analysis
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def shift_data(self, index: int) -> Path:
+        """The corrupted copy written for shift set ``index``."""
+        return self.data / f"shift-{index}"
+
+    @property
+    def dense_models(self) -> Path:
+        return self.root / "models" / "dense"
+
+    def variant(self, name: str) -> Path:
+        return self.root / "variants" / name
+
+    def variant_predictions(self, name: str) -> Path:
+        return self.variant(name) / "predictions.parquet"
+
+    def variant_record(self, name: str) -> Path:
+        return self.variant(name) / "record.json"
+
+    def variant_units(self, name: str) -> Path:
+        """The per-unit dissection table of every replica of variant ``name``."""
+        return self.variant(name) / "dissection.parquet"
+
+    @property
+    def examples(self) -> Path:
+        return self.root / "examples.parquet"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions.parquet"
+
+    @property
+    def variants_json(self) -> Path:
+        return self.root / "variants.json"
+
+    @property
+    def class_names(self) -> Path:
+        return self.root / "class_names.json"
+
+    # outputs
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def tables(self) -> Path:
+        return self.root / "tables"
+
+    def table(self, name: str) -> Path:
+        return self.tables / f"{name}.csv"
+
+    @property
+    def gate(self) -> Path:
+        return self.root / "gate"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+
+def gate_files(folder: Path) -> dict[str, Path]:
+    """The gate's outputs in ``folder``: ``json``, ``junit`` and ``markdown``."""
+    folder = Path(folder)
+    return {"json": folder / "gate.json", "junit": folder / "junit.xml",
+            "markdown": folder / "summary.md"}
+
+
+def read_json(path: Path, *, what: str, fix: str) -> Any:
+    """Parse a JSON file; a missing or unreadable file is an error naming it and the fix."""
+    if not path.is_file():
+        raise AuditInputError(f"{path}: {what} not found; {fix}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise AuditInputError(f"{path}: {what} is not valid JSON ({err}); {fix}") from err
+
+
+def write_json(path: Path, doc: Any) -> None:
+    """Write ``doc`` as indented JSON, atomically (a temporary file renamed)."""
+    atomic_write_text(path, json.dumps(doc, indent=2, default=str) + "\n")
+
+
+def check_metrics_schema(metrics: Any, *, source: str = "metrics") -> None:
+    """Accept exactly :data:`METRICS_SCHEMA`; anything else names what was found."""
+    found = metrics.get("schema") if isinstance(metrics, dict) else type(metrics).__name__
+    if found != METRICS_SCHEMA:
+        raise AuditInputError(
+            f"{source}: field 'schema': got {found!r}, expected {METRICS_SCHEMA!r}; "
+            "re-run 'compaudit analyze' (or 'compaudit run') with this compaudit version")
+
+
+def read_metrics(path: str | Path, *, what: str = "metrics") -> dict[str, Any]:
+    """Read a run's ``metrics.json`` (``path``: the file or its run folder), schema checked."""
+    path = Path(path)
+    file = RunFolder(path).metrics if path.is_dir() else path
+    metrics = read_json(file, what=what, fix="expected the metrics.json written by "
+                        "'compaudit analyze' or 'compaudit run'")
+    check_metrics_schema(metrics, source=str(file))
+    return metrics

@@ -5,7 +5,7 @@ them all: ``celeba``, ``imagenet``, ``imagenet-a``, ``imagenet-c``, ``cifar10``,
 ``cifar10-c`` and ``manifest`` (custom datasets).
 """
 
-from compaudit.data import celeba, cifar10, custom, imagenet, imagenet_c  # noqa: F401
+from compaudit.data import celeba, cifar10, custom, imagenet, imagenet_a, imagenet_c  # noqa: F401
 from compaudit.data.base import (
     AuditDataset,
     SubsetDataset,

@@ -30,8 +30,10 @@ from typing import Any, Literal, Protocol, TypeVar
 from tqdm.auto import tqdm
 
 from compaudit.errors import AuditInputError
+from compaudit.registry import Registry
 
 __all__ = [
+    "EXECUTORS",
     "Executor",
     "SerialExecutor",
     "LocalExecutor",
@@ -295,32 +297,36 @@ class RayExecutor:
         self.close()
 
 
-_EXECUTORS: dict[str, Callable[..., Executor]] = {
-    "serial": SerialExecutor,
-    "local": LocalExecutor,
-    "ray": RayExecutor,
-}
+#: Executor classes by name; :func:`get_executor` builds one.
+EXECUTORS: Registry[Callable[..., Executor]] = Registry("executor")
+EXECUTORS.add("serial", SerialExecutor)
+EXECUTORS.add("local", LocalExecutor)
+EXECUTORS.add("ray", RayExecutor)
 
 
 def list_executors() -> list[str]:
     """Names accepted by :func:`get_executor`."""
-    return sorted(_EXECUTORS)
+    return EXECUTORS.names()
 
 
-def get_executor(name: Literal["local", "ray", "serial"], **kwargs: Any) -> Executor:
-    """Build the executor called ``name`` with its keyword arguments.
+def get_executor(kind: Literal["local", "ray", "serial"], **kwargs: Any) -> Executor:
+    """Build the executor called ``kind`` with its keyword arguments.
 
     Parameters
     ----------
-    name
-        ``"serial"``, ``"local"`` or ``"ray"``.
+    kind
+        ``"serial"``, ``"local"`` or ``"ray"`` (see :func:`list_executors`).
     **kwargs
         Passed to :class:`SerialExecutor`, :class:`LocalExecutor` or :class:`RayExecutor`.
+
+    Raises
+    ------
+    AuditInputError
+        For an unknown ``kind`` (listing the valid ones) or an argument the executor
+        does not take.
     """
-    if name not in _EXECUTORS:
-        raise AuditInputError(f"unknown executor {name!r} (field 'executor'); valid names "
-                              f"are: {', '.join(list_executors())}")
+    cls = EXECUTORS.get(kind)
     try:
-        return _EXECUTORS[name](**kwargs)
+        return cls(**kwargs)
     except TypeError as err:
-        raise AuditInputError(f"executor {name!r}: {err}") from err
+        raise AuditInputError(f"executor {kind!r}: {err}") from err

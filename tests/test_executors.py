@@ -10,6 +10,7 @@ import pytest
 
 from compaudit.errors import AuditInputError
 from compaudit.executors import (
+    EXECUTORS,
     JobError,
     LocalExecutor,
     RayExecutor,
@@ -47,7 +48,8 @@ def executors(local):
 
 
 def test_registry_names_and_unknown_name():
-    assert list_executors() == ["local", "ray", "serial"]
+    assert list_executors() == ["local", "ray", "serial"] == EXECUTORS.names()
+    assert EXECUTORS.get("serial") is SerialExecutor
     assert isinstance(get_executor("local", max_workers=2), LocalExecutor)
     with pytest.raises(AuditInputError, match="unknown executor 'dask'.*local, ray, serial"):
         get_executor("dask")

@@ -5,8 +5,9 @@ them all: ``celeba``, ``imagenet``, ``imagenet-a``, ``imagenet-c``, ``cifar10``,
 ``cifar10-c`` and ``manifest`` (custom datasets).
 """
 
-from compaudit.data import celeba, cifar10, custom, imagenet, imagenet_c  # noqa: F401
+from compaudit.data import celeba, cifar10, custom, imagenet, imagenet_a, imagenet_c  # noqa: F401
 from compaudit.data.base import (
+    DATASETS,
     AuditDataset,
     SubsetDataset,
     TransformSpec,
@@ -21,6 +22,7 @@ from compaudit.data.synthetic import generate_synthetic_faces
 __all__ = [
     "ALL_CORRUPTIONS",
     "AuditDataset",
+    "DATASETS",
     "CORRUPTIONS",
     "Corrupt",
     "SubsetDataset",

@@ -15,7 +15,15 @@ from PIL import Image, UnidentifiedImageError
 
 from compaudit.errors import AuditInputError
 
-__all__ = ["first_few", "check_choice", "check_files_present", "list_names", "open_image"]
+__all__ = [
+    "first_few",
+    "check_choice",
+    "check_files_present",
+    "check_names",
+    "check_no_attributes",
+    "list_names",
+    "open_image",
+]
 
 #: How many offending items a message lists before summarising the rest.
 SHOW = 5
@@ -57,6 +65,41 @@ def check_choice(value: str, valid: Sequence[str], *, field: str, source: str) -
             f"valid values are: {', '.join(map(str, valid))}"
         )
     return value
+
+
+def check_names(value: object, *, field: str, source: str) -> tuple[str, ...]:
+    """``value`` as a tuple of non-empty strings (a list or tuple of names), else raise.
+
+    A bare string is refused: ``protected="Male"`` would otherwise read as four names.
+    """
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) and v for v in value):
+        return tuple(value)
+    hint = f"; write ({value!r},)" if isinstance(value, str) and value else ""
+    raise AuditInputError(
+        f"{source}: argument {field}: got {value!r}; expected a list or tuple of "
+        f"attribute names{hint}"
+    )
+
+
+def check_no_attributes(source: str, *, target: object, protected: object, why: str) -> None:
+    """Raise unless ``target`` is ``None`` and ``protected`` is empty.
+
+    For datasets whose examples carry a class label and no attributes; ``why`` says
+    where their labels come from.
+    """
+    problems = []
+    if target is not None:
+        problems.append(
+            f"{source}: argument target: got {target!r}; this dataset has no target "
+            f"attribute ({why}); leave target unset (None)"
+        )
+    if not isinstance(protected, (list, tuple)) or len(protected):
+        problems.append(
+            f"{source}: argument protected: got {protected!r}; this dataset has no "
+            "protected attributes; leave protected unset (())"
+        )
+    if problems:
+        raise AuditInputError(problems)
 
 
 def list_names(directory: Path) -> set[str]:

@@ -3,13 +3,23 @@
 A dataset is a torch ``Dataset`` returning ``(image, label, example_id)`` and can
 describe its examples as rows of the ``examples.parquet`` contract (DESIGN.md).
 Audit specs refer to datasets by registry name; ``get_dataset`` builds one.
+
+Every registered dataset class has the same constructor shape, so any of them is built
+the same way::
+
+    cls(root, *, split=<its default>, target=None, protected=(), transform=None,
+        **its own keyword-only options)
+
+A dataset without a target attribute or protected attributes (ImageNet, CIFAR-10)
+accepts ``target=None`` and ``protected=()`` and rejects anything else.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar, TypeVar
+from typing import Callable, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -17,9 +27,11 @@ import torch
 from torch.utils.data import Dataset
 
 from compaudit.errors import AuditInputError
+from compaudit.registry import Registry
 
 __all__ = [
     "AuditDataset",
+    "DATASETS",
     "TransformSpec",
     "register_dataset",
     "get_dataset",
@@ -69,9 +81,10 @@ class AuditDataset(Dataset):
     num_classes: int
     class_mask: np.ndarray | None = None
 
-    def __init__(self, root: str | Path, *, transform: Callable | None = None) -> None:
+    def __init__(self, root: str | Path, *,
+                 transform: Callable | TransformSpec | None = None) -> None:
         self.root = Path(root)
-        self.transform = transform
+        self.transform = _as_transform(transform, type(self).__name__)
 
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -90,34 +103,62 @@ class AuditDataset(Dataset):
         raise NotImplementedError
 
 
+def _as_transform(transform: Callable | TransformSpec | None, source: str) -> Callable | None:
+    """A callable from a :class:`TransformSpec`; callables and ``None`` pass through."""
+    if isinstance(transform, TransformSpec):
+        return transform.build()
+    if transform is not None and not callable(transform):
+        raise AuditInputError(
+            f"{source}: argument transform: got {transform!r}; expected a callable "
+            "applied to each PIL image, a TransformSpec, or None"
+        )
+    return transform
+
+
 _D = TypeVar("_D", bound=type[AuditDataset])
-_REGISTRY: dict[str, type[AuditDataset]] = {}
+
+#: Dataset classes by name; :func:`get_dataset` builds one.
+DATASETS: Registry[type[AuditDataset]] = Registry("dataset")
+#: Deprecated alias of ``DATASETS._entries`` for callers not yet moved to ``DATASETS``.
+_REGISTRY = DATASETS._entries
 
 
 def register_dataset(name: str) -> Callable[[_D], _D]:
     """Class decorator adding a dataset to the registry under ``name``."""
-
-    def wrap(cls: _D) -> _D:
-        if name in _REGISTRY:
-            raise ValueError(f"dataset name {name!r} is registered twice")
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
+    return DATASETS.register(name)  # type: ignore[return-value]
 
 
 def list_datasets() -> list[str]:
     """Names accepted by :func:`get_dataset`."""
-    return sorted(_REGISTRY)
+    return DATASETS.names()
+
+
+def dataset_options(cls: type[AuditDataset]) -> list[str]:
+    """The keyword arguments ``cls`` takes after ``root`` (``split``, ``target``, ...)."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
 def get_dataset(name: str, root: str | Path, **kwargs) -> AuditDataset:
-    """Build the dataset registered as ``name`` from files under ``root``."""
-    if name not in _REGISTRY:
+    """Build the dataset registered as ``name`` from files under ``root``.
+
+    Every dataset takes ``split``, ``target``, ``protected`` and ``transform``, plus
+    its own options; an unknown name or keyword is an :class:`AuditInputError` that
+    lists the valid ones.
+
+    Examples
+    --------
+    >>> get_dataset("cifar10", "/data/cifar10", split="test")  # doctest: +SKIP
+    """
+    cls = DATASETS.get(name)
+    valid = dataset_options(cls)
+    unknown = [key for key in kwargs if key not in valid]
+    if unknown:
         raise AuditInputError(
-            f"unknown dataset {name!r}; valid names are: {', '.join(list_datasets())}"
+            f"dataset {name!r}: unknown argument(s) {', '.join(unknown)}; "
+            f"valid arguments: {', '.join(valid)}"
         )
-    return _REGISTRY[name](root, **kwargs)
+    return cls(root, **kwargs)
 
 
 class SubsetDataset(AuditDataset):

@@ -21,8 +21,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from compaudit.data._checks import check_choice, check_files_present, first_few, open_image
-from compaudit.data.base import AuditDataset, register_dataset
+from compaudit.data._checks import (
+    check_choice,
+    check_files_present,
+    check_names,
+    first_few,
+    open_image,
+)
+from compaudit.data.base import AuditDataset, TransformSpec, register_dataset
 from compaudit.errors import AuditInputError
 
 __all__ = ["CelebA", "CELEBA_ATTRIBUTES", "CELEBA_SPLITS", "find_celeba_root", "read_celeba_tables"]
@@ -41,6 +47,8 @@ CELEBA_ATTRIBUTES = (
 
 #: Partition codes of ``list_eval_partition.txt``.
 CELEBA_SPLITS = {0: "train", 1: "valid", 2: "test"}
+#: The label when ``target`` is left unset: the Blond_Hair benchmark of the audits.
+DEFAULT_TARGET = "Blond_Hair"
 
 IMAGE_DIR = "img_align_celeba"
 ATTR_FILE = "list_attr_celeba.txt"
@@ -186,17 +194,18 @@ class CelebA(AuditDataset):
     split
         ``train``, ``valid``, ``test`` or ``all``.
     target
-        Attribute used as the label (1 when present).
+        Attribute used as the label (1 when present); ``None`` means
+        :data:`DEFAULT_TARGET` (``Blond_Hair``).
     protected
         Attributes audited for subgroup harm; become ``attr.<Name>`` columns.
+    transform
+        Callable or :class:`TransformSpec` applied to each PIL image.
     attributes
         Further attributes to describe examples with (also ``attr.<Name>``).
-    transform
-        Applied to each PIL image.
 
     Examples
     --------
-    >>> ds = CelebA("data/celeba", split="test")  # doctest: +SKIP
+    >>> ds = CelebA("data/celeba", split="test", protected=("Male",))  # doctest: +SKIP
     >>> ds.examples()[["example_id", "label", "attr.Male"]].head(1)  # doctest: +SKIP
     """
 
@@ -207,16 +216,21 @@ class CelebA(AuditDataset):
         root: str | Path,
         *,
         split: Literal["train", "valid", "test", "all"] = "test",
-        target: str = "Blond_Hair",
-        protected: Sequence[str] = ("Male", "Young"),
+        target: str | None = None,
+        protected: Sequence[str] = (),
+        transform: Callable | TransformSpec | None = None,
         attributes: Sequence[str] = (),
-        transform: Callable | None = None,
     ) -> None:
         super().__init__(root, transform=transform)
         self.split = check_choice(split, ("train", "valid", "test", "all"),
                                   field="split", source="CelebA")
+        target = DEFAULT_TARGET if target is None else target
+        if not isinstance(target, str):
+            raise AuditInputError(f"CelebA: argument target: got {target!r}; expected an "
+                                  f"attribute name such as {DEFAULT_TARGET!r}")
         self.target = target
-        self.protected = tuple(protected)
+        self.protected = check_names(protected, field="protected", source="CelebA")
+        attributes = check_names(attributes, field="attributes", source="CelebA")
         self.attributes = tuple(dict.fromkeys([*self.protected, *attributes]))
         self.base = find_celeba_root(self.root)
         table, partition = read_celeba_tables(self.base)

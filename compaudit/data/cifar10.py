@@ -7,7 +7,6 @@ source ``cifar10/test/<index>``. Nothing is downloaded.
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 from typing import Callable, ClassVar, Literal, Sequence
@@ -16,7 +15,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from compaudit.data._checks import check_choice
+from compaudit.data._checks import check_choice, check_no_attributes
 from compaudit.data.base import AuditDataset, TransformSpec, register_dataset
 from compaudit.errors import AuditInputError
 
@@ -59,9 +58,7 @@ _PICKLE_ERRORS = (
 )  # fmt: skip
 
 
-def _build(transform: Callable | TransformSpec | None) -> Callable | None:
-    """A callable from a :class:`TransformSpec`; callables and ``None`` pass through."""
-    return transform.build() if isinstance(transform, TransformSpec) else transform
+_NO_ATTRIBUTES = "labels are the 10 CIFAR-10 classes"
 
 
 def _check_labels(labels: np.ndarray, where: str, count: int) -> np.ndarray:
@@ -143,6 +140,8 @@ class CIFAR10(AuditDataset):
         The ``cifar-10-batches-py`` folder or its parent.
     split
         ``"train"`` (``data_batch_1..5``, 50,000 images) or ``"test"`` (``test_batch``).
+    target, protected
+        Accepted for the shared constructor shape; only ``None`` and ``()``.
     transform
         Callable or :class:`TransformSpec` applied to each PIL image; ``None`` returns
         the PIL image. :attr:`default_transform` (:data:`CIFAR10_TRANSFORM`) is the
@@ -163,10 +162,13 @@ class CIFAR10(AuditDataset):
         root: str | Path,
         *,
         split: Literal["train", "test"] = "test",
+        target: str | None = None,
+        protected: Sequence[str] = (),
         transform: Callable | TransformSpec | None = None,
     ) -> None:
-        super().__init__(root, transform=_build(transform))
+        super().__init__(root, transform=transform)
         check_choice(split, tuple(_SPLIT_FILES), field="argument split", source="CIFAR10")
+        check_no_attributes("CIFAR10", target=target, protected=protected, why=_NO_ATTRIBUTES)
         self.split = split
         folder = _find_dir(self.root, _BATCH_DIR, "CIFAR-10")
         needed = [_META, *_SPLIT_FILES[split]]
@@ -221,15 +223,19 @@ class CIFAR10C(AuditDataset):
     ----------
     root
         The ``CIFAR-10-C`` folder (``<corruption>.npy`` and ``labels.npy``) or its parent.
+    split
+        ``"test"``, the only split (the corrupted CIFAR-10 test set).
+    target, protected
+        Accepted for the shared constructor shape; only ``None`` and ``()``.
+    transform
+        Callable or :class:`TransformSpec` applied to each PIL image; ``None`` returns
+        the PIL image. :attr:`default_transform` (:data:`CIFAR10_TRANSFORM`) is the
+        usual choice.
     corruptions
         Corruption names; ``None`` means the 15 benchmark corruptions
         (:data:`CIFAR10C_CORRUPTIONS`). The 4 extra ones may be named explicitly.
     severities
         Severities to include, each 1..5.
-    transform
-        Callable or :class:`TransformSpec` applied to each PIL image; ``None`` returns
-        the PIL image. :attr:`default_transform` (:data:`CIFAR10_TRANSFORM`) is the
-        usual choice.
     """
 
     num_classes = _NUM_CLASSES
@@ -239,11 +245,17 @@ class CIFAR10C(AuditDataset):
         self,
         root: str | Path,
         *,
+        split: Literal["test"] = "test",
+        target: str | None = None,
+        protected: Sequence[str] = (),
+        transform: Callable | TransformSpec | None = None,
         corruptions: Sequence[str] | None = None,
         severities: Sequence[int] = (1, 2, 3, 4, 5),
-        transform: Callable | TransformSpec | None = None,
     ) -> None:
-        super().__init__(root, transform=_build(transform))
+        super().__init__(root, transform=transform)
+        check_choice(split, ("test",), field="argument split", source="CIFAR10C")
+        check_no_attributes("CIFAR10C", target=target, protected=protected, why=_NO_ATTRIBUTES)
+        self.split = split
         valid = CIFAR10C_CORRUPTIONS + CIFAR10C_EXTRA_CORRUPTIONS
         corruptions = list(CIFAR10C_CORRUPTIONS if corruptions is None else corruptions)
         unknown = [c for c in corruptions if c not in valid]

@@ -1,6 +1,7 @@
 """Custom datasets described by a CSV manifest (registry name ``manifest``).
 
-The manifest lists one image per row, with paths relative to ``root``::
+The manifest (``root/manifest.csv`` unless named) lists one image per row, with paths
+relative to ``root``::
 
     path,label,split,attr.Male,attr.Skin
     img/0001.jpg,1,test,True,dark
@@ -25,8 +26,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from compaudit.data._checks import first_few, open_image
-from compaudit.data.base import AuditDataset, register_dataset
+from compaudit.data._checks import check_names, check_no_attributes, first_few, open_image
+from compaudit.data.base import AuditDataset, TransformSpec, register_dataset
 from compaudit.errors import AuditInputError
 
 __all__ = ["ManifestDataset"]
@@ -82,6 +83,81 @@ def _is_absolute(text: str) -> bool:
     )
 
 
+def _check_columns(table: pd.DataFrame, src: str) -> None:
+    missing = [c for c in REQUIRED if c not in table.columns]
+    if missing:
+        raise AuditInputError(
+            f"{src}: missing required column(s) {', '.join(map(repr, missing))}; found "
+            f"{', '.join(map(repr, table.columns))}; expected a header row with at "
+            "least path,label"
+        )
+
+
+def _labels(table: pd.DataFrame, num_classes: object, src: str,
+            problems: list[str]) -> tuple[np.ndarray, object]:
+    """Labels (integers >= 0) and the number of classes (default: largest label + 1)."""
+    label_text = table["label"].str.strip()
+    bad = ~label_text.str.fullmatch(_INTEGER.pattern).to_numpy(dtype=bool)
+    if bad.any():
+        examples_bad = ", ".join(repr(v) for v in label_text[bad].head(3))
+        problems.append(
+            f"{src}: column 'label': {_rows(bad)} are not integers >= 0 "
+            f"(found {examples_bad}); write each label as a class index 0, 1, 2, ..."
+        )
+        return np.zeros(len(table), np.int64), num_classes
+    labels = label_text.astype(np.int64).to_numpy()
+    max_label = int(labels.max())
+    if num_classes is None:
+        num_classes = max_label + 1
+    elif (isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer))
+          or num_classes < 1):
+        problems.append(f"{src}: num_classes must be a positive integer, got "
+                        f"{num_classes!r}")
+    elif max_label >= num_classes:
+        problems.append(
+            f"{src}: column 'label': {_rows(labels >= num_classes)} are outside "
+            f"0..{num_classes - 1} (num_classes={num_classes}); fix the labels or "
+            "raise num_classes"
+        )
+    return labels, num_classes
+
+
+def _attribute_problems(table: pd.DataFrame, protected: tuple[str, ...], src: str) -> list[str]:
+    """Protected columns that are absent, and attribute cells that are empty."""
+    problems = []
+    attr_cols = [c for c in table.columns if c.startswith("attr.")]
+    absent = [c for c in protected if c not in table.columns]
+    if absent:
+        problems.append(
+            f"{src}: protected attribute column(s) {', '.join(map(repr, absent))} not "
+            f"found; available attribute columns: {', '.join(attr_cols) or 'none'}; "
+            "add the column or fix the attribute name"
+        )
+    for col in attr_cols:
+        empty = (table[col].str.strip() == "").to_numpy()
+        if empty.any():
+            problems.append(f"{src}: column {col!r}: {_rows(empty)} are empty; expected "
+                            "a value (True/False or a category) for every image")
+    return problems
+
+
+def _optional_column_problems(table: pd.DataFrame, src: str) -> list[str]:
+    """Empty ``split``/``example_id`` cells and repeated ids."""
+    problems = []
+    for col in ("split", "example_id"):
+        if col in table.columns:
+            empty = (table[col].str.strip() == "").to_numpy()
+            if empty.any():
+                problems.append(f"{src}: column {col!r}: {_rows(empty)} are empty; "
+                                "expected a non-empty value in every row")
+    if "example_id" in table.columns:
+        dup = table["example_id"].duplicated(keep=False).to_numpy()
+        if dup.any():
+            problems.append(f"{src}: column 'example_id': {_rows(dup)} repeat an id; "
+                            "expected unique ids")
+    return problems
+
+
 @register_dataset("manifest")
 class ManifestDataset(AuditDataset):
     """Images listed in a CSV manifest, with labels and protected attributes.
@@ -89,18 +165,21 @@ class ManifestDataset(AuditDataset):
     Parameters
     ----------
     root
-        Folder the manifest's paths are relative to; no path may leave it.
-    manifest
-        The CSV file; a relative path is looked up under ``root`` first, then the
-        working directory.
+        Folder the manifest and its image paths are relative to; no path may leave it.
     split
-        Keep only rows whose ``split`` column has this value; ``None`` keeps all.
+        ``"all"`` keeps every row; another value keeps the rows whose ``split`` column
+        holds it.
+    target
+        Accepted for the shared constructor shape; only ``None`` (the ``label`` column
+        is the target).
     protected
         Attribute names (``Male`` or ``attr.Male``) that must be present as columns.
+    transform
+        Callable or :class:`TransformSpec` applied to each PIL image.
+    manifest
+        The CSV file, relative to ``root`` or absolute.
     num_classes
         Number of classes; default the largest label + 1.
-    transform
-        Applied to each PIL image.
 
     Examples
     --------
@@ -113,86 +192,49 @@ class ManifestDataset(AuditDataset):
         self,
         root: str | Path,
         *,
-        manifest: str | Path,
-        split: str | None = None,
+        split: str = "all",
+        target: str | None = None,
         protected: Sequence[str] = (),
+        transform: Callable | TransformSpec | None = None,
+        manifest: str | Path = "manifest.csv",
         num_classes: int | None = None,
-        transform: Callable | None = None,
     ) -> None:
         super().__init__(root, transform=transform)
-        manifest = Path(manifest)
-        if not manifest.is_absolute() and (self.root / manifest).is_file():
-            manifest = self.root / manifest
-        self.manifest = manifest
-        self.split = split
-        self.protected = tuple(p if p.startswith("attr.") else f"attr.{p}" for p in protected)
-        table = _read_manifest(manifest)
-        src = str(manifest)
+        self._check_arguments(split, target, protected, manifest)
+        table = _read_manifest(self.manifest)
+        src = str(self.manifest)
+        _check_columns(table, src)
         problems: list[str] = []
-
-        missing = [c for c in REQUIRED if c not in table.columns]
-        if missing:
-            raise AuditInputError(
-                f"{src}: missing required column(s) {', '.join(map(repr, missing))}; found "
-                f"{', '.join(map(repr, table.columns))}; expected a header row with at "
-                "least path,label"
-            )
-        attr_cols = [c for c in table.columns if c.startswith("attr.")]
-
-        # Labels: integers >= 0.
-        label_text = table["label"].str.strip()
-        bad = ~label_text.str.fullmatch(_INTEGER.pattern).to_numpy(dtype=bool)
-        if bad.any():
-            examples_bad = ", ".join(repr(v) for v in label_text[bad].head(3))
-            problems.append(
-                f"{src}: column 'label': {_rows(bad)} are not integers >= 0 "
-                f"(found {examples_bad}); write each label as a class index 0, 1, 2, ..."
-            )
-            labels = np.zeros(len(table), np.int64)
-        else:
-            labels = label_text.astype(np.int64).to_numpy()
-            max_label = int(labels.max())
-            if num_classes is None:
-                num_classes = max_label + 1
-            elif not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-                problems.append(f"{src}: num_classes must be a positive integer, got "
-                                f"{num_classes!r}")
-            elif max_label >= num_classes:
-                problems.append(
-                    f"{src}: column 'label': {_rows(labels >= num_classes)} are outside "
-                    f"0..{num_classes - 1} (num_classes={num_classes}); fix the labels or "
-                    "raise num_classes"
-                )
+        labels, num_classes = _labels(table, num_classes, src, problems)
         self.num_classes = int(num_classes) if isinstance(num_classes, (int, np.integer)) else 0
+        problems += _attribute_problems(table, self.protected, src)
+        problems += _optional_column_problems(table, src)
+        raw, rel, checked = self._paths_of(table, src, problems)
+        keep = self._split_rows(table, src, problems)
+        self._file_problems(raw, rel, checked, keep, src, problems)
+        if problems:
+            raise AuditInputError(problems)
+        self._store(table, labels, rel, keep)
 
-        # Protected and descriptive attributes.
-        absent = [c for c in self.protected if c not in table.columns]
-        if absent:
-            problems.append(
-                f"{src}: protected attribute column(s) {', '.join(map(repr, absent))} not "
-                f"found; available attribute columns: {', '.join(attr_cols) or 'none'}; "
-                "add the column or fix the attribute name"
-            )
-        for col in attr_cols:
-            empty = (table[col].str.strip() == "").to_numpy()
-            if empty.any():
-                problems.append(f"{src}: column {col!r}: {_rows(empty)} are empty; expected "
-                                "a value (True/False or a category) for every image")
+    def _check_arguments(self, split: object, target: object, protected: object,
+                         manifest: object) -> None:
+        """Validate the constructor arguments; set split, protected and manifest."""
+        check_no_attributes("ManifestDataset", target=target, protected=(),
+                            why="the manifest's 'label' column is the target")
+        names = check_names(protected, field="protected", source="ManifestDataset")
+        if not isinstance(split, str) or not split:
+            raise AuditInputError(f"ManifestDataset: argument split: got {split!r}; expected "
+                                  "'all' or a value of the manifest's 'split' column")
+        if not isinstance(manifest, (str, Path)) or not str(manifest):
+            raise AuditInputError(f"ManifestDataset: argument manifest: got {manifest!r}; "
+                                  "expected the CSV file, relative to root or absolute")
+        self.split = split
+        self.protected = tuple(p if p.startswith("attr.") else f"attr.{p}" for p in names)
+        self.manifest = Path(manifest) if Path(manifest).is_absolute() else self.root / manifest
 
-        # Optional columns.
-        for col in ("split", "example_id"):
-            if col in table.columns:
-                empty = (table[col].str.strip() == "").to_numpy()
-                if empty.any():
-                    problems.append(f"{src}: column {col!r}: {_rows(empty)} are empty; "
-                                    "expected a non-empty value in every row")
-        if "example_id" in table.columns:
-            dup = table["example_id"].duplicated(keep=False).to_numpy()
-            if dup.any():
-                problems.append(f"{src}: column 'example_id': {_rows(dup)} repeat an id; "
-                                "expected unique ids")
-
-        # Paths: relative, inside root, unique.
+    def _paths_of(self, table: pd.DataFrame, src: str,
+                  problems: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(raw paths, normalised relative paths, rows whose path can be checked)."""
         raw = table["path"].to_numpy(dtype=object)
         rel = np.array([os.path.normpath(p).replace(os.sep, "/") if p else "" for p in raw],
                        dtype=object)
@@ -214,18 +256,25 @@ class ManifestDataset(AuditDataset):
                 f"{src}: column 'path': {_rows(dup)} repeat an image "
                 f"({first_few(pd.unique(rel[dup]))}); each image must be listed once"
             )
-        if split is not None:
-            if "split" not in table.columns:
-                problems.append(f"{src}: split={split!r} was requested but the manifest has "
-                                "no 'split' column; add one or leave split unset")
-            else:
-                present = sorted(set(table["split"]) - {""})
-                if split not in present:
-                    problems.append(f"{src}: unknown split {split!r}; the manifest's 'split' "
-                                    f"column holds: {', '.join(present)}")
-        keep = np.ones(len(table), bool)
-        if split is not None and "split" in table.columns:
-            keep = (table["split"] == split).to_numpy()
+        return raw, rel, checked
+
+    def _split_rows(self, table: pd.DataFrame, src: str, problems: list[str]) -> np.ndarray:
+        """Rows of the requested split (all rows for ``"all"``)."""
+        if self.split == "all":
+            return np.ones(len(table), bool)
+        if "split" not in table.columns:
+            problems.append(f"{src}: split={self.split!r} was requested but the manifest has "
+                            "no 'split' column; add one or leave split unset ('all')")
+            return np.ones(len(table), bool)
+        present = sorted(set(table["split"]) - {""})
+        if self.split not in present:
+            problems.append(f"{src}: unknown split {self.split!r}; the manifest's 'split' "
+                            f"column holds: {', '.join(present)}")
+        return (table["split"] == self.split).to_numpy()
+
+    def _file_problems(self, raw: np.ndarray, rel: np.ndarray, checked: np.ndarray,
+                       keep: np.ndarray, src: str, problems: list[str]) -> None:
+        """Paths escaping the root (any row) and missing files (kept rows)."""
         escapes, missing_rows = self._check_files(rel, checked, keep)
         if escapes.any():
             problems.append(
@@ -240,10 +289,10 @@ class ManifestDataset(AuditDataset):
                 f"missing or not files; first missing: {first_few(names)}. Check the root "
                 "folder and the paths in the manifest"
             )
-        if problems:
-            raise AuditInputError(problems)
 
-        # Store the kept rows.
+    def _store(self, table: pd.DataFrame, labels: np.ndarray, rel: np.ndarray,
+               keep: np.ndarray) -> None:
+        """Keep the checked rows of the split: paths, labels, splits, ids, attributes."""
         base = self.root.resolve()
         self._rel = rel[keep]
         self._paths = np.array([str(base / r) for r in self._rel], dtype=object)
@@ -254,7 +303,7 @@ class ManifestDataset(AuditDataset):
                      if "example_id" in table.columns
                      else np.array(["manifest/" + r for r in self._rel], dtype=object))
         self._attrs: dict[str, np.ndarray] = {}
-        for col in attr_cols:
+        for col in (c for c in table.columns if c.startswith("attr.")):
             values = table[col].to_numpy(dtype=object)[keep]
             lowered = {str(v).strip().lower() for v in table[col]}
             if lowered <= set(_BOOLS):

@@ -1,4 +1,4 @@
-"""ImageNet-1k validation set (three on-disk layouts) and ImageNet-A.
+"""ImageNet-1k validation set (three on-disk layouts); ImageNet-A lives in ``imagenet_a``.
 
 Class index = position of the wnid in the shipped sorted list
 (:func:`~compaudit.data.imagenet_classes.imagenet_wnids`), the order torchvision and
@@ -11,27 +11,26 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable, ClassVar, Literal
+from typing import Callable, Literal
 
 import numpy as np
-import pandas as pd
-from PIL import Image
 
-from compaudit.data._checks import check_choice, first_few, open_image
-from compaudit.data.base import AuditDataset, TransformSpec, register_dataset
-from compaudit.data.imagenet_classes import (
-    IMAGENET_A_INDICES,
-    imagenet_a_wnids,
-    imagenet_wnids,
+from compaudit.data._checks import check_choice, first_few
+from compaudit.data._image_folders import (
+    IMAGE_EXTENSIONS,
+    ImageFiles,
+    check_root,
+    list_class_folders,
+    scan_folder,
 )
+from compaudit.data.base import TransformSpec, register_dataset
+from compaudit.data.imagenet_a import ImageNetA  # re-exported: its old import path
+from compaudit.data.imagenet_classes import imagenet_wnids
 from compaudit.errors import AuditInputError
 
 __all__ = ["ImageNetVal", "ImageNetA", "IMAGE_EXTENSIONS"]
-
-#: File endings read as images (compared in lower case).
-IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png"})
 
 DEVKIT_DIR = "ILSVRC2012_devkit_t12"
 DEVKIT_GROUND_TRUTH = "data/ILSVRC2012_validation_ground_truth.txt"
@@ -39,13 +38,6 @@ DEVKIT_META = "data/meta.mat"
 LOC_CSV = "LOC_val_solution.csv"
 #: Files the official archives put beside the images; never mistaken for data.
 _KNOWN_EXTRAS = frozenset({LOC_CSV, f"{DEVKIT_DIR}.tar.gz", "LOC_synset_mapping.txt"})
-#: The ImageNet-A archive ships a README beside its 200 class folders.
-_IMAGENET_A_EXTRAS = frozenset({"README.txt"})
-
-# A read-only copy, so no caller can change the mask every ImageNet-A dataset shares.
-_IMAGENET_A_MASK = IMAGENET_A_INDICES.copy()
-_IMAGENET_A_MASK.flags.writeable = False
-
 _VAL_FILE = re.compile(r"ILSVRC2012_val_(\d{8})\.JPEG")
 _VAL_ID = re.compile(r"ILSVRC2012_val_\d{8}")
 # Kaggle nests the images four levels below LOC_val_solution.csv
@@ -56,128 +48,19 @@ Layout = Literal["auto", "folders", "devkit", "loc"]
 _LAYOUTS = ("auto", "folders", "devkit", "loc")
 
 
-def _build(transform: Callable | TransformSpec | None) -> Callable | None:
-    """A callable from a :class:`TransformSpec`; callables and ``None`` pass through."""
-    return transform.build() if isinstance(transform, TransformSpec) else transform
-
-
-def _is_image(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
-def _scan(folder: Path) -> tuple[list[str], list[str]]:
-    """Sorted (sub-folder names, file names) of ``folder``; hidden entries skipped.
-
-    ``os.scandir`` reads the entry type from the directory listing itself, so listing
-    the 50,000 validation images needs no ``stat`` call per file.
-    """
-    dirs: list[str] = []
-    files: list[str] = []
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if not entry.name.startswith("."):
-                (dirs if entry.is_dir() else files).append(entry.name)
-    return sorted(dirs), sorted(files)
-
-
-def _check_root(root: Path, what: str, expected: str) -> None:
-    if not root.is_dir():
-        state = "is not a folder" if root.exists() else "does not exist"
-        raise AuditInputError(f"{what} root {root} {state}; expected {expected}")
-
-
-def _list_class_folders(
-    root: Path, dirs: list[str], files: list[str], valid: dict[str, int], what: str,
-    extras: frozenset[str],
-) -> list[tuple[str, str, int]]:
-    """``(wnid, file name, class index)`` for every image in the wnid folders of root.
-
-    ``files`` are the files directly in root: only the archive's ``extras`` may be there.
-    """
-    problems: list[str] = []
-    stray = [f for f in files if f not in extras]
-    if stray:
-        problems.append(
-            f"{root}: {len(stray)} file(s) lie beside the wnid folders: {first_few(stray)}; "
-            "expected every image inside the folder of its wnid, move or delete them"
-        )
-    unknown = [d for d in dirs if d not in valid]
-    if unknown:
-        problems.append(
-            f"{root}: {len(unknown)} folder(s) are not {what} wnids: {first_few(unknown)}; "
-            f"expected one folder per class named by its wnid, e.g. {first_few(list(valid))}"
-        )
-    items: list[tuple[str, str, int]] = []
-    not_images: list[str] = []
-    for wnid in (d for d in dirs if d in valid):
-        sub_dirs, names = _scan(root / wnid)
-        not_images += [f"{wnid}/{name}/" for name in sub_dirs]
-        for name in names:
-            if _is_image(name):
-                items.append((wnid, name, valid[wnid]))
-            else:
-                not_images.append(f"{wnid}/{name}")
-    if not_images:
-        problems.append(
-            f"{root}: {len(not_images)} entries in class folders are not images: "
-            f"{first_few(not_images)}; expected only {'/'.join(sorted(IMAGE_EXTENSIONS))} files, "
-            "move or delete the others (hidden files are ignored)"
-        )
-    if problems:
-        raise AuditInputError(problems)
-    return items
-
-
-class _ImageFiles(AuditDataset):
-    """A fixed list of image files with labels and ids (shared by both datasets)."""
-
-    num_classes = 1000
-    default_transform: ClassVar[TransformSpec] = TransformSpec()
-    _shift = "clean"
-    _split = "val"
-
-    def _set_items(self, paths: list[str], labels: list[int], ids: list[str]) -> None:
-        if not paths:
-            raise AuditInputError(f"{self.root}: no images found; the folder is empty")
-        dupes = sorted(i for i, n in Counter(ids).items() if n > 1)
-        if dupes:
-            raise AuditInputError(
-                f"{self.root}: {len(dupes)} image name(s) occur in more than one folder: "
-                f"{first_few(dupes)}; expected each image once, remove the copies"
-            )
-        self._paths = paths
-        self._labels = np.asarray(labels, dtype=np.int64)
-        self._ids = ids
-
-    def __len__(self) -> int:
-        return len(self._paths)
-
-    def _load(self, index: int) -> tuple[Image.Image, int, str]:
-        return open_image(Path(self._paths[index])), int(self._labels[index]), self._ids[index]
-
-    def examples(self) -> pd.DataFrame:
-        """Rows of ``examples.parquet`` (with absolute ``path``), in index order."""
-        return pd.DataFrame(
-            {
-                "example_id": self._ids,
-                "label": self._labels,
-                "split": self._split,
-                "source_id": self._ids,
-                "shift": self._shift,
-                "severity": np.zeros(len(self._ids), dtype=np.int8),
-                "path": self._paths,
-            }
-        )
-
-
 @register_dataset("imagenet")
-class ImageNetVal(_ImageFiles):
+class ImageNetVal(ImageFiles):
     """The 50,000-image ImageNet-1k (ILSVRC2012) validation set.
 
     Parameters
     ----------
     root
         Folder holding the validation images.
+    split
+        ``"val"``, the only split read.
+    target, protected
+        Accepted for the shared constructor shape; only ``None`` and ``()`` (the images
+        have class labels and no attributes).
     transform
         Callable or :class:`TransformSpec` applied to each PIL image; ``None`` returns
         the PIL image. :attr:`default_transform` (resize 256, center crop 224,
@@ -202,15 +85,18 @@ class ImageNetVal(_ImageFiles):
         self,
         root: str | Path,
         *,
+        split: Literal["val"] = "val",
+        target: str | None = None,
+        protected: Sequence[str] = (),
         transform: Callable | TransformSpec | None = None,
         layout: Layout = "auto",
         labels: str | Path | None = None,
     ) -> None:
-        transform = _build(transform)
         super().__init__(Path(os.path.abspath(root)), transform=transform)
+        self._check_arguments(split, target, protected)
         check_choice(layout, _LAYOUTS, field="argument layout", source="ImageNetVal")
-        _check_root(self.root, "ImageNet validation", "the extracted ILSVRC2012_img_val images")
-        dirs, files = _scan(self.root)
+        check_root(self.root, "ImageNet validation", "the extracted ILSVRC2012_img_val images")
+        dirs, files = scan_folder(self.root)
         data_dirs = [d for d in dirs if d != DEVKIT_DIR]
         if not data_dirs and not files:
             raise AuditInputError(
@@ -228,7 +114,7 @@ class ImageNetVal(_ImageFiles):
 
     def _index_folders(self, dirs: list[str], files: list[str]) -> None:
         valid = {w: i for i, w in enumerate(imagenet_wnids())}
-        items = _list_class_folders(self.root, dirs, files, valid, "ImageNet-1k", _KNOWN_EXTRAS)
+        items = list_class_folders(self.root, dirs, files, valid, "ImageNet-1k", _KNOWN_EXTRAS)
         root = str(self.root)
         self._set_items(
             [os.path.join(root, w, f) for w, f, _ in items],
@@ -379,50 +265,3 @@ def _read_loc(csv_file: Path) -> dict[str, int]:
                 )
             truth[row[0]] = index[wnid]
     return truth
-
-
-@register_dataset("imagenet-a")
-class ImageNetA(_ImageFiles):
-    """ImageNet-A: 7,500 natural adversarial images of 200 ImageNet classes.
-
-    Labels are indices into the 1,000 ImageNet classes; predictions are restricted
-    to :attr:`class_mask` (the 200 classes) before taking the argmax.
-
-    Parameters
-    ----------
-    root
-        The extracted ``imagenet-a`` folder (200 wnid folders and ``README.txt``).
-    transform
-        Callable or :class:`TransformSpec`; ``None`` returns the PIL image.
-
-    Examples
-    --------
-    >>> ds = ImageNetA("/data/imagenet-a")  # doctest: +SKIP
-    >>> pred = ds.class_mask[logits[:, ds.class_mask].argmax(1)]  # doctest: +SKIP
-    """
-
-    class_mask = _IMAGENET_A_MASK
-    _shift = "imagenet-a"
-    _split = "test"
-
-    def __init__(
-        self, root: str | Path, *, transform: Callable | TransformSpec | None = None
-    ) -> None:
-        transform = _build(transform)
-        super().__init__(Path(os.path.abspath(root)), transform=transform)
-        _check_root(self.root, "ImageNet-A", "the imagenet-a folder with 200 wnid folders")
-        dirs, files = _scan(self.root)
-        if not dirs and not files:
-            raise AuditInputError(
-                f"{self.root}: no images found; the folder is empty, expected 200 wnid folders"
-            )
-        valid = {w: int(i) for w, i in zip(imagenet_a_wnids(), IMAGENET_A_INDICES)}
-        items = _list_class_folders(
-            self.root, dirs, files, valid, "ImageNet-A (200-class subset)", _IMAGENET_A_EXTRAS
-        )
-        root = str(self.root)
-        self._set_items(
-            [os.path.join(root, w, f) for w, f, _ in items],
-            [label for _, _, label in items],
-            [f"imagenet-a/{w}/{f}" for w, f, _ in items],
-        )

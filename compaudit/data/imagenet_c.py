@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from compaudit.data.base import AuditDataset, register_dataset
+from compaudit.data._checks import check_names, check_no_attributes
+from compaudit.data.base import AuditDataset, TransformSpec, register_dataset
 from compaudit.data.corrupted_copy import SOURCE_EXAMPLES, copy_name, file_stem
 from compaudit.data.corruptions import (
     ALL_CORRUPTIONS,
@@ -142,12 +143,21 @@ class ImageNetC(AuditDataset):
     ----------
     root
         Folder holding ``<corruption>/<severity>/<class folder>/<images>``.
+    split
+        ``"all"`` keeps every image; another value keeps the images of that split
+        (``"val"`` for the release, the source table's splits for a copy).
+    target
+        Accepted for the shared constructor shape; only ``None`` (labels come from the
+        class folders).
+    protected
+        Attribute names (``Male`` or ``attr.Male``) that must be columns of the copy's
+        source table; the release has none.
+    transform
+        Callable or :class:`TransformSpec` applied to the PIL image.
     corruptions
         Corruptions to read; by default all present under ``root``.
     severities
         Severities to read; each must have a folder under every chosen corruption.
-    transform
-        Applied to the PIL image.
 
     Examples
     --------
@@ -162,11 +172,22 @@ class ImageNetC(AuditDataset):
         self,
         root: str | Path,
         *,
+        split: str = "all",
+        target: str | None = None,
+        protected: Sequence[str] = (),
+        transform: Callable | TransformSpec | None = None,
         corruptions: Iterable[str] | None = None,
         severities: Iterable[int] = SEVERITIES,
-        transform: Callable | None = None,
     ) -> None:
         super().__init__(root, transform=transform)
+        check_no_attributes("ImageNetC", target=target, protected=(),
+                            why="labels come from the class folders")
+        protected = check_names(protected, field="protected", source="ImageNetC")
+        self.protected = tuple(p if p.startswith("attr.") else f"attr.{p}" for p in protected)
+        if not isinstance(split, str):
+            raise AuditInputError(f"ImageNetC: argument split: got {split!r}; expected "
+                                  "'all' or the name of a split")
+        self.split = split
         if not self.root.is_dir():
             raise AuditInputError(
                 f"ImageNet-C root {self.root} does not exist or is not a folder; expected "
@@ -175,10 +196,32 @@ class ImageNetC(AuditDataset):
             )
         self.corruptions = _choose_corruptions(self.root, corruptions)
         self.severities = check_severities(severities)
-        self._table = self._scan()
+        self._table = self._select(self._scan())
         self._paths = self._table["path"].tolist()
         self._labels = self._table["label"].to_numpy()
         self._ids = self._table["example_id"].tolist()
+
+    def _select(self, table: pd.DataFrame) -> pd.DataFrame:
+        """Check ``protected`` against the attribute columns and keep the rows of ``split``."""
+        problems = []
+        attrs = [c for c in table.columns if c.startswith("attr.")]
+        listed = ", ".join(attrs) or "none: attributes come from a copy's source table"
+        absent = [p for p in self.protected if p not in attrs]
+        if absent:
+            problems.append(
+                f"ImageNetC: argument protected: {', '.join(map(repr, absent))} not found "
+                f"among the attribute columns of {self.root} "
+                f"({listed})"
+            )
+        present = sorted(set(table["split"]))
+        if self.split != "all" and self.split not in present:
+            problems.append(f"ImageNetC: unknown split {self.split!r}; the images of "
+                            f"{self.root} belong to: all, {', '.join(present)}")
+        if problems:
+            raise AuditInputError(problems)
+        if self.split == "all":
+            return table
+        return table[table["split"] == self.split].reset_index(drop=True)
 
     def _scan(self) -> pd.DataFrame:
         wnid_index = {w: i for i, w in enumerate(imagenet_wnids())}

@@ -21,8 +21,15 @@ from typing import Protocol, TypeVar
 from torch import nn
 
 from compaudit.errors import AuditInputError
+from compaudit.registry import Registry
 
-__all__ = ["build_model", "register_architecture", "list_architectures", "SmallCNN"]
+__all__ = [
+    "ARCHITECTURES",
+    "build_model",
+    "register_architecture",
+    "list_architectures",
+    "SmallCNN",
+]
 
 
 class ArchitectureBuilder(Protocol):
@@ -32,7 +39,11 @@ class ArchitectureBuilder(Protocol):
 
 
 _B = TypeVar("_B", bound=Callable[..., nn.Module])
-_REGISTRY: dict[str, ArchitectureBuilder] = {}
+
+#: Builders by name; :func:`build_model` looks names up here.
+ARCHITECTURES: Registry[ArchitectureBuilder] = Registry("architecture")
+#: Deprecated alias of ``ARCHITECTURES._entries``, kept for callers not yet moved over.
+_REGISTRY = ARCHITECTURES._entries
 
 
 def register_architecture(name: str) -> Callable[[_B], _B]:
@@ -43,19 +54,12 @@ def register_architecture(name: str) -> Callable[[_B], _B]:
     name
         The name audit specs and :func:`build_model` use.
     """
-
-    def wrap(builder: _B) -> _B:
-        if name in _REGISTRY:
-            raise ValueError(f"architecture name {name!r} is registered twice")
-        _REGISTRY[name] = builder  # type: ignore[assignment]
-        return builder
-
-    return wrap
+    return ARCHITECTURES.register(name)  # type: ignore[return-value]
 
 
 def list_architectures() -> list[str]:
     """Names accepted by :func:`build_model`, sorted."""
-    return sorted(_REGISTRY)
+    return ARCHITECTURES.names()
 
 
 def build_model(arch: str, *, num_classes: int, small_input: bool = False) -> nn.Module:
@@ -77,18 +81,14 @@ def build_model(arch: str, *, num_classes: int, small_input: bool = False) -> nn
     nn.Module
         The model, in training mode, on the CPU.
     """
-    if not isinstance(arch, str) or arch not in _REGISTRY:
-        raise AuditInputError(
-            f"unknown architecture {arch!r} (field 'arch'); valid names are: "
-            f"{', '.join(list_architectures())}"
-        )
+    builder = ARCHITECTURES.get(arch)
     # bool is an int subclass; num_classes=True is a mistake, not 1 class.
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise AuditInputError(
             f"num_classes must be a positive integer, got {num_classes!r}; "
             "use 2 for a binary task such as Blond_Hair"
         )
-    return _REGISTRY[arch](num_classes=num_classes, small_input=bool(small_input))
+    return builder(num_classes=num_classes, small_input=bool(small_input))
 
 
 def _small_stem(model: nn.Module) -> nn.Module:

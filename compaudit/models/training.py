@@ -26,7 +26,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -153,12 +153,12 @@ def train(
             _seed_everything(config.seed)
 
         loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        step = _Step(model, optimizer, scheduler, scaler, loss_fn, device, amp_dtype,
+                     channels_last=use_cuda and config.channels_last)
         started = time.perf_counter()
         seen = 0
         for epoch in range(result.epochs + 1, config.epochs + 1):
             model.train()
-            total_loss = torch.zeros((), device=device, dtype=torch.float64)
-            correct = torch.zeros((), device=device, dtype=torch.int64)
             # One iterator, made here: tqdm.auto calls iter() on an iterable it is given and
             # then again when iterated, which starts loader workers twice and moves the
             # shuffling generator on, so the order would depend on num_workers.
@@ -166,26 +166,8 @@ def train(
             bar = tqdm(batches, total=steps_per_epoch,
                        desc=f"train epoch {epoch}/{config.epochs}", disable=not progress,
                        leave=False)
-            for images, labels, _ids in bar:
-                images = images.to(device, non_blocking=True)
-                labels = torch.as_tensor(labels).to(device, non_blocking=True)
-                if use_cuda and config.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                with _autocast(device, amp_dtype):
-                    logits = model(images)
-                    loss = loss_fn(logits.float(), labels)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                result.global_step += 1
-                with torch.no_grad():
-                    for cb in step_callbacks:
-                        cb(result.global_step, model)
-                    total_loss += loss.detach().double() * labels.shape[0]
-                    correct += (logits.argmax(1) == labels).sum()
-                seen += labels.shape[0]
+            total_loss, correct, count = _train_epoch(step, bar, step_callbacks, result)
+            seen += count
             bar.close()
             result.losses.append(float(total_loss) / n)
             result.accuracies.append(int(correct) / n)
@@ -193,16 +175,66 @@ def train(
             for cb in epoch_callbacks:
                 cb(epoch, model)
             if ckpt_path is not None:
-                save_checkpoint(ckpt_path, {
-                    "config": asdict(config), "epoch": epoch, "global_step": result.global_step,
-                    **{name: obj.state_dict() for name, obj in stateful.items()},
-                    "extra_state": {key: cb.state_dict() for key, cb in callbacks.items()},
-                    "rng": capture_rng(),
-                    "history": {"loss": result.losses, "accuracy": result.accuracies},
-                })
+                _save_epoch(ckpt_path, config, epoch, result, stateful, callbacks)
         result.seconds = time.perf_counter() - started
         result.images_per_second = seen / result.seconds if seen and result.seconds > 0 else 0.0
     return result
+
+
+@dataclass
+class _Step:
+    """What one optimisation step needs (built once per :func:`train` call)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+
+
+def _train_epoch(step: _Step, batches: Iterable[Any], step_callbacks: Sequence[StepCallback],
+                 result: TrainResult) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One pass over ``batches``: (summed loss, correct predictions, images seen)."""
+    model, device = step.model, step.device
+    total_loss = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    for images, labels, _ids in batches:
+        images = images.to(device, non_blocking=True)
+        labels = torch.as_tensor(labels).to(device, non_blocking=True)
+        if step.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, step.amp_dtype):
+            logits = model(images)
+            loss = step.loss_fn(logits.float(), labels)
+        step.optimizer.zero_grad(set_to_none=True)
+        step.scaler.scale(loss).backward()
+        step.scaler.step(step.optimizer)
+        step.scaler.update()
+        step.scheduler.step()
+        result.global_step += 1
+        with torch.no_grad():
+            for cb in step_callbacks:
+                cb(result.global_step, model)
+            total_loss += loss.detach().double() * labels.shape[0]
+            correct += (logits.argmax(1) == labels).sum()
+        seen += labels.shape[0]
+    return total_loss, correct, seen
+
+
+def _save_epoch(path: Path, config: TrainConfig, epoch: int, result: TrainResult,
+                stateful: dict[str, Any], callbacks: dict[str, Any]) -> None:
+    """Write the checkpoint of a finished epoch (atomically)."""
+    save_checkpoint(path, {
+        "config": asdict(config), "epoch": epoch, "global_step": result.global_step,
+        **{name: obj.state_dict() for name, obj in stateful.items()},
+        "extra_state": {key: cb.state_dict() for key, cb in callbacks.items()},
+        "rng": capture_rng(),
+        "history": {"loss": result.losses, "accuracy": result.accuracies},
+    })
 
 
 @dataclass(frozen=True)

@@ -173,3 +173,65 @@ def test_mask_callback_rezeroes_after_an_optimizer_step():
     for name, p in net.named_parameters():
         if name in masks:
             assert torch.all(p[~masks[name]] == 0)
+
+
+# --- against torch.nn.utils.prune ------------------------------------------------------
+
+
+def _distinct_net(seed: int) -> Net:
+    """A Net whose prunable weights have pairwise distinct magnitudes (no ties to break)."""
+    torch.manual_seed(seed)
+    net = Net()
+    params = prunable_parameters(net)
+    sizes = [p.numel() for p in params.values()]
+    # A random permutation of distinct magnitudes with random signs, so the ranking
+    # crosses layers and neither method can lean on tie-breaking.
+    magnitudes = (torch.randperm(sum(sizes)).double() + 1) / sum(sizes)
+    signs = torch.randint(0, 2, (sum(sizes),)).double() * 2 - 1
+    values = (magnitudes * signs).float().split(sizes)
+    with torch.no_grad():
+        for p, v in zip(params.values(), values, strict=True):
+            p.copy_(v.reshape(p.shape))
+    flat = torch.cat([p.detach().abs().flatten() for p in params.values()])
+    assert flat.unique().numel() == flat.numel()
+    return net
+
+
+def _torch_masks(net: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
+    modules = dict(net.named_modules())
+    return {n: modules[n.rsplit(".", 1)[0]].weight_mask.bool() for n in names}
+
+
+@pytest.mark.parametrize("amount", [0.1, 0.25, 0.5, 0.7, 0.95])
+def test_global_magnitude_masks_match_torch_global_unstructured(amount):
+    import torch.nn.utils.prune as prune
+
+    net = _distinct_net(seed=int(amount * 100))
+    params = prunable_parameters(net)
+    ours = magnitude_masks(params, sparsity=amount, scope="global")
+    modules = dict(net.named_modules())
+    prune.global_unstructured(
+        [(modules[n.rsplit(".", 1)[0]], "weight") for n in params],
+        pruning_method=prune.L1Unstructured, amount=amount,
+    )
+    theirs = _torch_masks(net, list(params))
+    assert list(ours) == list(theirs)
+    for name in params:
+        assert torch.equal(ours[name], theirs[name]), name
+    total = sum(m.numel() for m in ours.values())
+    assert sum(int((~m).sum()) for m in ours.values()) == round(amount * total)
+
+
+@pytest.mark.parametrize("amount", [0.1, 0.25, 0.5, 0.7, 0.95])
+def test_layer_magnitude_masks_match_torch_l1_unstructured(amount):
+    import torch.nn.utils.prune as prune
+
+    net = _distinct_net(seed=1 + int(amount * 100))
+    params = prunable_parameters(net)
+    ours = magnitude_masks(params, sparsity=amount, scope="layer")
+    modules = dict(net.named_modules())
+    for name in params:
+        prune.l1_unstructured(modules[name.rsplit(".", 1)[0]], "weight", amount=amount)
+    theirs = _torch_masks(net, list(params))
+    for name in params:
+        assert torch.equal(ours[name], theirs[name]), name

@@ -60,7 +60,7 @@ def fails(root: Path, **kw) -> str:
 @pytest.mark.parametrize("layout", ["released", "torchvision"])
 def test_happy_path(tmp_path: Path, layout: str) -> None:
     base = write_celeba(tmp_path if layout == "released" else tmp_path / "celeba")
-    ds = get_dataset("celeba", tmp_path, split="test")
+    ds = get_dataset("celeba", tmp_path, split="test", protected=("Male", "Young"))
     assert len(ds) == 3 and ds.num_classes == 2
     image, label, example_id = ds[2]
     assert image.size == (8, 10) and label == 1 and example_id == "celeba/000005.jpg"
@@ -75,7 +75,7 @@ def test_happy_path(tmp_path: Path, layout: str) -> None:
     assert Path(ex["path"][0]) == (base / "img_align_celeba" / "000002.jpg").resolve()
     validate_examples(ex, num_classes=2)
 
-    every = CelebA(tmp_path, split="all", attributes=["Smiling"])
+    every = CelebA(tmp_path, split="all", protected=("Male", "Young"), attributes=["Smiling"])
     ex = every.examples()
     assert ex["split"].tolist() == ["train", "test", "test", "valid", "test"]
     assert ex["label"].tolist() == [r[2] == 1 for r in ROWS]
@@ -85,6 +85,21 @@ def test_happy_path(tmp_path: Path, layout: str) -> None:
     assert len(CelebA(tmp_path, split="valid")) == 1 and len(CelebA(tmp_path, split="train")) == 1
     male = CelebA(tmp_path, split="all", target="Male", protected=())
     assert male.examples()["label"].tolist() == [int(r[3] == 1) for r in ROWS]
+
+
+def test_defaults_blond_hair_target_and_no_protected(tmp_path: Path) -> None:
+    write_celeba(tmp_path)
+    ds = CelebA(tmp_path, split="all")
+    assert ds.target == "Blond_Hair" and ds.protected == ()
+    assert ds.examples()["label"].tolist() == [int(r[2] == 1) for r in ROWS]
+    assert not [c for c in ds.examples().columns if c.startswith("attr.")]
+
+
+def test_protected_must_be_a_list_of_names(tmp_path: Path) -> None:
+    write_celeba(tmp_path)
+    message = fails(tmp_path, protected="Male")
+    assert "CelebA: argument protected: got 'Male'" in message and "('Male',)" in message
+    assert "argument target: got 3" in fails(tmp_path, target=3)
 
 
 def test_truncated_attribute_file(tmp_path: Path) -> None:

@@ -125,6 +125,17 @@ def test_garbage_batch_and_bad_split(tmp_path: Path) -> None:
         CIFAR10(folder, split="val")  # type: ignore[arg-type]
 
 
+def test_shared_constructor_shape_without_attributes(tmp_path: Path) -> None:
+    folder = write_cifar(tmp_path)
+    ds = get_dataset("cifar10", folder, split="test", target=None, protected=(),
+                     transform=None)
+    assert ds.split == "test"
+    with pytest.raises(AuditInputError, match="CIFAR10: argument target: got 'Male'"):
+        CIFAR10(folder, target="Male")
+    with pytest.raises(AuditInputError, match=r"CIFAR10: argument protected: got \('Male',\)"):
+        CIFAR10(folder, protected=("Male",))
+
+
 # --- CIFAR-10-C ----------------------------------------------------------------------------
 
 N = 4  # clean test images per severity in the fake copy (10,000 in the official one)
@@ -197,6 +208,13 @@ def test_cifar10c_bad_arguments(tmp_path: Path) -> None:
         CIFAR10C(tmp_path, corruptions=["fog", "rain"])
     with pytest.raises(AuditInputError, match=r"severities: got \[0, 6\]"):
         CIFAR10C(tmp_path, corruptions=["fog"], severities=[0, 6])
+    with pytest.raises(AuditInputError, match="CIFAR10C: unknown value 'train' for argument "
+                                              "split; valid values are: test"):
+        CIFAR10C(tmp_path, corruptions=["fog"], split="train")
+    with pytest.raises(AuditInputError, match="CIFAR10C: argument target: got 'y'"):
+        CIFAR10C(tmp_path, corruptions=["fog"], target="y")
+    ds = CIFAR10C(tmp_path, corruptions=["fog"], split="test", target=None, protected=[])
+    assert ds.split == "test"
 
 
 def test_cifar10c_wrong_array_shape(tmp_path: Path) -> None:

@@ -84,6 +84,32 @@ def test_split_example_id_and_num_classes(root: Path) -> None:
     assert "unknown split 'valid'" in message and "holds: test" in message
 
 
+def test_shared_constructor_shape(root: Path, tmp_path: Path) -> None:
+    write(root, ROWS)
+    ds = ManifestDataset(root, split="test", target=None, protected=("attr.Male",),
+                         transform=None, manifest="manifest.csv")
+    assert len(ds) == 2 and ds.split == "test" and ds.protected == ("attr.Male",)
+    assert ds.manifest == root / "manifest.csv"
+    assert len(get_dataset("manifest", root)) == 3  # root/manifest.csv, split "all"
+    elsewhere = tmp_path / "lists" / "faces.csv"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(HEADER + "".join(ROWS))
+    assert len(ManifestDataset(root, manifest=str(elsewhere), split="train")) == 1
+    assert "ManifestDataset: argument target: got 'Male'" in error(root, ROWS, target="Male")
+    assert "ManifestDataset: argument protected: got 'Male'" in error(root, ROWS,
+                                                                       protected="Male")
+    assert "ManifestDataset: argument split: got None" in error(root, ROWS, split=None)
+
+
+def test_manifest_is_relative_to_root_not_the_working_directory(
+        root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "cwd.csv").write_text(HEADER + ROWS[0])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(AuditInputError, match="manifest file not found") as info:
+        ManifestDataset(root, manifest="cwd.csv")
+    assert str(root / "cwd.csv") in str(info.value)
+
+
 def test_missing_manifest(root: Path) -> None:
     with pytest.raises(AuditInputError, match="manifest file not found") as info:
         ManifestDataset(root, manifest="nope.csv")

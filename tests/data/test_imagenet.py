@@ -185,7 +185,48 @@ def test_explicit_labels_argument(tmp_path: Path) -> None:
         ImageNetVal(tmp_path / "val", labels=csv, layout="devkit")
 
 
+def test_shared_constructor_shape(tmp_path: Path) -> None:
+    jpeg(tmp_path / GOLDFISH / "a.JPEG")
+    ds = get_dataset("imagenet", tmp_path, split="val", target=None, protected=(),
+                     transform=None)
+    assert ds.split == "val" and len(ds) == 1
+    with pytest.raises(AuditInputError, match="ImageNetVal: unknown value 'test' for "
+                                              "argument split; valid values are: val"):
+        ImageNetVal(tmp_path, split="test")
+    with pytest.raises(AuditInputError) as info:
+        ImageNetVal(tmp_path, target="Blond_Hair", protected=("Male",))
+    assert info.value.problems == [
+        "ImageNetVal: argument target: got 'Blond_Hair'; this dataset has no target "
+        "attribute (labels are the ImageNet classes of the image folders); leave target "
+        "unset (None)",
+        "ImageNetVal: argument protected: got ('Male',); this dataset has no protected "
+        "attributes; leave protected unset (())",
+    ]
+    with pytest.raises(AuditInputError, match="dataset 'imagenet': unknown argument.s. "
+                                              "corruptions; valid arguments: split, target"):
+        get_dataset("imagenet", tmp_path, corruptions=["fog"])
+    with pytest.raises(AuditInputError, match="argument transform: got 3"):
+        ImageNetVal(tmp_path, transform=3)
+
+
 # --- ImageNet-A --------------------------------------------------------------------------
+
+
+def test_imagenet_a_has_its_own_module_and_the_old_import_path() -> None:
+    from compaudit.data import imagenet_a
+    from compaudit.data.base import DATASETS
+
+    assert imagenet_a.ImageNetA is ImageNetA is DATASETS.get("imagenet-a")
+    assert DATASETS.get("imagenet") is ImageNetVal
+
+
+def test_imagenet_a_shared_constructor_shape(tmp_path: Path) -> None:
+    jpeg(tmp_path / STINGRAY / "a.jpg")
+    assert ImageNetA(tmp_path, split="test", target=None, protected=()).split == "test"
+    with pytest.raises(AuditInputError, match="ImageNetA: unknown value 'val' for argument"):
+        ImageNetA(tmp_path, split="val")
+    with pytest.raises(AuditInputError, match="ImageNetA: argument protected: got 'Male'"):
+        ImageNetA(tmp_path, protected="Male")
 
 
 def test_imagenet_a_labels_mask_and_ids(tmp_path: Path) -> None:

@@ -135,6 +135,35 @@ def test_reads_a_csv_source_table(written_copy):
     assert rows["attr.Male"][:3].tolist() == [False, True, True]
 
 
+def test_split_and_protected_of_a_written_copy(written_copy):
+    ds = get_dataset("imagenet-c", written_copy, split="valid", target=None,
+                     protected=("Male", "attr.Young"), transform=None, severities=(2, 4))
+    rows = ds.examples()
+    assert rows.example_id.tolist() == ["faces-c/contrast/2/b__000003",
+                                        "faces-c/contrast/4/b__000003"]
+    assert len(ds) == 2 and ds[1][2] == "faces-c/contrast/4/b__000003"
+    assert ds.protected == ("attr.Male", "attr.Young") and ds.split == "valid"
+    assert len(ImageNetC(written_copy, split="all", severities=(2, 4))) == 6
+    with pytest.raises(AuditInputError) as info:
+        ImageNetC(written_copy, split="train", protected=("Skin",), severities=(2, 4))
+    assert info.value.problems == [
+        "ImageNetC: argument protected: 'attr.Skin' not found among the attribute columns "
+        f"of {written_copy} (attr.Male, attr.Young)",
+        f"ImageNetC: unknown split 'train'; the images of {written_copy} belong to: all, "
+        "test, valid",
+    ]
+
+
+def test_release_split_and_no_attributes(release):
+    assert len(ImageNetC(release, split="val")) == len(ImageNetC(release))
+    with pytest.raises(AuditInputError, match="ImageNetC: argument target: got 'Male'"):
+        ImageNetC(release, target="Male")
+    with pytest.raises(AuditInputError, match="'attr.Male' not found .*none: attributes"):
+        ImageNetC(release, protected=["Male"])
+    with pytest.raises(AuditInputError, match="ImageNetC: argument protected: got 'Male'"):
+        ImageNetC(release, protected="Male")
+
+
 # ----------------------------------------------------------------- broken inputs
 
 

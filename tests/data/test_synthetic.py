@@ -98,7 +98,7 @@ def test_requested_joint_is_exact(tmp_path: Path) -> None:
 
 
 def test_celeba_loader_reads_the_folder(faces: Path) -> None:
-    ds = CelebA(faces, split="all", attributes=["Black_Hair"])
+    ds = CelebA(faces, split="all", protected=("Male", "Young"), attributes=["Black_Hair"])
     assert len(ds) == N
     ex = ds.examples()
     meta = pd.read_csv(faces / "synthetic_meta.csv", dtype={"image": str})

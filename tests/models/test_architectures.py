@@ -99,4 +99,4 @@ def test_register_architecture_adds_a_builder_and_refuses_duplicates():
         with pytest.raises(ValueError, match="registered twice"):
             register_architecture("test_tiny_linear")(_tiny)
     finally:
-        architectures._REGISTRY.pop("test_tiny_linear", None)
+        architectures.ARCHITECTURES._entries.pop("test_tiny_linear", None)

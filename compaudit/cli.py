@@ -111,14 +111,26 @@ def _run_options(p: argparse.ArgumentParser, *, default_out: Path | None) -> Non
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _options(cls: type, **values: object) -> object:
+    """Build a config from command-line values; its mistakes name the options."""
+    from compaudit.config import ConfigError
+
+    try:
+        return cls(**values)
+    except ConfigError as err:
+        raise AuditInputError([f"option --{key.replace('_', '-')}: {message}" if key
+                               else f"options: {message}" for key, message in err.items]) from err
+
+
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from compaudit.analysis.audit import AnalysisOptions, analyze_files
     from compaudit.analysis.dissection import read_dissection_config
     from compaudit.analysis.summary import format_summary
 
-    options = AnalysisOptions(
-        dense=args.dense, protected=args.protected, positive_label=args.positive_label,
-        bootstrap=args.bootstrap, seed=args.seed, num_classes=args.num_classes, shift=args.shift,
+    options = _options(
+        AnalysisOptions, dense=args.dense, protected=args.protected,
+        positive_label=args.positive_label, bootstrap=args.bootstrap, seed=args.seed,
+        num_classes=args.num_classes, shift=args.shift,
     )
     config = (read_dissection_config(args.dissection_config)
               if args.dissection_config is not None else None)
@@ -170,19 +182,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _read_metrics(path: Path, what: str) -> dict:
-    import json
-
-    file = path / "metrics.json" if path.is_dir() else path
-    if not file.is_file():
-        raise AuditInputError(f"{file}: {what} not found; expected the metrics.json written by "
-                              "'compaudit analyze' or 'compaudit run'")
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise AuditInputError(f"{file}: {what} is not valid JSON ({err})") from err
-
-
 def _cmd_gate(args: argparse.Namespace) -> int:
     import os
 
@@ -190,8 +189,10 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     from compaudit.gate.policy import GatePolicy, load_policy
     from compaudit.gate.outputs import format_table, to_markdown, write_gate_outputs
 
-    metrics = _read_metrics(args.run_dir, "metrics")
-    baseline = _read_metrics(args.baseline, "baseline metrics") if args.baseline else None
+    from compaudit.rundir import read_metrics
+
+    metrics = read_metrics(args.run_dir)
+    baseline = read_metrics(args.baseline, what="baseline metrics") if args.baseline else None
     policy = load_policy(args.policy) if args.policy else GatePolicy()
     result = run_gate(metrics, policy, baseline=baseline)
     run_dir = args.run_dir if args.run_dir.is_dir() else args.run_dir.parent

@@ -63,7 +63,7 @@ def test_bad_option_value_exits_2(files, tmp_path, capsys):
                  "--predictions", str(files / "predictions.parquet"), "--out", str(tmp_path),
                  "--bootstrap", "-1"])
     assert code == 2
-    assert "--bootstrap: got -1; expected 0 or more" in capsys.readouterr().err
+    assert "option --bootstrap: got -1; expected an integer >= 0" in capsys.readouterr().err
 
 
 def test_run_with_a_bad_spec_exits_2_listing_every_mistake(tmp_path, capsys):

@@ -35,11 +35,11 @@ from compaudit.analysis.robustness import (
 from compaudit.analysis.subgroups import subgroup_analysis, subgroup_cells
 from compaudit.config import Checked, setting
 from compaudit.errors import AuditInputError
+from compaudit.rundir import METRICS_SCHEMA, RunFolder
 from compaudit.tables import read_examples, read_predictions
 
 __all__ = ["AnalysisOptions", "AnalysisResult", "analyze", "analyze_files", "METRICS_SCHEMA"]
 
-METRICS_SCHEMA = "compaudit.metrics/1"
 TABLE_NAMES = (
     "accuracy", "classes", "pie", "overindex", "subgroups", "subgroup_summary", "deltas",
     "disparity", "corruption_errors", "shift_metrics", "shift_deltas",
@@ -98,11 +98,12 @@ class AnalysisResult:
     def write(self, out_dir: str | Path) -> Path:
         """Write ``metrics.json`` and ``tables/*.csv`` under ``out_dir`` atomically."""
         out = Path(out_dir)
+        folder = RunFolder(out)
         for name, table in self.tables.items():
-            with atomic_path(out / "tables" / f"{name}.csv") as tmp:
+            with atomic_path(folder.table(name)) as tmp:
                 table.to_csv(tmp, index=False)
-        atomic_write_text(out / "metrics.json", dumps_metrics(self.metrics))
-        return out / "metrics.json"
+        atomic_write_text(folder.metrics, dumps_metrics(self.metrics))
+        return folder.metrics
 
 
 def dumps_metrics(metrics: dict[str, Any]) -> str:

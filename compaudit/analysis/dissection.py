@@ -40,7 +40,7 @@ __all__ = [
     "check_dissection_config",
 ]
 
-#: Per-unit columns of a dissection (``compaudit.dissection.dissect.UNIT_COLUMNS``).
+#: Per-unit columns of a dissection (``compaudit.dissection.netdissect.UNIT_COLUMNS``).
 UNIT_COLUMNS = ("layer", "unit", "threshold", "concept", "category", "iou", "interpretable")
 #: Required columns of the stacked per-unit table.
 UNITS_TABLE_COLUMNS = ("variant", "replica", *UNIT_COLUMNS)

@@ -57,7 +57,7 @@ __all__ = [
     "VARIANTS_SCHEMA",
 ]
 
-VARIANTS_SCHEMA = "compaudit.variants/1"
+from compaudit.rundir import VARIANTS_SCHEMA  # noqa: E402  (one definition)
 #: Fields every record of ``variants.json`` has (``null`` when not measured).
 VARIANT_FIELDS = (
     "method", "parameters", "derives_from", "sparsity", "parameter_count", "nonzero_count",

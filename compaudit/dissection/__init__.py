@@ -18,7 +18,7 @@ from compaudit.dissection.config import DEFAULT_LAYERS, DissectionConfig, Dissec
 _LAZY = {
     "Broden": "concepts", "ConceptDataset": "concepts", "ConceptSubset": "concepts",
     "SyntheticFaceConcepts": "concepts",
-    "DissectionResult": "dissect", "dissect": "dissect",
+    "DissectionResult": "netdissect", "dissect": "netdissect",
     "compare_dissections": "compare", "comparison_metrics": "compare",
 }
 

@@ -26,7 +26,7 @@ from compaudit._atomic import atomic_path
 from compaudit.analysis.dissection import dissection_block
 from compaudit.dissection.compare import units_frame
 from compaudit.dissection.concepts import ConceptDataset
-from compaudit.dissection.dissect import DissectionConfig, dissect
+from compaudit.dissection.netdissect import DissectionConfig, dissect
 
 __all__ = ["DissectionPlan", "concept_dataset", "dissect_population", "read_population",
            "dissection_block"]

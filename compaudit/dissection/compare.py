@@ -16,7 +16,7 @@ from compaudit.analysis.dissection import (
     compare_dissections,
     comparison_metrics,
 )
-from compaudit.dissection.dissect import UNIT_COLUMNS, DissectionResult
+from compaudit.dissection.netdissect import UNIT_COLUMNS, DissectionResult
 from compaudit.errors import AuditInputError
 
 __all__ = ["units_frame", "compare_dissections", "comparison_metrics", "REPLICA_METRICS"]

@@ -26,6 +26,7 @@ from scipy import stats as sps
 
 from compaudit.errors import AuditInputError
 from compaudit.gate.policy import GatePolicy
+from compaudit.rundir import check_metrics_schema
 
 __all__ = ["Check", "GateResult", "run_gate"]
 
@@ -274,9 +275,9 @@ def run_gate(metrics: dict, policy: GatePolicy | None = None, *,
              baseline: dict | None = None) -> GateResult:
     """Evaluate ``policy`` on a run's ``metrics.json`` (and a baseline's, if given)."""
     policy = policy or GatePolicy()
-    if "schema" not in metrics or not str(metrics["schema"]).startswith("compaudit.metrics/"):
-        raise AuditInputError("metrics: not a compaudit metrics.json (no 'schema' key "
-                              "'compaudit.metrics/...')")
+    check_metrics_schema(metrics)
+    if baseline is not None:
+        check_metrics_schema(baseline, source="baseline metrics")
     variants = [v for v in metrics.get("variants", {}) if v != metrics["options"]["dense"]]
     unknown = [v for v in policy.variants if v not in variants]
     if unknown:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from compaudit._atomic import atomic_write_text
 from compaudit.gate.checks import Check, GateResult
+from compaudit.rundir import gate_files
 
 __all__ = ["format_table", "to_junit", "to_markdown", "write_gate_outputs"]
 
@@ -105,7 +106,7 @@ def to_markdown(result: GateResult, *, limit: int = 25) -> str:
 def write_gate_outputs(result: GateResult, out_dir: str | Path) -> dict[str, Path]:
     """Write ``gate.json``, ``junit.xml`` and ``summary.md`` into ``out_dir`` atomically."""
     out = Path(out_dir)
-    paths = {"json": out / "gate.json", "junit": out / "junit.xml", "markdown": out / "summary.md"}
+    paths = gate_files(out)
     doc = {"verdict": result.verdict, "exit_code": result.exit_code, "z": result.z,
            "checks": [c.as_dict() for c in result.checks]}
     atomic_write_text(paths["json"], json.dumps(doc, indent=2, allow_nan=False) + "\n")

@@ -20,9 +20,9 @@ import pandas as pd
 
 from compaudit.errors import AuditInputError
 
-__all__ = ["RunData", "VariantPoint", "load_run", "METRICS_SCHEMA"]
+__all__ = ["RunData", "VariantPoint", "load_run"]
 
-METRICS_SCHEMA = "compaudit.metrics/1"
+from compaudit.rundir import METRICS_SCHEMA  # noqa: E402
 _SUFFIX = re.compile(r"^(?P<family>.*?)[-_](?P<num>\d+(?:\.\d+)?)$")
 #: Method or variant names of quantization: never on the sparsity axis, whatever share of
 #: weights rounding happened to zero.

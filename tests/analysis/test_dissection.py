@@ -50,7 +50,7 @@ def files(tmp_path_factory, binary_tables):
 
 
 def test_analyze_files_adds_the_block_dissection_block_builds(files):
-    options = AnalysisOptions(n_boot=0, level=0.9)
+    options = AnalysisOptions(bootstrap=0, level=0.9)
     result = analyze_files(files / "examples.parquet", files / "predictions.parquet", options,
                            dissection=files / "units.parquet",
                            dissection_concepts=files / "concepts.csv", dissection_config=CONFIG)

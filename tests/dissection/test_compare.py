@@ -102,7 +102,7 @@ def test_bad_input(frame):
 def test_pure_pandas_half_is_re_exported_and_agrees_on_unit_columns():
     from compaudit.analysis import dissection as pure
     from compaudit.dissection import audit, compare
-    from compaudit.dissection.dissect import UNIT_COLUMNS
+    from compaudit.dissection.netdissect import UNIT_COLUMNS
 
     assert compare.compare_dissections is pure.compare_dissections
     assert compare.comparison_metrics is pure.comparison_metrics

@@ -17,7 +17,7 @@ from compaudit.dissection.audit import (
     dissection_block,
     read_population,
 )
-from compaudit.dissection.dissect import DissectionConfig, dissect
+from compaudit.dissection.netdissect import DissectionConfig, dissect
 from compaudit.models.architectures import build_model
 
 LAYERS = ("features.5", "features.11")

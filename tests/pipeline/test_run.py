@@ -74,7 +74,15 @@ def test_run_writes_every_output(first_run):
     metrics = result.metrics
     assert set(metrics["variants"]) == {"dense", "gmp-50", "float16"}
     assert metrics["task"]["shifts"] == ["clean", "contrast"]
-    assert result.exit_code in (0, 1) and result.verdict in ("pass", "warn", "fail")
+    # The verdict is the gate's on the written metrics under the spec's policy.
+    from compaudit.gate import run_gate
+
+    spec = parse_spec(TINY, source="tiny.toml")
+    gate = run_gate(json.loads((out / "metrics.json").read_text()), spec.gate)
+    assert (result.verdict, result.exit_code) == (gate.verdict, gate.exit_code)
+    written = json.loads((out / "gate" / "gate.json").read_text())
+    assert (written["verdict"], written["exit_code"]) == (gate.verdict, gate.exit_code)
+    assert len(written["checks"]) == len(gate.checks) > 0
     variants = json.loads((out / "variants.json").read_text())["variants"]
     assert variants["gmp-50"]["sparsity"] == pytest.approx(0.5, abs=0.01)
     run = json.loads((out / "run.json").read_text())
@@ -88,7 +96,7 @@ def test_dissection_of_every_replica_reaches_metrics(first_run):
     from compaudit.dissection.concepts import ConceptSubset
     from compaudit.models.architectures import build_model
     from compaudit.models.weights import read_state_dict
-    from compaudit.pipeline.run import _dataset_factory
+    from compaudit.pipeline.data import eval_transform
 
     out, result = first_run
     block = result.metrics["dissection"]
@@ -99,7 +107,7 @@ def test_dissection_of_every_replica_reaches_metrics(first_run):
     assert len(units) == 3 * 2 * 120
     # Independent reference: dissect the saved dense replica 1 directly.
     spec = parse_spec(TINY, source="tiny.toml")
-    transform = _dataset_factory(spec, out / "data" / "faces", "test").keywords["transform"]
+    transform = eval_transform(spec)
     model = build_model("small_cnn", num_classes=2, small_input=True)
     model.load_state_dict(read_state_dict(out / "models" / "dense" / "replica-001.pt"))
     data = ConceptSubset(SyntheticFaceConcepts(out / "data" / "faces", split="test",
@@ -114,22 +122,30 @@ def test_dissection_of_every_replica_reaches_metrics(first_run):
     assert [c["concept"] for c in block["concepts"]] == direct.concepts["concept"].tolist()
 
 
-def test_second_run_skips_every_stage(first_run):
-    out, _ = first_run
+def _copy(first_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(first_run[0], out)
+    return out
+
+
+def test_second_run_skips_every_stage(first_run, tmp_path):
+    out = _copy(first_run, tmp_path)
     again = run_audit(parse_spec(TINY, source="tiny.toml"), out, progress=False, log=_quiet)
     assert not [s for s in again.stages_run if s != "train"]  # train re-checks replica files
     assert "analyze" in again.stages_skipped
 
 
-def test_changed_variant_recomputes_only_that_variant(first_run):
-    out, result = first_run
+def test_changed_variant_recomputes_only_that_variant(first_run, tmp_path):
+    out = _copy(first_run, tmp_path)
     changed = TINY.replace("sparsity = 0.5", "sparsity = 0.6")
     again = run_audit(parse_spec(changed, source="tiny.toml"), out, progress=False, log=_quiet)
     assert "variant:gmp-50" in again.stages_run and "analyze" in again.stages_run
     assert "variant:float16" in again.stages_skipped and "variant:dense" in again.stages_skipped
     assert "data" in again.stages_skipped
-    # Restore, so the module's other tests see the original run.
-    run_audit(parse_spec(TINY, source="tiny.toml"), out, progress=False, log=_quiet)
+    recorded = json.loads((out / "variants.json").read_text())["variants"]["gmp-50"]
+    assert recorded["sparsity"] == pytest.approx(0.6, abs=0.01)
 
 
 def test_killed_run_resumes_to_the_same_numbers(first_run, tmp_path):
@@ -165,12 +181,12 @@ def test_pretrained_weights_get_their_own_evaluation_transform(tmp_path):
     import torchvision
     from PIL import Image
 
-    from compaudit.pipeline.run import _dataset_factory
+    from compaudit.pipeline.data import eval_transform
     from compaudit.spec import load_spec
 
-    spec = load_spec(os.path.join(os.path.dirname(__file__), "..", "audits",
+    spec = load_spec(os.path.join(os.path.dirname(__file__), "..", "..", "audits",
                                   "imagenet_resnet50.toml"))
-    mine = _dataset_factory(spec, tmp_path, "val").keywords["transform"]
+    mine = eval_transform(spec)
     reference = torchvision.models.get_weight(spec.model.pretrained).transforms()
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 400, 3),
                                                               dtype=np.uint8))

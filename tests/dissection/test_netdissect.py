@@ -13,7 +13,7 @@ from torch import nn
 from compaudit.compress.masks import apply_masks, magnitude_masks, prunable_parameters
 from compaudit.data.synthetic import generate_synthetic_faces
 from compaudit.dissection.concepts import ConceptDataset, SyntheticFaceConcepts
-from compaudit.dissection.dissect import DissectionConfig, dissect
+from compaudit.dissection.netdissect import DissectionConfig, dissect
 from compaudit.errors import AuditInputError
 from compaudit.models.architectures import build_model
 

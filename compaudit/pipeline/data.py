@@ -1,0 +1,171 @@
+"""The data stages: the dataset (generated or read), the shift sets, examples.parquet.
+
+Datasets travel to worker processes as picklable zero-argument factories
+(``functools.partial`` of a registered dataset class), built with the one dataset
+constructor shape ``cls(root, *, split, target, protected, transform, **options)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from compaudit.errors import AuditInputError
+from compaudit.pipeline.stages import StageCache, fingerprint, stage_key
+from compaudit.rundir import RunFolder, write_json
+from compaudit.spec import AuditSpec
+
+__all__ = ["DataStage", "ShiftStage", "prepare_data", "prepare_shifts", "write_examples",
+           "write_class_names"]
+
+Factory = Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class DataStage:
+    """Where the data is and how to build its splits (picklable factories)."""
+
+    root: Path
+    key: str
+    train: Factory
+    eval: Factory
+    transform: Any
+
+
+@dataclass(frozen=True)
+class ShiftStage:
+    """One dataset factory and one cache key per shift set."""
+
+    factories: tuple[Factory, ...]
+    keys: tuple[str, ...]
+
+
+def resolve(folder: RunFolder, path: str) -> Path:
+    """A spec path: absolute as given, relative against the run folder."""
+    return Path(path) if Path(path).is_absolute() else folder.root / path
+
+
+def eval_transform(spec: AuditSpec) -> Any:
+    """The evaluation transform: the pretrained weights' own, or the spec's size."""
+    from compaudit.data.base import TransformSpec
+
+    size = spec.data.image_size
+    if spec.model.pretrained:
+        import torchvision
+
+        # Pretrained weights expect their own evaluation transform (IMAGENET1K_V2:
+        # resize 232, crop 224, ImageNet statistics), scaled to the spec's image size.
+        ref = torchvision.models.get_weight(spec.model.pretrained).transforms()
+        return TransformSpec(resize=round(size * ref.resize_size[0] / ref.crop_size[0]),
+                             crop=size, mean=tuple(ref.mean), std=tuple(ref.std)).build()
+    return TransformSpec(resize=size, crop=size, mean=(0.5, 0.5, 0.5),
+                         std=(0.25, 0.25, 0.25)).build()
+
+
+def dataset_factory(spec: AuditSpec, root: Path, split: str, transform: Any) -> Factory:
+    """A picklable zero-argument factory building the spec's dataset for one split."""
+    from compaudit.data import DATASETS
+
+    name = "celeba" if spec.data.dataset == "synthetic-faces" else spec.data.dataset
+    if name not in DATASETS:
+        raise AuditInputError(f"{spec.source}: [data].dataset: got {spec.data.dataset!r}; "
+                              f"expected synthetic-faces or one of {', '.join(DATASETS)}")
+    return partial(DATASETS.get(name), root, split=split, target=spec.data.target or None,
+                   protected=tuple(spec.data.protected), transform=transform)
+
+
+def prepare_data(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
+                 log: Callable[[str], None]) -> DataStage:
+    """Generate the synthetic faces (when asked) and describe the train/eval splits."""
+    from compaudit.data.base import subset
+
+    d = spec.data
+    root = resolve(folder, d.root)
+    key = stage_key(spec.section("data"), spec.seed)
+    if d.dataset == "synthetic-faces":
+        if not cache.fresh("data", key, [root / "list_attr_celeba.txt"]):
+            log(f"[data] generating {d.n} synthetic faces at {d.image_size} px into {root}")
+            _generate(spec, root)
+            cache.finish("data", key)
+    elif not root.exists():
+        raise AuditInputError(f"{spec.source}: [data].root: {root} does not exist; compaudit "
+                              "never downloads data: put the dataset there or fix the path")
+    train_root = resolve(folder, d.train_root) if d.train_root else root
+    transform = eval_transform(spec)
+    train = partial(subset, dataset_factory(spec, train_root, d.train_split, transform),
+                    d.max_train, spec.seed)
+    evaluation = partial(subset, dataset_factory(spec, root, d.eval_split, transform),
+                         d.max_eval, spec.seed)
+    return DataStage(root=root, key=key, train=train, eval=evaluation, transform=transform)
+
+
+def _generate(spec: AuditSpec, root: Path) -> None:
+    from compaudit.data.synthetic import generate_synthetic_faces
+
+    d = spec.data
+    generate_synthetic_faces(root, n=d.n, image_size=d.image_size, seed=spec.seed,
+                             spurious=d.spurious, label_noise=d.label_noise,
+                             split_fractions=d.splits, overwrite=True)
+
+
+def prepare_shifts(spec: AuditSpec, folder: RunFolder, cache: StageCache, data: DataStage,
+                   *, progress: bool, log: Callable[[str], None]) -> ShiftStage:
+    """Write the corrupted copies (cached) and describe every shift set."""
+    from compaudit.data import get_dataset
+    from compaudit.data.base import subset
+    from compaudit.data.corrupted_copy import write_corrupted_copy
+    from compaudit.data.imagenet_c import ImageNetC
+
+    factories, keys = [], []
+    for i, shift in enumerate(spec.shifts):
+        section = spec.section("shifts")[i]
+        if shift.kind == "corruptions":
+            out = folder.shift_data(i)
+            key = stage_key(data.key, section)
+            if not cache.fresh(f"shift-{i}", key, [out]):
+                log(f"[shifts] writing corrupted copy {i}: {', '.join(shift.corruptions)} "
+                    f"x severities {list(shift.severities)}")
+                source = subset(data.eval, shift.max_images, spec.seed + i)
+                write_corrupted_copy(source, out, corruptions=shift.corruptions,
+                                     severities=shift.severities, seed=spec.seed,
+                                     progress=progress)
+                cache.finish(f"shift-{i}", key)
+            factories.append(partial(ImageNetC, out, corruptions=shift.corruptions,
+                                     severities=shift.severities, transform=data.transform))
+        else:
+            root = Path(shift.root)
+            key = stage_key(section, fingerprint(root) if root.exists() else "missing")
+            factories.append(partial(get_dataset, shift.dataset, root,
+                                     transform=data.transform))
+        keys.append(key)
+    return ShiftStage(factories=tuple(factories), keys=tuple(keys))
+
+
+def write_examples(folder: RunFolder, cache: StageCache, data: DataStage,
+                   shifts: ShiftStage) -> str:
+    """``examples.parquet``: the eval split and every shift set; returns its key."""
+    from compaudit import tables
+
+    key = stage_key(data.key, list(shifts.keys))
+    if not cache.fresh("examples", key, [folder.examples]):
+        frames = [data.eval().examples()] + [f().examples() for f in shifts.factories]
+        tables.write_examples(pd.concat(frames, ignore_index=True), folder.examples)
+        cache.finish("examples", key)
+    return key
+
+
+def write_class_names(spec: AuditSpec, folder: RunFolder) -> None:
+    """``class_names.json`` for the report: the target's two names, or ImageNet's."""
+    names: list[str] | None = None
+    if spec.model.num_classes == 2 and spec.data.target:
+        names = [f"not {spec.data.target}", spec.data.target]
+    elif spec.model.num_classes == 1000 and spec.data.dataset.startswith("imagenet"):
+        from compaudit.data.imagenet_classes import imagenet_class_names
+
+        names = [n.split(",")[0] for n in imagenet_class_names()]
+    if names is not None:
+        write_json(folder.class_names, names)

@@ -1,0 +1,92 @@
+"""The last stages: analyze (predictions → metrics.json + tables), then the gate's
+verdict, the provenance record and the report."""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from compaudit.pipeline.stages import StageCache, fingerprint, stage_key
+from compaudit.rundir import RunFolder, read_json, read_metrics, write_json
+from compaudit.spec import AuditSpec
+
+__all__ = ["analyze_run", "gate_and_report", "write_provenance"]
+
+
+def analyze_run(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
+                variant_keys: dict[str, str], plan: Any, progress: bool,
+                log: Callable[[str], None]) -> None:
+    """Join the variants' outputs and run the analysis (cached on its inputs' keys)."""
+    key = stage_key(list(variant_keys.values()), spec.section("analysis"), spec.data.protected)
+    if cache.fresh("analyze", key, [folder.metrics, folder.predictions]):
+        return
+    from compaudit import tables
+    from compaudit.analysis.audit import analyze_files
+    from compaudit.compress.footprint import write_variants_json
+
+    log("[analyze] population statistics")
+    names = list(variant_keys)
+    examples = tables.read_examples(folder.examples)
+    parts = [pd.read_parquet(folder.variant_predictions(n)) for n in names]
+    tables.write_predictions(pd.concat(parts, ignore_index=True), folder.predictions,
+                             examples=examples)
+    records = {n: read_json(folder.variant_record(n), what="variant record",
+                            fix="re-run 'compaudit run'") for n in names}
+    write_variants_json(folder.variants_json, records)
+    analysis = analyze_files(folder.examples, folder.predictions, spec.analysis,
+                             progress=progress)
+    if plan is not None:
+        from compaudit.dissection.audit import dissection_block, read_population
+
+        log("[analyze] dissection")
+        units, concepts = read_population({n: folder.variant(n) for n in names})
+        block, extra = dissection_block(units, concepts, plan.describe(),
+                                        level=spec.analysis.level)
+        analysis.metrics["dissection"] = block
+        analysis.tables.update(extra)
+    analysis.write(folder.root)
+    cache.finish("analyze", key)
+
+
+def gate_and_report(spec: AuditSpec, folder: RunFolder, *, report: bool) -> tuple[Any, Path | None]:
+    """The gate's verdict on ``metrics.json`` (outputs in ``gate/``) and the report."""
+    from compaudit.gate import run_gate, write_gate_outputs
+
+    result = run_gate(read_metrics(folder.metrics), spec.gate)
+    write_gate_outputs(result, folder.gate)
+    path = None
+    if report:
+        from compaudit.report import render_report
+
+        path = render_report(folder.root)
+    return result, path
+
+
+def write_provenance(spec: AuditSpec, folder: RunFolder, data_root: Path,
+                     started: float) -> None:
+    """``run.json``: the spec, seeds, library versions and the data's fingerprint."""
+    import numpy
+    import torch
+    import torchvision
+
+    import compaudit
+
+    write_json(folder.run_json, {
+        "spec": spec.text,
+        "spec_path": spec.source,
+        "spec_sha256": spec.sha256,
+        "seeds": {"audit": spec.seed,
+                  "replicas": [spec.seed + k for k in range(spec.model.replicas)],
+                  "bootstrap": spec.analysis.seed},
+        "versions": {"compaudit": compaudit.__version__, "python": platform.python_version(),
+                     "torch": torch.__version__, "torchvision": torchvision.__version__,
+                     "numpy": numpy.__version__, "pandas": pd.__version__},
+        "data": {"name": spec.data.dataset, "root": str(data_root),
+                 "fingerprint": fingerprint(data_root) if data_root.exists() else None},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })

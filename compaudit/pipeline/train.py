@@ -1,0 +1,70 @@
+"""The train stage: the dense population, trained (resumable) or loaded from files."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from compaudit.errors import AuditInputError
+from compaudit.pipeline.data import DataStage
+from compaudit.pipeline.stages import StageCache, stage_key
+from compaudit.rundir import RunFolder
+from compaudit.spec import AuditSpec
+
+__all__ = ["DenseStage", "dense_population"]
+
+
+@dataclass(frozen=True)
+class DenseStage:
+    """The dense replicas' weight files and the stage's cache key."""
+
+    paths: tuple[Path, ...]
+    key: str
+
+
+def dense_population(spec: AuditSpec, folder: RunFolder, cache: StageCache, data: DataStage,
+                     *, pool: Any, log: Callable[[str], None]) -> DenseStage:
+    """The dense replicas: pretrained, given as files, or trained into the run folder."""
+    m, t = spec.model, spec.train
+    key = stage_key(data.key, spec.section("model"), spec.section("train"), spec.seed)
+    if m.pretrained:
+        return DenseStage(paths=(_pretrained(spec),), key=key)
+    if m.weights:
+        return DenseStage(paths=_weight_files(spec), key=key)
+    from compaudit.models.population import train_population
+
+    out = folder.dense_models
+    recorded = cache.done.get("train")
+    if recorded is not None and recorded != key and out.exists():
+        shutil.rmtree(out)  # the spec changed: the old replicas (compaudit's own) are stale
+    # Recorded before training: a killed run keeps its finished replicas and epoch
+    # checkpoints, and train_population resumes from them.
+    cache.finish("train", key)
+    log(f"[train] {m.replicas} x {m.arch} ({t.epochs} epochs each)")
+    paths = train_population(m.arch, data.train, t.dense(), replicas=m.replicas,
+                             executor=pool, out_dir=out, num_classes=m.num_classes,
+                             small_input=m.small_input)
+    cache.ran.append("train")
+    return DenseStage(paths=tuple(paths), key=key)
+
+
+def _pretrained(spec: AuditSpec) -> Path:
+    from compaudit.models.weights import torchvision_weights_path
+
+    path = torchvision_weights_path(spec.model.pretrained)
+    if not path.is_file():
+        raise AuditInputError(
+            f"{spec.source}: [model].pretrained: {spec.model.pretrained} is not in the local "
+            f"cache; compaudit never downloads weights: put the file at {path}")
+    return path
+
+
+def _weight_files(spec: AuditSpec) -> tuple[Path, ...]:
+    paths = tuple(Path(w) for w in spec.model.weights)
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise AuditInputError(f"{spec.source}: [model].weights: file(s) not found: "
+                              f"{', '.join(missing)}; put the state-dict files there")
+    return paths

@@ -1,0 +1,95 @@
+"""The variants stage: one job per variant (compress every dense replica, predict,
+measure the footprint, dissect), run on the executor; and the dissection plan."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable
+
+from compaudit.config import narrow
+from compaudit.errors import AuditInputError
+from compaudit.pipeline.data import DataStage, ShiftStage, resolve
+from compaudit.pipeline.jobs import VariantJob, run_variant_job
+from compaudit.pipeline.stages import StageCache, stage_key
+from compaudit.pipeline.train import DenseStage
+from compaudit.rundir import RunFolder
+from compaudit.spec import AuditSpec, VariantSpec
+
+__all__ = ["dissection_plan", "run_variants", "variant_names"]
+
+DENSE = VariantSpec(name="dense", method="dense", config=None)
+
+
+def variant_names(spec: AuditSpec) -> list[str]:
+    """``dense`` and every compressed variant, in spec order."""
+    return [DENSE.name] + [v.name for v in spec.variants]
+
+
+def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data: DataStage,
+                 shifts: ShiftStage, dense: DenseStage, examples_key: str, plan: Any,
+                 pool: Any, log: Callable[[str], None]) -> dict[str, str]:
+    """Run the jobs of the variants that are not up to date; returns every variant's key."""
+    m = spec.model
+    keys, jobs = {}, []
+    for variant in (DENSE, *spec.variants):
+        key = stage_key(dense.key, examples_key, variant.name, variant.method, variant.params,
+                        spec.section("train"), spec.section("dissection"))
+        keys[variant.name] = key
+        job = VariantJob(
+            name=variant.name, config=variant.config, method=variant.method,
+            params=variant.params, arch=m.arch, num_classes=m.num_classes,
+            small_input=m.small_input, dense_paths=dense.paths, train_data=data.train,
+            eval_data=(data.eval, *shifts.factories), fine_tune=spec.train.fine_tune(),
+            seed=spec.seed, device=spec.train.device, image_size=spec.data.image_size,
+            predictions_path=folder.variant_predictions(variant.name),
+            record_path=folder.variant_record(variant.name),
+            examples_path=folder.examples, dissection=plan)
+        outputs = [job.predictions_path, job.record_path]
+        if plan is not None:
+            outputs.append(folder.variant_units(variant.name))
+        if not cache.fresh(f"variant:{variant.name}", key, outputs):
+            jobs.append(job)
+    if jobs:
+        log(f"[variants] {', '.join(j.name for j in jobs)}")
+        pool.map(run_variant_job, jobs, desc="compress + predict")
+        for job in jobs:
+            cache.finish(f"variant:{job.name}", keys[job.name])
+    return keys
+
+
+def dissection_plan(spec: AuditSpec, folder: RunFolder, data: DataStage) -> Any:
+    """The variant jobs' :class:`DissectionPlan`, checked before any training (or None)."""
+    dx = spec.dissection
+    if dx is None:
+        return None
+    from compaudit.dissection.audit import DissectionPlan, concept_dataset
+    from compaudit.dissection.config import DEFAULT_LAYERS, DissectionConfig
+
+    layers = tuple(dx.layers) or DEFAULT_LAYERS[spec.model.arch]
+    _check_layers(spec, layers)
+    onnx = [v.name for v in spec.variants if getattr(v.config, "backend", None) == "onnxruntime"]
+    if onnx:
+        raise AuditInputError(f"{spec.source}: [dissection]: variant(s) {', '.join(onnx)} run in "
+                              "ONNX Runtime, which has no layers to hook; set backend = "
+                              "\"simulated\" (the same int8 arithmetic in torch) or remove "
+                              "[dissection]")
+    # Relative roots resolve against the run folder, as [data].root does.
+    root = resolve(folder, dx.root) if dx.root else data.root
+    factory = partial(concept_dataset, dx.concepts, root, split=dx.split,
+                      transform=data.transform, max_images=dx.max_images, seed=spec.seed)
+    factory()  # fail now, before training, on missing or inconsistent mask files
+    config = narrow(dx, DissectionConfig, layers=layers, device=spec.train.device)
+    return DissectionPlan(dataset=factory, config=config, concepts=dx.concepts)
+
+
+def _check_layers(spec: AuditSpec, layers: tuple[str, ...]) -> None:
+    from compaudit.models.architectures import build_model
+
+    m = spec.model
+    modules = {n for n, _ in build_model(m.arch, num_classes=m.num_classes,
+                                         small_input=m.small_input).named_modules() if n}
+    unknown = [n for n in layers if n not in modules]
+    if unknown:
+        raise AuditInputError(f"{spec.source}: [dissection].layers: {', '.join(map(repr, unknown))} "
+                              f"are not modules of {m.arch!r}; valid names include "
+                              f"{', '.join(sorted(modules)[:30])}")

@@ -28,6 +28,7 @@ from compaudit.analysis.pie import overindex_table, pie_summary, pie_table
 from compaudit.analysis.population import Population, build_population
 from compaudit.analysis.robustness import (
     ALEXNET_ERRORS,
+    accuracy_by_severity,
     corruption_errors,
     shifted_population_metrics,
     subgroups_under_shift,
@@ -42,7 +43,7 @@ __all__ = ["AnalysisOptions", "AnalysisResult", "analyze", "analyze_files", "MET
 
 TABLE_NAMES = (
     "accuracy", "classes", "pie", "overindex", "subgroups", "subgroup_summary", "deltas",
-    "disparity", "corruption_errors", "shift_metrics", "shift_deltas",
+    "disparity", "corruption_errors", "shift_metrics", "shift_deltas", "accuracy_by_severity",
 )
 
 
@@ -237,6 +238,7 @@ def analyze(
         "corruption_errors": robust["corruption_errors"],
         "shift_metrics": robust["shift_metrics"],
         "shift_deltas": robust["shift_deltas"],
+        "accuracy_by_severity": accuracy_by_severity(acc, level=options.level),
     }
     return AnalysisResult(metrics=metrics, tables=tables)
 

@@ -10,6 +10,8 @@
 - **ImageNet-A**: top-1 of predictions already restricted to the 200 classes, RMS
   calibration error with adaptive bins of 100 examples, and AURRA (area under the
   response-rate accuracy curve).
+- **Accuracy against severity**: mean top-1 over replicas with its t-interval per
+  (variant, shift, severity), the points of the report's severity curves.
 - **Subgroups under shift**: the subgroup deltas of :mod:`compaudit.analysis.subgroups`
   on each shift's examples (pooled over severities), with the same paired bootstrap.
 """
@@ -20,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from compaudit.analysis.population import Population
+from compaudit.analysis.stats import t_interval
 from compaudit.analysis.subgroups import subgroup_analysis
 
 __all__ = [
@@ -27,6 +30,7 @@ __all__ = [
     "ALEXNET_CLEAN_ERROR",
     "IMAGENET_C_CORRUPTIONS",
     "corruption_errors",
+    "accuracy_by_severity",
     "rms_calibration_error",
     "aurra",
     "shifted_population_metrics",
@@ -85,6 +89,42 @@ def corruption_errors(accuracy: pd.DataFrame, *, dense: str, alexnet: bool) -> p
     means = (table.groupby("variant", sort=False)[["error", "ce", "relative_ce"]].mean()
              .reset_index().assign(corruption="mCE", severities=0))
     return pd.concat([table, means[table.columns]], ignore_index=True)
+
+
+def accuracy_by_severity(accuracy: pd.DataFrame, *, level: float = 0.95) -> pd.DataFrame:
+    """Mean top-1 over replicas and its t-interval per (variant, shift, severity).
+
+    Parameters
+    ----------
+    accuracy
+        Rows of ``accuracy.csv``: variant, replica, shift, severity, top1.
+    level
+        Confidence level of the t-intervals.
+
+    Returns
+    -------
+    Columns variant, shift, severity, replicas (finite top-1 values), mean, std (sample
+    standard deviation over replicas), lo, hi; one row per (variant, shift, severity) in
+    the order of ``accuracy``. With one replica, std, lo and hi are NaN.
+
+    Examples
+    --------
+    >>> acc = pd.DataFrame({"variant": "v", "replica": [0, 1], "shift": "fog",
+    ...                     "severity": 1, "top1": [0.5, 0.7]})
+    >>> row = accuracy_by_severity(acc).iloc[0]
+    >>> int(row["replicas"]), round(float(row["mean"]), 3), round(float(row["hi"]), 3)
+    (2, 0.6, 1.871)
+    """
+    cols = ["variant", "shift", "severity", "replicas", "mean", "std", "lo", "hi"]
+    rows = []
+    for (variant, shift, severity), grp in accuracy.groupby(["variant", "shift", "severity"],
+                                                            sort=False):
+        top1 = grp["top1"].to_numpy(float)
+        mean, std, lo, hi = t_interval(top1, level=level)
+        rows.append({"variant": variant, "shift": shift, "severity": int(severity),
+                     "replicas": int(np.isfinite(top1).sum()), "mean": float(mean),
+                     "std": float(std), "lo": float(lo), "hi": float(hi)})
+    return pd.DataFrame(rows, columns=cols)
 
 
 def rms_calibration_error(confidence: np.ndarray, correct: np.ndarray, *, bin_size: int = 100) -> float:

@@ -16,6 +16,7 @@ import base64
 import io
 import math
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import matplotlib
@@ -121,6 +122,16 @@ def _decorate_x(ax: Axes, points: Mapping[str, VariantPoint], xs: Mapping[str, f
     ax.set_xlim(-0.05, right + 0.03)
 
 
+@dataclass(frozen=True)
+class _Curves:
+    """What every trade-off panel shares: x of each variant and the curves joining them."""
+
+    points: Mapping[str, VariantPoint]
+    xs: Mapping[str, float]
+    families: Mapping[str, list[str]]
+    dense: str
+
+
 def tradeoff_plot(
     data: pd.DataFrame,
     *,
@@ -148,7 +159,7 @@ def tradeoff_plot(
         return None
     variants = [v for v in points if v in set(data["variant"])]
     xs = _positions(points, variants)
-    fams = _families(points, variants, dense)
+    curves = _Curves(points, xs, _families(points, variants, dense), dense)
     ncols = min(ncols, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     n_series = max(data.groupby("panel")["series"].nunique())
@@ -159,60 +170,89 @@ def tradeoff_plot(
                            squeeze=False, sharey=False)
     handles: dict[str, object] = {}
     for ax, panel in zip(axes.flat, panels):
-        sub = data[data["panel"] == panel]
-        series = list(dict.fromkeys(sub["series"]))
-        by_family = len(series) == 1
-        for si, name in enumerate(series):
-            rows = sub[sub["series"] == name].set_index("variant")
-            dodge = (si - (len(series) - 1) / 2) * 0.012
-            for fi, (fam, members) in enumerate(fams.items()):
-                members = [v for v in members if v in rows.index]
-                if not members:
-                    continue
-                colour = PALETTE[(fi if by_family else si) % len(PALETTE)]
-                x = np.array([xs[v] for v in members]) + dodge
-                y = rows.loc[members, "mean"].to_numpy(float)
-                lo = rows.loc[members, "lo"].to_numpy(float)
-                hi = rows.loc[members, "hi"].to_numpy(float)
-                label = fam if by_family else name
-                line = ax.plot(x, y, linestyle="-" if by_family else _LINESTYLES[fi % 4],
-                               marker=_MARKERS[fi % len(_MARKERS)], color=colour, lw=1.6,
-                               ms=4.5, label=label)[0]
-                ok = np.isfinite(lo) & np.isfinite(hi)
-                if ok.any():
-                    ax.errorbar(x[ok], y[ok], yerr=[y[ok] - lo[ok], hi[ok] - y[ok]], fmt="none",
-                                ecolor=colour, elinewidth=1.1, capsize=2.5)
-                if by_family:
-                    handles.setdefault(label, line)
-            cat = [v for v in rows.index if points[v].sparsity is None and v in xs]
-            colour = PALETTE[(len(fams) if by_family else si) % len(PALETTE)]
-            for v in cat:
-                r = rows.loc[v]
-                yerr = None
-                if np.isfinite(r["lo"]) and np.isfinite(r["hi"]):
-                    yerr = [[r["mean"] - r["lo"]], [r["hi"] - r["mean"]]]
-                h = ax.errorbar([xs[v] + dodge], [r["mean"]], yerr=yerr, fmt="D", color=colour,
-                                ms=5, capsize=2.5, elinewidth=1.1)
-                if by_family:
-                    handles.setdefault("other variants", h)
-            if dense in rows.index and cat:
-                ax.axhline(rows.loc[dense, "mean"], color=colour if not by_family else MUTED,
-                           lw=0.8, ls=":", zorder=1)
-        _decorate_x(ax, points, xs, dense)
-        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+        _tradeoff_panel(ax, data[data["panel"] == panel], curves, handles=handles)
         ax.set_title(panel)
-        ax.set_xlabel("sparsity (share of weights set to zero)", fontsize=8)
         ax.set_ylabel(ylabel, fontsize=9)
-        if not by_family:
-            own, labels = ax.get_legend_handles_labels()
-            seen = dict(zip(labels, own))
-            ax.legend(list(seen.values()), list(seen), loc="upper center", fontsize=7,
-                      ncol=2, bbox_to_anchor=(0.5, -0.3), handlelength=2.4)
+    _tradeoff_legends(fig, axes, curves, n_panels=len(panels), n_series=n_series,
+                      handles=handles)
+    return fig_to_img(fig, alt)
+
+
+def _tradeoff_panel(ax: Axes, sub: pd.DataFrame, curves: _Curves, *,
+                    handles: dict[str, object]) -> None:
+    """One panel: every series as family curves plus the variants without a sparsity."""
+    series = list(dict.fromkeys(sub["series"]))
+    by_family = len(series) == 1
+    for si, name in enumerate(series):
+        rows = sub[sub["series"] == name].set_index("variant")
+        dodge = (si - (len(series) - 1) / 2) * 0.012
+        _family_curves(ax, rows, curves, name=name, si=si, dodge=dodge, by_family=by_family,
+                       handles=handles)
+        _categorical_points(ax, rows, curves, si=si, dodge=dodge, by_family=by_family,
+                            handles=handles)
+    _decorate_x(ax, curves.points, curves.xs, curves.dense)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+    ax.set_xlabel("sparsity (share of weights set to zero)", fontsize=8)
+    if not by_family:
+        own, labels = ax.get_legend_handles_labels()
+        seen = dict(zip(labels, own))
+        ax.legend(list(seen.values()), list(seen), loc="upper center", fontsize=7,
+                  ncol=2, bbox_to_anchor=(0.5, -0.3), handlelength=2.4)
+
+
+def _family_curves(ax: Axes, rows: pd.DataFrame, curves: _Curves, *, name: str, si: int,
+                   dodge: float, by_family: bool, handles: dict[str, object]) -> None:
+    """One series' line per method family (dense, then the family by sparsity)."""
+    for fi, (fam, members) in enumerate(curves.families.items()):
+        members = [v for v in members if v in rows.index]
+        if not members:
+            continue
+        colour = PALETTE[(fi if by_family else si) % len(PALETTE)]
+        x = np.array([curves.xs[v] for v in members]) + dodge
+        y = rows.loc[members, "mean"].to_numpy(float)
+        lo = rows.loc[members, "lo"].to_numpy(float)
+        hi = rows.loc[members, "hi"].to_numpy(float)
+        label = fam if by_family else name
+        line = ax.plot(x, y, linestyle="-" if by_family else _LINESTYLES[fi % 4],
+                       marker=_MARKERS[fi % len(_MARKERS)], color=colour, lw=1.6,
+                       ms=4.5, label=label)[0]
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        if ok.any():
+            ax.errorbar(x[ok], y[ok], yerr=[y[ok] - lo[ok], hi[ok] - y[ok]], fmt="none",
+                        ecolor=colour, elinewidth=1.1, capsize=2.5)
+        if by_family:
+            handles.setdefault(label, line)
+
+
+def _categorical_points(ax: Axes, rows: pd.DataFrame, curves: _Curves, *, si: int,
+                        dodge: float, by_family: bool, handles: dict[str, object]) -> None:
+    """One series' variants without a sparsity, in the grey band, with the dense value
+    as a dotted reference line."""
+    cat = [v for v in rows.index if curves.points[v].sparsity is None and v in curves.xs]
+    colour = PALETTE[(len(curves.families) if by_family else si) % len(PALETTE)]
+    for v in cat:
+        r = rows.loc[v]
+        yerr = None
+        if np.isfinite(r["lo"]) and np.isfinite(r["hi"]):
+            yerr = [[r["mean"] - r["lo"]], [r["hi"] - r["mean"]]]
+        h = ax.errorbar([curves.xs[v] + dodge], [r["mean"]], yerr=yerr, fmt="D", color=colour,
+                        ms=5, capsize=2.5, elinewidth=1.1)
+        if by_family:
+            handles.setdefault("other variants", h)
+    if curves.dense in rows.index and cat:
+        ax.axhline(rows.loc[curves.dense, "mean"], color=colour if not by_family else MUTED,
+                   lw=0.8, ls=":", zorder=1)
+
+
+def _tradeoff_legends(fig: Figure, axes: Any, curves: _Curves, *, n_panels: int,
+                      n_series: int, handles: dict[str, object]) -> None:
+    """Line-style key, hidden spare axes, the shared legend, and the final layout."""
+    fams = curves.families
     if len(fams) > 1 and n_series > 1:
         fig.suptitle("line style per method: " + ", ".join(
             f"{f} {_LINESTYLES[i % 4]}" for i, f in enumerate(fams)), x=0.01, ha="left",
             fontsize=8, fontweight="normal")
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[n_panels:]:
         ax.set_visible(False)
     if handles:
         fig.legend(list(handles.values()), list(handles), loc="lower center",
@@ -220,7 +260,6 @@ def tradeoff_plot(
         fig.tight_layout(rect=(0, 0.07 + 0.02 * (len(handles) > 5), 1, 1))
     else:
         fig.tight_layout()
-    return fig_to_img(fig, alt)
 
 
 def heatmap_plot(matrix: pd.DataFrame, annot: pd.DataFrame, *, alt: str,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from compaudit.analysis.robustness import (
     ALEXNET_CLEAN_ERROR,
     ALEXNET_ERRORS,
+    accuracy_by_severity,
     aurra,
     corruption_errors,
     rms_calibration_error,
@@ -56,6 +58,33 @@ def test_dense_referenced_ce_is_100_for_dense_and_ratio_for_compressed():
     assert table.loc[("dense", "snow"), "ce"] == pytest.approx(100.0)
     assert table.loc[("c", "snow"), "ce"] == pytest.approx(100 * (0.4 + 0.4) / (0.2 + 0.2))
     assert table.loc[("c", "snow"), "relative_ce"] == pytest.approx(100 * 0.6 / 0.2)
+
+
+def test_accuracy_by_severity_matches_scipy_t_interval():
+    rows = [("v", r, "clean", 0, t) for r, t in enumerate((0.9, 0.92, 0.91))]
+    rows += [("v", r, "fog", 2, t) for r, t in enumerate((0.7, 0.74, 0.69))]
+    rows += [("w", 0, "fog", 2, 0.5)]  # one replica: no interval
+    table = accuracy_by_severity(_acc(rows), level=0.9)
+    assert list(zip(table["variant"], table["shift"], table["severity"])) == [
+        ("v", "clean", 0), ("v", "fog", 2), ("w", "fog", 2)]
+    fog = [0.7, 0.74, 0.69]
+    lo, hi = stats.t.interval(0.9, 2, loc=np.mean(fog), scale=stats.sem(fog))
+    row = table.iloc[1]
+    assert row["replicas"] == 3
+    assert row["mean"] == pytest.approx(np.mean(fog))
+    assert row["std"] == pytest.approx(np.std(fog, ddof=1))
+    assert (row["lo"], row["hi"]) == pytest.approx((lo, hi))
+    assert table.iloc[0]["mean"] == pytest.approx(0.91)
+    one = table.iloc[2]
+    assert one["replicas"] == 1 and one["mean"] == 0.5
+    assert np.isnan(one["std"]) and np.isnan(one["lo"]) and np.isnan(one["hi"])
+
+
+def test_accuracy_by_severity_of_no_rows_has_the_columns():
+    table = accuracy_by_severity(_acc([]))
+    assert table.empty
+    assert list(table.columns) == ["variant", "shift", "severity", "replicas", "mean", "std",
+                                   "lo", "hi"]
 
 
 def test_rms_calibration_error_by_hand():

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from scipy import stats
 
 from compaudit.analysis.audit import AnalysisOptions, analyze, dumps_metrics
+from compaudit.analysis.robustness import accuracy_by_severity
 from compaudit.dissection.audit import dissection_block
 from compaudit.errors import AuditInputError
 from compaudit.gate import run_gate
@@ -364,16 +364,16 @@ def test_sparsity_is_parsed_from_names_without_variants_json(bare_run):
     assert _point("gmp-30", "dense", {"method": "gmp", "sparsity": 0.2998}).sparsity == 0.2998
 
 
-def test_severity_points_match_scipy_t_interval():
-    acc = pd.DataFrame({"variant": "v", "replica": [0, 1, 2, 0, 1, 2],
-                        "shift": ["clean"] * 3 + ["fog"] * 3, "severity": [0] * 3 + [2] * 3,
-                        "top1": [0.9, 0.92, 0.91, 0.7, 0.74, 0.69]})
-    pts = severity_points(acc, 0.95).set_index("severity")
-    fog = [0.7, 0.74, 0.69]
-    lo, hi = stats.t.interval(0.95, 2, loc=np.mean(fog), scale=stats.sem(fog))
-    assert pts.loc[2, "mean"] == pytest.approx(np.mean(fog))
-    assert (pts.loc[2, "lo"], pts.loc[2, "hi"]) == pytest.approx((lo, hi))
-    assert pts.loc[0, "shift"] == "fog" and pts.loc[0, "mean"] == pytest.approx(0.91)
+def test_severity_curves_are_the_analysis_table(full_run, full_html):
+    table = load_run(full_run).table("accuracy_by_severity")
+    robustness = _sections(full_html)["robustness"]
+    assert "Accuracy against severity</h3><figure><img" in robustness
+    pts = severity_points(table)
+    assert set(pts["shift"]) == {"fog", "snow"}
+    fog = pts[(pts["shift"] == "fog") & (pts["variant"] == "dense")].set_index("severity")
+    assert list(fog.index) == [1, 3, 0]
+    clean = table[(table["shift"] == "clean") & (table["variant"] == "dense")].iloc[0]
+    assert fog.loc[0, "mean"] == clean["mean"] and fog.loc[0, "lo"] == clean["lo"]
 
 
 def test_many_class_run_plots_every_class(tmp_path):

@@ -3,9 +3,7 @@ changes under shift."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 
 from compaudit.report.format import number, pct, pp_parts, pvalue, sort_key
 from compaudit.report.html import Cell, Html, figure, interval_cell, join, note, sortable_table, tag
@@ -26,32 +24,41 @@ from compaudit.report.sections.subgroups import forest_data
 __all__ = ["render_robustness", "severity_points"]
 
 
-def severity_points(acc: pd.DataFrame, level: float) -> pd.DataFrame:
-    """Mean top-1 and t-interval over replicas per (corruption, severity, variant).
+def severity_points(table: pd.DataFrame) -> pd.DataFrame:
+    """Points of the severity curves from the analysis table ``accuracy_by_severity``.
 
-    Clean accuracy (shift ``clean``) is repeated as severity 0 of every corruption that
-    has severities 1-5; shifts without severities (natural shift sets) are left out.
+    Keeps the corrupted rows (severities 1-5) and repeats the clean rows (shift
+    ``clean``) as severity 0 of every corruption; shifts without severities (natural shift
+    sets) are left out. Means and intervals are the analysis's, unchanged.
     """
     cols = ["shift", "severity", "variant", "mean", "lo", "hi"]
-    if acc.empty:
+    if table.empty or not set(cols) <= set(table.columns):
         return pd.DataFrame(columns=cols)
-    corrupted = acc[(acc["shift"] != "clean") & (acc["severity"] > 0)]
-    frames = [corrupted]
-    clean = acc[acc["shift"] == "clean"]
-    for shift in dict.fromkeys(corrupted["shift"]):
-        frames.append(clean.assign(shift=shift, severity=0))
-    rows = []
-    for (shift, sev, v), grp in pd.concat(frames).groupby(["shift", "severity", "variant"],
-                                                          sort=False):
-        x = grp["top1"].to_numpy(float)
-        mean = float(x.mean())
-        lo = hi = np.nan
-        if len(x) > 1:
-            half = stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
-            lo, hi = mean - half, mean + half
-        rows.append({"shift": shift, "severity": int(sev), "variant": v, "mean": mean,
-                     "lo": lo, "hi": hi})
-    return pd.DataFrame(rows, columns=cols)
+    corrupted = table[(table["shift"] != "clean") & (table["severity"] > 0)]
+    clean = table[table["shift"] == "clean"]
+    frames = [corrupted] + [clean.assign(shift=shift, severity=0)
+                            for shift in dict.fromkeys(corrupted["shift"])]
+    return pd.concat(frames, ignore_index=True)[cols]
+
+
+def _severity(run: RunData) -> list[Html]:
+    table = run.table("accuracy_by_severity")
+    if table.empty:
+        corrupted = [r for r in run.metrics.get("accuracy_by_shift") or []
+                     if r.get("shift") != "clean" and (r.get("severity") or 0) > 0]
+        if not corrupted:
+            return []
+        return [tag("h3", "Accuracy against severity"),
+                note(f"{NOT_AVAILABLE}: the run directory has no "
+                     "tables/accuracy_by_severity.csv (written by newer versions of "
+                     "'compaudit analyze'); re-run analyze into this folder to draw it.")]
+    img = severity_plot(severity_points(table), variants=run.variants,
+                        alt="Top-1 accuracy against severity")
+    if img is None:
+        return []
+    return [tag("h3", "Accuracy against severity"),
+            figure(img, f"Top-1 per corruption and severity, mean over replicas with "
+                        f"{100 * run.level:g}% t-intervals; 'clean' is severity 0.")]
 
 
 def _corruption(run: RunData) -> list[Html]:
@@ -134,13 +141,7 @@ def _shift_deltas(run: RunData) -> list[Html]:
 
 def render_robustness(run: RunData, options: ReportOptions) -> Html:
     """Every robustness view the run has data for."""
-    parts: list[Html] = _corruption(run)
-    sev = severity_points(records(run.metrics.get("accuracy_by_shift")), run.level)
-    img = severity_plot(sev, variants=run.variants, alt="Top-1 accuracy against severity")
-    if img is not None:
-        parts += [tag("h3", "Accuracy against severity"),
-                  figure(img, f"Top-1 per corruption and severity, mean over replicas with "
-                              f"{100 * run.level:g}% t-intervals; 'clean' is severity 0.")]
+    parts: list[Html] = _corruption(run) + _severity(run)
     parts += _calibration(run) + _shift_deltas(run)
     shifts = [s for s in run.metrics.get("task", {}).get("shifts", []) if s != "clean"]
     if not shifts:

@@ -1,0 +1,64 @@
+"""Footprint section: one row per variant from ``variants.json``."""
+
+from __future__ import annotations
+
+from compaudit.report.sections import ReportOptions
+from compaudit.report.sections.footprint import render_footprint
+
+EVIL = "<script>alert(1)</script>"
+ACCURACY = {"gmp-90": {"top1_mean": 0.92, "top1_lo": 0.91, "top1_hi": 0.93}}
+
+
+def _render(run):
+    return render_footprint(run, ReportOptions())
+
+
+def test_without_variants_json_it_is_a_note(make_run, text_of, tables_of):
+    html = _render(make_run())
+    assert "Not available in this run: no variants.json" in text_of(html)
+    assert tables_of(html) == []
+
+
+def test_row_shows_the_recorded_fields(make_run, tables_of):
+    info = {"gmp-90": {"method": "gmp", "parameters": {"final_sparsity": 0.9},
+                       "derives_from": "dense", "sparsity": 0.9, "parameter_count": 11_200_000,
+                       "nonzero_count": 1_120_000, "size_bytes": 3 * 2**20,
+                       "compressed_size_bytes": 2**20, "macs": 4e9, "nonzero_macs": 1e9,
+                       "latency_ms": 1.25, "latency_batch_size": 32,
+                       "pruning_penalty": 0.125, "execution": {"a": 1, "b": 2}}}
+    [table] = tables_of(_render(make_run({"accuracy": ACCURACY}, variants_info=info)))
+    row = table.records()[1]
+    assert row == {
+        "variant": "gmp-90 from dense", "method": "gmp",
+        "parameters (other fields below)": 'final_sparsity=0.9 pruning_penalty=0.125, '
+                                           'execution: 2 entries',
+        "sparsity": "90.0%", "non-zero weights": "1.12M of 11.2M",
+        "size on disk": "3.00 MiB 1.00 MiB compressed", "MACs": "4G 1G non-zero",
+        "theoretical speedup": "4.00×",  # macs / non-zero macs: none recorded
+        "latency": "1.25 ms batch 32", "top-1": "92.00% [91.00, 93.00]"}
+    assert table.attr(1, "theoretical speedup", "data-sort") == "4.0"
+
+
+def test_recorded_speedup_wins_and_unknown_fields_are_na(make_run, tables_of):
+    info = {"gmp-90": {"macs": 4e9, "nonzero_macs": 1e9, "theoretical_speedup": 3.5}}
+    [table] = tables_of(_render(make_run(variants_info=info)))
+    gmp, dense = table.records()[1], table.records()[0]
+    assert gmp["theoretical speedup"] == "3.50×"
+    # dense has no record: every measured column says n/a.
+    assert [dense[k] for k in ("method", "sparsity", "size on disk", "latency", "top-1")] == [
+        "n/a"] * 5
+
+
+def test_variants_only_in_variants_json_follow_the_run_variants(make_run, tables_of):
+    info = {"extra": {"method": "x"}, "dense": {"method": "dense"}}
+    [table] = tables_of(_render(make_run(variants_info=info)))
+    assert table.column("variant") == ["dense", "gmp-90", "extra"]
+
+
+def test_hostile_strings_are_escaped(make_run, tags_of, tables_of):
+    info = {EVIL: {"method": EVIL, "parameters": {"name": EVIL}}}
+    html = _render(make_run(variants_info=info, variants=("dense", EVIL)))
+    assert "script" not in tags_of(html)
+    row = tables_of(html)[0].records()[1]
+    assert row["variant"] == EVIL and row["method"] == EVIL
+    assert row["parameters (other fields below)"] == f'name="{EVIL}"'

@@ -29,6 +29,9 @@ from compaudit.errors import AuditInputError
 __all__ = [
     "METRICS_SCHEMA",
     "VARIANTS_SCHEMA",
+    "UNITS_FILE",
+    "CONCEPTS_FILE",
+    "gate_files",
     "RunFolder",
     "check_metrics_schema",
     "read_json",
@@ -40,6 +43,9 @@ __all__ = [
 METRICS_SCHEMA = "compaudit.metrics/1"
 #: Version of ``variants.json``.
 VARIANTS_SCHEMA = "compaudit.variants/1"
+#: A variant's dissection tables (per unit, and the concepts), in its folder.
+UNITS_FILE = "dissection.parquet"
+CONCEPTS_FILE = "dissection_concepts.csv"
 
 
 @dataclass(frozen=True)
@@ -84,7 +90,7 @@ class RunFolder:
 
     def variant_units(self, name: str) -> Path:
         """The per-unit dissection table of every replica of variant ``name``."""
-        return self.variant(name) / "dissection.parquet"
+        return self.variant(name) / UNITS_FILE
 
     @property
     def examples(self) -> Path:

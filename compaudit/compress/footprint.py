@@ -46,6 +46,7 @@ from compaudit._atomic import atomic_write_text
 from compaudit.compress.quant_sim import QUANTIZABLE
 from compaudit.compress.storage import effective_state, encode_state, write_encoded
 from compaudit.errors import AuditInputError
+from compaudit.rundir import VARIANTS_SCHEMA
 
 __all__ = [
     "footprint",
@@ -57,7 +58,6 @@ __all__ = [
     "VARIANTS_SCHEMA",
 ]
 
-from compaudit.rundir import VARIANTS_SCHEMA  # noqa: E402  (one definition)
 #: Fields every record of ``variants.json`` has (``null`` when not measured).
 VARIANT_FIELDS = (
     "method", "parameters", "derives_from", "sparsity", "parameter_count", "nonzero_count",

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from compaudit._atomic import atomic_path
+from compaudit.compress.configs import DEFAULT_OPSET
 from compaudit.compress.qparams import QDType
 from compaudit.compress.quant_static import fold_batchnorm
 from compaudit.errors import AuditInputError
@@ -49,7 +50,6 @@ __all__ = [
 ]
 
 #: ONNX opset of exported models (torch 2.15's dynamo exporter writes 20 natively).
-from compaudit.compress.configs import DEFAULT_OPSET  # noqa: E402  (one definition)
 #: Operators ONNX Runtime quantizes; the simulation mirrors exactly these.
 ORT_OP_TYPES = ("Conv", "Gemm", "MatMul", "Relu")
 ONNX_EXTRA_MESSAGE = (

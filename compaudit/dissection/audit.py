@@ -27,12 +27,10 @@ from compaudit.analysis.dissection import dissection_block
 from compaudit.dissection.compare import units_frame
 from compaudit.dissection.concepts import ConceptDataset
 from compaudit.dissection.netdissect import DissectionConfig, dissect
+from compaudit.rundir import CONCEPTS_FILE, UNITS_FILE
 
 __all__ = ["DissectionPlan", "concept_dataset", "dissect_population", "read_population",
            "dissection_block"]
-
-UNITS_FILE = "dissection.parquet"
-CONCEPTS_FILE = "dissection_concepts.csv"
 
 
 def concept_dataset(kind: str, root: str | Path, *, split: str, transform: Callable | None,
@@ -42,7 +40,11 @@ def concept_dataset(kind: str, root: str | Path, *, split: str, transform: Calla
     ``kind`` is ``"synthetic-faces"`` (the masks written with the synthetic faces) or
     ``"broden"``; ``split = ""`` keeps every Broden row.
     """
-    from compaudit.dissection.concepts import Broden, ConceptSubset, SyntheticFaceConcepts
+    from compaudit.dissection.concepts import (
+        Broden,
+        ConceptSubset,
+        SyntheticFaceConcepts,
+    )
     from compaudit.errors import AuditInputError
 
     if kind == "synthetic-faces":

@@ -9,7 +9,6 @@ file, what was expected and how to fix it. Everything after this module trusts t
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -19,10 +18,10 @@ from typing import Any
 import pandas as pd
 
 from compaudit.errors import AuditInputError
+from compaudit.rundir import RunFolder, gate_files, read_json, read_metrics
 
 __all__ = ["RunData", "VariantPoint", "load_run"]
 
-from compaudit.rundir import METRICS_SCHEMA  # noqa: E402
 _SUFFIX = re.compile(r"^(?P<family>.*?)[-_](?P<num>\d+(?:\.\d+)?)$")
 #: Method or variant names of quantization: never on the sparsity axis, whatever share of
 #: weights rounding happened to zero.
@@ -88,7 +87,7 @@ class RunData:
     def table(self, name: str) -> pd.DataFrame:
         """``tables/<name>.csv`` (empty DataFrame when absent or empty), cached."""
         if name not in self._tables:
-            path = self.run_dir / "tables" / f"{name}.csv"
+            path = RunFolder(self.run_dir).table(name)
             frame = pd.DataFrame()
             if path.is_file() and path.stat().st_size > 0:
                 try:
@@ -142,13 +141,6 @@ def _point(name: str, dense: str, info: dict[str, Any] | None) -> VariantPoint:
     return VariantPoint(name, sparsity, family)
 
 
-def _read_json(path: Path, what: str, fix: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise AuditInputError(f"{path}: {what} is not valid JSON ({err}); {fix}") from err
-
-
 def _variants_info(doc: Any, path: Path) -> dict[str, dict[str, Any]]:
     """Accept ``{name: {...}}``, ``{"variants": {name: {...}}}`` or a list of objects
     with ``name``/``variant``."""
@@ -195,40 +187,32 @@ def load_run(run_dir: str | Path) -> RunData:
     if not root.is_dir():
         raise AuditInputError(f"{root}: run directory not found; expected the folder written "
                               "by 'compaudit analyze --out DIR' or 'compaudit run'")
-    metrics_path = root / "metrics.json"
-    if not metrics_path.is_file():
-        raise AuditInputError(f"{metrics_path}: not found; expected the metrics.json written "
+    folder = RunFolder(root)
+    if not folder.metrics.is_file():
+        raise AuditInputError(f"{folder.metrics}: not found; expected the metrics.json written "
                               "by 'compaudit analyze --out RUN_DIR'; run analyze first")
-    fix = "re-run 'compaudit analyze' into this folder"
-    metrics = _read_json(metrics_path, "metrics", fix)
-    if not isinstance(metrics, dict) or metrics.get("schema") != METRICS_SCHEMA:
-        found = metrics.get("schema") if isinstance(metrics, dict) else type(metrics).__name__
-        raise AuditInputError(f"{metrics_path}: field 'schema': got {found!r}, expected "
-                              f"{METRICS_SCHEMA!r}; {fix} with this compaudit version")
+    metrics = read_metrics(folder.metrics)
     run = RunData(run_dir=root, metrics=metrics)
-    gate_path = root / "gate" / "gate.json"
+    gate_path = gate_files(folder.gate)["json"]
     if gate_path.is_file():
-        gate = _read_json(gate_path, "gate result", "re-run 'compaudit gate RUN_DIR'")
+        gate = read_json(gate_path, what="gate result", fix="re-run 'compaudit gate RUN_DIR'")
         if not isinstance(gate, dict) or "verdict" not in gate:
             raise AuditInputError(f"{gate_path}: field 'verdict' missing; expected the "
                                   "gate.json written by 'compaudit gate RUN_DIR'; re-run it")
         run.gate = gate
-    variants_path = root / "variants.json"
-    if variants_path.is_file():
-        doc = _read_json(variants_path, "variant footprint", "re-run the compress stage")
-        run.variants_info = _variants_info(doc, variants_path)
-    run_path = root / "run.json"
-    if run_path.is_file():
-        info = _read_json(run_path, "run provenance", "re-run 'compaudit run'")
+    if folder.variants_json.is_file():
+        doc = read_json(folder.variants_json, what="variant footprint", fix="re-run the compress stage")
+        run.variants_info = _variants_info(doc, folder.variants_json)
+    if folder.run_json.is_file():
+        info = read_json(folder.run_json, what="run provenance", fix="re-run 'compaudit run'")
         if not isinstance(info, dict):
-            raise AuditInputError(f"{run_path}: expected a JSON object of provenance fields "
-                                  "(spec, seeds, versions, data); re-run 'compaudit run'")
+            raise AuditInputError(f"{folder.run_json}: expected a JSON object of provenance "
+                                  "fields (spec, seeds, versions, data); re-run 'compaudit run'")
         run.run_info = info
-    names_path = root / "class_names.json"
-    if names_path.is_file():
-        doc = _read_json(names_path, "class names", "expected a list of strings")
-        run.class_names = _class_names(doc, names_path,
+    if folder.class_names.is_file():
+        doc = read_json(folder.class_names, what="class names", fix="expected a list of strings")
+        run.class_names = _class_names(doc, folder.class_names,
                                        metrics.get("task", {}).get("num_classes"))
-    if (root / "examples.parquet").is_file():
-        run.examples_file = root / "examples.parquet"
+    if folder.examples.is_file():
+        run.examples_file = folder.examples
     return run

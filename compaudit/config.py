@@ -214,13 +214,13 @@ def _is_int(value: Any) -> bool:
 # --- checks ------------------------------------------------------------------------------
 
 
-def _limit_problem(f: dataclasses.Field, hint: Any, value: Any) -> str | None:
-    """The message when a well-typed ``value`` breaks field ``f``'s declared limits."""
+def _limit_problem(f: dataclasses.Field, hint: Any, value: Any, given: Any) -> str | None:
+    """The message when a well-typed ``value`` (as ``given``) breaks ``f``'s limits."""
     meta = f.metadata
     if value is None:
         return None
     if meta.get("nonempty") and len(value) == 0:
-        return f"got {value!r}; expected a non-empty {expected(hint)[2:]}"
+        return f"got {given!r}; expected a non-empty {expected(hint)[2:]}"
     bounds: Range | None = meta.get("range")
     if bounds is None:
         return None
@@ -230,7 +230,7 @@ def _limit_problem(f: dataclasses.Field, hint: Any, value: Any) -> str | None:
         return None
     what = ("values" if isinstance(value, tuple)
             else "an integer" if isinstance(value, int) else "a number")
-    return f"got {value!r}; expected {what} {bounds.describe()}"
+    return f"got {given!r}; expected {what} {bounds.describe()}"
 
 
 def _field_problems(obj: Any, hints: dict[str, Any]) -> Iterable[tuple[str, str]]:
@@ -242,7 +242,7 @@ def _field_problems(obj: Any, hints: dict[str, Any]) -> Iterable[tuple[str, str]
             continue
         if converted is not value:
             object.__setattr__(obj, f.name, converted)
-        message = _limit_problem(f, hints[f.name], converted)
+        message = _limit_problem(f, hints[f.name], converted, value)
         if message:
             yield f.name, message
 
@@ -338,7 +338,7 @@ def from_table(cls: type, table: Any, *, where: str, problems: list[str],
             continue
         ok, converted = coerce(value, hint)
         message = (f"got {value!r}; expected {expected(hint)}" if not ok
-                   else _limit_problem(fields[key], hint, converted))
+                   else _limit_problem(fields[key], hint, converted, value))
         if message:
             problems.append(f"{where}.{key}: {message}")
             continue

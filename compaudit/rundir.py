@@ -19,6 +19,8 @@ This module imports no torch.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ __all__ = [
     "UNITS_FILE",
     "CONCEPTS_FILE",
     "gate_files",
+    "jsonable",
     "RunFolder",
     "check_metrics_schema",
     "read_json",
@@ -144,6 +147,31 @@ def read_json(path: Path, *, what: str, fix: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise AuditInputError(f"{path}: {what} is not valid JSON ({err}); {fix}") from err
+
+
+def jsonable(value: Any, *, where: str | None = None) -> Any:
+    """``value`` as strict JSON data: numpy/torch scalars and arrays become Python
+    numbers and lists, NaN and infinities ``None``, keys strings, paths strings.
+
+    Anything else becomes ``None``, or, when ``where`` names the document (e.g.
+    ``"variants.json: gmp-90"``), an error naming where it was found.
+    """
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v, where=where and f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v, where=where and f"{where}[{i}]") for i, v in enumerate(value)]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return jsonable(value.tolist(), where=where)  # numpy / torch scalars and arrays
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # strict JSON has no NaN or infinity
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if where is None:
+        return None
+    raise AuditInputError(f"{where} is a {type(value).__name__}, which JSON cannot hold; "
+                          "give numbers, strings, lists or dicts")
 
 
 def write_json(path: Path, doc: Any) -> None:

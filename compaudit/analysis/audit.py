@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import platform
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -36,7 +35,7 @@ from compaudit.analysis.robustness import (
 from compaudit.analysis.subgroups import subgroup_analysis, subgroup_cells
 from compaudit.config import Checked, setting
 from compaudit.errors import AuditInputError
-from compaudit.rundir import METRICS_SCHEMA, RunFolder
+from compaudit.rundir import METRICS_SCHEMA, RunFolder, jsonable
 from compaudit.tables import read_examples, read_predictions
 
 __all__ = ["AnalysisOptions", "AnalysisResult", "analyze", "analyze_files", "METRICS_SCHEMA"]
@@ -109,27 +108,11 @@ class AnalysisResult:
 
 def dumps_metrics(metrics: dict[str, Any]) -> str:
     """Serialize metrics as strict JSON (NaN and infinities become null)."""
-    return json.dumps(_jsonable(metrics), indent=2, allow_nan=False) + "\n"
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    return obj
+    return json.dumps(jsonable(metrics), indent=2, allow_nan=False) + "\n"
 
 
 def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
-    return _jsonable(table.to_dict(orient="records")) if not table.empty else []
+    return jsonable(table.to_dict(orient="records")) if not table.empty else []
 
 
 def _check_attributes(pop: Population, options: AnalysisOptions) -> list[str]:

@@ -16,7 +16,6 @@ written by ``compaudit run``; :mod:`compaudit.dissection` re-exports it.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +26,7 @@ import pandas as pd
 
 from compaudit.analysis.stats import t_interval
 from compaudit.errors import AuditInputError
+from compaudit.rundir import read_json
 
 __all__ = [
     "UNIT_COLUMNS",
@@ -304,13 +304,8 @@ def read_dissection_config(path: str | Path) -> dict[str, Any]:
     A run's ``metrics.json`` holds it as ``["dissection"]["config"]``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AuditInputError(f"{path}: dissection config file not found; expected a JSON "
-                              'object such as {"iou_threshold": 0.04, "quantile": 0.005}')
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise AuditInputError(f"{path}: dissection config is not valid JSON ({err})") from err
+    config = read_json(path, what="dissection config", fix='expected a JSON object such as '
+                       '{"iou_threshold": 0.04, "quantile": 0.005}')
     check_dissection_config(config, source=str(path))
     return config
 

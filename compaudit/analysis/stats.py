@@ -17,6 +17,7 @@ from scipy import stats as sps
 __all__ = [
     "benjamini_hochberg",
     "welch_ttest",
+    "critical_value",
     "t_interval",
     "mcnemar_exact",
     "fisher_exact_2x2",
@@ -75,6 +76,14 @@ def welch_ttest(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     untestable = (a.var(axis=0, ddof=1) + b.var(axis=0, ddof=1)) == 0
     t, df, p = (np.where(untestable, np.nan, x) for x in (res.statistic, res.df, res.pvalue))
     return t, df, p
+
+
+def critical_value(tail: float, *, df: float | None = None) -> float:
+    """The upper ``tail`` quantile of the normal distribution, or of Student's t with
+    ``df`` degrees of freedom: the half-width of an interval in standard errors."""
+    if df is None:
+        return float(sps.norm.ppf(1 - tail))
+    return float(sps.t.ppf(1 - tail, df))
 
 
 def t_interval(

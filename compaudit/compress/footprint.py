@@ -29,7 +29,6 @@ parameter counts and MACs.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import statistics
 import tempfile
@@ -37,7 +36,6 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -46,7 +44,7 @@ from compaudit._atomic import atomic_write_text
 from compaudit.compress.quant_sim import QUANTIZABLE
 from compaudit.compress.storage import effective_state, encode_state, write_encoded
 from compaudit.errors import AuditInputError
-from compaudit.rundir import VARIANTS_SCHEMA
+from compaudit.rundir import VARIANTS_SCHEMA, jsonable
 
 __all__ = [
     "footprint",
@@ -309,27 +307,6 @@ def variant_record(*, method: str, parameters: Mapping[str, Any] | None,
     }
 
 
-def _jsonable(value: Any, where: str) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # strict JSON has no NaN or infinity
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, Path):
-        return str(value)
-    raise AuditInputError(
-        f"variants.json: {where} is a {type(value).__name__}, which JSON cannot hold; "
-        "give numbers, strings, lists or dicts"
-    )
-
-
 def write_variants_json(path: str | Path, variants: Mapping[str, Mapping[str, Any]]) -> Path:
     """Write ``variants.json`` atomically: ``{"schema": ..., "variants": {name: record}}``.
 
@@ -364,6 +341,6 @@ def write_variants_json(path: str | Path, variants: Mapping[str, Mapping[str, An
     if problems:
         raise AuditInputError(problems)
     document = {"schema": VARIANTS_SCHEMA,
-                "variants": _jsonable(dict(variants), "variants")}
+                "variants": jsonable(dict(variants), where="variants.json: variants")}
     atomic_write_text(path, json.dumps(document, indent=2, allow_nan=False) + "\n")
     return Path(path)

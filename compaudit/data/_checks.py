@@ -13,6 +13,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from compaudit import config
 from compaudit.errors import AuditInputError
 
 __all__ = [
@@ -59,11 +60,9 @@ def check_choice(value: str, valid: Sequence[str], *, field: str, source: str) -
 
     ``field`` names the argument or column, ``source`` the file or class it belongs to.
     """
-    if value not in valid:
-        raise AuditInputError(
-            f"{source}: unknown value {value!r} for {field}; "
-            f"valid values are: {', '.join(map(str, valid))}"
-        )
+    problem = config.check_choice(f"{source}: {field}", value, valid)
+    if problem:
+        raise AuditInputError(problem)
     return value
 
 

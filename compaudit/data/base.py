@@ -119,8 +119,6 @@ _D = TypeVar("_D", bound=type[AuditDataset])
 
 #: Dataset classes by name; :func:`get_dataset` builds one.
 DATASETS: Registry[type[AuditDataset]] = Registry("dataset")
-#: Deprecated alias of ``DATASETS._entries`` for callers not yet moved to ``DATASETS``.
-_REGISTRY = DATASETS._entries
 
 
 def register_dataset(name: str) -> Callable[[_D], _D]:

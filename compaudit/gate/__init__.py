@@ -5,7 +5,12 @@
 """
 
 from compaudit.gate.checks import Check, GateResult, run_gate
-from compaudit.gate.outputs import format_table, to_junit, to_markdown, write_gate_outputs
+from compaudit.gate.outputs import (
+    format_table,
+    to_junit,
+    to_markdown,
+    write_gate_outputs,
+)
 from compaudit.gate.policy import GatePolicy, load_policy, policy_from_dict
 
 __all__ = [

@@ -22,8 +22,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
-from scipy import stats as sps
-
+from compaudit.analysis.stats import critical_value
 from compaudit.errors import AuditInputError
 from compaudit.gate.policy import GatePolicy
 from compaudit.rundir import check_metrics_schema
@@ -250,7 +249,7 @@ def _decide(check: Check, z: float, tail: float) -> None:
         check.reason = check.reason or "estimate undefined (see note in metrics)"
         return
     if check.df is not None:
-        z = float(sps.t.ppf(1 - tail, check.df))
+        z = critical_value(tail, df=check.df)
     if check.log_estimate is not None:
         lo = check.log_estimate - z * check.se
         hi = check.log_estimate + z * check.se
@@ -299,7 +298,7 @@ def run_gate(metrics: dict, policy: GatePolicy | None = None, *,
     m = max(len(checks), 1)
     # Two-sided Bonferroni: all m intervals hold together with probability >= level.
     tail = (1 - policy.level) / (2 * m)
-    z = float(sps.norm.ppf(1 - tail))
+    z = critical_value(tail)
     for check in checks:
         _decide(check, z, tail)
     if policy.inconclusive == "pass":

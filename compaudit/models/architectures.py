@@ -42,8 +42,6 @@ _B = TypeVar("_B", bound=Callable[..., nn.Module])
 
 #: Builders by name; :func:`build_model` looks names up here.
 ARCHITECTURES: Registry[ArchitectureBuilder] = Registry("architecture")
-#: Deprecated alias of ``ARCHITECTURES._entries``, kept for callers not yet moved over.
-_REGISTRY = ARCHITECTURES._entries
 
 
 def register_architecture(name: str) -> Callable[[_B], _B]:

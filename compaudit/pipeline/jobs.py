@@ -7,7 +7,6 @@ process or a Ray worker, and writes its outputs atomically.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -16,13 +15,13 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from compaudit._atomic import atomic_write_text
 from compaudit.compress.footprint import footprint, variant_record
 from compaudit.compress.registry import CompressionContext, compress
 from compaudit.models.architectures import build_model
 from compaudit.models.training import TrainConfig, train
 from compaudit.models.weights import read_state_dict
 from compaudit.predict import predict_population, write_predictions
+from compaudit.rundir import jsonable, write_json
 
 __all__ = ["VariantJob", "run_variant_job", "dense_models"]
 
@@ -110,17 +109,12 @@ def run_variant_job(job: VariantJob) -> dict[str, Any]:
     record = variant_record(method=info.get("method", job.method),
                             parameters=info.get("parameters", job.params),
                             derives_from=None if job.config is None else "dense",
-                            footprint=fp, **_jsonable(extra))
+                            footprint=fp, **jsonable(extra))
     if job.dissection is not None:
         from compaudit.dissection.audit import dissect_population
 
         # Here, not later: the compressed replicas exist only inside this job.
         dissect_population(models, job.dissection, variant=job.name,
                            out_dir=job.record_path.parent)
-    atomic_write_text(job.record_path, json.dumps(record, indent=2, default=str) + "\n")
+    write_json(job.record_path, record)
     return record
-
-
-def _jsonable(extra: dict[str, Any]) -> dict[str, Any]:
-    """Keep the JSON-ready parts of a method's info (numbers, strings, small dicts)."""
-    return json.loads(json.dumps(extra, default=lambda o: None))

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from compaudit import tables
 from compaudit.predict.rows import Outputs, Task, check_labels, check_logits, to_frame
 from compaudit.predict.stacking import Member, Runner, plan_runners, restore_modes
+from compaudit.config import check_int
 from compaudit.errors import AuditInputError
 
 __all__ = ["predict_population", "write_predictions", "StackMode"]
@@ -51,9 +52,9 @@ _ITEM_HELP = (
 
 
 def _check_int(value: object, *, name: str, low: int) -> int:
-    # bool is an int subclass; batch_size=True is a mistake, not 1.
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise AuditInputError(f"{name} must be an integer >= {low}, got {value!r}")
+    problem = check_int(name, value, minimum=low)
+    if problem:
+        raise AuditInputError(problem)
     return int(value)
 
 

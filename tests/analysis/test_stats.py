@@ -124,3 +124,12 @@ def test_bootstrap_mean_interval_covers_like_the_normal_theory():
     s = summarize_bootstrap(np.array(x.mean()), sums)
     assert (s.hi - s.lo) / 2 == pytest.approx(1.96 / np.sqrt(2000), rel=0.1)
     assert s.se == pytest.approx(1 / np.sqrt(2000), rel=0.1)
+
+
+def test_critical_values_match_the_printed_tables():
+    from compaudit.analysis.stats import critical_value
+
+    # Standard normal and Student's t tables (two-sided 95%: tail 0.025).
+    assert critical_value(0.025) == pytest.approx(1.959964, abs=1e-6)
+    assert critical_value(0.025, df=4) == pytest.approx(2.776445, abs=1e-6)
+    assert critical_value(0.005, df=10) == pytest.approx(3.169273, abs=1e-6)

@@ -189,7 +189,7 @@ def test_empty_folder_and_missing_files(tmp_path: Path) -> None:
 def test_unknown_split(tmp_path: Path) -> None:
     write_celeba(tmp_path)
     message = fails(tmp_path, split="val")
-    assert "unknown value 'val' for split" in message and "train, valid, test, all" in message
+    assert "split: got 'val'; expected one of 'train', 'valid', 'test', 'all'" in message
 
 
 def test_a_nan_cell_is_reported_with_its_line(tmp_path: Path) -> None:

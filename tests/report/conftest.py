@@ -15,7 +15,8 @@ from typing import Any, Callable
 import pandas as pd
 import pytest
 
-from compaudit.report.rundata import METRICS_SCHEMA, RunData
+from compaudit.report.rundata import RunData
+from compaudit.rundir import METRICS_SCHEMA
 
 #: Tags that start a new line of text; inline tags (strong, span, code...) do not.
 _BLOCK = {"p", "div", "li", "ul", "ol", "dl", "dt", "dd", "h1", "h2", "h3", "table", "tr", "td",

@@ -218,6 +218,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in err.problems:
             print(f"compaudit: error: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as err:  # the file system said no: a path the user gave or a full disk
+        if args.debug:
+            traceback.print_exc()
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"compaudit: error: {where}{err.strerror or err}; expected a readable input and "
+              "a writable output folder with free space", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except Exception:  # noqa: BLE001 - the documented exit code for internal errors
         traceback.print_exc()
         print("compaudit: internal error (exit 3); please report it with the trace above",

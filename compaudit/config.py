@@ -30,6 +30,7 @@ Fit.steps: got 0; expected an integer >= 1
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 from dataclasses import MISSING, dataclass
 from typing import Any, Iterable, Literal, Union, get_args, get_origin, get_type_hints
@@ -44,6 +45,7 @@ __all__ = [
     "check_config",
     "check_int",
     "from_table",
+    "is_slug",
     "narrow",
     "plain",
     "setting",
@@ -83,7 +85,7 @@ def _num(x: float | None) -> str:
 
 def setting(default: Any = MISSING, *, ge: float | None = None, gt: float | None = None,
             le: float | None = None, lt: float | None = None, off: bool = False,
-            nonempty: bool = False, factory: Any = MISSING) -> Any:
+            nonempty: bool = False, slug: bool = False, factory: Any = MISSING) -> Any:
     """A dataclass field with its limits.
 
     Parameters
@@ -96,8 +98,11 @@ def setting(default: Any = MISSING, *, ge: float | None = None, gt: float | None
         In TOML, ``false`` turns this optional setting off (``None``): TOML has no null.
     nonempty
         A string or tuple that may not be empty.
+    slug
+        A name used in paths (:func:`check_slug`).
     """
-    metadata = {"range": Range(ge, gt, le, lt), "off": off, "nonempty": nonempty}
+    metadata = {"range": Range(ge, gt, le, lt), "off": off, "nonempty": nonempty,
+                "slug": slug}
     if factory is not MISSING:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -221,6 +226,8 @@ def _limit_problem(f: dataclasses.Field, hint: Any, value: Any, given: Any) -> s
         return None
     if meta.get("nonempty") and len(value) == 0:
         return f"got {given!r}; expected a non-empty {expected(hint)[2:]}"
+    if meta.get("slug") and value and not is_slug(value):
+        return f"got {given!r}; expected {SLUG_RULE}"
     bounds: Range | None = meta.get("range")
     if bounds is None:
         return None
@@ -266,6 +273,17 @@ class Checked:
 
     def __post_init__(self) -> None:
         check_config(self)
+
+
+#: What a name used in paths may hold.
+SLUG_RULE = ("a name of letters, digits, '-', '_' and '.' (no path separators, no '..', "
+             "not starting with '.')")
+_SLUG = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+
+
+def is_slug(name: object) -> bool:
+    """Whether ``name`` is safe as one path component (:data:`SLUG_RULE`)."""
+    return isinstance(name, str) and bool(_SLUG.match(name)) and ".." not in name
 
 
 def check_int(name: str, value: Any, *, minimum: int | None = None,

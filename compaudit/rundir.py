@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from compaudit._atomic import atomic_write_text
+from compaudit.config import SLUG_RULE, is_slug
 from compaudit.errors import AuditInputError
 
 __all__ = [
@@ -34,11 +36,13 @@ __all__ = [
     "UNITS_FILE",
     "CONCEPTS_FILE",
     "gate_files",
+    "make_folder",
     "jsonable",
     "RunFolder",
     "check_metrics_schema",
     "read_json",
     "read_metrics",
+    "retire_metrics",
     "write_json",
 ]
 
@@ -59,6 +63,10 @@ class RunFolder:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
+
+    def create(self) -> None:
+        """Make the folder (and its parents); a file in the way is an error naming it."""
+        make_folder(self.root, what="run folder")
 
     # provenance and cache
     @property
@@ -83,6 +91,9 @@ class RunFolder:
         return self.root / "models" / "dense"
 
     def variant(self, name: str) -> Path:
+        """A variant's folder; ``name`` must be one path component (a slug)."""
+        if not is_slug(name):
+            raise AuditInputError(f"variant name {name!r}: expected {SLUG_RULE}")
         return self.root / "variants" / name
 
     def variant_predictions(self, name: str) -> Path:
@@ -130,6 +141,22 @@ class RunFolder:
     @property
     def report(self) -> Path:
         return self.root / "report.html"
+
+
+def make_folder(path: Path, *, what: str) -> None:
+    """Create ``path`` (and parents) as a writable folder, or fail naming what is wrong."""
+    path = Path(path)
+    for parent in (path, *path.parents):
+        if parent.exists() and not parent.is_dir():
+            raise AuditInputError(f"{parent}: is a file; expected a folder for the {what} "
+                                  f"{path} (choose another --out)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise AuditInputError(f"{path}: cannot create the {what} ({err.strerror or err}); "
+                              "choose a writable --out") from err
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise AuditInputError(f"{path}: the {what} is not writable; choose a writable --out")
 
 
 def gate_files(folder: Path) -> dict[str, Path]:
@@ -186,6 +213,28 @@ def check_metrics_schema(metrics: Any, *, source: str = "metrics") -> None:
         raise AuditInputError(
             f"{source}: field 'schema': got {found!r}, expected {METRICS_SCHEMA!r}; "
             "re-run 'compaudit analyze' (or 'compaudit run') with this compaudit version")
+
+
+def retire_metrics(path: Path) -> None:
+    """Remove an older ``metrics.json`` of compaudit's before its outputs are rewritten.
+
+    A folder or a file compaudit did not write stands in the way: an error, nothing
+    is removed.
+    """
+    if path.is_dir():
+        raise AuditInputError(f"{path}: is a folder; expected the metrics.json file of a "
+                              "run (move it away or choose another --out)")
+    if not path.exists():
+        return
+    try:
+        ours = str(json.loads(path.read_text(encoding="utf-8")).get("schema", "")
+                   ).startswith("compaudit.metrics/")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, OSError):
+        ours = False
+    if not ours:
+        raise AuditInputError(f"{path}: exists and was not written by compaudit; compaudit "
+                              "never overwrites files it did not create (choose another --out)")
+    path.unlink()
 
 
 def read_metrics(path: str | Path, *, what: str = "metrics") -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from compaudit.analysis.audit import AnalysisOptions
 from compaudit.compress.configs import METHODS
-from compaudit.config import Checked, from_table, narrow, plain, setting
+from compaudit.config import SLUG_RULE, Checked, from_table, is_slug, narrow, plain, setting
 from compaudit.dissection.config import DEFAULT_LAYERS, DissectionSpec
 from compaudit.errors import AuditInputError
 from compaudit.gate.policy import GatePolicy, policy_from_dict
@@ -51,7 +51,7 @@ __all__ = [
 class AuditSection(Checked):
     """``[audit]``: the run's name (default: the spec file's stem) and its seed."""
 
-    name: str = ""
+    name: str = setting("", slug=True)
     seed: int = setting(0, ge=0)
 
 
@@ -211,8 +211,8 @@ def _variants(items: Any, where: str, problems: list[str]) -> tuple[VariantSpec,
             problems.append(f"{at}: expected a table")
             continue
         name, method = item.get("name"), item.get("method")
-        if not isinstance(name, str) or not name or name == "dense":
-            problems.append(f"{at}.name: got {name!r}; expected a non-empty name other than "
+        if not is_slug(name) or name == "dense":
+            problems.append(f"{at}.name: got {name!r}; expected {SLUG_RULE}, other than "
                             "'dense'")
         elif name in seen:
             problems.append(f"{at}.name: {name!r} is used twice; expected unique names")
@@ -253,8 +253,12 @@ def _sections(doc: dict[str, Any], source: str, problems: list[str]) -> dict[str
                           problems=problems, **kw)
 
     audit = build(AuditSection, "audit") or AuditSection()
+    name = audit.name or Path(source).stem
+    if not is_slug(name):
+        problems.append(f"{source}: [audit].name: missing, and the file name {name!r} is not "
+                        f"{SLUG_RULE}; set [audit].name")
     parts: dict[str, Any] = {
-        "name": audit.name or Path(source).stem, "seed": audit.seed,
+        "name": name, "seed": audit.seed,
         "data": build(DataSpec, "data"), "model": build(ModelSpec, "model"),
         "train": build(TrainSpec, "train", base={"seed": audit.seed}),
         "executor": build(ExecutorSpec, "executor"),

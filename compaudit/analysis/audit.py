@@ -35,7 +35,7 @@ from compaudit.analysis.robustness import (
 from compaudit.analysis.subgroups import subgroup_analysis, subgroup_cells
 from compaudit.config import Checked, setting
 from compaudit.errors import AuditInputError
-from compaudit.rundir import METRICS_SCHEMA, RunFolder, jsonable
+from compaudit.rundir import METRICS_SCHEMA, RunFolder, jsonable, retire_metrics
 from compaudit.tables import read_examples, read_predictions
 
 __all__ = ["AnalysisOptions", "AnalysisResult", "analyze", "analyze_files", "METRICS_SCHEMA"]
@@ -96,13 +96,20 @@ class AnalysisResult:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     def write(self, out_dir: str | Path) -> Path:
-        """Write ``metrics.json`` and ``tables/*.csv`` under ``out_dir`` atomically."""
-        out = Path(out_dir)
-        folder = RunFolder(out)
+        """Write ``tables/*.csv``, then ``metrics.json`` last, each atomically.
+
+        An older ``metrics.json`` of compaudit's is removed first, so a failure midway
+        leaves a folder that ``report`` and ``gate`` refuse, never new tables beside
+        old metrics.
+        """
+        folder = RunFolder(Path(out_dir))
+        folder.create()
+        text = dumps_metrics(self.metrics)  # fails before anything is written
+        retire_metrics(folder.metrics)
         for name, table in self.tables.items():
             with atomic_path(folder.table(name)) as tmp:
                 table.to_csv(tmp, index=False)
-        atomic_write_text(folder.metrics, dumps_metrics(self.metrics))
+        atomic_write_text(folder.metrics, text)
         return folder.metrics
 
 

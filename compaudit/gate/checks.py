@@ -19,10 +19,10 @@ that reason.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator
 
-from compaudit.analysis.stats import critical_value
+from compaudit.analysis.stats import critical_value, t_interval
 from compaudit.errors import AuditInputError
 from compaudit.gate.policy import GatePolicy
 from compaudit.rundir import check_metrics_schema
@@ -67,6 +67,8 @@ class GateResult:
     checks: list[Check]
     policy: GatePolicy
     z: float
+    #: Policy sections that matched no check in this run.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[Check]:
@@ -223,17 +225,15 @@ def _dissection_checks(metrics: dict, policy: GatePolicy, variants: list[str]) -
         if pol.accuracy_tolerance is not None and variant in clean:
             if -_num(clean[variant]["abs_diff"]) > pol.accuracy_tolerance:
                 continue  # accuracy does not hold: the other checks judge this variant
-        for field, subject, tolerance in wanted:
-            values = [_num(r.get(field)) for r in rows]
+        for metric, subject, tolerance in wanted:
+            values = [_num(r.get(metric)) for r in rows]
             values = [v for v in values if math.isfinite(v)]
             n = len(values)
-            mean = sum(values) / n if n else math.nan
-            se = math.nan
-            if n >= 2:
-                se = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+            mean, std = (float(x) for x in t_interval(values)[:2]) if n else (math.nan, math.nan)
+            se = std / math.sqrt(n) if n >= 2 else math.nan
             # In percent, like the other relative checks, so every output formats it alike.
-            check = Check(id=f"{variant}/dissection/{field}", kind="dissection",
-                          variant=variant, subject=subject, metric=field, estimate=100 * mean,
+            check = Check(id=f"{variant}/dissection/{metric}", kind="dissection",
+                          variant=variant, subject=subject, metric=metric, estimate=100 * mean,
                           se=100 * se, tolerance=100 * tolerance, unit="%",
                           df=n - 1 if n >= 2 else None)
             if not n:
@@ -272,30 +272,28 @@ def _decide(check: Check, z: float, tail: float) -> None:
 
 def run_gate(metrics: dict, policy: GatePolicy | None = None, *,
              baseline: dict | None = None) -> GateResult:
-    """Evaluate ``policy`` on a run's ``metrics.json`` (and a baseline's, if given)."""
+    """Evaluate ``policy`` on a run's ``metrics.json`` (and a baseline's, if given).
+
+    Refuses (``AuditInputError``, exit 2) what it cannot judge: another schema, a
+    baseline without the run's compressed variants, or no applicable check at all.
+    Policy sections that match no check are listed in :attr:`GateResult.notes`.
+    """
     policy = policy or GatePolicy()
     check_metrics_schema(metrics)
-    if baseline is not None:
-        check_metrics_schema(baseline, source="baseline metrics")
-    variants = [v for v in metrics.get("variants", {}) if v != metrics["options"]["dense"]]
+    variants = _compressed_variants(metrics)
     unknown = [v for v in policy.variants if v not in variants]
     if unknown:
         raise AuditInputError(f"policy: [gate].variants names {unknown}; the run has "
                               f"{', '.join(variants)}")
-    checks: list[Check] = []
-    if policy.subgroup_rate is not None:
-        checks += _subgroup_checks(metrics, policy, variants)
-    if policy.disparity is not None:
-        checks += _disparity_checks(metrics, policy, variants)
-    if policy.pie_overindex is not None:
-        checks += _overindex_checks(metrics, policy, variants)
-    if policy.robustness is not None:
-        checks += _robustness_checks(metrics, policy, variants)
-    if baseline is not None and policy.baseline is not None:
-        checks += _baseline_checks(metrics, baseline, policy, variants)
-    if policy.dissection is not None:
-        checks += _dissection_checks(metrics, policy, variants)
-    m = max(len(checks), 1)
+    if baseline is not None:
+        _check_baseline(baseline, variants)
+    checks, notes = _collect(metrics, policy, variants, baseline)
+    if not checks:
+        raise AuditInputError(
+            "metrics: no gate check applies (" + "; ".join(notes or ["the policy is empty"])
+            + "); expected a metrics.json with compressed variants and the tables the "
+              "policy checks, or a policy that names them")
+    m = len(checks)
     # Two-sided Bonferroni: all m intervals hold together with probability >= level.
     tail = (1 - policy.level) / (2 * m)
     z = critical_value(tail)
@@ -305,4 +303,52 @@ def run_gate(metrics: dict, policy: GatePolicy | None = None, *,
         for check in checks:
             if check.verdict == "inconclusive":
                 check.reason += " (policy: inconclusive passes)"
-    return GateResult(checks=checks, policy=policy, z=z)
+    return GateResult(checks=checks, policy=policy, z=z, notes=notes)
+
+
+def _compressed_variants(metrics: dict) -> list[str]:
+    options, found = metrics.get("options"), metrics.get("variants")
+    if not isinstance(options, dict) or not isinstance(found, dict) or "dense" not in options:
+        raise AuditInputError("metrics: fields 'options.dense' and 'variants' missing; "
+                              "expected the metrics.json written by 'compaudit analyze'")
+    return [v for v in found if v != options["dense"]]
+
+
+def _check_baseline(baseline: dict, variants: list[str]) -> None:
+    check_metrics_schema(baseline, source="baseline metrics")
+    old = baseline.get("variants")
+    missing = [v for v in variants if not isinstance(old, dict) or v not in old]
+    if missing:
+        raise AuditInputError(f"baseline metrics: field 'variants': has no {', '.join(missing)}; "
+                              "expected a baseline run with the same compressed variants")
+
+
+#: Each policy section and the function producing its checks.
+_SECTIONS: dict[str, Callable[..., Iterator[Check]]] = {
+    "subgroup_rate": _subgroup_checks, "disparity": _disparity_checks,
+    "pie_overindex": _overindex_checks, "robustness": _robustness_checks,
+    "dissection": _dissection_checks,
+}
+
+
+def _collect(metrics: dict, policy: GatePolicy, variants: list[str],
+             baseline: dict | None) -> tuple[list[Check], list[str]]:
+    """Every section's checks, and a note for each section that produced none."""
+    checks: list[Check] = []
+    notes: list[str] = []
+    sections = [(name, lambda f=fn: f(metrics, policy, variants))
+                for name, fn in _SECTIONS.items() if getattr(policy, name) is not None]
+    if baseline is not None and policy.baseline is not None:
+        sections.append(("baseline",
+                         lambda: _baseline_checks(metrics, baseline, policy, variants)))
+    for name, make in sections:
+        try:
+            found = list(make())
+        except (KeyError, TypeError, ValueError) as err:
+            raise AuditInputError(f"metrics: a row read by the [gate.{name}] checks is "
+                                  f"malformed ({type(err).__name__}: {err}); expected the "
+                                  "fields 'compaudit analyze' writes") from err
+        if not found:
+            notes.append(f"[gate.{name}] matched no check in this run")
+        checks += found
+    return checks, notes

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from compaudit._atomic import atomic_write_text
 from compaudit.gate.checks import Check, GateResult
-from compaudit.rundir import gate_files
+from compaudit.rundir import gate_files, make_folder
 
 __all__ = ["format_table", "to_junit", "to_markdown", "write_gate_outputs"]
 
@@ -47,6 +47,7 @@ def format_table(result: GateResult, *, show_passed: bool = False, limit: int = 
                      f"{c.metric:<20}{_interval(c):<34}{_tolerance(c)}")
     if len(shown) > limit:
         lines.append(f"... and {len(shown) - limit} more (see the JUnit or JSON output)")
+    lines += [f"note: {note}" for note in result.notes]
     return "\n".join(lines)
 
 
@@ -91,6 +92,7 @@ def to_markdown(result: GateResult, *, limit: int = 25) -> str:
         f"{100 * result.policy.level:g}% intervals; inconclusive checks "
         f"{result.policy.inconclusive})",
         "",
+        *[f"> note: {_md_escape(note)}" for note in result.notes],
     ]
     shown = [c for c in _sorted(result.checks) if c.verdict != "pass"][:limit]
     if shown:
@@ -106,9 +108,10 @@ def to_markdown(result: GateResult, *, limit: int = 25) -> str:
 def write_gate_outputs(result: GateResult, out_dir: str | Path) -> dict[str, Path]:
     """Write ``gate.json``, ``junit.xml`` and ``summary.md`` into ``out_dir`` atomically."""
     out = Path(out_dir)
+    make_folder(out, what="gate output folder")
     paths = gate_files(out)
     doc = {"verdict": result.verdict, "exit_code": result.exit_code, "z": result.z,
-           "checks": [c.as_dict() for c in result.checks]}
+           "notes": result.notes, "checks": [c.as_dict() for c in result.checks]}
     atomic_write_text(paths["json"], json.dumps(doc, indent=2, allow_nan=False) + "\n")
     atomic_write_text(paths["junit"], to_junit(result))
     atomic_write_text(paths["markdown"], to_markdown(result))

@@ -153,9 +153,22 @@ def write_examples(folder: RunFolder, cache: StageCache, data: DataStage,
     key = stage_key(data.key, list(shifts.keys))
     if not cache.fresh("examples", key, [folder.examples]):
         frames = [data.eval().examples()] + [f().examples() for f in shifts.factories]
-        tables.write_examples(pd.concat(frames, ignore_index=True), folder.examples)
+        examples = pd.concat(frames, ignore_index=True)
+        if "path" in examples:
+            examples["path"] = [_relative(p, folder.root) for p in examples["path"]]
+        tables.write_examples(examples, folder.examples)
         cache.finish("examples", key)
     return key
+
+
+def _relative(path: Any, root: Path) -> Any:
+    """Paths inside the run folder relative to it, so the folder can be moved."""
+    if not isinstance(path, str) or not Path(path).is_absolute():
+        return path
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path  # outside the run folder: the dataset root recorded in run.json
 
 
 def write_class_names(spec: AuditSpec, folder: RunFolder) -> None:

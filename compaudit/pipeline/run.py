@@ -53,7 +53,7 @@ def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: str | None = No
     from compaudit.gate import format_table
 
     folder = RunFolder(Path(out_dir))
-    folder.root.mkdir(parents=True, exist_ok=True)
+    folder.create()
     cache = StageCache(folder.stages_json)
     started = time.time()
 
@@ -62,7 +62,7 @@ def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: str | None = No
     write_class_names(spec, folder)
     examples_key = write_examples(folder, cache, data, shifts)
     plan = dissection_plan(spec, folder, data)
-    with _executor(spec, executor, ray_address) as pool:
+    with _executor(spec, executor, ray_address, progress=progress) as pool:
         dense = dense_population(spec, folder, cache, data, pool=pool, log=log)
         keys = run_variants(spec, folder, cache, data=data, shifts=shifts, dense=dense,
                             examples_key=examples_key, plan=plan, pool=pool, log=log)
@@ -76,16 +76,21 @@ def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: str | None = No
 
 
 @contextmanager
-def _executor(spec: AuditSpec, kind: str | None, ray_address: str | None) -> Iterator[Any]:
+def _executor(spec: AuditSpec, kind: str | None, ray_address: str | None, *,
+              progress: bool) -> Iterator[Any]:
     """The spec's executor (or the command line's), closed when the jobs are done."""
+    from compaudit.errors import AuditInputError
     from compaudit.executors import get_executor
 
     kind = kind or spec.executor.kind
-    options: dict[str, Any] = {}
+    if ray_address and kind != "ray":
+        raise AuditInputError(f"--ray-address {ray_address}: the executor is {kind!r}; "
+                              "expected --executor ray (or [executor].kind = \"ray\")")
+    options: dict[str, Any] = {"progress": progress}
     if kind == "local":
-        options = {"max_workers": spec.executor.workers}
+        options["max_workers"] = spec.executor.workers
     elif kind == "ray":
-        options = {"address": ray_address or spec.executor.address or None}
+        options["address"] = ray_address or spec.executor.address or None
     pool = get_executor(kind, **options)
     try:
         yield pool

@@ -95,8 +95,10 @@ def test_inconclusive_policy_decides_the_exit_code():
     assert run_gate(metrics, strict).exit_code == 1
 
 
-def test_small_subgroups_are_not_checked():
-    assert run_gate(_handmade(0.5, 0.01, n=10), ONLY_RATES).checks == []
+def test_small_subgroups_are_not_checked_and_a_gate_without_checks_refuses():
+    with pytest.raises(AuditInputError, match=r"no gate check applies \(\[gate.subgroup_rate\] "
+                                              "matched no check in this run"):
+        run_gate(_handmade(0.5, 0.01, n=10), ONLY_RATES)
 
 
 def test_overindex_interval_is_the_katz_risk_ratio_interval(planted):
@@ -220,11 +222,13 @@ def test_dissection_check_options():
                                                                   "concept_drop"}
     # Accuracy fell by 4 points: out of scope under a 2-point tolerance, in under 5.
     holds = {"max_unit_drop": 0.25, "accuracy_tolerance": 0.02}
-    assert run_gate(metrics, policy_from_dict({"dissection": holds})).checks == []
+    with pytest.raises(AuditInputError, match=r"\[gate.dissection\] matched no check"):
+        run_gate(metrics, policy_from_dict({"dissection": holds}))
     holds["accuracy_tolerance"] = 0.05
     assert len(run_gate(metrics, policy_from_dict({"dissection": holds})).checks) == 1
     off = policy_from_dict({"dissection": {"max_unit_drop": False}})
-    assert run_gate(metrics, off).checks == []
+    with pytest.raises(AuditInputError, match="no gate check applies"):
+        run_gate(metrics, off)
 
 
 def test_dissection_check_without_replicas_or_interpretable_units_is_inconclusive():
@@ -232,5 +236,11 @@ def test_dissection_check_without_replicas_or_interpretable_units_is_inconclusiv
     assert one.verdict == "inconclusive" and "one replica" in one.reason
     (none,) = run_gate(_dissected((0, 0), (0, 0)), ONLY_DISSECTION).checks
     assert none.verdict == "inconclusive" and "no interpretable unit" in none.reason
-    # Runs without a dissection block have no dissection checks at all.
-    assert run_gate(_handmade(0.0, 0.01), ONLY_DISSECTION).checks == []
+    # Runs without a dissection block have no dissection checks at all: with nothing
+    # else to check, the gate refuses rather than pass.
+    with pytest.raises(AuditInputError, match=r"\[gate.dissection\] matched no check"):
+        run_gate(_handmade(0.0, 0.01), ONLY_DISSECTION)
+    both = policy_from_dict({"dissection": {"max_unit_drop": 0.25},
+                             "subgroup_rate": {"max_abs_increase": 0.02}})
+    result = run_gate(_handmade(0.0, 0.01), both)
+    assert result.checks and result.notes == ["[gate.dissection] matched no check in this run"]

@@ -206,6 +206,11 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _one_line(text: str) -> str:
+    """A message on one printable line (bytes quoted from a bad file stay visible)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``compaudit`` console script; returns the exit code."""
     parser = _build_parser()
@@ -216,14 +221,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         for problem in err.problems:
-            print(f"compaudit: error: {problem}", file=sys.stderr)
+            print(f"compaudit: error: {_one_line(problem)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as err:  # the file system said no: a path the user gave or a full disk
         if args.debug:
             traceback.print_exc()
         where = f"{err.filename}: " if err.filename else ""
-        print(f"compaudit: error: {where}{err.strerror or err}; expected a readable input and "
-              "a writable output folder with free space", file=sys.stderr)
+        print(f"compaudit: error: {_one_line(where)}{err.strerror or err}; expected a readable "
+              "input and a writable output folder with free space", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception:  # noqa: BLE001 - the documented exit code for internal errors
         traceback.print_exc()

@@ -305,7 +305,12 @@ def load_spec(path: str | Path) -> AuditSpec:
     if not path.is_file():
         raise AuditInputError(f"{path}: audit spec not found; expected a TOML file such as "
                               "audits/demo.toml")
-    return parse_spec(path.read_text(encoding="utf-8"), source=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise AuditInputError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); "
+                              "expected a TOML file in UTF-8") from err
+    return parse_spec(text, source=str(path))
 
 
 def demo_spec(*, spurious: bool = True) -> AuditSpec:

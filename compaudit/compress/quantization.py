@@ -178,6 +178,6 @@ def _int8_static(model: nn.Module, config: Int8StaticConfig,
     gm.to(device)
     calibrate(gm, lambda: batches, device=device,
               progress=lambda it: tqdm(it, desc="calibrating", total=len(batches),
-                                       disable=None))
+                                       disable=not context.progress))
     layers = convert_static(gm, plan)
     return CompressedModel(model=gm, info={**info, "execution": "simulated", "layers": layers})

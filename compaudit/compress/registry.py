@@ -39,6 +39,8 @@ class CompressionContext:
         Seed for any randomness of the method.
     device
         Torch device string.
+    progress
+        Show progress bars (calibration); off inside audit jobs.
     """
 
     train_dataset: Any = None
@@ -46,6 +48,7 @@ class CompressionContext:
     calibration_dataset: Any = None
     seed: int = 0
     device: str = "cpu"
+    progress: bool = False
 
 
 @dataclass

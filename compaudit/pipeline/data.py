@@ -66,16 +66,24 @@ def eval_transform(spec: AuditSpec) -> Any:
                          std=(0.25, 0.25, 0.25)).build()
 
 
-def dataset_factory(spec: AuditSpec, root: Path, split: str, transform: Any) -> Factory:
-    """A picklable zero-argument factory building the spec's dataset for one split."""
+def check_dataset(spec: AuditSpec) -> str:
+    """The registered dataset the spec names (checked before anything is generated)."""
     from compaudit.data import DATASETS
 
     name = "celeba" if spec.data.dataset == "synthetic-faces" else spec.data.dataset
     if name not in DATASETS:
         raise AuditInputError(f"{spec.source}: [data].dataset: got {spec.data.dataset!r}; "
                               f"expected synthetic-faces or one of {', '.join(DATASETS)}")
-    return partial(DATASETS.get(name), root, split=split, target=spec.data.target or None,
-                   protected=tuple(spec.data.protected), transform=transform)
+    return name
+
+
+def dataset_factory(spec: AuditSpec, root: Path, split: str, transform: Any) -> Factory:
+    """A picklable zero-argument factory building the spec's dataset for one split."""
+    from compaudit.data import DATASETS
+
+    return partial(DATASETS.get(check_dataset(spec)), root, split=split,
+                   target=spec.data.target or None, protected=tuple(spec.data.protected),
+                   transform=transform)
 
 
 def prepare_data(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
@@ -84,6 +92,7 @@ def prepare_data(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
     from compaudit.data.base import subset
 
     d = spec.data
+    check_dataset(spec)
     root = resolve(folder, d.root)
     key = stage_key(spec.section("data"), spec.seed)
     if d.dataset == "synthetic-faces":

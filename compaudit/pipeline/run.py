@@ -25,7 +25,7 @@ from compaudit.pipeline.data import (
 )
 from compaudit.pipeline.outputs import analyze_run, gate_and_report, write_provenance
 from compaudit.pipeline.stages import StageCache
-from compaudit.pipeline.train import dense_population
+from compaudit.pipeline.train import check_architecture, dense_population
 from compaudit.pipeline.variants import dissection_plan, run_variants
 from compaudit.rundir import RunFolder, read_metrics
 from compaudit.spec import AuditSpec
@@ -57,6 +57,7 @@ def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: str | None = No
     cache = StageCache(folder.stages_json)
     started = time.time()
 
+    check_architecture(spec)
     data = prepare_data(spec, folder, cache, log=log)
     shifts = prepare_shifts(spec, folder, cache, data, progress=progress, log=log)
     write_class_names(spec, folder)

@@ -13,7 +13,7 @@ from compaudit.pipeline.stages import StageCache, stage_key
 from compaudit.rundir import RunFolder
 from compaudit.spec import AuditSpec
 
-__all__ = ["DenseStage", "dense_population"]
+__all__ = ["DenseStage", "check_architecture", "dense_population"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,15 @@ def dense_population(spec: AuditSpec, folder: RunFolder, cache: StageCache, data
                              small_input=m.small_input)
     cache.ran.append("train")
     return DenseStage(paths=tuple(paths), key=key)
+
+
+def check_architecture(spec: AuditSpec) -> None:
+    """The spec's architecture must be registered (checked before anything trains)."""
+    from compaudit.models.architectures import ARCHITECTURES
+
+    if spec.model.arch not in ARCHITECTURES:
+        raise AuditInputError(f"{spec.source}: [model].arch: got {spec.model.arch!r}; expected "
+                              f"one of {', '.join(ARCHITECTURES)}")
 
 
 def _pretrained(spec: AuditSpec) -> Path:

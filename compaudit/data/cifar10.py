@@ -3,6 +3,10 @@
 CIFAR-10-C holds, per corruption, the 10,000 CIFAR-10 test images at severities 1..5
 (rows ``(severity - 1) * 10000 + index``), so every corrupted example names its clean
 source ``cifar10/test/<index>``. Nothing is downloaded.
+
+The python batches are pickles; they are read by a restricted unpickler that admits only
+the numpy array globals those files name and refuses any other (``os.system``,
+``builtins.exec``, ...) before importing it, so no code from a batch file runs.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import pandas as pd
 from PIL import Image
 
 from compaudit.data._checks import check_choice, check_no_attributes
+from compaudit.data._safe_pickle import ADMITTED, RefusedGlobal, safe_load
 from compaudit.data.base import AuditDataset, TransformSpec, register_dataset
 from compaudit.errors import AuditInputError
 
@@ -58,6 +63,14 @@ _PICKLE_ERRORS = (
 )  # fmt: skip
 
 
+#: The refusal of a batch that names a global other than numpy array reconstruction.
+_REFUSED = (
+    "{path}: refused global {name}: a CIFAR-10 python batch holds only dicts, lists, "
+    "bytes and numpy arrays (admitted globals: "
+    + ", ".join(sorted(f"{module}.{name}" for module, name in ADMITTED))
+    + "), and compaudit never runs code from an input file; re-extract the official "
+    "cifar-10-python.tar.gz"
+)
 _NO_ATTRIBUTES = "labels are the 10 CIFAR-10 classes"
 
 
@@ -85,10 +98,11 @@ def _unpickle(path: Path) -> dict:
     """Read one batch file of the official python version."""
     try:
         with open(path, "rb") as f:
-            # The official CIFAR-10 python format is a pickle; this is a trusted local
-            # file the user downloaded from the dataset authors, and pickle is the only
-            # reader of that format (torchvision reads it the same way).
-            batch = pickle.load(f, encoding="bytes")
+            # The official format is a pickle; the restricted unpickler admits only the
+            # numpy array globals those files name, so no code from the file runs.
+            batch = safe_load(f, encoding="bytes")
+    except RefusedGlobal as err:
+        raise AuditInputError(_REFUSED.format(path=path, name=err.name)) from err
     except _PICKLE_ERRORS as err:
         raise AuditInputError(
             f"{path}: cannot unpickle ({err!r}); expected a batch of the official CIFAR-10 "

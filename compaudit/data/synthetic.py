@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from fractions import Fraction
@@ -52,6 +51,7 @@ import pandas as pd
 from PIL import Image
 
 from compaudit.data._faces import CONCEPTS, render_faces
+from compaudit.data._generated import claim_folder, replace_owned_files, write_marker
 from compaudit.data.celeba import CELEBA_ATTRIBUTES, IMAGE_DIR, find_celeba_root
 from compaudit.errors import AuditInputError
 from compaudit.simulate import CELEBA_TEST_JOINT
@@ -63,6 +63,7 @@ __all__ = [
     "concept_table",
     "CELEBA_TEST_JOINT",
     "CONCEPTS",
+    "MARKER",
 ]
 
 _BLOND = np.array([[0.94, 0.83, 0.52], [0.90, 0.78, 0.45], [0.96, 0.88, 0.63], [0.95, 0.92, 0.76]])
@@ -72,8 +73,31 @@ _MIDDLE = np.array([0.68, 0.54, 0.33])  # light brown: neither clearly blond nor
 _SKIN = np.array([[0.96, 0.81, 0.70], [0.44, 0.29, 0.20]])  # lightest, darkest
 _CHUNK = 500  # images per rendering task; fixed so output does not depend on workers
 _SPLITS = ("train", "valid", "test")
-_OWN = (IMAGE_DIR, "masks", "list_attr_celeba.txt", "list_eval_partition.txt",
-        "synthetic_meta.csv", "synthetic.json")
+#: The file that marks a folder as written by :func:`generate_synthetic_faces`.
+MARKER = ".compaudit-synthetic"
+_GENERATOR = "compaudit.data.synthetic.generate_synthetic_faces"
+_TABLES = ("list_attr_celeba.txt", "list_eval_partition.txt", "synthetic_meta.csv",
+           "synthetic.json")
+
+
+def _image_names(n: int) -> list[str]:
+    return [f"{i + 1:0{max(6, len(str(n)))}d}.jpg" for i in range(n)]
+
+
+def _own_files(settings: Mapping, where: Path | None = None) -> list[str]:
+    """Every file (relative, ``/``-separated) a generation with ``settings`` writes."""
+    n, masks = settings.get("n"), settings.get("masks")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1 or not isinstance(masks, bool):
+        raise AuditInputError(
+            f"{where}: fields n and masks are {n!r} and {masks!r}; expected a positive "
+            "integer and true/false as generate_synthetic_faces writes them. Nothing was "
+            "deleted; generate into an empty or new folder instead"
+        )
+    names = _image_names(n)
+    files = [f"{IMAGE_DIR}/{name}" for name in names]
+    if masks:
+        files += [f"masks/{Path(name).stem}.png" for name in names] + ["masks/concepts.csv"]
+    return files + list(_TABLES)
 
 
 def allocate_counts(weights: Sequence[float], n: int) -> np.ndarray:
@@ -154,7 +178,7 @@ def _plan(n: int, rng: np.random.Generator, *, spurious: float, ambiguous: float
     beard = male & (u[:, 1] < 0.7)
     full = u[:, 2] < 0.4  # full beard rather than stubble
     return pd.DataFrame({
-        "image": [f"{i + 1:0{max(6, len(str(n)))}d}.jpg" for i in range(n)],
+        "image": _image_names(n),
         "split": split, "blond": blond, "male": male, "young": young, "ambiguous": amb,
         "noisy": noisy, "drawn_blond": drawn, "shade": np.where(drawn, shade_b, shade_d),
         "long_hair": np.where(male, u[:, 3] < 0.1, u[:, 3] < 0.9),
@@ -229,7 +253,9 @@ def generate_synthetic_faces(
     Parameters
     ----------
     out_dir
-        Folder to write; must be empty or absent unless ``overwrite``.
+        Folder to write: absent, empty, or (with ``overwrite``) one this function wrote
+        before. Any other folder is refused and left untouched: the function marks its
+        folders with a :data:`MARKER` file and never deletes data it did not create.
     n, image_size, seed
         Number of images, their side in pixels, and the seed of everything drawn.
     spurious
@@ -247,7 +273,8 @@ def generate_synthetic_faces(
     workers
         Processes drawing images; default one per CPU. Does not change the output.
     overwrite
-        Replace the files of an earlier generation in ``out_dir``.
+        Replace the files of an earlier generation in ``out_dir`` (only the files it
+        wrote; anything else there is kept, and a link is removed, never followed).
 
     Returns
     -------
@@ -264,16 +291,17 @@ def generate_synthetic_faces(
     joint = CELEBA_TEST_JOINT if joint is None else joint
     _check_args(n, image_size, spurious, ambiguous, label_noise, joint, split_fractions)
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise AuditInputError(
-                f"{out}: output folder is not empty; choose an empty folder or pass "
-                "overwrite=True to replace an earlier synthetic dataset there"
-            )
-        for name in _OWN:  # remove only what a previous generation wrote
-            target = out / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
+    settings = {"n": int(n), "image_size": int(image_size), "seed": seed,
+                "spurious": spurious, "ambiguous": ambiguous, "label_noise": label_noise,
+                "joint": [[*map(bool, k), float(v)] for k, v in joint.items()],
+                "split_fractions": list(split_fractions), "masks": bool(masks)}
+    earlier = claim_folder(out, marker=MARKER, generator=_GENERATOR, overwrite=overwrite)
+    if earlier is not None:  # a folder of ours: remove only what that generation wrote
+        old = _own_files(earlier, where=out / MARKER)
+        replace_owned_files(out, old, _own_files(settings))
+    out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, MARKER, _GENERATOR, settings)  # first: a killed run stays ours
+    (out / IMAGE_DIR).mkdir(exist_ok=True)
     if masks:
         (out / "masks").mkdir(exist_ok=True)
 
@@ -306,10 +334,6 @@ def generate_synthetic_faces(
     meta = ["image", "split", "blond", "male", "young", "ambiguous", "noisy", "drawn_blond",
             "long_hair", "beard", "wrinkles", "streaks"]
     plan[meta].to_csv(out / "synthetic_meta.csv", index=False)
-    settings = dict(n=n, image_size=image_size, seed=seed, spurious=spurious,
-                    ambiguous=ambiguous, label_noise=label_noise,
-                    joint=[[*map(bool, k), float(v)] for k, v in joint.items()],
-                    split_fractions=list(split_fractions), masks=masks)
     (out / "synthetic.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
     return out
 

@@ -391,7 +391,7 @@ def test_loc_csv_problems(tmp_path: Path) -> None:
 
 def test_bad_layout_value(tmp_path: Path) -> None:
     jpeg(tmp_path / TENCH / "a.JPEG")
-    with pytest.raises(AuditInputError, match="'tree'.*auto, folders, devkit, loc"):
+    with pytest.raises(AuditInputError, match="'tree'.*'auto', 'folders', 'devkit', 'loc'"):
         ImageNetVal(tmp_path, layout="tree")  # type: ignore[arg-type]
 
 

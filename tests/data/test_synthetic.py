@@ -71,7 +71,7 @@ def faces(tmp_path_factory) -> Path:
 def test_same_seed_gives_identical_bytes(faces: Path, tmp_path: Path) -> None:
     again = hashes(generate(tmp_path / "again"))
     first = hashes(faces)
-    assert len(first) == 2 * N + 5  # images, masks, concepts.csv, 2 lists, meta, json
+    assert len(first) == 2 * N + 6  # images, masks, concepts.csv, 2 lists, meta, json, marker
     assert again == first
     other = hashes(generate(tmp_path / "other", seed=4, masks=False))
     assert other["list_attr_celeba.txt"] != first["list_attr_celeba.txt"]

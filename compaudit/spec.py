@@ -61,7 +61,9 @@ class DataSpec(Checked):
 
     ``dataset = "synthetic-faces"`` generates the embedded default into ``root``
     (relative paths resolve against the run folder); any registered dataset name reads
-    existing files from ``root``. ``train_root``: a separate folder for the training
+    existing files from ``root``. ``target``: the attribute predicted where labels are
+    attributes (CelebA, synthetic faces; empty: their default, Blond_Hair); datasets
+    with class labels take none. ``train_root``: a separate folder for the training
     split (e.g. ImageNet train). ``max_train``/``max_eval``: a seeded subset (0: all).
     ``n``, ``splits`` (train, valid, test fractions), ``spurious`` (strength of the
     planted shortcut) and ``label_noise`` apply to the synthetic faces only.
@@ -69,7 +71,7 @@ class DataSpec(Checked):
 
     dataset: str = setting("synthetic-faces", nonempty=True)
     root: str = "data/synthetic-faces"
-    target: str = "Blond_Hair"
+    target: str = ""
     protected: tuple[str, ...] = ("Male", "Young")
     image_size: int = setting(32, ge=16)
     train_split: str = "train"

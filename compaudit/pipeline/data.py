@@ -183,8 +183,11 @@ def _relative(path: Any, root: Path) -> Any:
 def write_class_names(spec: AuditSpec, folder: RunFolder) -> None:
     """``class_names.json`` for the report: the target's two names, or ImageNet's."""
     names: list[str] | None = None
-    if spec.model.num_classes == 2 and spec.data.target:
-        names = [f"not {spec.data.target}", spec.data.target]
+    target = spec.data.target
+    if not target and spec.data.dataset in ("celeba", "synthetic-faces"):
+        from compaudit.data.celeba import DEFAULT_TARGET as target
+    if spec.model.num_classes == 2 and target:
+        names = [f"not {target}", target]
     elif spec.model.num_classes == 1000 and spec.data.dataset.startswith("imagenet"):
         from compaudit.data.imagenet_classes import imagenet_class_names
 

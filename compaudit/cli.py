@@ -154,7 +154,9 @@ def _run_spec(spec, args: argparse.Namespace) -> int:
     result = run_audit(spec, out, executor=args.executor, ray_address=args.ray_address,
                        progress=not args.no_progress)
     minutes, seconds = divmod(time.perf_counter() - start, 60)
-    print(f"\nverdict: {result.verdict.upper()} (exit {result.exit_code}) in "
+    print("\ntime per step (wall / CPU): " + ", ".join(
+        f"{step} {t['wall_s']:.0f} s / {t['cpu_s']:.0f} s" for step, t in result.timings.items()))
+    print(f"verdict: {result.verdict.upper()} (exit {result.exit_code}) in "
           f"{int(minutes)} min {seconds:.0f} s; stages run: {', '.join(result.stages_run) or 'none'}")
     print(f"report: {result.report}")
     return result.exit_code
@@ -186,9 +188,8 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     import os
 
     from compaudit.gate import run_gate
-    from compaudit.gate.policy import GatePolicy, load_policy
     from compaudit.gate.outputs import format_table, to_markdown, write_gate_outputs
-
+    from compaudit.gate.policy import GatePolicy, load_policy
     from compaudit.rundir import read_metrics
 
     metrics = read_metrics(args.run_dir)

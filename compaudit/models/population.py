@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -66,6 +67,7 @@ def train_replica(job: ReplicaJob) -> Path:
     Path
         The replica's state-dict file.
     """
+    wall, cpu = time.perf_counter(), time.process_time()
     dataset = job.dataset() if _is_factory(job.dataset) else job.dataset
     torch.manual_seed(job.seed)  # initial weights come from the replica's seed
     model = build_model(job.arch, num_classes=job.num_classes, small_input=job.small_input)
@@ -75,6 +77,8 @@ def train_replica(job: ReplicaJob) -> Path:
         "num_classes": job.num_classes, "small_input": job.small_input,
         "config": asdict(job.config), "losses": result.losses,
         "accuracies": result.accuracies, "global_step": result.global_step,
+        # Process CPU time counts every torch thread of this worker.
+        "timing": {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu},
     }
     # The .json first, the .pt last: the .pt's presence is what marks a replica done.
     atomic_write_text(job.out_path.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")

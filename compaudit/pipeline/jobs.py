@@ -7,6 +7,7 @@ process or a Ray worker, and writes its outputs atomically.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -75,6 +76,7 @@ def run_variant_job(job: VariantJob) -> dict[str, Any]:
 
     from compaudit import tables
 
+    wall, cpu = time.perf_counter(), time.process_time()
     torch.manual_seed(job.seed)
     models = dense_models(job.arch, job.num_classes, job.small_input, job.dense_paths)
     structure = models[0]
@@ -116,5 +118,7 @@ def run_variant_job(job: VariantJob) -> dict[str, Any]:
         # Here, not later: the compressed replicas exist only inside this job.
         dissect_population(models, job.dissection, variant=job.name,
                            out_dir=job.record_path.parent)
+    # Process CPU time counts every torch thread of this worker.
+    record["timing"] = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
     write_json(job.record_path, record)
     return record

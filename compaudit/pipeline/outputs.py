@@ -11,6 +11,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from compaudit.pipeline.stages import StageCache, fingerprint, stage_key
+from compaudit.pipeline.variants import variant_names
 from compaudit.rundir import RunFolder, read_json, read_metrics, write_json
 from compaudit.spec import AuditSpec
 
@@ -66,9 +67,10 @@ def gate_and_report(spec: AuditSpec, folder: RunFolder, *, report: bool) -> tupl
     return result, path
 
 
-def write_provenance(spec: AuditSpec, folder: RunFolder, data_root: Path,
-                     started: float) -> None:
-    """``run.json``: the spec, seeds, library versions and the data's fingerprint."""
+def write_provenance(spec: AuditSpec, folder: RunFolder, data_root: Path, started: float, *,
+                     timings: dict[str, dict[str, float]], dense: Any) -> None:
+    """``run.json``: the spec, seeds, library versions, the data's fingerprint, and the
+    time of every step of this run and of every job (as recorded by the job)."""
     import numpy
     import torch
     import torchvision
@@ -89,4 +91,22 @@ def write_provenance(spec: AuditSpec, folder: RunFolder, data_root: Path,
                  "fingerprint": fingerprint(data_root) if data_root.exists() else None},
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "timings": {"steps": timings,
+                    "jobs": _job_timings(folder, dense, variant_names(spec))},
     })
+
+
+def _job_timings(folder: RunFolder, dense: Any, names: list[str]) -> dict[str, Any]:
+    """Each job's own wall/CPU seconds (from its record; a cached job keeps the time of
+    the run that made it)."""
+    jobs: dict[str, Any] = {}
+    for path in dense.paths:
+        meta = path.with_suffix(".json")
+        if meta.is_file() and folder.root in path.parents:
+            timing = read_json(meta, what="replica record", fix="re-run 'compaudit run'")
+            jobs[f"train:{path.stem}"] = timing.get("timing")
+    for name in names:
+        doc = read_json(folder.variant_record(name), what="variant record",
+                        fix="re-run 'compaudit run'")
+        jobs[f"variant:{name}"] = doc.get("timing")
+    return jobs

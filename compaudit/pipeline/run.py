@@ -44,6 +44,8 @@ class RunResult:
     report: Path | None
     stages_run: list[str]
     stages_skipped: list[str]
+    #: Wall and CPU seconds per step of this run.
+    timings: dict[str, dict[str, float]]
 
 
 def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: str | None = None,
@@ -58,22 +60,31 @@ def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: str | None = No
     started = time.time()
 
     check_architecture(spec)
-    data = prepare_data(spec, folder, cache, log=log)
-    shifts = prepare_shifts(spec, folder, cache, data, progress=progress, log=log)
-    write_class_names(spec, folder)
-    examples_key = write_examples(folder, cache, data, shifts)
-    plan = dissection_plan(spec, folder, data)
+    with cache.timed("data"):
+        data = prepare_data(spec, folder, cache, log=log)
+    with cache.timed("shifts"):
+        shifts = prepare_shifts(spec, folder, cache, data, progress=progress, log=log)
+    with cache.timed("examples"):
+        write_class_names(spec, folder)
+        examples_key = write_examples(folder, cache, data, shifts)
+        plan = dissection_plan(spec, folder, data)
     with _executor(spec, executor, ray_address, progress=progress) as pool:
-        dense = dense_population(spec, folder, cache, data, pool=pool, log=log)
-        keys = run_variants(spec, folder, cache, data=data, shifts=shifts, dense=dense,
-                            examples_key=examples_key, plan=plan, pool=pool, log=log)
-    analyze_run(spec, folder, cache, variant_keys=keys, plan=plan, progress=progress, log=log)
-    write_provenance(spec, folder, data.root, started)
-    gate, report_path = gate_and_report(spec, folder, report=report)
+        with cache.timed("train"):
+            dense = dense_population(spec, folder, cache, data, pool=pool, log=log)
+        with cache.timed("variants"):
+            keys = run_variants(spec, folder, cache, data=data, shifts=shifts, dense=dense,
+                                examples_key=examples_key, plan=plan, pool=pool, log=log)
+    with cache.timed("analyze"):
+        analyze_run(spec, folder, cache, variant_keys=keys, plan=plan, progress=progress,
+                    log=log)
+    write_provenance(spec, folder, data.root, started, timings=cache.timings, dense=dense)
+    with cache.timed("gate + report"):
+        gate, report_path = gate_and_report(spec, folder, report=report)
     log(format_table(gate))
     return RunResult(run_dir=folder.root, metrics=read_metrics(folder.metrics),
                      verdict=gate.verdict, exit_code=gate.exit_code, report=report_path,
-                     stages_run=cache.ran, stages_skipped=cache.skipped)
+                     stages_run=cache.ran, stages_skipped=cache.skipped,
+                     timings=cache.timings)
 
 
 @contextmanager

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import resource
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from compaudit.errors import AuditInputError
 from compaudit.rundir import write_json
@@ -43,6 +46,8 @@ class StageCache:
         self.done: dict[str, str] = self._read(path)
         self.ran: list[str] = []
         self.skipped: list[str] = []
+        #: Wall and CPU seconds of each step of this run (:meth:`timed`).
+        self.timings: dict[str, dict[str, float]] = {}
 
     @staticmethod
     def _read(path: Path) -> dict[str, str]:
@@ -64,7 +69,25 @@ class StageCache:
         (self.skipped if ok else self.ran).append(name)
         return ok
 
+    @contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        """Record the wall and CPU time of ``step`` (this process and its finished
+        children; jobs in worker processes report their own, see ``run.json``)."""
+        wall, cpu = time.perf_counter(), _cpu_seconds()
+        try:
+            yield
+        finally:
+            self.timings[step] = {"wall_s": round(time.perf_counter() - wall, 3),
+                                  "cpu_s": round(_cpu_seconds() - cpu, 3)}
+
     def finish(self, name: str, key: str) -> None:
         """Record stage ``name`` as finished with ``key``."""
         self.done[name] = key
         write_json(self.path, dict(sorted(self.done.items())))
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its reaped children."""
+    own, children = (resource.getrusage(who) for who in
+                     (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime

@@ -87,6 +87,17 @@ def test_run_writes_every_output(first_run):
     assert variants["gmp-50"]["sparsity"] == pytest.approx(0.5, abs=0.01)
     run = json.loads((out / "run.json").read_text())
     assert run["seeds"]["replicas"] == [3, 4] and run["data"]["fingerprint"]
+    # Time accounting: every step is timed; the serial executor runs the jobs inside
+    # their steps, so a step lasts at least as long as its jobs together.
+    steps, jobs = run["timings"]["steps"], run["timings"]["jobs"]
+    assert list(steps) == ["data", "shifts", "examples", "train", "variants", "analyze"]
+    assert set(jobs) == {"train:replica-000", "train:replica-001", "variant:dense",
+                         "variant:gmp-50", "variant:float16"}
+    for step, prefix in (("train", "train:"), ("variants", "variant:")):
+        inside = sum(t["wall_s"] for name, t in jobs.items() if name.startswith(prefix))
+        assert steps[step]["wall_s"] >= inside > 0
+    assert all(t["cpu_s"] > 0 for t in jobs.values())
+    assert result.timings["variants"] == steps["variants"]
 
 
 def test_dissection_of_every_replica_reaches_metrics(first_run):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from compaudit.report.format import number
 from compaudit.report.html import Html, join, note, sortable_table, tag
 from compaudit.report.rundata import RunData
 from compaudit.report.sections._common import ReportOptions
@@ -83,9 +84,10 @@ def _run_info(run: RunData) -> list[Html]:
     elif data is not None:
         pairs.append(("data", data))
     pairs += [(k, v) for k, v in info.items()
-              if k not in known and k not in ("data", "versions", "spec")]
+              if k not in known and k not in ("data", "versions", "spec", "timings")]
     if pairs:
         parts.append(_kv_table(pairs, "Provenance recorded by the pipeline (run.json)."))
+    parts += _timings(info.get("timings"))
     versions = info.get("versions")
     if isinstance(versions, dict) and versions:
         parts.append(_kv_table(sorted(versions.items()), "Software versions."))
@@ -93,6 +95,25 @@ def _run_info(run: RunData) -> list[Html]:
         parts += [tag("h3", "Audit spec"),
                   tag("pre", str(info["spec"]), class_="spec")]
     return parts
+
+
+def _timings(timings: Any) -> list[Html]:
+    """Wall and CPU seconds of every step of the run and of every job."""
+    if not isinstance(timings, dict):
+        return []
+    rows = []
+    for group, label in (("steps", "step"), ("jobs", "job")):
+        for name, t in (timings.get(group) or {}).items():
+            if isinstance(t, dict):
+                rows.append([f"{label}: {name}", number(t.get("wall_s"), 1),
+                             number(t.get("cpu_s"), 1)])
+    if not rows:
+        return []
+    return [sortable_table(["step or job", "wall (s)", "CPU (s)"], rows,
+                           numeric=[False, True, True],
+                           caption="Time of each step of the last run, and of each job as "
+                                   "recorded by the job (a cached job keeps the time of the "
+                                   "run that made it). CPU time counts every thread.")]
 
 
 def render_methodology(run: RunData, options: ReportOptions) -> Html:

@@ -104,10 +104,14 @@ def _factorize(fine: pd.DataFrame, cols: list[str]) -> tuple[np.ndarray, list[li
 
 def _combined(level_codes: np.ndarray, subset: tuple[int, ...], radix: np.ndarray) -> np.ndarray:
     """One integer per finest cell for its levels on ``subset``, in sort order."""
-    if np.prod(radix[list(subset)].astype(float)) < 2.0**62:
+    size = np.prod(radix[list(subset)].astype(float))
+    if size < 2.0**62:
         key = np.zeros(len(level_codes), np.int64)
         for a in subset:
             key = key * radix[a] + level_codes[:, a]
+        if size <= 2**20:  # dense renumbering without a sort
+            present = np.bincount(key, minlength=int(size)) > 0
+            return (np.cumsum(present) - 1)[key]
         return np.unique(key, return_inverse=True)[1]
     return np.unique(level_codes[:, list(subset)], axis=0, return_inverse=True)[1].ravel()
 

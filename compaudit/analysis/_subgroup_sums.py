@@ -214,13 +214,14 @@ def _base_bootstrap(features: np.ndarray, base: np.ndarray, expand, *, n_boot: i
     # A resampled sum is at most n * the largest feature value.
     dtype = np.float32 if n * float(features.max(initial=0)) < 2.0**24 else np.float64
     out = np.empty((n_boot, expand.shape[0], k), dtype)
+    nonzero = [np.flatnonzero(features[:, j]) for j in range(k)]
     rng = np.random.default_rng(seed)
     start = 0
     for w in bootstrap_weights(n, n_boot, rng, _CHUNK):
         b = len(w)
         per_base = np.empty((expand.shape[1], b, k), np.float32)
-        for j in range(k):
-            per_base[:, :, j] = ((w * features[:, j]) @ base).T
+        for j, rows in enumerate(nonzero):  # most columns are sparse (errors, positives)
+            per_base[:, :, j] = ((w[:, rows] * features[rows, j]) @ base[rows]).T
         full = expand @ per_base.reshape(expand.shape[1], b * k)
         out[start : start + b] = np.asarray(full).reshape(-1, b, k).transpose(1, 0, 2)
         start += b

@@ -145,26 +145,44 @@ def _per_replica_table(*, pop: Population, cells: Cells, sums: SubgroupSums, lev
 
 
 def _notes(rates: dict[str, np.ndarray]) -> list[str]:
-    notes = []
-    for i in range(len(rates["n"])):
-        msgs = sorted({msg for key, msg in UNDEFINED.items()
-                       if key in rates and not np.isfinite(rates[key][i])})
-        notes.append("; ".join(msgs))
-    return notes
+    """Why rates are undefined, per subgroup ("" where every rate is defined)."""
+    undefined: dict[str, np.ndarray] = {}
+    for key, msg in UNDEFINED.items():
+        if key in rates:
+            missing = ~np.isfinite(rates[key])
+            undefined[msg] = undefined[msg] | missing if msg in undefined else missing
+    masks = [(msg, undefined[msg]) for msg in sorted(undefined)]
+    return ["; ".join(msg for msg, mask in masks if mask[i]) for i in range(len(rates["n"]))]
 
 
 def _summary_table(per_replica: pd.DataFrame, *, binary: bool) -> pd.DataFrame:
-    """Mean, std and t-interval over replicas, one row per (variant, subgroup, metric)."""
+    """Mean, std and t-interval over replicas, one row per (variant, subgroup, metric).
+
+    ``per_replica`` holds, per variant, one block of subgroups per replica in the same
+    order, so each variant's rates reshape to (subgroups, replicas).
+    """
     metrics = BINARY_RATES if binary else ("accuracy",)
-    rows = []
-    for (name, sub), grp in per_replica.groupby(["variant", "subgroup"], sort=False):
+    variants = per_replica["variant"].to_numpy()
+    frames = []
+    for name in pd.unique(variants):
+        block = per_replica.iloc[np.flatnonzero(variants == name)]
+        n_replicas = block["replica"].nunique()
+        n_sub = len(block) // n_replicas
+        first = block.iloc[:n_sub]
+        stats = {}
         for metric in metrics:
-            mean, std, lo, hi = t_interval(grp[metric].to_numpy())
-            rows.append({"variant": name, "subgroup": sub, "grouping": grp["grouping"].iloc[0],
-                         "metric": metric, "n": int(grp["n"].iloc[0]),
-                         "replicas": len(grp), "mean": float(mean), "std": float(std),
-                         "lo": float(lo), "hi": float(hi)})
-    return pd.DataFrame(rows)
+            values = np.ascontiguousarray(block[metric].to_numpy(float)
+                                          .reshape(n_replicas, n_sub).T)
+            stats[metric] = t_interval(values, axis=1)
+        frames.append(pd.DataFrame({
+            "variant": name, "subgroup": np.repeat(first["subgroup"].to_numpy(), len(metrics)),
+            "grouping": np.repeat(first["grouping"].to_numpy(), len(metrics)),
+            "metric": np.tile(np.array(metrics, object), n_sub),
+            "n": np.repeat(first["n"].to_numpy(np.int64), len(metrics)),
+            "replicas": n_replicas,
+            **{col: np.stack([stats[m][i] for m in metrics], axis=1).ravel().astype(float)
+               for i, col in enumerate(("mean", "std", "lo", "hi"))}}))
+    return pd.concat(frames, ignore_index=True)
 
 
 def _delta_tables(*, pop: Population, cells: Cells, sums: SubgroupSums,

@@ -163,3 +163,17 @@ def test_max_order_limits_the_subgroups(files, tmp_path):
     assert metrics["subgroup_cells"] == {"attributes": 2, "max_order": 1, "min_cell_size": 1,
                                          "max_cells": 5000, "analysed": 5, "skipped": 0}
     assert not any(" & " in row["subgroup"] for row in metrics["deltas"])
+
+
+def test_huge_label_without_num_classes_exits_2_naming_file_and_column(tmp_path, capsys):
+    examples = tmp_path / "e.csv"
+    examples.write_text(f"example_id,label\na,0\nb,{2**40}\n")
+    predictions = tmp_path / "p.csv"
+    predictions.write_text("variant,replica,example_id,pred,p_true\ndense,0,a,0,0.5\n"
+                           "dense,0,b,0,0.5\n")
+    code = main(["analyze", "--examples", str(examples), "--predictions", str(predictions),
+                 "--out", str(tmp_path / "out"), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{examples}: column 'label': 1 row(s) (rows 2) hold class indices" in err
+    assert "pass --num-classes" in err

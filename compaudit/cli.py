@@ -52,6 +52,9 @@ def _build_parser() -> argparse.ArgumentParser:
     an.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     an.add_argument("--num-classes", type=int, default=None, help="number of classes")
     an.add_argument("--shift", default="clean", help="shift analysed for classes/PIE/subgroups")
+    an.add_argument("--max-order", type=int, default=None, metavar="N",
+                    help="intersect at most N protected attributes per subgroup (default: "
+                         "every order with up to 4 attributes, else 2)")
     an.add_argument("--dissection", type=Path, default=None, metavar="UNITS",
                     help="per-unit dissection table (a run's variants/*/dissection.parquet, "
                          "concatenated): adds the dissection block")
@@ -126,11 +129,14 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from compaudit.analysis.audit import AnalysisOptions, analyze_files
     from compaudit.analysis.dissection import read_dissection_config
     from compaudit.analysis.summary import format_summary
+    from compaudit.config import check_int
 
+    if args.max_order is not None and check_int("option --max-order", args.max_order, minimum=1):
+        raise AuditInputError(check_int("option --max-order", args.max_order, minimum=1))
     options = _options(
         AnalysisOptions, dense=args.dense, protected=args.protected,
         positive_label=args.positive_label, bootstrap=args.bootstrap, seed=args.seed,
-        num_classes=args.num_classes, shift=args.shift,
+        num_classes=args.num_classes, shift=args.shift, max_intersection_order=args.max_order,
     )
     config = (read_dissection_config(args.dissection_config)
               if args.dissection_config is not None else None)

@@ -170,7 +170,8 @@ class ExecutorSpec(Checked):
 
 
 #: The keys of ``[analysis]``; the other analysis options come from [data] and [model].
-ANALYSIS_KEYS = ("bootstrap", "positive_label", "alpha", "level", "seed")
+ANALYSIS_KEYS = ("bootstrap", "positive_label", "alpha", "level", "seed",
+                 "max_intersection_order")
 SECTIONS = ("audit", "data", "model", "train", "variants", "shifts", "analysis", "gate",
             "executor", "dissection")
 

@@ -40,6 +40,9 @@ EXAMPLE_REQUIRED = ("example_id", "label")
 EXAMPLE_DEFAULTED = ("split", "source_id", "shift", "severity")
 PREDICTION_REQUIRED = ("variant", "replica", "example_id", "pred", "p_true")
 _MAX_ROWS_SHOWN = 5
+#: Without ``num_classes``, at most this many classes are inferred from the largest index.
+MAX_INFERRED_CLASSES = 1_000_000
+_STRING_COLUMNS = ("example_id", "source_id", "variant", "split", "shift", "path")
 #: Validated tables hold top-k predictions as int columns ``top5.0 .. top5.{k-1}``.
 TOPK_PREFIX = "top5."
 
@@ -76,20 +79,62 @@ def _read_table(path: Path, what: str) -> pa.Table:
         )
     try:
         if path.suffix.lower() == ".csv":
-            # Strings stay strings: ids like "00001" must not become integers.
+            # Strings stay strings: ids like "00001" must not become integers. They are
+            # read as bytes and decoded here, so bad UTF-8 is named by column and row.
             opts = pacsv.ConvertOptions(
-                column_types={"example_id": pa.string(), "source_id": pa.string(),
-                              "variant": pa.string(), "split": pa.string(),
-                              "shift": pa.string(), "path": pa.string()},
+                column_types={c: pa.binary() for c in _STRING_COLUMNS},
                 strings_can_be_null=True,
             )
-            return pacsv.read_csv(path, convert_options=opts)
+            return _decode_text(pacsv.read_csv(path, convert_options=opts), path)
         return pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as err:
         raise AuditInputError(
             f"{path}: cannot read {what} table ({err}); expected Parquet, or CSV with a "
             "header row"
         ) from err
+
+
+def _decode_text(table: pa.Table, path: Path) -> pa.Table:
+    """Turn the byte columns of a CSV into strings; name every column with bad UTF-8."""
+    problems = []
+    for i, name in enumerate(table.column_names):
+        col = table[name]
+        if not pa.types.is_binary(col.type):
+            continue
+        try:
+            table = table.set_column(i, name, col.cast(pa.string()))
+        except pa.ArrowInvalid:
+            bad = np.array([v is not None and not _is_utf8(v) for v in col.to_pylist()])
+            problems.append(
+                f"{path}: column '{name}': {_rows(bad)} are not valid UTF-8 text; expected "
+                "a UTF-8 encoded CSV (re-save the file as UTF-8)"
+            )
+    if problems:
+        raise AuditInputError(problems)
+    return table
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _class_cap(values: np.ndarray, file: Path, column: str, problems: list[str]) -> bool:
+    """Without a class count, refuse class indices that would infer too many classes."""
+    too_big = values >= MAX_INFERRED_CLASSES
+    if not too_big.any():
+        return True
+    problems.append(
+        f"{file}: column '{column}': {_rows(too_big)} hold class indices of "
+        f"{MAX_INFERRED_CLASSES:,} or more (largest {int(values.max())}); without "
+        "--num-classes the number of classes is inferred as the largest index + 1, and "
+        f"more than {MAX_INFERRED_CLASSES:,} classes are not inferred; pass --num-classes "
+        "(spec: [model].num_classes) if the task has that many classes"
+    )
+    return False
 
 
 def _integer_column(
@@ -160,6 +205,8 @@ def validate_examples(
             )
     out["example_id"] = ids.astype(str)
     labels = _integer_column(examples["label"], file, "label", problems)
+    if labels is not None and num_classes is None:
+        _class_cap(labels, file, "label", problems)
     if labels is not None and num_classes is not None and (labels >= num_classes).any():
         problems.append(
             f"{file}: column 'label': {_rows(labels >= num_classes)} are outside "
@@ -283,6 +330,8 @@ def validate_predictions(
             f"{file}: column 'p_pos' is present (binary task) but the examples have labels "
             f"up to {labels.max()}; expected labels 0/1 for a binary task"
         )
+    if limit is None:
+        _class_cap(pred, file, "pred", problems)
     if limit is not None and (pred >= limit).any():
         problems.append(
             f"{file}: column 'pred': {_rows(pred >= limit)} are outside 0..{limit - 1}"
@@ -301,6 +350,8 @@ def validate_predictions(
     elif f"{TOPK_PREFIX}0" in predictions.columns:
         top = predictions[[c for c in predictions.columns if c.startswith(TOPK_PREFIX)]]
         top = top.to_numpy(np.int64)
+    if top is not None and limit is None:
+        _class_cap(top.max(axis=1), file, "top5", problems)
     if top is not None:
         bad_top = (top < 0).any(1) | ((top >= limit).any(1) if limit is not None else False)
         if bad_top.any():

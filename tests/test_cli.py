@@ -136,3 +136,44 @@ def test_analyze_dissection_with_a_missing_column_exits_2(files, tmp_path, capsy
     err = capsys.readouterr().err
     assert f"{tmp_path / 'units.parquet'}: missing required column(s) 'concept'" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--protected", "Male,Male", "option --protected: got ['Male', 'Male']; expected each "
+                                 "attribute once"),
+    ("--seed", "-1", "option --seed: got -1; expected an integer >= 0"),
+    ("--max-order", "0", "option --max-order: got 0; expected an integer >= 1"),
+])
+def test_bad_analysis_options_exit_2_naming_the_option(files, tmp_path, capsys, option, value,
+                                                        message):
+    code = main(["analyze", "--examples", str(files / "examples.parquet"),
+                 "--predictions", str(files / "predictions.parquet"),
+                 "--out", str(tmp_path / "out"), "--no-progress", option, value])
+    assert code == 2
+    assert f"compaudit: error: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_max_order_limits_the_subgroups(files, tmp_path):
+    assert main(["analyze", "--examples", str(files / "examples.parquet"), "--predictions",
+                 str(files / "predictions.parquet"), "--out", str(tmp_path), "--bootstrap",
+                 "20", "--no-progress", "--max-order", "1"]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["options"]["max_intersection_order"] == 1
+    assert metrics["subgroup_cells"] == {"attributes": 2, "max_order": 1, "min_cell_size": 1,
+                                         "max_cells": 5000, "analysed": 5, "skipped": 0}
+    assert not any(" & " in row["subgroup"] for row in metrics["deltas"])
+
+
+def test_huge_label_without_num_classes_exits_2_naming_file_and_column(tmp_path, capsys):
+    examples = tmp_path / "e.csv"
+    examples.write_text(f"example_id,label\na,0\nb,{2**40}\n")
+    predictions = tmp_path / "p.csv"
+    predictions.write_text("variant,replica,example_id,pred,p_true\ndense,0,a,0,0.5\n"
+                           "dense,0,b,0,0.5\n")
+    code = main(["analyze", "--examples", str(examples), "--predictions", str(predictions),
+                 "--out", str(tmp_path / "out"), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{examples}: column 'label': 1 row(s) (rows 2) hold class indices" in err
+    assert "pass --num-classes" in err

@@ -150,3 +150,42 @@ def test_failed_write_leaves_nothing_behind(tmp_path):
         write_examples(_examples().drop(columns="label"), target)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["examples.parquet"]
+
+
+def test_huge_class_index_without_num_classes_is_refused_before_allocating():
+    huge = 2**40
+    with pytest.raises(AuditInputError) as exc:
+        validate_examples(_examples().assign(label=[0, huge, 1, 0]), source="ex.csv")
+    assert _problems(exc) == (
+        "ex.csv: column 'label': 1 row(s) (rows 2) hold class indices of 1,000,000 or more "
+        f"(largest {huge}); without --num-classes the number of classes is inferred as the "
+        "largest index + 1, and more than 1,000,000 classes are not inferred; pass "
+        "--num-classes (spec: [model].num_classes) if the task has that many classes")
+    # Given a class count, the ordinary range check applies.
+    with pytest.raises(AuditInputError, match="are outside 0..9"):
+        validate_examples(_examples().assign(label=[0, huge, 1, 0]), num_classes=10)
+    ex = validate_examples(_examples().assign(label=[0, 1, 2, 0]))
+    pr = _preds(ex).drop(columns="p_pos")
+    pr.loc[2, "pred"] = huge
+    pr["top5"] = [[0, 1]] * len(pr)
+    pr.loc[4, "top5"] = [0, huge]
+    with pytest.raises(AuditInputError) as exc:
+        validate_predictions(pr, ex, source="p.csv")
+    text = _problems(exc)
+    assert "p.csv: column 'pred': 1 row(s) (rows 3) hold class indices of 1,000,000" in text
+    assert "p.csv: column 'top5': 1 row(s) (rows 5) hold class indices of 1,000,000" in text
+
+
+@pytest.mark.parametrize("column", ["example_id", "attr.Male"])
+def test_non_utf8_csv_bytes_are_named_by_file_column_and_row(tmp_path, column):
+    rows = [b"example_id,label,attr.Male", b"x0,0,yes", b"x1,1,no", b"x2,0,yes"]
+    bad = rows[2].split(b",")
+    bad[0 if column == "example_id" else 2] = b"\xff\xfe"
+    rows[2] = b",".join(bad)
+    path = tmp_path / "e.csv"
+    path.write_bytes(b"\n".join(rows) + b"\n")
+    with pytest.raises(AuditInputError) as exc:
+        read_examples(path)
+    assert exc.value.problems == [
+        f"{path}: column '{column}': 1 row(s) (rows 2) are not valid UTF-8 text; expected a "
+        "UTF-8 encoded CSV (re-save the file as UTF-8)"]

@@ -5,6 +5,13 @@ of a subgroup. The sums are taken once per *finest* cell (the full intersection 
 protected attributes) and mapped to every subgroup by a 0/1 membership matrix; the
 bootstrap resamples the same feature columns (one matrix product per chunk of
 resamples, :func:`~compaudit.analysis.stats.bootstrap_sums`).
+
+When the finest cells are nearly as many as the examples (dozens of attributes), the
+per-cell route would multiply a (B, n_cells, k) array by an (n_subgroups, n_cells)
+matrix; the sums are then taken per *base* subgroup straight from the examples (one
+product per feature column and chunk of resamples) and expanded to every subgroup with
+:attr:`~compaudit.analysis._cells.Cells.expand`. Both routes add the same integers in
+the same resamples, so they give identical numbers.
 """
 
 from __future__ import annotations
@@ -14,8 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from compaudit.analysis._cells import Cells
 from compaudit.analysis.population import Population
-from compaudit.analysis.stats import bootstrap_sums
+from compaudit.analysis.stats import _CHUNK, bootstrap_sums, bootstrap_weights
 
 __all__ = ["FeatureLayout", "SubgroupSums", "rates_from_sums", "subgroup_sums"]
 
@@ -78,8 +86,11 @@ class FeatureLayout:
             weight = n_replicas
         idx = [self.n_shared + m * self.n_per_model + j
                for m in models for j in range(self.n_per_model)]
-        per_model = sums[..., idx].reshape(sums.shape[:-1] + (len(models), self.n_per_model))
-        return np.concatenate([sums[..., : self.n_shared] * weight, per_model.sum(-2)], axis=-1)
+        # Resampled sums may be stored as float32 (exact integers); rates use float64.
+        per_model = sums[..., idx].astype(np.float64, copy=False)
+        per_model = per_model.reshape(sums.shape[:-1] + (len(models), self.n_per_model))
+        shared = sums[..., : self.n_shared].astype(np.float64, copy=False)
+        return np.concatenate([shared * weight, per_model.sum(-2)], axis=-1)
 
 
 def rates_from_sums(sums: np.ndarray, *, binary: bool) -> dict[str, np.ndarray]:
@@ -137,19 +148,16 @@ class SubgroupSums:
         return rates_from_sums(counts, binary=self.binary)
 
 
-def subgroup_sums(pop: Population, *, codes: np.ndarray, membership: np.ndarray,
-                  positive_label: int, n_boot: int, seed: int,
-                  per_replica_boot: bool) -> SubgroupSums:
+def subgroup_sums(pop: Population, *, cells: Cells, positive_label: int, n_boot: int,
+                  seed: int, per_replica_boot: bool) -> SubgroupSums:
     """Exact and bootstrap sums per subgroup.
 
     Parameters
     ----------
     pop
         The population.
-    codes
-        (n_examples,) finest-cell index of each example.
-    membership
-        (n_subgroups, n_cells) 0/1 matrix: which finest cells make each subgroup.
+    cells
+        The subgroups (:func:`~compaudit.analysis._cells.subgroup_cells`).
     positive_label
         The positive class of binary tasks.
     n_boot, seed
@@ -158,19 +166,63 @@ def subgroup_sums(pop: Population, *, codes: np.ndarray, membership: np.ndarray,
         Resample every replica's columns (for per-replica intervals); else only the
         replica-summed columns of each variant, which the population deltas need.
     """
-    n_cells = membership.shape[1]
+    codes = cells.codes
+    n_cells, n_base = cells.base.shape
     point_layout = FeatureLayout(pop, positive_label=positive_label, sum_replicas=False)
-    # Exact per-cell sums, one bincount per column (no n_examples x n_features matrix).
-    cell_sums = np.stack([np.bincount(codes, weights=c, minlength=n_cells)
-                          for c in point_layout.columns()], axis=1)
     boot_layout = (point_layout if per_replica_boot
                    else FeatureLayout(pop, positive_label=positive_label, sum_replicas=True))
+    per_cell = _per_cell_route(n_cells=n_cells, n_subgroups=len(cells.names),
+                               n_examples=len(codes), n_base=n_base)
+    if per_cell:
+        membership = cells.membership
+        # Exact per-cell sums, one bincount per column (no n_examples x n_features matrix).
+        cell_sums = np.stack([np.bincount(codes, weights=c, minlength=n_cells)
+                              for c in point_layout.columns()], axis=1)
+        point = membership @ cell_sums
+    else:
+        examples_base = cells.base[codes].astype(np.float64)
+        point = cells.expand @ (examples_base.T @ point_layout.matrix().astype(np.float64))
     boot = None
     if n_boot > 0:
         order = np.argsort(codes, kind="stable")
-        bounds = np.searchsorted(codes[order], np.arange(n_cells + 1))
-        cell_boot = bootstrap_sums(boot_layout.matrix()[order], n_boot=n_boot, seed=seed,
-                                   segments=bounds)
-        boot = np.einsum("bfk,sf->bsk", cell_boot, membership)
-    return SubgroupSums(point=membership @ cell_sums, point_layout=point_layout, boot=boot,
+        features = boot_layout.matrix()[order]
+        if per_cell:
+            bounds = np.searchsorted(codes[order], np.arange(n_cells + 1))
+            cell_boot = bootstrap_sums(features, n_boot=n_boot, seed=seed, segments=bounds)
+            boot = np.einsum("bfk,sf->bsk", cell_boot, membership)
+        else:
+            boot = _base_bootstrap(features, cells.base[codes[order]], cells.expand,
+                                   n_boot=n_boot, seed=seed)
+    return SubgroupSums(point=point, point_layout=point_layout, boot=boot,
                         boot_layout=boot_layout, binary=pop.is_binary)
+
+
+def _per_cell_route(*, n_cells: int, n_subgroups: int, n_examples: int, n_base: int) -> bool:
+    """Whether summing per finest cell costs less than summing per base subgroup."""
+    return n_cells * n_subgroups <= n_examples * n_base
+
+
+def _base_bootstrap(features: np.ndarray, base: np.ndarray, expand, *, n_boot: int,
+                    seed: int) -> np.ndarray:
+    """(B, n_subgroups, k) resampled sums via the base subgroups of each example.
+
+    ``features`` (n, k) and ``base`` (n, n_base) are in the row order the resampling
+    weights apply to (the same weights as :func:`bootstrap_sums` with this seed).
+    Stored as float32 while every sum stays an exactly representable integer.
+    """
+    n, k = features.shape
+    # A resampled sum is at most n * the largest feature value.
+    dtype = np.float32 if n * float(features.max(initial=0)) < 2.0**24 else np.float64
+    out = np.empty((n_boot, expand.shape[0], k), dtype)
+    nonzero = [np.flatnonzero(features[:, j]) for j in range(k)]
+    rng = np.random.default_rng(seed)
+    start = 0
+    for w in bootstrap_weights(n, n_boot, rng, _CHUNK):
+        b = len(w)
+        per_base = np.empty((expand.shape[1], b, k), np.float32)
+        for j, rows in enumerate(nonzero):  # most columns are sparse (errors, positives)
+            per_base[:, :, j] = ((w[:, rows] * features[rows, j]) @ base[rows]).T
+        full = expand @ per_base.reshape(expand.shape[1], b * k)
+        out[start : start + b] = np.asarray(full).reshape(-1, b, k).transpose(1, 0, 2)
+        start += b
+    return out

@@ -32,7 +32,7 @@ from compaudit.analysis.robustness import (
     shifted_population_metrics,
     subgroups_under_shift,
 )
-from compaudit.analysis.subgroups import subgroup_analysis, subgroup_cells
+from compaudit.analysis.subgroups import DEFAULT_MAX_CELLS, subgroup_analysis, subgroup_cells
 from compaudit.config import Checked, setting
 from compaudit.errors import AuditInputError
 from compaudit.rundir import METRICS_SCHEMA, RunFolder, jsonable, retire_metrics
@@ -43,6 +43,7 @@ __all__ = ["AnalysisOptions", "AnalysisResult", "analyze", "analyze_files", "MET
 TABLE_NAMES = (
     "accuracy", "classes", "pie", "overindex", "subgroups", "subgroup_summary", "deltas",
     "disparity", "corruption_errors", "shift_metrics", "shift_deltas", "accuracy_by_severity",
+    "skipped_subgroups",
 )
 
 
@@ -71,6 +72,18 @@ class AnalysisOptions(Checked):
         Number of classes; inferred when ``None`` (2 when predictions carry ``p_pos``).
     shift
         Which ``shift`` of the examples the class, PIE and subgroup analyses use.
+    max_intersection_order
+        Largest number of attributes intersected into a subgroup (1: single attributes
+        only). ``None``: every order with up to 4 protected attributes, else 2.
+    min_cell_size
+        Subgroups (other than ``overall``) with fewer examples are skipped: not
+        analysed, listed in the ``skipped_subgroups`` table and counted in
+        ``metrics.json`` under ``subgroup_cells.skipped``. The default 1 analyses every
+        subgroup that has an example.
+    max_cells
+        Limit on the number of subgroups (overall and skipped ones included); more is an
+        :class:`~compaudit.errors.AuditInputError`, raised before the analysis allocates
+        per-subgroup arrays.
     """
 
     dense: str = setting("dense", nonempty=True)
@@ -82,6 +95,9 @@ class AnalysisOptions(Checked):
     level: float = setting(0.95, gt=0, lt=1)
     num_classes: int | None = setting(None, ge=2)
     shift: str = "clean"
+    max_intersection_order: int | None = setting(None, ge=1)
+    min_cell_size: int = setting(1, ge=1)
+    max_cells: int = setting(DEFAULT_MAX_CELLS, ge=1)
 
     def _problems(self):
         if self.protected is not None and len(set(self.protected)) != len(self.protected):
@@ -182,10 +198,12 @@ def analyze(
     overindex = overindex_table(pop, pies, attributes)
     steps.update()
     sub = subgroup_analysis(pop, attributes, positive_label=options.positive_label,
-                            n_boot=options.bootstrap, seed=options.seed, level=options.level)
+                            n_boot=options.bootstrap, seed=options.seed, level=options.level,
+                            **_bounds(options))
     summary = sub.summary
     if not pop.is_binary and not pies.empty:
-        summary = pd.concat([summary, _pie_rates(pop, pies)], ignore_index=True)
+        summary = pd.concat([summary, _pie_rates(pop, pies, attributes, options)],
+                            ignore_index=True)
     steps.update()
     robust = _robustness(full, acc, attributes, options)
     steps.update()
@@ -209,6 +227,12 @@ def analyze(
         "classes": class_summary(classes),
         "pie": pie_summary(pies),
         "overindex": _records(overindex),
+        "subgroup_cells": {
+            "attributes": len(attributes), "max_order": sub.max_order,
+            "min_cell_size": options.min_cell_size, "max_cells": options.max_cells,
+            "analysed": int(summary["subgroup"].nunique()) if not summary.empty else 0,
+            "skipped": len(sub.skipped),
+        },
         "subgroups": _records(summary),
         "deltas": _records(sub.deltas),
         "disparity": _records(sub.disparity),
@@ -229,6 +253,7 @@ def analyze(
         "shift_metrics": robust["shift_metrics"],
         "shift_deltas": robust["shift_deltas"],
         "accuracy_by_severity": accuracy_by_severity(acc, level=options.level),
+        "skipped_subgroups": sub.skipped,
     }
     return AnalysisResult(metrics=metrics, tables=tables)
 
@@ -247,7 +272,8 @@ def _robustness(full: Population, acc: pd.DataFrame, attributes: list[str],
                                    ignore_index=True),
         "shift_deltas": subgroups_under_shift(
             full, attributes, positive_label=options.positive_label, n_boot=options.bootstrap,
-            seed=options.seed, level=options.level) if has_shift else pd.DataFrame(),
+            seed=options.seed, level=options.level, **_bounds(options))
+        if has_shift else pd.DataFrame(),
     }
 
 
@@ -270,16 +296,25 @@ def _accuracy_by_shift(pop: Population) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _pie_rates(pop: Population, pies: pd.DataFrame) -> pd.DataFrame:
+def _bounds(options: AnalysisOptions) -> dict[str, Any]:
+    """The options that bound the subgroups, as keywords of the subgroup analyses."""
+    return {"max_order": options.max_intersection_order,
+            "min_cell_size": options.min_cell_size, "max_cells": options.max_cells}
+
+
+def _pie_rates(pop: Population, pies: pd.DataFrame, attributes: list[str],
+               options: AnalysisOptions) -> pd.DataFrame:
     """PIE rate per (compressed variant, subgroup) for many-class tasks."""
-    cells = subgroup_cells(pop.examples, pop.attributes)
-    counts = np.bincount(cells.codes, minlength=cells.membership.shape[1])
-    n_sub = cells.membership @ counts
+    bounds = _bounds(options)
+    cells = subgroup_cells(pop.examples, attributes, max_order=bounds["max_order"],
+                           min_size=bounds["min_cell_size"], max_cells=bounds["max_cells"])
+    counts = np.bincount(cells.codes, minlength=cells.base.shape[0])
+    n_sub = cells.sum_fine(counts)
     rows = []
     for name, grp in pies.groupby("variant", sort=False):
         pie_fine = np.bincount(cells.codes, weights=grp["is_pie"].to_numpy(float),
                                minlength=len(counts))
-        rate = (cells.membership @ pie_fine) / n_sub
+        rate = cells.sum_fine(pie_fine) / n_sub
         for sub, grouping, n, r in zip(cells.names, cells.groupings, n_sub, rate):
             rows.append({"variant": name, "subgroup": sub, "grouping": grouping,
                          "metric": "pie_rate", "n": int(n), "replicas": None,

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from compaudit.tables import TOPK_PREFIX, attribute_columns
+from compaudit.errors import AuditInputError
+from compaudit.tables import MAX_INFERRED_CLASSES, TOPK_PREFIX, attribute_columns
 
 __all__ = ["Population", "VariantPredictions", "build_population"]
 
@@ -116,6 +117,11 @@ def build_population(
             num_classes = 2
         else:
             num_classes = int(max(labels.max(), predictions["pred"].max())) + 1
+            if num_classes > MAX_INFERRED_CLASSES:
+                raise AuditInputError(
+                    f"examples/predictions: the largest class index is {num_classes - 1}; "
+                    f"more than {MAX_INFERRED_CLASSES:,} classes are not inferred; pass "
+                    "num_classes (--num-classes) if the task has that many classes")
     topk_cols = [c for c in predictions.columns if c.startswith(TOPK_PREFIX)]
     v_codes = predictions["variant"].cat.codes.to_numpy()
     order = [dense] + [v for v in predictions["variant"].cat.categories if v != dense]

@@ -23,7 +23,7 @@ import pandas as pd
 
 from compaudit.analysis.population import Population
 from compaudit.analysis.stats import t_interval
-from compaudit.analysis.subgroups import subgroup_analysis
+from compaudit.analysis.subgroups import DEFAULT_MAX_CELLS, subgroup_analysis
 
 __all__ = [
     "ALEXNET_ERRORS",
@@ -194,17 +194,24 @@ def subgroups_under_shift(
     n_boot: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    max_order: int | None = None,
+    min_cell_size: int = 1,
+    max_cells: int = DEFAULT_MAX_CELLS,
 ) -> pd.DataFrame:
     """Subgroup deltas (compressed vs dense) on every non-clean shift, severities pooled.
 
-    Returns the rows of ``deltas.csv`` with a leading ``shift`` column.
+    ``max_order``, ``min_cell_size`` and ``max_cells`` bound the subgroups as in
+    :func:`~compaudit.analysis.subgroups.subgroup_analysis`. Returns the rows of
+    ``deltas.csv`` with a leading ``shift`` column.
     """
     frames = []
     shifts = [s for s in pd.unique(pop.examples["shift"]) if s != "clean"]
     for shift in shifts:
         sub = pop.subset(pop.examples["shift"].to_numpy() == shift)
         res = subgroup_analysis(sub, attributes, positive_label=positive_label, n_boot=n_boot,
-                                seed=seed, level=level, replica_intervals=False)
+                                seed=seed, level=level, replica_intervals=False,
+                                max_order=max_order, min_cell_size=min_cell_size,
+                                max_cells=max_cells)
         frames.append(res.deltas.assign(shift=shift))
     if not frames:
         return pd.DataFrame()

@@ -211,6 +211,23 @@ def bootstrap_sums(
     return out[:, 0] if segments is None else out
 
 
+def _nanquantile(s: np.ndarray, q: list[float]) -> np.ndarray:
+    """``np.nanquantile(s, q, axis=0)``, with NaN-free columns in one vectorized call.
+
+    NumPy's ``nanquantile`` sorts every column separately in Python-level calls; the
+    columns without NaN give the same values through ``np.quantile``.
+    """
+    nan = np.isnan(s)
+    if s.ndim == 0 or s.shape[0] == 0:
+        return np.nanquantile(s, q, axis=0)
+    clean = ~nan.any(axis=0)
+    out = np.empty((len(q),) + s.shape[1:])
+    out[:, clean] = np.quantile(s[:, clean], q, axis=0)
+    if not clean.all():
+        out[:, ~clean] = np.nanquantile(s[:, ~clean], q, axis=0)
+    return out
+
+
 @dataclass(frozen=True)
 class BootstrapSummary:
     """Percentile interval, standard error and two-sided Wald p-value of an estimate."""
@@ -237,7 +254,7 @@ def summarize_bootstrap(
     est = np.asarray(estimate, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells: undefined rates
-        lo, hi = np.nanquantile(s, [0.5 - level / 2, 0.5 + level / 2], axis=0)
+        lo, hi = _nanquantile(s, [0.5 - level / 2, 0.5 + level / 2])
         se = np.nanstd(s, axis=0, ddof=1)
         z = np.abs(est - null) / se
         p = 2.0 * sps.norm.sf(z)

@@ -1,9 +1,12 @@
 """Subgroup error rates and how compression changes them.
 
 Subgroups are: everyone (``overall``), each level of each protected attribute, and
-every level combination of every intersection of two or more attributes. All counts
-are computed once per *finest* cell (the full intersection) and summed into coarser
-subgroups, so one pass serves every subgroup.
+every level combination of every intersection of two or more attributes up to a
+maximum order (every order for up to 4 attributes, pairs beyond; see
+:mod:`compaudit.analysis._cells`). Subgroups smaller than ``min_cell_size`` are
+skipped: listed in :attr:`SubgroupResult.skipped`, not analysed. All counts are
+computed once per *finest* cell (the full intersection) or base subgroup and summed
+into the others, so one pass serves every subgroup.
 
 Binary tasks get n, base rate, selection rate, TPR, FPR, FNR, TNR and accuracy per
 variant x replica x subgroup, with percentile bootstrap intervals of FPR and FNR per
@@ -19,12 +22,17 @@ variation is reported separately, as the t-interval over replicas.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
-from itertools import combinations
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from compaudit.analysis._cells import (
+    DEFAULT_MAX_CELLS,
+    SKIPPED_COLUMNS,
+    Cells,
+    subgroup_cells,
+)
 from compaudit.analysis._subgroup_sums import SubgroupSums, subgroup_sums
 from compaudit.analysis.population import Population
 from compaudit.analysis.stats import benjamini_hochberg, summarize_bootstrap, t_interval
@@ -47,53 +55,20 @@ UNDEFINED = {
 
 
 @dataclass(frozen=True)
-class Cells:
-    """Finest cells and the subgroups built from them."""
-
-    codes: np.ndarray  # (N,) finest-cell index of each example
-    names: list[str]  # subgroup names
-    groupings: list[str]  # grouping each subgroup belongs to
-    membership: np.ndarray  # (n_subgroups, n_fine) 0/1
-
-
-def _level(value: object) -> str:
-    return str(value)
-
-
-def subgroup_cells(examples: pd.DataFrame, attributes: list[str]) -> Cells:
-    """Build the subgroup definitions of ``attributes`` (names without ``attr.``)."""
-    n = len(examples)
-    if not attributes:
-        return Cells(np.zeros(n, np.int64), ["overall"], ["overall"], np.ones((1, 1)))
-    cols = [f"attr.{a}" for a in attributes]
-    grouped = examples[cols].groupby(cols, observed=True, sort=True)
-    codes = grouped.ngroup().to_numpy(np.int64)
-    fine = grouped.size().reset_index()[cols]
-    names, groupings, rows = ["overall"], ["overall"], [np.ones(len(fine))]
-    for size in range(1, len(attributes) + 1):
-        for subset in combinations(range(len(attributes)), size):
-            sub_cols = [cols[i] for i in subset]
-            grouping = " x ".join(attributes[i] for i in subset)
-            by = sub_cols if len(sub_cols) > 1 else sub_cols[0]
-            for levels, members in fine.groupby(by, observed=True, sort=True).groups.items():
-                levels = levels if isinstance(levels, tuple) else (levels,)
-                names.append(" & ".join(
-                    f"{attributes[i]}={_level(lv)}" for i, lv in zip(subset, levels)))
-                groupings.append(grouping)
-                row = np.zeros(len(fine))
-                row[np.asarray(members)] = 1.0
-                rows.append(row)
-    return Cells(codes, names, groupings, np.stack(rows))
-
-
-@dataclass(frozen=True)
 class SubgroupResult:
-    """Tables of the subgroup analysis (see README for every column)."""
+    """Tables of the subgroup analysis (see README for every column).
+
+    ``skipped`` lists the subgroups below the minimum size (subgroup, grouping, order,
+    n), which the other tables leave out; ``max_order`` is the largest intersection
+    order enumerated.
+    """
 
     per_replica: pd.DataFrame
     summary: pd.DataFrame
     deltas: pd.DataFrame
     disparity: pd.DataFrame
+    skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SKIPPED_COLUMNS))
+    max_order: int = 0
 
 
 def subgroup_analysis(
@@ -105,6 +80,9 @@ def subgroup_analysis(
     seed: int = 0,
     level: float = 0.95,
     replica_intervals: bool = True,
+    max_order: int | None = None,
+    min_cell_size: int = 1,
+    max_cells: int = DEFAULT_MAX_CELLS,
 ) -> SubgroupResult:
     """Per-replica subgroup rates, their replica summary, and changes vs dense.
 
@@ -123,16 +101,24 @@ def subgroup_analysis(
     replica_intervals
         ``False`` skips the per-replica bootstrap intervals and resamples only
         replica-summed counts, which is much cheaper for large shift sets.
+    max_order
+        Largest intersection order (``None``: every order for up to 4 attributes, else 2).
+    min_cell_size
+        Subgroups with fewer examples are skipped (``SubgroupResult.skipped``).
+    max_cells
+        More subgroups than this raise :class:`~compaudit.errors.AuditInputError`
+        before anything large is allocated.
     """
-    cells = subgroup_cells(pop.examples, attributes)
-    sums = subgroup_sums(pop, codes=cells.codes, membership=cells.membership,
-                         positive_label=positive_label, n_boot=n_boot, seed=seed,
-                         per_replica_boot=replica_intervals)
+    cells = subgroup_cells(pop.examples, attributes, max_order=max_order,
+                           min_size=min_cell_size, max_cells=max_cells)
+    sums = subgroup_sums(pop, cells=cells, positive_label=positive_label, n_boot=n_boot,
+                         seed=seed, per_replica_boot=replica_intervals)
     per_replica = _per_replica_table(pop=pop, cells=cells, sums=sums, level=level,
                                      with_intervals=replica_intervals)
     summary = _summary_table(per_replica, binary=pop.is_binary)
     deltas, disparity = _delta_tables(pop=pop, cells=cells, sums=sums, level=level)
-    return SubgroupResult(per_replica, summary, deltas, disparity)
+    return SubgroupResult(per_replica, summary, deltas, disparity, cells.skipped,
+                          cells.max_order)
 
 
 def _per_replica_table(*, pop: Population, cells: Cells, sums: SubgroupSums, level: float,
@@ -159,26 +145,44 @@ def _per_replica_table(*, pop: Population, cells: Cells, sums: SubgroupSums, lev
 
 
 def _notes(rates: dict[str, np.ndarray]) -> list[str]:
-    notes = []
-    for i in range(len(rates["n"])):
-        msgs = sorted({msg for key, msg in UNDEFINED.items()
-                       if key in rates and not np.isfinite(rates[key][i])})
-        notes.append("; ".join(msgs))
-    return notes
+    """Why rates are undefined, per subgroup ("" where every rate is defined)."""
+    undefined: dict[str, np.ndarray] = {}
+    for key, msg in UNDEFINED.items():
+        if key in rates:
+            missing = ~np.isfinite(rates[key])
+            undefined[msg] = undefined[msg] | missing if msg in undefined else missing
+    masks = [(msg, undefined[msg]) for msg in sorted(undefined)]
+    return ["; ".join(msg for msg, mask in masks if mask[i]) for i in range(len(rates["n"]))]
 
 
 def _summary_table(per_replica: pd.DataFrame, *, binary: bool) -> pd.DataFrame:
-    """Mean, std and t-interval over replicas, one row per (variant, subgroup, metric)."""
+    """Mean, std and t-interval over replicas, one row per (variant, subgroup, metric).
+
+    ``per_replica`` holds, per variant, one block of subgroups per replica in the same
+    order, so each variant's rates reshape to (subgroups, replicas).
+    """
     metrics = BINARY_RATES if binary else ("accuracy",)
-    rows = []
-    for (name, sub), grp in per_replica.groupby(["variant", "subgroup"], sort=False):
+    variants = per_replica["variant"].to_numpy()
+    frames = []
+    for name in pd.unique(variants):
+        block = per_replica.iloc[np.flatnonzero(variants == name)]
+        n_replicas = block["replica"].nunique()
+        n_sub = len(block) // n_replicas
+        first = block.iloc[:n_sub]
+        stats = {}
         for metric in metrics:
-            mean, std, lo, hi = t_interval(grp[metric].to_numpy())
-            rows.append({"variant": name, "subgroup": sub, "grouping": grp["grouping"].iloc[0],
-                         "metric": metric, "n": int(grp["n"].iloc[0]),
-                         "replicas": len(grp), "mean": float(mean), "std": float(std),
-                         "lo": float(lo), "hi": float(hi)})
-    return pd.DataFrame(rows)
+            values = np.ascontiguousarray(block[metric].to_numpy(float)
+                                          .reshape(n_replicas, n_sub).T)
+            stats[metric] = t_interval(values, axis=1)
+        frames.append(pd.DataFrame({
+            "variant": name, "subgroup": np.repeat(first["subgroup"].to_numpy(), len(metrics)),
+            "grouping": np.repeat(first["grouping"].to_numpy(), len(metrics)),
+            "metric": np.tile(np.array(metrics, object), n_sub),
+            "n": np.repeat(first["n"].to_numpy(np.int64), len(metrics)),
+            "replicas": n_replicas,
+            **{col: np.stack([stats[m][i] for m in metrics], axis=1).ravel().astype(float)
+               for i, col in enumerate(("mean", "std", "lo", "hi"))}}))
+    return pd.concat(frames, ignore_index=True)
 
 
 def _delta_tables(*, pop: Population, cells: Cells, sums: SubgroupSums,
@@ -193,7 +197,10 @@ def _delta_tables(*, pop: Population, cells: Cells, sums: SubgroupSums,
                     if pop.is_binary else {"accuracy": subgroup_n})
     dense_rates = sums.rates(variant=pop.dense, replica=None)
     dense_boot = sums.boot_rates(variant=pop.dense, replica=None)
-    groupings = [g for g in dict.fromkeys(cells.groupings) if g != "overall"]
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(cells.groupings):
+        members.setdefault(g, []).append(i)
+    groupings = [g for g in members if g != "overall"]
     delta_frames, disparity_rows = [], []
     for name in pop.compressed:
         rates = sums.rates(variant=name, replica=None)
@@ -206,7 +213,8 @@ def _delta_tables(*, pop: Population, cells: Cells, sums: SubgroupSums,
                 variant=name, metric=metric, cells=cells, subgroup_n=subgroup_n,
                 denominator=denominators[metric], level=level, **pair))
             disparity_rows += [_disparity_row(variant=name, grouping=grouping, metric=metric,
-                                              cells=cells, level=level, **pair)
+                                              cells=cells, idx=members[grouping], level=level,
+                                              **pair)
                                for grouping in groupings]
     deltas = pd.concat(delta_frames, ignore_index=True) if delta_frames else pd.DataFrame()
     disparity = pd.DataFrame(disparity_rows)
@@ -286,13 +294,11 @@ def _delta_notes(dense: np.ndarray, *, metric: str, testable: np.ndarray) -> lis
     return out
 
 
-def _disparity_row(*, variant: str, grouping: str, metric: str, cells: Cells,
+def _disparity_row(*, variant: str, grouping: str, metric: str, cells: Cells, idx: list[int],
                    dense_rate: np.ndarray, variant_rate: np.ndarray,
                    dense_boot: np.ndarray | None, variant_boot: np.ndarray | None,
                    level: float) -> dict:
     """Spread (max - min over a grouping's subgroups) of a rate, dense vs compressed."""
-    idx = [i for i, g in enumerate(cells.groupings) if g == grouping]
-
     def spread(x: np.ndarray) -> np.ndarray:
         sub = x[..., idx]
         with warnings.catch_warnings():

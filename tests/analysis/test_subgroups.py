@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import combinations, product
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,6 +18,7 @@ from fairlearn.metrics import (
 from sklearn.metrics import accuracy_score
 
 from compaudit.analysis.subgroups import subgroup_analysis, subgroup_cells
+from compaudit.errors import AuditInputError
 from compaudit.simulate import PlantedHarm, simulate_binary
 
 FAIRLEARN = {
@@ -182,3 +185,110 @@ def test_multiclass_subgroups_report_accuracy(make_pop):
     # Label 3 (every 4th example) is now wrong; examples 3, 7, 11 are G=b.
     assert acc["overall"] == pytest.approx(9 / 12)
     assert acc["G=a"] == 1.0 and acc["G=b"] == pytest.approx(3 / 6)
+
+
+# --- bounded enumeration -------------------------------------------------------------
+
+
+def _binary_examples(n_attributes: int, n_rows: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"example_id": [f"e{i}" for i in range(n_rows)],
+                          "label": rng.integers(0, 2, n_rows)})
+    for a in range(n_attributes):
+        frame[f"attr.A{a}"] = rng.random(n_rows) < 0.5
+    return frame
+
+
+def _every_combination(n_attributes: int) -> pd.DataFrame:
+    """One row per level combination of binary attributes: every cell is observed."""
+    levels = np.array(list(product([False, True], repeat=n_attributes)))
+    frame = pd.DataFrame({"example_id": [f"e{i}" for i in range(len(levels))], "label": 0})
+    for a in range(n_attributes):
+        frame[f"attr.A{a}"] = levels[:, a]
+    return frame
+
+
+@pytest.mark.parametrize("n_attributes, max_order", [(3, None), (4, None), (5, None),
+                                                     (5, 3), (6, 1)])
+def test_cell_count_matches_itertools_combinations(n_attributes, max_order):
+    attrs = [f"A{a}" for a in range(n_attributes)]
+    cells = subgroup_cells(_every_combination(n_attributes), attrs, max_order=max_order)
+    order = max_order or (n_attributes if n_attributes <= 4 else 2)
+    groupings = [c for k in range(1, order + 1) for c in combinations(attrs, k)]
+    assert len(cells.names) == 1 + sum(2 ** len(c) for c in groupings)
+    assert list(dict.fromkeys(cells.groupings))[1:] == [" x ".join(c) for c in groupings]
+    assert cells.max_order == order
+    # Each grouping still partitions the examples.
+    membership = cells.membership
+    for g in set(cells.groupings):
+        rows = [i for i, x in enumerate(cells.groupings) if x == g]
+        np.testing.assert_array_equal(membership[rows].sum(axis=0), 1)
+
+
+def test_order_limit_is_respected_and_default_is_all_orders_up_to_four(binary_population):
+    attrs = ["Male", "Young"]
+    full = subgroup_cells(binary_population.examples, attrs)
+    assert "Male x Young" in full.groupings
+    single = subgroup_cells(binary_population.examples, attrs, max_order=1)
+    assert set(single.groupings) == {"overall", "Male", "Young"}
+    assert all(" & " not in name for name in single.names)
+
+
+def test_too_many_cells_is_an_input_error_naming_count_attributes_order_and_option():
+    ex = _every_combination(6)
+    with pytest.raises(AuditInputError) as exc:
+        subgroup_cells(ex, [f"A{a}" for a in range(6)], max_order=6, max_cells=100)
+    assert str(exc.value) == (
+        "examples: 6 protected attributes up to order 6 make more than 100 subgroups, more "
+        "than max_cells = 100; lower the order (--max-order N, spec "
+        "[analysis].max_intersection_order, AnalysisOptions.max_intersection_order), "
+        "protect fewer attributes (--protected), or raise AnalysisOptions.max_cells")
+    # Too many groupings are refused before any level combination is counted.
+    with pytest.raises(AuditInputError, match="40 protected attributes up to order 5 make "
+                                              "at least 760,099 subgroups"):
+        subgroup_cells(_binary_examples(40, 10), [f"A{a}" for a in range(40)], max_order=5)
+
+
+def test_twelve_attributes_on_sixty_rows_default_to_pairs(make_pop):
+    ex = _binary_examples(12, 60, seed=1)
+    pr = pd.concat([pd.DataFrame({"variant": v, "replica": r, "example_id": ex.example_id,
+                                  "pred": np.random.default_rng(r).integers(0, 2, 60),
+                                  "p_true": 0.5, "p_pos": 0.5})
+                    for v in ("dense", "c") for r in range(2)])
+    attrs = [f"A{a}" for a in range(12)]
+    res = subgroup_analysis(make_pop(ex, pr), attrs, n_boot=50)
+    observed = sum(len(ex.groupby([f"attr.{a}" for a in c]).size())
+                   for k in (1, 2) for c in combinations(attrs, k))
+    assert observed == 12 * 2 + 66 * 4  # every pair of levels occurs in 60 random rows
+    assert res.per_replica["subgroup"].nunique() == 1 + observed
+    assert res.max_order == 2 and res.skipped.empty
+
+
+def test_small_cells_are_skipped_and_listed(make_pop):
+    ex = pd.DataFrame({"example_id": [f"e{i}" for i in range(12)], "label": [0, 1] * 6,
+                       "attr.G": ["a"] * 10 + ["b"] * 2, "attr.H": [True, False] * 6})
+    pr = pd.concat([pd.DataFrame({"variant": v, "replica": 0, "example_id": ex.example_id,
+                                  "pred": [0, 1] * 6, "p_true": 0.5, "p_pos": 0.5})
+                    for v in ("dense", "c")])
+    res = subgroup_analysis(make_pop(ex, pr), ["G", "H"], n_boot=20, min_cell_size=3)
+    assert res.skipped.to_dict("records") == [
+        {"subgroup": "G=b", "grouping": "G", "order": 1, "n": 2},
+        {"subgroup": "G=b & H=False", "grouping": "G x H", "order": 2, "n": 1},
+        {"subgroup": "G=b & H=True", "grouping": "G x H", "order": 2, "n": 1}]
+    reported = set(res.per_replica["subgroup"]) | set(res.deltas["subgroup"])
+    assert not reported & set(res.skipped["subgroup"])
+    assert {"overall", "G=a", "H=True", "G=a & H=False"} <= reported
+
+
+def test_base_subgroup_route_gives_the_per_cell_numbers(binary_tables, make_pop, monkeypatch):
+    import compaudit.analysis._subgroup_sums as sums
+
+    ex, pr = binary_tables
+    ex = ex.assign(**{"attr.Age": np.array(["a", "b", "c"])[np.arange(len(ex)) % 3]})
+    pop = make_pop(ex, pr)
+    per_cell = subgroup_analysis(pop, ["Male", "Young", "Age"], n_boot=40, seed=2)
+    monkeypatch.setattr(sums, "_per_cell_route", lambda **kw: False)
+    direct = subgroup_analysis(pop, ["Male", "Young", "Age"], n_boot=40, seed=2)
+    for a, b in zip((per_cell.per_replica, per_cell.deltas, per_cell.disparity),
+                    (direct.per_replica, direct.deltas, direct.disparity)):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)

@@ -90,6 +90,7 @@ def prepare_data(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
                  log: Callable[[str], None]) -> DataStage:
     """Generate the synthetic faces (when asked) and describe the train/eval splits."""
     from compaudit.data.base import subset
+    from compaudit.data.in_memory import in_memory
 
     d = spec.data
     check_dataset(spec)
@@ -105,8 +106,9 @@ def prepare_data(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
                               "never downloads data: put the dataset there or fix the path")
     train_root = resolve(folder, d.train_root) if d.train_root else root
     transform = eval_transform(spec)
-    train = partial(subset, dataset_factory(spec, train_root, d.train_split, transform),
-                    d.max_train, spec.seed)
+    # Kept in memory once read: a replica trains on it for every epoch.
+    train = partial(in_memory, partial(subset, dataset_factory(spec, train_root, d.train_split,
+                                                               transform), d.max_train, spec.seed))
     evaluation = partial(subset, dataset_factory(spec, root, d.eval_split, transform),
                          d.max_eval, spec.seed)
     return DataStage(root=root, key=key, train=train, eval=evaluation, transform=transform)

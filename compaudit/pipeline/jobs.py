@@ -18,6 +18,7 @@ from torch import nn
 
 from compaudit.compress.footprint import footprint, variant_record
 from compaudit.compress.registry import CompressionContext, compress
+from compaudit.data.in_memory import InMemoryDataset
 from compaudit.models.architectures import build_model
 from compaudit.models.training import TrainConfig, train
 from compaudit.models.weights import read_state_dict
@@ -65,9 +66,9 @@ def dense_models(arch: str, num_classes: int, small_input: bool,
     return models
 
 
-def _fine_tune(model: nn.Module, callbacks: Sequence[Any], *, data: Callable[[], Any],
+def _fine_tune(model: nn.Module, callbacks: Sequence[Any], *, data: Any,
                config: TrainConfig) -> None:
-    train(model, data(), config, step_callbacks=callbacks, progress=False)
+    train(model, data, config, step_callbacks=callbacks, progress=False)
 
 
 def run_variant_job(job: VariantJob) -> dict[str, Any]:
@@ -84,12 +85,16 @@ def run_variant_job(job: VariantJob) -> dict[str, Any]:
     masks = None
     if job.config is not None:
         compressed = []
+        # One copy for every replica: each training image is decoded once per job.
+        train_data = job.train_data()
+        if not isinstance(train_data, InMemoryDataset):
+            train_data = InMemoryDataset(train_data)
         for k, dense in enumerate(models):
             context = CompressionContext(
-                train_dataset=job.train_data(),
-                fine_tune=partial(_fine_tune, data=job.train_data,
+                train_dataset=train_data,
+                fine_tune=partial(_fine_tune, data=train_data,
                                   config=replace(job.fine_tune, seed=job.seed + k)),
-                calibration_dataset=job.train_data(),
+                calibration_dataset=train_data,
                 seed=job.seed + k,
                 device=job.device,
             )

@@ -308,6 +308,8 @@ def _spec_cases() -> list[Case]:
                  'dataset = "celeba"\nroot = "/nonexistent/celeba"'), ("[data].root",)),
         ("spec-ray-address-serial", spec(TINY_SPEC, "--ray-address", "127.0.0.1:1"),
          ("--ray-address",)),
+        ("spec-end-step-beyond-the-run", add(gmp + "sparsity = 0.5\n"),
+         ("#2.end_step: got 10", "optimizer steps")),
     ]
 
 

@@ -9,7 +9,7 @@ This module imports no torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Literal
 
 from compaudit.config import Checked, setting
@@ -61,12 +61,17 @@ class GradualMagnitudeConfig(Checked):
     Parameters
     ----------
     sparsity
-        Final fraction of prunable weights set to zero, reached at ``end_step``.
-    begin_step, end_step, frequency
-        First and last mask update (optimizer steps, counted from 1) and steps between
-        updates; see :class:`~compaudit.compress.schedules.CubicSparsitySchedule`.
+        Final fraction of prunable weights set to zero, reached at the end step.
+    begin_step, end_step
+        First and last mask update, in optimizer steps counted from 1; see
+        :class:`~compaudit.compress.schedules.CubicSparsitySchedule`.
+    begin, end
+        The same as fractions of the fine-tuning run (e.g. ``begin = 0.0, end = 0.8``),
+        so one spec works for any dataset size; give these or the steps.
+    frequency
+        Optimizer steps between mask updates.
     initial_sparsity
-        Target at ``begin_step``.
+        Target at the begin step.
     scope
         ``"layer"`` (default, as in Zhu & Gupta: a threshold per tensor) or ``"global"``.
     exclude_first_conv, exclude_classifier
@@ -77,8 +82,10 @@ class GradualMagnitudeConfig(Checked):
     """
 
     sparsity: float = setting(ge=0, lt=1)
-    begin_step: int = setting(ge=0)
-    end_step: int = setting(ge=1)
+    begin_step: int | None = setting(None, ge=0)
+    end_step: int | None = setting(None, ge=1)
+    begin: float | None = setting(None, ge=0, lt=1)
+    end: float | None = setting(None, gt=0, le=1)
     frequency: int = setting(ge=1)
     initial_sparsity: float = setting(0.0, ge=0, lt=1)
     scope: Scope = "layer"
@@ -87,14 +94,38 @@ class GradualMagnitudeConfig(Checked):
     allow_regrowth: bool = True
 
     def _problems(self) -> _Problems:
+        steps = (self.begin_step, self.end_step)
+        fractions = (self.begin, self.end)
+        if None in steps and None in fractions or (None not in steps and
+                                                   any(f is not None for f in fractions)):
+            yield None, ("give begin_step and end_step (optimizer steps) or begin and end "
+                         "(fractions of the fine-tuning run), one pair")
+            return
+        if None not in fractions and self.end <= self.begin:
+            yield "end", f"got {self.end!r}; expected a fraction greater than begin ({self.begin!r})"
+        begin, end = steps if None not in steps else (0, 1)
         yield from schedule_problems(initial=self.initial_sparsity, final=self.sparsity,
-                                     begin=self.begin_step, end=self.end_step,
-                                     final_name="sparsity")
+                                     begin=begin, end=end, final_name="sparsity")
+
+    @property
+    def in_steps(self) -> bool:
+        """Whether the schedule is given in optimizer steps (else in fractions)."""
+        return self.end_step is not None
+
+    def for_run(self, total_steps: int) -> GradualMagnitudeConfig:
+        """This config in optimizer steps, for a fine-tuning run of ``total_steps``."""
+        if self.in_steps:
+            return self
+        begin = int(round(self.begin * total_steps))
+        end = max(begin + 1, int(round(self.end * total_steps)))
+        return replace(self, begin_step=begin, end_step=end, begin=None, end=None)
 
     def schedule(self):  # -> CubicSparsitySchedule
-        """The cubic schedule these fields describe."""
+        """The cubic schedule these fields describe (the steps must be known)."""
         from compaudit.compress.schedules import CubicSparsitySchedule
 
+        if not self.in_steps:
+            raise ValueError("GradualMagnitudeConfig: call for_run(total_steps) first")
         return CubicSparsitySchedule(
             final_sparsity=self.sparsity, begin_step=self.begin_step, end_step=self.end_step,
             frequency=self.frequency, initial_sparsity=self.initial_sparsity,

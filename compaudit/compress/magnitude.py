@@ -29,6 +29,11 @@ from compaudit.compress._common import (
     pruning_info,
     require_fine_tune,
 )
+from compaudit.compress.configs import (
+    GradualMagnitudeConfig,
+    OneShotMagnitudeConfig,
+    RandomPruningConfig,
+)
 from compaudit.compress.masks import (
     MaskCallback,
     apply_masks,
@@ -36,12 +41,11 @@ from compaudit.compress.masks import (
     prunable_parameters,
     random_masks,
 )
-from compaudit.compress.configs import (
-    GradualMagnitudeConfig,
-    OneShotMagnitudeConfig,
-    RandomPruningConfig,
+from compaudit.compress.registry import (
+    CompressedModel,
+    CompressionContext,
+    register_compression,
 )
-from compaudit.compress.registry import CompressedModel, CompressionContext, register_compression
 from compaudit.errors import AuditInputError
 
 __all__ = [
@@ -139,6 +143,13 @@ def _gradual_magnitude(
     model: nn.Module, config: GradualMagnitudeConfig, context: CompressionContext
 ) -> CompressedModel:
     require_fine_tune(type(config).__name__, context)
+    if not config.in_steps:
+        if context.fine_tune_steps is None:
+            raise AuditInputError(
+                "GradualMagnitudeConfig: begin/end are fractions of the fine-tuning run, but "
+                "the CompressionContext does not say how long it is; pass "
+                "CompressionContext(fine_tune_steps=...) or give begin_step/end_step")
+        config = config.for_run(context.fine_tune_steps)
     callback = GradualPruningCallback(config)
     context.fine_tune(model, [callback])
     if not callback.finished or callback.masks is None:

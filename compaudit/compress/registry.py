@@ -41,6 +41,8 @@ class CompressionContext:
         Torch device string.
     progress
         Show progress bars (calibration); off inside audit jobs.
+    fine_tune_steps
+        Optimizer steps of one ``fine_tune`` run, for schedules given as fractions.
     """
 
     train_dataset: Any = None
@@ -49,6 +51,7 @@ class CompressionContext:
     seed: int = 0
     device: str = "cpu"
     progress: bool = False
+    fine_tune_steps: int | None = None
 
 
 @dataclass

@@ -7,6 +7,7 @@ process or a Ray worker, and writes its outputs atomically.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 from functools import partial
@@ -89,9 +90,10 @@ def run_variant_job(job: VariantJob) -> dict[str, Any]:
         train_data = job.train_data()
         if not isinstance(train_data, InMemoryDataset):
             train_data = InMemoryDataset(train_data)
+        steps = job.fine_tune.epochs * math.ceil(len(train_data) / job.fine_tune.batch_size)
         for k, dense in enumerate(models):
             context = CompressionContext(
-                train_dataset=train_data,
+                train_dataset=train_data, fine_tune_steps=steps,
                 fine_tune=partial(_fine_tune, data=train_data,
                                   config=replace(job.fine_tune, seed=job.seed + k)),
                 calibration_dataset=train_data,

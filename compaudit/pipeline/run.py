@@ -26,7 +26,7 @@ from compaudit.pipeline.data import (
 from compaudit.pipeline.outputs import analyze_run, gate_and_report, write_provenance
 from compaudit.pipeline.stages import StageCache
 from compaudit.pipeline.train import check_architecture, dense_population
-from compaudit.pipeline.variants import dissection_plan, run_variants
+from compaudit.pipeline.variants import check_schedules, dissection_plan, run_variants
 from compaudit.rundir import RunFolder, read_metrics
 from compaudit.spec import AuditSpec
 
@@ -68,6 +68,7 @@ def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: str | None = No
         write_class_names(spec, folder)
         examples_key = write_examples(folder, cache, data, shifts)
         plan = dissection_plan(spec, folder, data)
+        check_schedules(spec, data)
     with _executor(spec, executor, ray_address, progress=progress) as pool:
         with cache.timed("train"):
             dense = dense_population(spec, folder, cache, data, pool=pool, log=log)

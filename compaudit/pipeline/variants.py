@@ -3,6 +3,7 @@ measure the footprint, dissect), run on the executor; and the dissection plan.""
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any, Callable
 
@@ -15,7 +16,7 @@ from compaudit.pipeline.train import DenseStage
 from compaudit.rundir import RunFolder
 from compaudit.spec import AuditSpec, VariantSpec
 
-__all__ = ["dissection_plan", "run_variants", "variant_names"]
+__all__ = ["check_schedules", "dissection_plan", "run_variants", "variant_names"]
 
 DENSE = VariantSpec(name="dense", method="dense", config=None)
 
@@ -55,6 +56,27 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
         for job in jobs:
             cache.finish(f"variant:{job.name}", keys[job.name])
     return keys
+
+
+def check_schedules(spec: AuditSpec, data: DataStage) -> None:
+    """Pruning schedules in optimizer steps must end within the fine-tuning run
+    (checked before anything trains; schedules in fractions always fit)."""
+    from compaudit.compress.configs import GradualMagnitudeConfig
+
+    gradual = [(i, v) for i, v in enumerate(spec.variants, 1)
+               if isinstance(v.config, GradualMagnitudeConfig) and v.config.in_steps]
+    if not gradual:
+        return
+    t = spec.train
+    per_epoch = math.ceil(len(data.train()) / t.batch_size)
+    planned = t.fine_tune_epochs * per_epoch
+    problems = [f"{spec.source}: [[variants]] #{i}.end_step: got {v.config.end_step}; the "
+                f"fine-tuning run has {planned} optimizer steps ([train].fine_tune_epochs = "
+                f"{t.fine_tune_epochs} x {per_epoch} steps of {t.batch_size}); expected at most "
+                f"{planned}, or give begin/end as fractions of the run (e.g. begin = 0.0, "
+                "end = 0.8)" for i, v in gradual if v.config.end_step > planned]
+    if problems:
+        raise AuditInputError(problems)
 
 
 def dissection_plan(spec: AuditSpec, folder: RunFolder, data: DataStage) -> Any:

@@ -208,3 +208,25 @@ def test_one_shot_without_fine_tune_function_says_how_to_fix(tiny):
     with pytest.raises(AuditInputError, match="CompressionContext has no fine_tune"):
         compress(tiny.TinyCNN(), OneShotMagnitudeConfig(sparsity=0.5),
                  context=CompressionContext())
+
+
+def test_gradual_schedule_in_fractions_follows_the_run_length(tiny):
+    from compaudit.compress.configs import GradualMagnitudeConfig as Config
+
+    fractions = Config(sparsity=0.5, begin=0.0, end=0.5, frequency=2)
+    steps = Config(sparsity=0.5, begin_step=0, end_step=10, frequency=2)
+    data = tiny.make_images(64)
+    outs = []
+    for config in (fractions, steps):
+        torch.manual_seed(0)
+        net = tiny.TinyCNN()
+        ctx = CompressionContext(fine_tune=tiny.make_fine_tune(data, steps=20),
+                                 fine_tune_steps=20)
+        outs.append(compress(net, config, context=ctx))
+    # end = 0.5 of a 20-step run is step 10: the same schedule as end_step = 10.
+    assert [u["step"] for u in outs[0].info["mask_updates"]] == \
+        [u["step"] for u in outs[1].info["mask_updates"]]
+    assert all(torch.equal(outs[0].masks[n], outs[1].masks[n]) for n in outs[1].masks)
+    with pytest.raises(AuditInputError, match="fine_tune_steps"):
+        compress(tiny.TinyCNN(), fractions,
+                 context=CompressionContext(fine_tune=tiny.make_fine_tune(data, steps=20)))

@@ -265,8 +265,16 @@ def _delta_frame(*, variant: str, metric: str, cells: Cells, subgroup_n: np.ndar
                           "replicas": replicas, "dense": dense_rate,
                           "compressed": compressed.point})
     resampled = dense.boot is not None and compressed.boot is not None
+    cache: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+
+    def changes(d: np.ndarray, c: np.ndarray, key: str) -> np.ndarray:
+        """One key of :func:`_changes`, computed once per pair of rate arrays."""
+        if (id(d), id(c)) not in cache:
+            cache[(id(d), id(c))] = _changes(d, c)
+        return cache[(id(d), id(c))][key]
+
     for key in ("abs_diff", "rel_change_pct", "norm_change_pct", "excess_diff"):
-        s = infer(lambda d, c, key=key: _changes(d, c)[key], dense, compressed, level=level)
+        s = infer(lambda d, c, key=key: changes(d, c, key), dense, compressed, level=level)
         frame[key] = s.estimate
         if resampled:
             frame[f"{key}_lo"], frame[f"{key}_hi"] = s.lo, s.hi

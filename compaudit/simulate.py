@@ -6,6 +6,11 @@ way real populations are. A compressed variant can carry a *planted* harm: a hig
 false-positive (or false-negative) probability inside one attribute cell. Tests use
 it as a known answer (the cell must be found) and as a null (no harm planted: nothing
 may be found); benchmarks use it for workloads of any size.
+
+Trained replicas also differ by seed as a whole: ``replica_logit_sd`` gives every
+replica of every variant its own offset, drawn from N(0, sd), on the logit of each
+example's error probability (before any planted harm), so a null population with seed
+variation has no effect of compression on average but differs pair by pair.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit, logit
 
 from compaudit.references import CELEBA_TEST_JOINT  # re-exported: the old home
 
@@ -51,13 +57,21 @@ def simulate_binary(
     variants: tuple[str, ...] = ("dense", "gmp-50", "gmp-90"),
     harms: tuple[PlantedHarm, ...] = (),
     error_rate: float = 0.06,
+    replica_logit_sd: float = 0.0,
     seed: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A CelebA-like binary task (Blond_Hair vs Male, Young) with a population per variant.
 
-    Returns ``(examples, predictions)`` as DataFrames in the DESIGN.md contracts.
+    ``replica_logit_sd`` > 0 adds a per-replica offset to the logit of every error
+    probability (seed-to-seed variation; drawn from its own stream, so 0 reproduces
+    the populations of earlier versions). Returns ``(examples, predictions)`` as
+    DataFrames in the DESIGN.md contracts.
     """
+    if not replica_logit_sd >= 0:
+        raise ValueError(f"replica_logit_sd: got {replica_logit_sd}, expected >= 0")
     rng = np.random.default_rng(seed)
+    offsets = (np.random.default_rng([seed, 1]).normal(
+        0.0, replica_logit_sd, (len(variants), n_replicas)) if replica_logit_sd > 0 else None)
     counts = _scaled_counts(CELEBA_TEST_JOINT, n_examples)
     cells = np.repeat(np.arange(len(counts)), list(counts.values()))
     keys = np.array(list(counts), bool)[cells]
@@ -72,8 +86,10 @@ def simulate_binary(
     # Difficulty: most examples are easy, a tail is hard (mean ~= error_rate).
     difficulty = rng.beta(0.5, 0.5 * (1 - error_rate) / error_rate, n_examples)
     frames = []
-    for variant in variants:
+    for v, variant in enumerate(variants):
         err = np.broadcast_to(difficulty, (n_replicas, n_examples)).copy()
+        if offsets is not None:
+            err = expit(logit(err) + offsets[v][:, None])
         for harm in harms:
             if harm.variant != variant:
                 continue

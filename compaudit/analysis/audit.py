@@ -234,6 +234,7 @@ def analyze(
             "skipped": len(sub.skipped),
         },
         "subgroups": _records(summary),
+        "subgroup_method": sub.method,
         "deltas": _records(sub.deltas),
         "disparity": _records(sub.disparity),
         "robustness": {

@@ -13,7 +13,8 @@
 - **Accuracy against severity**: mean top-1 over replicas with its t-interval per
   (variant, shift, severity), the points of the report's severity curves.
 - **Subgroups under shift**: the subgroup deltas of :mod:`compaudit.analysis.subgroups`
-  on each shift's examples (pooled over severities), with the same paired bootstrap.
+  on each shift's examples (pooled over severities), with the same inference: replica
+  pairs and examples (``*_se``, ``*_df``), or the examples alone with one replica a side.
 """
 
 from __future__ import annotations

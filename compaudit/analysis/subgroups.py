@@ -14,9 +14,12 @@ replica. Many-class tasks get accuracy (and, from the PIE analysis, the PIE rate
 
 Change vs dense uses the *population* rate of each variant: the mean over its replicas,
 which equals the rate of the replica-summed counts because every replica sees the same
-examples. Its uncertainty comes from a paired bootstrap over examples: one set of
-resamples, applied to the dense and the compressed predictions alike. Seed-to-seed
-variation is reported separately, as the t-interval over replicas.
+examples. Its uncertainty covers both random draws behind it, the seeds and the
+examples (:mod:`compaudit.analysis._pair_inference`): a delete-one-pair jackknife over
+the replica pairs (dense k, compressed k) plus the example-sampling variance the pairs
+share, from a paired bootstrap over examples (one set of resamples, applied to every
+model alike), with a Satterthwaite t quantile. With one replica a side the example-only
+bootstrap is used and the result is about that one model (:attr:`SubgroupResult.method`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from compaudit.analysis._cells import (
     Cells,
     subgroup_cells,
 )
+from compaudit.analysis._pair_inference import EXAMPLES, PAIRED, Draws, draws, infer, mde
 from compaudit.analysis._subgroup_sums import SubgroupSums, subgroup_sums
 from compaudit.analysis.population import Population
 from compaudit.analysis.stats import benjamini_hochberg, summarize_bootstrap, t_interval
@@ -60,7 +64,8 @@ class SubgroupResult:
 
     ``skipped`` lists the subgroups below the minimum size (subgroup, grouping, order,
     n), which the other tables leave out; ``max_order`` is the largest intersection
-    order enumerated.
+    order enumerated; ``method`` says how the changes' uncertainty was computed:
+    ``{"kind", "replicas", "note"}`` (see :func:`comparison_method`).
     """
 
     per_replica: pd.DataFrame
@@ -69,6 +74,34 @@ class SubgroupResult:
     disparity: pd.DataFrame
     skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SKIPPED_COLUMNS))
     max_order: int = 0
+    method: dict = field(default_factory=dict)
+
+
+def comparison_method(pop: Population) -> dict:
+    """How the changes vs dense are inferred: ``kind``, ``replicas`` (pairs) and ``note``.
+
+    Paired replicas (the same replica ids on both sides, at least two) give
+    :data:`~compaudit.analysis._pair_inference.PAIRED`; otherwise the example-only
+    bootstrap, whose intervals describe the very models analysed, not the procedure.
+    """
+    dense = pop.variants[pop.dense].replicas
+    others = [pop.variants[v].replicas for v in pop.compressed]
+    paired = bool(others) and all(np.array_equal(dense, r) for r in others)
+    k = len(dense)
+    if paired and k > 1:
+        return {"kind": PAIRED, "replicas": k,
+                "note": f"{k} replica pairs and the examples resampled: intervals cover "
+                        "seed-to-seed variation (the effect of the compression procedure)"}
+    if k == 1 and all(len(r) == 1 for r in others):
+        note = ("about one model: one replica a side, so the intervals cover the examples "
+                "only, not seed-to-seed variation; train more replicas to judge the "
+                "compression procedure")
+    else:
+        note = ("replica ids differ between dense and compressed variants, so they cannot "
+                "be paired: the intervals cover the examples only, not seed-to-seed "
+                "variation")
+    return {"kind": EXAMPLES, "replicas": int(min([k] + [len(r) for r in others])),
+            "note": note}
 
 
 def subgroup_analysis(
@@ -111,14 +144,17 @@ def subgroup_analysis(
     """
     cells = subgroup_cells(pop.examples, attributes, max_order=max_order,
                            min_size=min_cell_size, max_cells=max_cells)
+    method = comparison_method(pop)
+    pairs = method["kind"] == PAIRED
     sums = subgroup_sums(pop, cells=cells, positive_label=positive_label, n_boot=n_boot,
-                         seed=seed, per_replica_boot=replica_intervals)
+                         seed=seed, per_replica_boot=replica_intervals or pairs)
     per_replica = _per_replica_table(pop=pop, cells=cells, sums=sums, level=level,
                                      with_intervals=replica_intervals)
     summary = _summary_table(per_replica, binary=pop.is_binary)
-    deltas, disparity = _delta_tables(pop=pop, cells=cells, sums=sums, level=level)
+    deltas, disparity = _delta_tables(pop=pop, cells=cells, sums=sums, level=level,
+                                      pairs=pairs, replicas=method["replicas"])
     return SubgroupResult(per_replica, summary, deltas, disparity, cells.skipped,
-                          cells.max_order)
+                          cells.max_order, method)
 
 
 def _per_replica_table(*, pop: Population, cells: Cells, sums: SubgroupSums, level: float,
@@ -185,8 +221,8 @@ def _summary_table(per_replica: pd.DataFrame, *, binary: bool) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _delta_tables(*, pop: Population, cells: Cells, sums: SubgroupSums,
-                  level: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _delta_tables(*, pop: Population, cells: Cells, sums: SubgroupSums, level: float,
+                  pairs: bool, replicas: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Changes of the population rates vs dense per subgroup, and of their spread."""
     metrics = BINARY_DELTA_RATES if pop.is_binary else ("accuracy",)
     n_shared = sums.point_layout.n_shared
@@ -195,23 +231,19 @@ def _delta_tables(*, pop: Population, cells: Cells, sums: SubgroupSums,
     denominators = ({"fpr": sums.point[:, 1], "fnr": sums.point[:, 0],
                      "selection_rate": subgroup_n, "accuracy": subgroup_n}
                     if pop.is_binary else {"accuracy": subgroup_n})
-    dense_rates = sums.rates(variant=pop.dense, replica=None)
-    dense_boot = sums.boot_rates(variant=pop.dense, replica=None)
+    dense_draws = draws(sums, variant=pop.dense, pairs=pairs)
     members: dict[str, list[int]] = {}
     for i, g in enumerate(cells.groupings):
         members.setdefault(g, []).append(i)
     groupings = [g for g in members if g != "overall"]
     delta_frames, disparity_rows = [], []
     for name in pop.compressed:
-        rates = sums.rates(variant=name, replica=None)
-        boot = sums.boot_rates(variant=name, replica=None)
+        variant_draws = draws(sums, variant=name, pairs=pairs)
         for metric in metrics:
-            pair = {"dense_rate": dense_rates[metric], "variant_rate": rates[metric],
-                    "dense_boot": None if dense_boot is None else dense_boot[metric],
-                    "variant_boot": None if boot is None else boot[metric]}
+            pair = {"dense": dense_draws[metric], "compressed": variant_draws[metric]}
             delta_frames.append(_delta_frame(
                 variant=name, metric=metric, cells=cells, subgroup_n=subgroup_n,
-                denominator=denominators[metric], level=level, **pair))
+                denominator=denominators[metric], level=level, replicas=replicas, **pair))
             disparity_rows += [_disparity_row(variant=name, grouping=grouping, metric=metric,
                                               cells=cells, idx=members[grouping], level=level,
                                               **pair)
@@ -224,27 +256,37 @@ def _delta_tables(*, pop: Population, cells: Cells, sums: SubgroupSums,
 
 
 def _delta_frame(*, variant: str, metric: str, cells: Cells, subgroup_n: np.ndarray,
-                 denominator: np.ndarray, dense_rate: np.ndarray, variant_rate: np.ndarray,
-                 dense_boot: np.ndarray | None, variant_boot: np.ndarray | None,
-                 level: float) -> pd.DataFrame:
+                 denominator: np.ndarray, dense: Draws, compressed: Draws, level: float,
+                 replicas: int) -> pd.DataFrame:
     """One row per subgroup: the changes of one rate, their intervals and p-values."""
+    dense_rate = dense.point
     frame = pd.DataFrame({"variant": variant, "subgroup": cells.names,
                           "grouping": cells.groupings, "metric": metric, "n": subgroup_n,
-                          "dense": dense_rate, "compressed": variant_rate})
-    estimate = _changes(dense_rate, variant_rate)
-    resampled = (_changes(dense_boot, variant_boot)
-                 if dense_boot is not None and variant_boot is not None else None)
+                          "replicas": replicas, "dense": dense_rate,
+                          "compressed": compressed.point})
+    resampled = dense.boot is not None and compressed.boot is not None
+    cache: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+
+    def changes(d: np.ndarray, c: np.ndarray, key: str) -> np.ndarray:
+        """One key of :func:`_changes`, computed once per pair of rate arrays."""
+        if (id(d), id(c)) not in cache:
+            cache[(id(d), id(c))] = _changes(d, c)
+        return cache[(id(d), id(c))][key]
+
     for key in ("abs_diff", "rel_change_pct", "norm_change_pct", "excess_diff"):
-        frame[key] = estimate[key]
-        if resampled is not None:
-            s = summarize_bootstrap(estimate[key], resampled[key], level=level)
+        s = infer(lambda d, c, key=key: changes(d, c, key), dense, compressed, level=level)
+        frame[key] = s.estimate
+        if resampled:
             frame[f"{key}_lo"], frame[f"{key}_hi"] = s.lo, s.hi
             frame[f"{key}_se"] = s.se  # the gate builds corrected intervals from it
+            frame[f"{key}_df"] = s.df  # and takes t quantiles with these df (NaN: normal)
             if key != "rel_change_pct":  # the relative test is the abs_diff test
                 frame[f"{key}_p"] = s.p
+            if key == "abs_diff":
+                frame["mde"] = mde(s.se, s.df, level=level)
     events = dense_rate * denominator
     testable = np.minimum(events, denominator - events) >= MIN_EVENTS
-    if resampled is not None:
+    if resampled:
         frame.loc[~testable, "norm_change_pct_p"] = np.nan
         # The overall row's normalized and excess changes are 0 by construction.
         overall = frame["subgroup"] == "overall"
@@ -295,9 +337,7 @@ def _delta_notes(dense: np.ndarray, *, metric: str, testable: np.ndarray) -> lis
 
 
 def _disparity_row(*, variant: str, grouping: str, metric: str, cells: Cells, idx: list[int],
-                   dense_rate: np.ndarray, variant_rate: np.ndarray,
-                   dense_boot: np.ndarray | None, variant_boot: np.ndarray | None,
-                   level: float) -> dict:
+                   dense: Draws, compressed: Draws, level: float) -> dict:
     """Spread (max - min over a grouping's subgroups) of a rate, dense vs compressed."""
     def spread(x: np.ndarray) -> np.ndarray:
         sub = x[..., idx]
@@ -305,17 +345,17 @@ def _disparity_row(*, variant: str, grouping: str, metric: str, cells: Cells, id
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: undefined everywhere
             return np.nanmax(sub, axis=-1) - np.nanmin(sub, axis=-1)
 
-    dense_spread, variant_spread = spread(dense_rate), spread(variant_rate)
-    in_grouping = variant_rate[idx]
+    dense_spread, variant_spread = spread(dense.point), spread(compressed.point)
+    in_grouping = compressed.point[idx]
     finite = np.isfinite(in_grouping)
     row = {"variant": variant, "grouping": grouping, "metric": metric,
            "dense": float(dense_spread), "compressed": float(variant_spread),
            "change": float(variant_spread - dense_spread),
            "max_subgroup": cells.names[idx[int(np.nanargmax(in_grouping))]] if finite.any() else "",
            "min_subgroup": cells.names[idx[int(np.nanargmin(in_grouping))]] if finite.any() else ""}
-    if dense_boot is not None and variant_boot is not None:
-        s = summarize_bootstrap(variant_spread - dense_spread,
-                                spread(variant_boot) - spread(dense_boot), level=level)
+    if dense.boot is not None and compressed.boot is not None:
+        s = infer(lambda d, c: spread(c) - spread(d), dense, compressed, level=level)
         row.update({"change_lo": float(s.lo), "change_hi": float(s.hi),
-                    "change_se": float(s.se), "change_p": float(s.p)})
+                    "change_se": float(s.se), "change_df": float(s.df),
+                    "change_p": float(s.p)})
     return row

@@ -2,10 +2,11 @@
 
 Every check estimates an increase (of an error rate, a disparity, a PIE over-index, an
 accuracy loss, a loss of interpretable units) and compares it with the policy's
-tolerance. Intervals are Wald intervals from the bootstrap standard errors in
-``metrics.json`` (t-intervals over replicas for dissection checks, whose only source of
-variation is the replica), widened by a Bonferroni correction over all checks of the
-run, so that together they hold with the policy's ``level``:
+tolerance. Intervals are Wald intervals from the standard errors in ``metrics.json``,
+with t quantiles where a row carries degrees of freedom (``*_df``: subgroup, disparity
+and shift changes, whose se covers replica pairs and examples; dissection checks, whose
+only source of variation is the replica), widened by a Bonferroni correction over all
+checks of the run, so that together they hold with the policy's ``level``:
 
 - **fail**: the whole interval lies above the tolerance (the increase is real and too big);
 - **pass**: the whole interval lies at or below the tolerance;
@@ -13,7 +14,8 @@ run, so that together they hold with the policy's ``level``:
   setting turns it into a warning, a failure, or a pass.
 
 A check whose estimate is undefined (a rate with no negatives, say) is inconclusive with
-that reason.
+that reason. An inconclusive subgroup check also states the smallest increase its cell
+could detect at the check's own simultaneous level with 80% power.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
 from compaudit.analysis.stats import critical_value, t_interval
+
+#: Power at which an inconclusive subgroup check states what its cell could detect.
+DETECT_POWER = 0.8
 from compaudit.errors import AuditInputError
 from compaudit.gate.policy import GatePolicy
 from compaudit.rundir import check_metrics_schema
@@ -50,12 +55,15 @@ class Check:
     # Where the interval is built on a log scale (ratios): the estimate's log and its se.
     log_estimate: float | None = None
     # Degrees of freedom where the se comes from a few replicas (t, not normal, quantile).
-    df: int | None = None
+    df: float | None = None
+    # Examples and replica pairs behind a subgroup check (for its detectable effect).
+    n: int | None = None
+    replicas: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d.pop("log_estimate")
-        d.pop("df")
+        for key in ("log_estimate", "df", "n", "replicas"):
+            d.pop(key)
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                 for k, v in d.items()}
 
@@ -96,6 +104,19 @@ def _num(x: Any) -> float:
     return float(x) if x is not None else math.nan
 
 
+def _df(x: Any) -> float | None:
+    """Degrees of freedom of a row's se; ``None`` (normal quantile) when absent or NaN."""
+    return float(x) if x is not None and math.isfinite(float(x)) else None
+
+
+def _sum_df(se1: float, df1: float | None, se2: float, df2: float | None) -> float | None:
+    """Satterthwaite df of ``hypot(se1, se2)`` (``None``: both normal)."""
+    if df1 is None and df2 is None:
+        return None
+    den = sum(se**4 / df for se, df in ((se1, df1), (se2, df2)) if df is not None)
+    return (se1**2 + se2**2) ** 2 / den if den > 0 else None
+
+
 def _selected(variant: str, policy: GatePolicy, available: list[str]) -> bool:
     return variant in available and (not policy.variants or variant in policy.variants)
 
@@ -108,21 +129,25 @@ def _subgroup_checks(metrics: dict, policy: GatePolicy, variants: list[str]) -> 
             continue
         # Accuracy harms by falling; the others by rising.
         sign = -1.0 if row["metric"] == "accuracy" else 1.0
-        base = dict(kind="subgroup_rate", variant=row["variant"], subject=row["subgroup"])
+        base = dict(kind="subgroup_rate", variant=row["variant"], subject=row["subgroup"],
+                    n=int(row["n"]), replicas=row.get("replicas"))
         stem = f"{row['variant']}/{row['subgroup']}/{row['metric']}"
         if pol.max_abs_increase is not None:
             yield Check(id=f"{stem}/abs", **base, metric=row["metric"],
                         estimate=sign * _num(row["abs_diff"]), se=_num(row.get("abs_diff_se")),
+                        df=_df(row.get("abs_diff_df")),
                         tolerance=pol.max_abs_increase, unit="points")
         if pol.max_rel_increase_pct is not None:
             yield Check(id=f"{stem}/rel", **base, metric=f"{row['metric']} (relative)",
                         estimate=sign * _num(row["rel_change_pct"]),
                         se=_num(row.get("rel_change_pct_se")),
+                        df=_df(row.get("rel_change_pct_df")),
                         tolerance=pol.max_rel_increase_pct, unit="%")
         if pol.max_excess_increase is not None and row["subgroup"] != "overall":
             yield Check(id=f"{stem}/excess", **base, metric=f"{row['metric']} (excess)",
                         estimate=sign * _num(row.get("excess_diff")),
                         se=_num(row.get("excess_diff_se")),
+                        df=_df(row.get("excess_diff_df")),
                         tolerance=pol.max_excess_increase, unit="points")
 
 
@@ -134,7 +159,8 @@ def _disparity_checks(metrics: dict, policy: GatePolicy, variants: list[str]) ->
         yield Check(id=f"{row['variant']}/{row['grouping']}/{row['metric']}/disparity",
                     kind="disparity", variant=row["variant"], subject=row["grouping"],
                     metric=row["metric"], estimate=_num(row["change"]),
-                    se=_num(row.get("change_se")), tolerance=pol.max_increase, unit="points")
+                    se=_num(row.get("change_se")), df=_df(row.get("change_df")),
+                    tolerance=pol.max_increase, unit="points")
 
 
 def _overindex_checks(metrics: dict, policy: GatePolicy, variants: list[str]) -> Iterator[Check]:
@@ -174,9 +200,10 @@ def _robustness_checks(metrics: dict, policy: GatePolicy, variants: list[str]) -
             continue
         base = dict(kind="robustness", variant=row["variant"], subject=row["shift"])
         drop, se = -_num(row["abs_diff"]), _num(row.get("abs_diff_se"))
+        df = _df(row.get("abs_diff_df"))
         if pol.max_accuracy_drop is not None:
             yield Check(id=f"{row['variant']}/{row['shift']}/accuracy_drop", **base,
-                        metric="accuracy_drop", estimate=drop, se=se,
+                        metric="accuracy_drop", estimate=drop, se=se, df=df,
                         tolerance=pol.max_accuracy_drop, unit="points")
         ref = clean.get(row["variant"])
         if pol.max_excess_drop is not None and ref is not None:
@@ -186,6 +213,8 @@ def _robustness_checks(metrics: dict, policy: GatePolicy, variants: list[str]) -
                         metric="accuracy_drop (excess)",
                         estimate=drop + _num(ref["abs_diff"]),
                         se=math.hypot(se, _num(ref.get("abs_diff_se"))),
+                        df=_sum_df(se, df, _num(ref.get("abs_diff_se")),
+                                   _df(ref.get("abs_diff_df"))),
                         tolerance=pol.max_excess_drop, unit="points")
 
 
@@ -205,6 +234,8 @@ def _baseline_checks(metrics: dict, baseline: dict, policy: GatePolicy,
                     subject=row["subgroup"], metric=row["metric"],
                     estimate=sign * (_num(row["abs_diff"]) - _num(prev["abs_diff"])),
                     se=math.hypot(_num(row.get("abs_diff_se")), _num(prev.get("abs_diff_se"))),
+                    df=_sum_df(_num(row.get("abs_diff_se")), _df(row.get("abs_diff_df")),
+                               _num(prev.get("abs_diff_se")), _df(prev.get("abs_diff_df"))),
                     tolerance=pol.max_abs_increase, unit="points")
 
 
@@ -268,6 +299,21 @@ def _decide(check: Check, z: float, tail: float) -> None:
     else:
         check.verdict = "inconclusive"
         check.reason = f"interval contains the tolerance {check.tolerance:g} {check.unit}"
+        if check.kind == "subgroup_rate" and check.n is not None:
+            check.reason += "; " + detectable(check, z)
+
+
+def detectable(check: Check, crit: float) -> str:
+    """"this cell can detect only >= X ... with N examples and K replicas": the minimum
+    detectable increase ``(crit + q_power) * se`` at the check's critical value ``crit``
+    (its simultaneous level) and 80% power, with t quantiles where the check has df."""
+    q_power = (critical_value(1 - DETECT_POWER) if check.df is None
+               else critical_value(1 - DETECT_POWER, df=check.df))
+    size = (crit + q_power) * check.se
+    amount = f"{100 * size:.1f} pp" if check.unit == "points" else f"{size:.1f} {check.unit}"
+    k = check.replicas
+    replicas = f"{k} replica{'s' if k != 1 else ''}" if k is not None else "the replicas"
+    return f"this cell can detect only ≥ {amount} with {check.n:,} examples and {replicas}"
 
 
 def run_gate(metrics: dict, policy: GatePolicy | None = None, *,

@@ -59,8 +59,24 @@ def test_intervals_are_bonferroni_wald_intervals(planted):
     row = next(r for r in planted["deltas"] if r["variant"] == "gmp-90" and r["metric"] == "fpr"
                and r["subgroup"] == "Male=True & Young=False")
     check = next(c for c in result.checks if c.id == "gmp-90/Male=True & Young=False/fpr/abs")
-    assert check.lo == pytest.approx(row["abs_diff"] - result.z * row["abs_diff_se"])
-    assert check.hi == pytest.approx(row["abs_diff"] + result.z * row["abs_diff_se"])
+    # The row's se covers replica pairs and examples, with Satterthwaite df: t quantiles
+    # at the Bonferroni tail (the example-only se of earlier versions took z).
+    q = sps.t.ppf(1 - 0.05 / (2 * m), row["abs_diff_df"])
+    assert 3 <= row["abs_diff_df"] <= 1000 and check.df == row["abs_diff_df"]
+    assert check.lo == pytest.approx(row["abs_diff"] - q * row["abs_diff_se"])
+    assert check.hi == pytest.approx(row["abs_diff"] + q * row["abs_diff_se"])
+
+
+def test_inconclusive_subgroup_check_states_what_its_cell_can_detect():
+    metrics = _handmade(0.03, 0.01)
+    metrics["deltas"][0].update({"abs_diff_df": 4.0, "replicas": 5})
+    check = run_gate(metrics, ONLY_RATES).checks[0]
+    assert check.verdict == "inconclusive"
+    # One check: tail 0.025; t with 4 df. MDE = (t_{0.975,4} + t_{0.8,4}) * se.
+    mde = (sps.t.ppf(0.975, 4) + sps.t.ppf(0.8, 4)) * 0.01
+    assert check.reason == ("interval contains the tolerance 0.02 points; this cell can "
+                            f"detect only ≥ {100 * mde:.1f} pp with 500 examples and "
+                            "5 replicas")
 
 
 def _handmade(abs_diff, se, n=500):

@@ -28,7 +28,11 @@ def test_analyze_prints_summary_and_writes_outputs(files, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "gmp-90" in out and "largest subgroup changes" in out
-    assert "Male=True & Young=False" in out  # the planted cell is listed first
+    assert "FPR" in out  # the planted harm is an FPR increase
+    planted = [d for d in json.loads((tmp_path / "metrics.json").read_text())["deltas"]
+               if d["variant"] == "gmp-90" and d["metric"] == "fpr"
+               and d["subgroup"] == "Male=True & Young=False"]
+    assert planted[0]["abs_diff_q"] <= 0.05 and planted[0]["abs_diff_lo"] > 0.1
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["options"]["bootstrap"] == 200
 

@@ -29,10 +29,9 @@ import torch
 from compaudit.compress.configs import Float16Config, Int8StaticConfig
 from compaudit.models.architectures import build_model
 from compaudit.pipeline import run_audit
+from compaudit.pipeline.jobs import TRAINING_METHODS
 from compaudit.spec import AuditSpec, demo_spec, parse_spec
 
-#: Methods that fine-tune after compressing (one training run per replica).
-TRAINING_METHODS = ("gradual_magnitude", "one_shot_magnitude", "random", "lottery", "unit")
 
 CIFAR_SPEC = """
 [audit]

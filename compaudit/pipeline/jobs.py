@@ -26,7 +26,11 @@ from compaudit.models.weights import read_state_dict
 from compaudit.predict import predict_population, write_predictions
 from compaudit.rundir import jsonable, write_json
 
-__all__ = ["VariantJob", "run_variant_job", "dense_models"]
+__all__ = ["TRAINING_METHODS", "VariantJob", "run_variant_job", "dense_models"]
+
+#: Compression methods that train every replica again (the long variant jobs).
+TRAINING_METHODS = frozenset({"gradual_magnitude", "one_shot_magnitude", "random",
+                              "lottery", "unit"})
 
 
 @dataclass(frozen=True)

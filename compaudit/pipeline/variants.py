@@ -51,6 +51,11 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
         if not cache.fresh(f"variant:{variant.name}", key, outputs):
             jobs.append(job)
     if jobs:
+        # Longest first (the methods that fine-tune every replica), so the last jobs to
+        # finish are short ones and no worker idles while one long job runs alone.
+        from compaudit.pipeline.jobs import TRAINING_METHODS
+
+        jobs.sort(key=lambda j: j.method not in TRAINING_METHODS)
         log(f"[variants] {', '.join(j.name for j in jobs)}")
         pool.map(run_variant_job, jobs, desc="compress + predict")
         for job in jobs:

@@ -164,6 +164,30 @@ def _overindex_checks(metrics: dict, policy: GatePolicy, variants: list[str]) ->
         yield check
 
 
+def _within_label_checks(metrics: dict, policy: GatePolicy,
+                         variants: list[str]) -> Iterator[Check]:
+    pol = policy.pie_within_label
+    for row in metrics.get("overindex_mh", []):
+        n = row["n_pie"] + row["n_non_pie"]
+        # No label with both PIEs and non-PIEs (a variant without PIEs): nothing to check.
+        if (not _selected(row["variant"], policy, variants) or n < pol.min_cell_size
+                or not row.get("strata")):
+            continue
+        cell = " & ".join(f"{k.removeprefix('attr.')}={row[k]}" for k in row
+                          if k.startswith("attr.")) or "all"
+        rr, se = _num(row.get("rr_mh")), _num(row.get("log_rr_se"))
+        check = Check(id=f"{row['variant']}/{cell}/pie_within_label", kind="pie_within_label",
+                      variant=row["variant"], subject=f"{cell} (within label)",
+                      metric="MH relative_growth_pct", estimate=100 * (rr - 1), se=se,
+                      tolerance=pol.max_relative_growth_pct, unit="%")
+        if rr > 0 and math.isfinite(rr) and math.isfinite(se):
+            # Greenland-Robins interval of the Mantel-Haenszel risk ratio, on the log scale.
+            check.log_estimate = math.log(rr)
+        elif rr == 0:
+            check.log_estimate, check.se = -math.inf, 0.0
+        yield check
+
+
 def _robustness_checks(metrics: dict, policy: GatePolicy, variants: list[str]) -> Iterator[Check]:
     pol = policy.robustness
     clean = {r["variant"]: r for r in metrics.get("deltas", [])
@@ -326,7 +350,8 @@ def _check_baseline(baseline: dict, variants: list[str]) -> None:
 #: Each policy section and the function producing its checks.
 _SECTIONS: dict[str, Callable[..., Iterator[Check]]] = {
     "subgroup_rate": _subgroup_checks, "disparity": _disparity_checks,
-    "pie_overindex": _overindex_checks, "robustness": _robustness_checks,
+    "pie_overindex": _overindex_checks, "pie_within_label": _within_label_checks,
+    "robustness": _robustness_checks,
     "dissection": _dissection_checks,
 }
 

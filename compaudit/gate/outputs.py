@@ -40,10 +40,10 @@ def format_table(result: GateResult, *, show_passed: bool = False, limit: int = 
     ]
     shown = [c for c in _sorted(result.checks) if show_passed or c.verdict != "pass"]
     if shown:
-        lines.append(f"{'verdict':<13}{'kind':<15}{'variant':<12}{'subject':<30}"
+        lines.append(f"{'verdict':<13}{'kind':<18}{'variant':<12}{'subject':<30}"
                      f"{'metric':<20}{'increase [interval]':<34}tolerance")
     for c in shown[:limit]:
-        lines.append(f"{c.verdict:<13}{c.kind:<15}{c.variant:<12}{c.subject[:29]:<30}"
+        lines.append(f"{c.verdict:<13}{c.kind:<18}{c.variant:<12}{c.subject[:29]:<30}"
                      f"{c.metric:<20}{_interval(c):<34}{_tolerance(c)}")
     if len(shown) > limit:
         lines.append(f"... and {len(shown) - limit} more (see the JUnit or JSON output)")

@@ -18,8 +18,12 @@ A policy is the ``[gate]`` table of an audit spec, or a file of its own::
     metrics = ["fpr", "fnr"]
     max_increase = 0.02
 
-    [gate.pie_overindex]      # PIE over-index growth per attribute cell
+    [gate.pie_overindex]      # PIE over-index growth per label x attribute cell (Table 1)
     max_relative_growth_pct = 100.0
+    min_cell_size = 30
+
+    [gate.pie_within_label]   # PIE over-index per attribute cell within the true label
+    max_relative_growth_pct = 100.0   # on the Mantel-Haenszel pooled ratio over labels
     min_cell_size = 30
 
     [gate.robustness]         # accuracy lost vs dense on each shift
@@ -58,6 +62,7 @@ __all__ = [
     "SubgroupRatePolicy",
     "DisparityPolicy",
     "OverindexPolicy",
+    "WithinLabelPolicy",
     "RobustnessPolicy",
     "BaselinePolicy",
     "DissectionPolicy",
@@ -95,6 +100,21 @@ class DisparityPolicy(Checked):
 
 @dataclass(frozen=True)
 class OverindexPolicy(Checked):
+    max_relative_growth_pct: float = setting(100.0, ge=0)
+    min_cell_size: int = setting(30, ge=0)
+
+
+@dataclass(frozen=True)
+class WithinLabelPolicy(Checked):
+    """Tolerance on the within-label PIE over-index of an attribute cell.
+
+    The estimate is the Mantel-Haenszel pooled ratio over true labels of the cell's share
+    among PIEs to its share among non-PIEs, as a relative growth in % (0: no
+    over-index); its interval is the Greenland-Robins one on the log scale. Unlike
+    ``pie_overindex`` it does not flag PIEs that concentrate on one class in every group.
+    ``min_cell_size``: cells with fewer examples (all labels) are not checked.
+    """
+
     max_relative_growth_pct: float = setting(100.0, ge=0)
     min_cell_size: int = setting(30, ge=0)
 
@@ -141,14 +161,15 @@ class GatePolicy(Checked):
     subgroup_rate: SubgroupRatePolicy | None = setting(factory=SubgroupRatePolicy)
     disparity: DisparityPolicy | None = setting(factory=DisparityPolicy)
     pie_overindex: OverindexPolicy | None = setting(factory=OverindexPolicy)
+    pie_within_label: WithinLabelPolicy | None = setting(factory=WithinLabelPolicy)
     robustness: RobustnessPolicy | None = setting(factory=RobustnessPolicy)
     baseline: BaselinePolicy | None = setting(factory=BaselinePolicy)
     dissection: DissectionPolicy | None = setting(factory=DissectionPolicy)
 
 
 #: The check sections of a policy; a policy table turns off those it does not name.
-SECTIONS = ("subgroup_rate", "disparity", "pie_overindex", "robustness", "baseline",
-            "dissection")
+SECTIONS = ("subgroup_rate", "disparity", "pie_overindex", "pie_within_label", "robustness",
+            "baseline", "dissection")
 
 
 def policy_from_dict(table: dict, *, source: str = "policy") -> GatePolicy:

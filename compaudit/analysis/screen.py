@@ -31,21 +31,28 @@ PIE over-index.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from compaudit._atomic import atomic_path, atomic_write_text
 from compaudit.analysis.pie import modal_prediction, overindex_within_label
-from compaudit.analysis.population import Population
+from compaudit.analysis.population import Population, build_population
 from compaudit.errors import AuditInputError
+from compaudit.rundir import jsonable, make_folder
+from compaudit.tables import read_examples, read_predictions
 
 __all__ = [
     "CANDIDATES",
     "RISK_SCORE",
     "ScreenResult",
+    "screen_files",
+    "format_screen",
     "screen_population",
     "validate_screen",
     "roc_auc",
@@ -81,6 +88,20 @@ class ScreenResult:
     scores: pd.DataFrame
     groups: pd.DataFrame
     summary: dict
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """Write ``screen_scores.csv``, ``screen_groups.csv`` and ``screen.json``."""
+        out = Path(out_dir)
+        make_folder(out, what="screen output folder")
+        paths = {"scores": out / "screen_scores.csv", "groups": out / "screen_groups.csv",
+                 "summary": out / "screen.json"}
+        for key in ("scores", "groups"):
+            with atomic_path(paths[key]) as tmp:
+                getattr(self, key).to_csv(tmp, index=False)
+        doc = {**self.summary, "groups": jsonable(self.groups.to_dict(orient="records"))}
+        atomic_write_text(paths["summary"],
+                          json.dumps(jsonable(doc), indent=2, allow_nan=False) + "\n")
+        return paths
 
 
 def dense_p_true(pop: Population, predictions: pd.DataFrame) -> np.ndarray:
@@ -137,6 +158,12 @@ def _candidates(pop: Population, p_true: np.ndarray) -> dict[str, np.ndarray]:
             "margin": -np.nanmean(margin, axis=0)}
 
 
+def _check_top(top: float) -> None:
+    if not (isinstance(top, (int, float)) and 0 < top <= 1):
+        raise AuditInputError(f"screen option top: got {top!r}; expected a fraction in (0, 1] "
+                              "(0.05 flags the 5% of examples most at risk)")
+
+
 def screen_population(pop: Population, p_true: np.ndarray, attributes: list[str], *,
                       top: float = 0.05, level: float = 0.95) -> ScreenResult:
     """Score every example of ``pop`` from its dense population alone.
@@ -154,8 +181,7 @@ def screen_population(pop: Population, p_true: np.ndarray, attributes: list[str]
     level
         Confidence level of the expected over-index intervals.
     """
-    if not 0 < top <= 1:
-        raise AuditInputError(f"screen option top: got {top!r}; expected a fraction in (0, 1]")
+    _check_top(top)
     n = len(pop.labels)
     cand = _candidates(pop, p_true)
     risk = cand[RISK_SCORE]
@@ -177,6 +203,62 @@ def screen_population(pop: Population, p_true: np.ndarray, attributes: list[str]
     summary = {"score": RISK_SCORE, "candidates": list(CANDIDATES), "top": top,
                "n_examples": n, "n_at_risk": int(k), "replicas": pop.variants[pop.dense].n_replicas}
     return ScreenResult(scores=scores, groups=groups, summary=summary)
+
+
+def screen_files(examples: str | Path, predictions: str | Path, *, dense: str = "dense",
+                 protected: tuple[str, ...] | None = None, top: float = 0.05,
+                 shift: str = "clean", level: float = 0.95) -> ScreenResult:
+    """Read, validate and screen a dense population (``compaudit screen``).
+
+    Rows of other variants are validated with the table, then ignored: the screen reads
+    only ``dense``, so it runs before any compression. ``summary["ignored_variants"]``
+    names them. ``protected`` defaults to every ``attr.*`` column; ``shift`` picks the
+    examples scored.
+    """
+    _check_top(top)  # before reading: a bad option fails fast
+    ex = read_examples(examples)
+    pr = read_predictions(predictions, ex, dense=dense)
+    variant = pr["variant"].astype(str)
+    ignored = sorted(set(variant.unique()) - {dense})
+    pr = pr[(variant == dense).to_numpy()].reset_index(drop=True)
+    pr["variant"] = pr["variant"].cat.remove_unused_categories()
+    pop = build_population(ex, pr, dense=dense)
+    attributes = list(protected) if protected is not None else pop.attributes
+    unknown = [a for a in attributes if a not in pop.attributes]
+    if unknown:
+        raise AuditInputError(
+            f"examples: protected attribute(s) {', '.join(map(repr, unknown))} not found; "
+            f"the examples table has {', '.join(map(repr, pop.attributes)) or 'no attr.* columns'}")
+    mask = pop.examples["shift"].to_numpy() == shift
+    if not mask.any():
+        raise AuditInputError(f"examples: no rows with shift {shift!r}; found "
+                              f"{', '.join(sorted(pop.examples['shift'].unique()))}")
+    pop = pop.subset(mask) if not mask.all() else pop
+    result = screen_population(pop, dense_p_true(pop, pr), attributes, top=top, level=level)
+    result.summary.update(dense=dense, shift=shift, ignored_variants=ignored)
+    return result
+
+
+def format_screen(result: ScreenResult, *, limit: int = 12) -> str:
+    """Terminal summary: the score, the flagged count, the cells most at risk."""
+    s = result.summary
+    lines = [f"screen: {s['n_at_risk']} of {s['n_examples']} examples at risk (top "
+             f"{100 * s['top']:g}% by {s['score']} of the mean prediction of "
+             f"{s['replicas']} dense replicas)"]
+    if s.get("ignored_variants"):
+        lines.append(f"ignored (not dense): {', '.join(s['ignored_variants'])}")
+    g = result.groups
+    if not g.empty:
+        keys = [c for c in g.columns if c.startswith("attr.")]
+        lines.append(f"{'cell':<34}{'n':>8}{'at risk':>9}{'rate ratio':>12}"
+                     f"{'expected within-label growth':>34}")
+        for r in g.head(limit).to_dict("records"):
+            cell = " & ".join(f"{k.removeprefix('attr.')}={r[k]}" for k in keys)
+            growth = (f"{r['expected_growth_pct']:+.0f}% [{r['lo']:+.0f}, {r['hi']:+.0f}]"
+                      if np.isfinite(r["expected_growth_pct"]) else "n/a")
+            lines.append(f"{cell[:33]:<34}{r['n']:>8}{r['n_at_risk']:>9}"
+                         f"{r['rate_ratio']:>12.2f}{growth:>34}")
+    return "\n".join(lines)
 
 
 def _groups(pop: Population, scores: pd.DataFrame, attributes: list[str], *,

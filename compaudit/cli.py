@@ -233,8 +233,8 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     metrics = read_metrics(args.run_dir)
     baseline = read_metrics(args.baseline, what="baseline metrics") if args.baseline else None
     policy = load_policy(args.policy) if args.policy else GatePolicy()
-    result = run_gate(metrics, policy, baseline=baseline)
     run_dir = args.run_dir if args.run_dir.is_dir() else args.run_dir.parent
+    result = run_gate(metrics, policy, baseline=baseline, variants_info=_variants_info(run_dir))
     paths = write_gate_outputs(result, args.out or run_dir / "gate")
     print(format_table(result, show_passed=args.show_passed))
     print(f"\nwrote {paths['junit']}, {paths['markdown']} and {paths['json']}")
@@ -243,6 +243,18 @@ def _cmd_gate(args: argparse.Namespace) -> int:
         with open(summary, "a", encoding="utf-8") as f:
             f.write(to_markdown(result))
     return result.exit_code
+
+
+def _variants_info(run_dir: Path) -> dict | None:
+    """The run's ``variants.json`` (method, sparsity of each variant), when it has one."""
+    from compaudit.gate.operating import read_variants_info
+    from compaudit.rundir import RunFolder, read_json
+
+    path = RunFolder(run_dir).variants_json
+    if not path.is_file():
+        return None
+    doc = read_json(path, what="variant footprint", fix="re-run the compress stage")
+    return read_variants_info(doc, path)
 
 
 def _one_line(text: str) -> str:

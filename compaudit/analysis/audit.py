@@ -30,7 +30,6 @@ from compaudit.analysis.pie import (
     pie_table,
 )
 from compaudit.analysis.population import Population, build_population
-from compaudit.analysis.screen import dense_p_true, screen_population, validate_screen
 from compaudit.analysis.robustness import (
     ALEXNET_ERRORS,
     accuracy_by_severity,
@@ -38,6 +37,7 @@ from compaudit.analysis.robustness import (
     shifted_population_metrics,
     subgroups_under_shift,
 )
+from compaudit.analysis.screen import dense_p_true, screen_population, validate_screen
 from compaudit.analysis.subgroups import DEFAULT_MAX_CELLS, subgroup_analysis, subgroup_cells
 from compaudit.config import Checked, setting
 from compaudit.errors import AuditInputError

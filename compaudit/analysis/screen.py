@@ -51,13 +51,13 @@ __all__ = [
     "CANDIDATES",
     "RISK_SCORE",
     "ScreenResult",
-    "screen_files",
+    "dense_p_true",
     "format_screen",
+    "precision_at",
+    "roc_auc",
+    "screen_files",
     "screen_population",
     "validate_screen",
-    "roc_auc",
-    "precision_at",
-    "dense_p_true",
 ]
 
 #: The candidate scores, every one "higher = more at risk".

@@ -19,11 +19,13 @@ that reason.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
 from compaudit.analysis.stats import critical_value, t_interval
 from compaudit.errors import AuditInputError
+from compaudit.gate.operating import OperatingPoint, operating_points
 from compaudit.gate.policy import GatePolicy
 from compaudit.rundir import check_metrics_schema
 
@@ -69,6 +71,9 @@ class GateResult:
     z: float
     #: Policy sections that matched no check in this run.
     notes: list[str] = field(default_factory=list)
+    #: Per compression family: the most compressed variant that passes every check and
+    #: the first that fails (:mod:`compaudit.gate.operating`).
+    operating_points: list[OperatingPoint] = field(default_factory=list)
 
     @property
     def failed(self) -> list[Check]:
@@ -295,8 +300,13 @@ def _decide(check: Check, z: float, tail: float) -> None:
 
 
 def run_gate(metrics: dict, policy: GatePolicy | None = None, *,
-             baseline: dict | None = None) -> GateResult:
+             baseline: dict | None = None,
+             variants_info: Mapping[str, Mapping[str, Any]] | None = None) -> GateResult:
     """Evaluate ``policy`` on a run's ``metrics.json`` (and a baseline's, if given).
+
+    ``variants_info`` (a run's ``variants.json`` entries by variant) gives the method
+    and sparsity that group variants into families for the operating points; without
+    it they come from the variant names.
 
     Refuses (``AuditInputError``, exit 2) what it cannot judge: another schema, a
     baseline without the run's compressed variants, or no applicable check at all.
@@ -327,7 +337,9 @@ def run_gate(metrics: dict, policy: GatePolicy | None = None, *,
         for check in checks:
             if check.verdict == "inconclusive":
                 check.reason += " (policy: inconclusive passes)"
-    return GateResult(checks=checks, policy=policy, z=z, notes=notes)
+    points = operating_points(checks, variants, dense=str(metrics["options"]["dense"]),
+                              variants_info=variants_info, inconclusive=policy.inconclusive)
+    return GateResult(checks=checks, policy=policy, z=z, notes=notes, operating_points=points)
 
 
 def _compressed_variants(metrics: dict) -> list[str]:

@@ -10,7 +10,6 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from compaudit.analysis.audit import AnalysisOptions, analyze
-from compaudit.analysis.pie import pie_table
 from compaudit.analysis.screen import (
     CANDIDATES,
     RISK_SCORE,
@@ -22,7 +21,12 @@ from compaudit.analysis.screen import (
     validate_screen,
 )
 from compaudit.errors import AuditInputError
-from compaudit.tables import validate_examples, validate_predictions, write_examples, write_predictions
+from compaudit.tables import (
+    validate_examples,
+    validate_predictions,
+    write_examples,
+    write_predictions,
+)
 
 
 @pytest.mark.parametrize("seed", range(4))

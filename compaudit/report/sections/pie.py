@@ -16,7 +16,16 @@ from compaudit.report.format import (
     signed_pct_parts,
     sort_key,
 )
-from compaudit.report.html import Cell, Html, figure, interval_cell, join, note, sortable_table, tag
+from compaudit.report.html import (
+    Cell,
+    Html,
+    figure,
+    interval_cell,
+    join,
+    note,
+    sortable_table,
+    tag,
+)
 from compaudit.report.plots import heatmap_plot
 from compaudit.report.rundata import RunData
 from compaudit.report.sections._common import (

@@ -5,9 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from compaudit.report.format import finite, number, pct, signed_pct_parts, sort_key
-from compaudit.report.html import Cell, Html, interval_cell, join, note, sortable_table, tag
+from compaudit.report.html import (
+    Cell,
+    Html,
+    interval_cell,
+    join,
+    note,
+    sortable_table,
+    tag,
+)
 from compaudit.report.rundata import RunData
-from compaudit.report.sections._common import NOT_AVAILABLE, ReportOptions, cell_label, records
+from compaudit.report.sections._common import (
+    NOT_AVAILABLE,
+    ReportOptions,
+    cell_label,
+    records,
+)
 
 __all__ = ["render_screen"]
 

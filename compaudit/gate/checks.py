@@ -172,11 +172,15 @@ def _overindex_checks(metrics: dict, policy: GatePolicy, variants: list[str]) ->
 def _within_label_checks(metrics: dict, policy: GatePolicy,
                          variants: list[str]) -> Iterator[Check]:
     pol = policy.pie_within_label
-    for row in metrics.get("overindex_mh", []):
+    rows = metrics.get("overindex_mh", [])
+    pies: dict[str, int] = {}
+    for row in rows:
+        pies[row["variant"]] = pies.get(row["variant"], 0) + row["n_pie"]
+    for row in rows:
         n = row["n_pie"] + row["n_non_pie"]
         # No label with both PIEs and non-PIEs (a variant without PIEs): nothing to check.
         if (not _selected(row["variant"], policy, variants) or n < pol.min_cell_size
-                or not row.get("strata")):
+                or not row.get("strata") or pies[row["variant"]] < pol.min_pies):
             continue
         cell = " & ".join(f"{k.removeprefix('attr.')}={row[k]}" for k in row
                           if k.startswith("attr.")) or "all"

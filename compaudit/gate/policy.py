@@ -25,6 +25,7 @@ A policy is the ``[gate]`` table of an audit spec, or a file of its own::
     [gate.pie_within_label]   # PIE over-index per attribute cell within the true label
     max_relative_growth_pct = 100.0   # on the Mantel-Haenszel pooled ratio over labels
     min_cell_size = 30
+    min_pies = 20             # variants with fewer PIEs are not checked
 
     [gate.robustness]         # accuracy lost vs dense on each shift
     max_accuracy_drop = 0.02
@@ -113,10 +114,14 @@ class WithinLabelPolicy(Checked):
     over-index); its interval is the Greenland-Robins one on the log scale. Unlike
     ``pie_overindex`` it does not flag PIEs that concentrate on one class in every group.
     ``min_cell_size``: cells with fewer examples (all labels) are not checked.
+    ``min_pies``: variants with fewer PIEs are not checked: with a handful of PIEs the
+    log-ratio interval degenerates (one PIE in a cell gives a zero-width PIE share and a
+    "significant" over-index of thousands of percent).
     """
 
     max_relative_growth_pct: float = setting(100.0, ge=0)
     min_cell_size: int = setting(30, ge=0)
+    min_pies: int = setting(20, ge=0)
 
 
 @dataclass(frozen=True)

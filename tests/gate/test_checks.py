@@ -271,6 +271,15 @@ def test_within_label_check_is_the_greenland_robins_interval(rr, se, verdict):
         assert check.hi == pytest.approx(100 * (rr * math.exp(z * se) - 1))
 
 
+def test_within_label_check_skips_variants_with_few_pies():
+    # One PIE: its share among PIEs has no variance, the interval collapses (measured on
+    # the demo's control: float16 with 1 PIE read as +2178% [+1622, +2914]).
+    with pytest.raises(AuditInputError, match=r"\[gate.pie_within_label\] matched no check"):
+        run_gate(_mh_metrics(22.8, 0.13, n_pie=1, n_non_pie=6228), ONLY_WITHIN)
+    low = policy_from_dict({"pie_within_label": {"min_pies": 1}})
+    assert run_gate(_mh_metrics(22.8, 0.13, n_pie=1, n_non_pie=6228), low).checks
+
+
 def test_within_label_check_skips_small_cells_and_variants_without_pies():
     with pytest.raises(AuditInputError, match=r"\[gate.pie_within_label\] matched no check"):
         run_gate(_mh_metrics(2.0, 0.1, n_pie=5, n_non_pie=20), ONLY_WITHIN)

@@ -66,6 +66,27 @@ def _build_parser() -> argparse.ArgumentParser:
     an.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     an.set_defaults(func=_cmd_analyze)
 
+    sc = sub.add_parser(
+        "screen",
+        help="pre-compression risk screen from the dense population alone",
+        description="Score every example's risk of being hurt by compression from the "
+                    "dense replicas' predictions (entropy of their mean prediction), and "
+                    "summarize it per attribute cell. Reads only the dense variant's rows; "
+                    "rows of other variants are validated, then ignored.",
+    )
+    sc.add_argument("--examples", required=True, type=Path, help="examples.parquet or .csv")
+    sc.add_argument("--predictions", required=True, type=Path,
+                    help="predictions table (the dense variant's rows are read)")
+    sc.add_argument("--out", type=Path, default=Path("screen"),
+                    help="output folder (default ./screen)")
+    sc.add_argument("--dense", default="dense", help="name of the dense variant")
+    sc.add_argument("--protected", type=_attributes, default=None,
+                    help="comma-separated protected attributes (default: every attr.* column)")
+    sc.add_argument("--top", type=float, default=0.05,
+                    help="fraction of examples flagged at risk (default 0.05)")
+    sc.add_argument("--shift", default="clean", help="shift of the examples scored")
+    sc.set_defaults(func=_cmd_screen)
+
     gt = sub.add_parser(
         "gate",
         help="check a run's metrics.json against a policy; exit 1 on a regression",
@@ -150,6 +171,17 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_screen(args: argparse.Namespace) -> int:
+    from compaudit.analysis.screen import format_screen, screen_files
+
+    result = screen_files(args.examples, args.predictions, dense=args.dense,
+                          protected=args.protected, top=args.top, shift=args.shift)
+    paths = result.write(args.out)
+    print(format_screen(result))
+    print(f"\nwrote {paths['scores']}, {paths['groups']} and {paths['summary']}")
+    return EXIT_OK
+
+
 def _run_spec(spec, args: argparse.Namespace) -> int:
     import time
 
@@ -201,8 +233,8 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     metrics = read_metrics(args.run_dir)
     baseline = read_metrics(args.baseline, what="baseline metrics") if args.baseline else None
     policy = load_policy(args.policy) if args.policy else GatePolicy()
-    result = run_gate(metrics, policy, baseline=baseline)
     run_dir = args.run_dir if args.run_dir.is_dir() else args.run_dir.parent
+    result = run_gate(metrics, policy, baseline=baseline, variants_info=_variants_info(run_dir))
     paths = write_gate_outputs(result, args.out or run_dir / "gate")
     print(format_table(result, show_passed=args.show_passed))
     print(f"\nwrote {paths['junit']}, {paths['markdown']} and {paths['json']}")
@@ -211,6 +243,18 @@ def _cmd_gate(args: argparse.Namespace) -> int:
         with open(summary, "a", encoding="utf-8") as f:
             f.write(to_markdown(result))
     return result.exit_code
+
+
+def _variants_info(run_dir: Path) -> dict | None:
+    """The run's ``variants.json`` (method, sparsity of each variant), when it has one."""
+    from compaudit.gate.operating import read_variants_info
+    from compaudit.rundir import RunFolder, read_json
+
+    path = RunFolder(run_dir).variants_json
+    if not path.is_file():
+        return None
+    doc = read_json(path, what="variant footprint", fix="re-run the compress stage")
+    return read_variants_info(doc, path)
 
 
 def _one_line(text: str) -> str:

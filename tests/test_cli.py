@@ -181,3 +181,25 @@ def test_huge_label_without_num_classes_exits_2_naming_file_and_column(tmp_path,
     err = capsys.readouterr().err
     assert f"{examples}: column 'label': 1 row(s) (rows 2) hold class indices" in err
     assert "pass --num-classes" in err
+
+
+def test_screen_reads_the_dense_rows_and_writes_scores(files, tmp_path, capsys):
+    out = tmp_path / "screen"
+    code = main(["screen", "--examples", str(files / "examples.parquet"),
+                 "--predictions", str(files / "predictions.parquet"), "--out", str(out),
+                 "--protected", "Male,Young", "--top", "0.1"])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "at risk (top 10% by entropy" in text
+    assert "ignored (not dense): gmp-50, gmp-90" in text
+    summary = json.loads((out / "screen.json").read_text())
+    assert summary["top"] == 0.1 and summary["ignored_variants"] == ["gmp-50", "gmp-90"]
+    assert (out / "screen_scores.csv").is_file() and (out / "screen_groups.csv").is_file()
+
+
+def test_screen_bad_top_exits_2(files, tmp_path, capsys):
+    code = main(["screen", "--examples", str(files / "examples.parquet"),
+                 "--predictions", str(files / "predictions.parquet"), "--out",
+                 str(tmp_path / "s"), "--top", "2"])
+    assert code == 2
+    assert "screen option top: got 2.0; expected a fraction in (0, 1]" in capsys.readouterr().err

@@ -23,7 +23,12 @@ from compaudit.analysis.dissection import (
     dissection_block,
     read_dissection,
 )
-from compaudit.analysis.pie import overindex_table, pie_summary, pie_table
+from compaudit.analysis.pie import (
+    overindex_table,
+    overindex_within_label,
+    pie_summary,
+    pie_table,
+)
 from compaudit.analysis.population import Population, build_population
 from compaudit.analysis.robustness import (
     ALEXNET_ERRORS,
@@ -32,6 +37,7 @@ from compaudit.analysis.robustness import (
     shifted_population_metrics,
     subgroups_under_shift,
 )
+from compaudit.analysis.screen import dense_p_true, screen_population, validate_screen
 from compaudit.analysis.subgroups import DEFAULT_MAX_CELLS, subgroup_analysis, subgroup_cells
 from compaudit.config import Checked, setting
 from compaudit.errors import AuditInputError
@@ -41,7 +47,8 @@ from compaudit.tables import read_examples, read_predictions
 __all__ = ["AnalysisOptions", "AnalysisResult", "analyze", "analyze_files", "METRICS_SCHEMA"]
 
 TABLE_NAMES = (
-    "accuracy", "classes", "pie", "overindex", "subgroups", "subgroup_summary", "deltas",
+    "accuracy", "classes", "pie", "overindex", "overindex_within_label", "overindex_mh",
+    "screen_scores", "screen_groups", "subgroups", "subgroup_summary", "deltas",
     "disparity", "corruption_errors", "shift_metrics", "shift_deltas", "accuracy_by_severity",
     "skipped_subgroups",
 )
@@ -84,6 +91,9 @@ class AnalysisOptions(Checked):
         Limit on the number of subgroups (overall and skipped ones included); more is an
         :class:`~compaudit.errors.AuditInputError`, raised before the analysis allocates
         per-subgroup arrays.
+    screen_top
+        Fraction of examples the pre-compression risk screen flags as at risk
+        (:mod:`compaudit.analysis.screen`).
     """
 
     dense: str = setting("dense", nonempty=True)
@@ -98,6 +108,7 @@ class AnalysisOptions(Checked):
     max_intersection_order: int | None = setting(None, ge=1)
     min_cell_size: int = setting(1, ge=1)
     max_cells: int = setting(DEFAULT_MAX_CELLS, ge=1)
+    screen_top: float = setting(0.05, gt=0, le=1)
 
     def _problems(self):
         if self.protected is not None and len(set(self.protected)) != len(self.protected):
@@ -196,6 +207,9 @@ def analyze(
     steps.update()
     pies = pie_table(pop)
     overindex = overindex_table(pop, pies, attributes)
+    within, overindex_mh = overindex_within_label(pop, pies, attributes, level=options.level)
+    screened = screen_population(pop, dense_p_true(pop, predictions), attributes,
+                                 top=options.screen_top, level=options.level)
     steps.update()
     sub = subgroup_analysis(pop, attributes, positive_label=options.positive_label,
                             n_boot=options.bootstrap, seed=options.seed, level=options.level,
@@ -227,6 +241,12 @@ def analyze(
         "classes": class_summary(classes),
         "pie": pie_summary(pies),
         "overindex": _records(overindex),
+        # Per-label tables only for binary tasks: many-class ones are labels x cells long.
+        "overindex_within_label": _records(within) if pop.is_binary else [],
+        "overindex_mh": _records(overindex_mh),
+        "screen_summary": screened.summary,
+        "screen": jsonable(validate_screen(screened, pies, overindex_mh)),
+        "screen_groups": _records(screened.groups),
         "subgroup_cells": {
             "attributes": len(attributes), "max_order": sub.max_order,
             "min_cell_size": options.min_cell_size, "max_cells": options.max_cells,
@@ -248,6 +268,8 @@ def analyze(
     steps.close()
     tables = {
         "accuracy": acc, "classes": classes, "pie": pies, "overindex": overindex,
+        "overindex_within_label": within, "overindex_mh": overindex_mh,
+        "screen_scores": screened.scores, "screen_groups": screened.groups,
         "subgroups": sub.per_replica, "subgroup_summary": summary, "deltas": sub.deltas,
         "disparity": sub.disparity,
         "corruption_errors": robust["corruption_errors"],

@@ -10,12 +10,22 @@ examples whose mode is a tie.
 
 The taxicab score (Hooker et al. 2020) is the L1 distance between the two populations'
 normalized label histograms of an example, from 0 (identical) to 2 (disjoint).
+
+Over-index comes in two forms. :func:`overindex_table` is the paper's Table 1: cells are
+the label crossed with the protected attributes, so PIEs that concentrate on one class
+(the hard class, whatever the group) make every cell of that class look over-indexed.
+:func:`overindex_within_label` compares each attribute cell with the rest *of the same
+label*: per-label tables in Table 1 form, and across labels the Mantel-Haenszel pooled
+risk ratio of the cell's share among PIEs to its share among non-PIEs (the Table 1 ratio
+``relative growth + 1``, adjusted for the label), with the Greenland-Robins variance of
+its log and the Cochran-Mantel-Haenszel test of no association given the label.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 from compaudit.analysis.accuracy import correct
 from compaudit.analysis.population import Population
@@ -28,6 +38,8 @@ __all__ = [
     "pie_summary",
     "overindex_table",
     "overindex_from_counts",
+    "overindex_within_label",
+    "mantel_haenszel_rr",
 ]
 
 
@@ -196,3 +208,129 @@ def overindex_table(pop: Population, pies: pd.DataFrame, attributes: list[str]) 
     out = pd.concat(frames, ignore_index=True)
     return out.sort_values(["variant", "relative_growth_pct"], ascending=[True, False],
                            kind="stable").reset_index(drop=True)
+
+
+def mantel_haenszel_rr(tables: np.ndarray) -> dict[str, float]:
+    """Mantel-Haenszel pooled risk ratio of a stack of 2x2 tables, with its test.
+
+    Parameters
+    ----------
+    tables
+        Shape (K, 2, 2), one table per stratum: rows exposed / unexposed, columns event /
+        no event (``[[a, b], [c, d]]``). Here the rows are PIE / non-PIE and the event is
+        membership in the attribute cell, so the ratio is the cell's share among PIEs over
+        its share among non-PIEs.
+
+    Returns
+    -------
+    ``rr`` = sum(a (c + d) / n) / sum(c (a + b) / n); ``log_se``, the Greenland-Robins
+    (1985) standard error of log rr, ``sqrt(sum((a+b)(c+d)(a+c) - a c n) / n^2) / (R S))``
+    with R and S the two sums of ``rr``; ``chi2`` and ``p_value``, the Cochran-Mantel-
+    Haenszel test of no association in any stratum (1 df, no continuity correction).
+    Strata with fewer than 2 observations carry no information and are dropped; an
+    undefined quantity (no strata, R or S zero) is NaN, except ``rr = 0`` when only R is.
+
+    Examples
+    --------
+    >>> t = np.array([[[2, 8], [1, 9]], [[3, 7], [2, 8]]])
+    >>> round(mantel_haenszel_rr(t)["rr"], 4)
+    1.6667
+    """
+    t = np.asarray(tables, dtype=float).reshape(-1, 2, 2)
+    n = t.sum(axis=(1, 2))
+    t, n = t[n >= 2], n[n >= 2]
+    a, b, c, d = t[:, 0, 0], t[:, 0, 1], t[:, 1, 0], t[:, 1, 1]
+    n1, n0, m1, m0 = a + b, c + d, a + c, b + d
+    r, s = np.sum(a * n0 / n), np.sum(c * n1 / n)
+    out = {"rr": np.nan, "log_se": np.nan, "chi2": np.nan, "p_value": np.nan}
+    if len(n) == 0:
+        return out
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["rr"] = float(r / s) if s > 0 else np.nan
+        if r > 0 and s > 0:
+            var = np.sum((n1 * n0 * m1 - a * c * n) / n**2) / (r * s)
+            out["log_se"] = float(np.sqrt(var))
+        expected = n1 * m1 / n
+        variance = np.sum(n1 * n0 * m1 * m0 / (n**2 * (n - 1)))
+    if variance > 0:
+        chi2 = float((a.sum() - expected.sum()) ** 2 / variance)
+        out["chi2"], out["p_value"] = chi2, float(sps.chi2.sf(chi2, 1))
+    return out
+
+
+def overindex_within_label(
+    pop: Population, pies: pd.DataFrame, attributes: list[str], *, level: float = 0.95
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Over-index of PIEs per attribute cell within each true label, and pooled over labels.
+
+    Parameters
+    ----------
+    pop, pies
+        The population and its :func:`pie_table`.
+    attributes
+        Protected attributes; cells are their combinations (the label is never a cell
+        key, it is the stratum).
+    level
+        Confidence level of the pooled intervals (unadjusted; the gate widens its own).
+
+    Returns
+    -------
+    per_label
+        ``overindex_within_label.csv``: per (variant, label, cell) the counts and the
+        Table 1 columns of :func:`overindex_from_counts`, computed among that label's
+        examples only (q: Benjamini-Hochberg over the cells of one variant and label).
+    pooled
+        ``overindex_mh.csv``: per (variant, cell) the counts summed over labels,
+        ``strata`` (labels with both PIEs and non-PIEs), ``rr_mh`` (Mantel-Haenszel
+        pooled ratio of the cell's share among PIEs to its share among non-PIEs),
+        ``relative_growth_pct`` = 100 (rr_mh - 1), ``log_rr_se`` (Greenland-Robins),
+        ``lo`` and ``hi`` (its Wald interval on the log scale, in % growth), ``cmh_chi2``,
+        ``p_value`` (CMH test) and ``q_value`` (Benjamini-Hochberg over the variant's cells).
+    """
+    if pies.empty or not attributes:
+        return pd.DataFrame(), pd.DataFrame()
+    keys = [f"attr.{a}" for a in attributes]
+    base = pop.examples[keys].copy()
+    base.insert(0, "label", pop.labels)
+    z = float(sps.norm.ppf(0.5 + level / 2))
+    per_label, pooled = [], []
+    for name, grp in pies.groupby("variant", sort=False):
+        cell = base.assign(is_pie=grp["is_pie"].to_numpy())
+        counts = (cell.groupby(["label", *keys], observed=True)["is_pie"]
+                  .agg(n_pie="sum", n="size").reset_index())
+        counts["n_non_pie"] = counts["n"] - counts["n_pie"]
+        counts = counts.drop(columns="n")
+        for label, rows in counts.groupby("label", sort=True):
+            per_label.append(overindex_from_counts(rows).assign(variant=name))
+        totals = counts.groupby("label")[["n_pie", "n_non_pie"]].transform("sum")
+        counts["a"], counts["c"] = counts["n_pie"], counts["n_non_pie"]
+        counts["b"] = totals["n_pie"] - counts["a"]
+        counts["d"] = totals["n_non_pie"] - counts["c"]
+        rows = []
+        for key, strata in counts.groupby(keys, observed=True, sort=True):
+            tables = strata[["a", "b", "c", "d"]].to_numpy().reshape(-1, 2, 2)
+            mh = mantel_haenszel_rr(tables)
+            informative = (strata[["a", "b"]].sum(axis=1) > 0) & (strata[["c", "d"]].sum(axis=1) > 0)
+            row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+            row.update(variant=name, n_pie=int(strata["a"].sum()),
+                       n_non_pie=int(strata["c"].sum()), strata=int(informative.sum()),
+                       rr_mh=mh["rr"], relative_growth_pct=100 * (mh["rr"] - 1),
+                       log_rr_se=mh["log_se"], lo=np.nan, hi=np.nan, cmh_chi2=mh["chi2"],
+                       p_value=mh["p_value"])
+            if np.isfinite(mh["log_se"]):
+                log = np.log(mh["rr"])
+                row["lo"] = 100 * (np.exp(log - z * mh["log_se"]) - 1)
+                row["hi"] = 100 * (np.exp(log + z * mh["log_se"]) - 1)
+            rows.append(row)
+        table = pd.DataFrame(rows)
+        table["q_value"] = benjamini_hochberg(table["p_value"].to_numpy(float))
+        pooled.append(table)
+    per = pd.concat(per_label, ignore_index=True)
+    per = per[["variant"] + [c for c in per.columns if c != "variant"]]
+    mh = pd.concat(pooled, ignore_index=True)
+    mh = mh[["variant", *keys] + [c for c in mh.columns if c not in ("variant", *keys)]]
+    per = per.sort_values(["variant", "label", "relative_growth_pct"],
+                          ascending=[True, True, False], kind="stable").reset_index(drop=True)
+    mh = mh.sort_values(["variant", "relative_growth_pct"], ascending=[True, False],
+                        kind="stable").reset_index(drop=True)
+    return per, mh

@@ -3,8 +3,9 @@
 - **Corruption error** (Hendrycks & Dietterich). For a corruption c,
   ``CE_c = sum_s E_{s,c} / sum_s E^ref_{s,c}`` and the relative version
   ``sum_s (E_{s,c} - E_clean) / sum_s (E^ref_{s,c} - E^ref_clean)``; mCE is the mean over
-  corruptions. For ImageNet-C (1,000 classes) the reference is AlexNet with the
-  published errors (REFERENCES.md); otherwise it is the dense population of this audit,
+  corruptions. The sums run over the severities present, for the model and the reference
+  alike. For ImageNet-C (1,000 classes) the reference is AlexNet with its published
+  errors at each severity (REFERENCES.md, :mod:`compaudit.references`); otherwise it is the dense population of this audit,
   so the dense CE is 100% by construction and a compressed CE above 100% means the
   variant is less robust than its dense model.
 - **ImageNet-A**: top-1 of predictions already restricted to the 200 classes, RMS
@@ -38,7 +39,11 @@ __all__ = [
     "subgroups_under_shift",
 ]
 
-from compaudit.references import ALEXNET_CLEAN_ERROR, ALEXNET_ERRORS  # noqa: E402
+from compaudit.references import (  # noqa: E402
+    ALEXNET_CLEAN_ERROR,
+    ALEXNET_ERRORS,
+    ALEXNET_ERRORS_BY_SEVERITY,
+)
 
 IMAGENET_C_CORRUPTIONS = tuple(ALEXNET_ERRORS)
 
@@ -53,7 +58,8 @@ def corruption_errors(accuracy: pd.DataFrame, *, dense: str, alexnet: bool) -> p
     dense
         The reference variant when ``alexnet`` is false.
     alexnet
-        Normalize by AlexNet's published ImageNet-C errors (only corruptions it lists).
+        Normalize by AlexNet's published ImageNet-C errors at the same severities (only
+        corruptions and severities 1-5 it lists).
 
     Returns
     -------
@@ -65,14 +71,17 @@ def corruption_errors(accuracy: pd.DataFrame, *, dense: str, alexnet: bool) -> p
     clean = err[err["shift"] == "clean"].set_index("variant")["error"]
     corr = err[(err["shift"] != "clean") & (err["severity"] > 0)]
     if alexnet:
-        corr = corr[corr["shift"].isin(ALEXNET_ERRORS)]
+        corr = corr[corr["shift"].isin(ALEXNET_ERRORS) & corr["severity"].between(1, 5)]
     rows = []
     for (variant, shift), grp in corr.groupby(["variant", "shift"], sort=False):
         n_sev = len(grp)
         e_sum = grp["error"].sum()
         e_clean = clean.get(variant, np.nan)
         if alexnet:
-            ref_sum = ALEXNET_ERRORS[shift] * n_sev
+            # The errors at the severities evaluated: AlexNet's error grows with severity,
+            # so its 5-severity average would misstate a subset's reference.
+            by_sev = ALEXNET_ERRORS_BY_SEVERITY[shift]
+            ref_sum = sum(by_sev[int(s) - 1] for s in grp["severity"])
             ref_clean = ALEXNET_CLEAN_ERROR
         else:
             ref = corr[(corr["variant"] == dense) & (corr["shift"] == shift)]

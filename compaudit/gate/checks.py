@@ -21,6 +21,7 @@ could detect at the check's own simultaneous level with 80% power.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -29,6 +30,7 @@ from compaudit.analysis.stats import critical_value, t_interval
 #: Power at which an inconclusive subgroup check states what its cell could detect.
 DETECT_POWER = 0.8
 from compaudit.errors import AuditInputError
+from compaudit.gate.operating import OperatingPoint, operating_points
 from compaudit.gate.policy import GatePolicy
 from compaudit.rundir import check_metrics_schema
 
@@ -77,6 +79,9 @@ class GateResult:
     z: float
     #: Policy sections that matched no check in this run.
     notes: list[str] = field(default_factory=list)
+    #: Per compression family: the most compressed variant that passes every check and
+    #: the first that fails (:mod:`compaudit.gate.operating`).
+    operating_points: list[OperatingPoint] = field(default_factory=list)
 
     @property
     def failed(self) -> list[Check]:
@@ -186,6 +191,34 @@ def _overindex_checks(metrics: dict, policy: GatePolicy, variants: list[str]) ->
             check.log_estimate = math.log((a / n1) / (c / n2))
             check.se = math.sqrt(1 / a - 1 / n1 + 1 / c - 1 / n2)
         elif a == 0:
+            check.log_estimate, check.se = -math.inf, 0.0
+        yield check
+
+
+def _within_label_checks(metrics: dict, policy: GatePolicy,
+                         variants: list[str]) -> Iterator[Check]:
+    pol = policy.pie_within_label
+    rows = metrics.get("overindex_mh", [])
+    pies: dict[str, int] = {}
+    for row in rows:
+        pies[row["variant"]] = pies.get(row["variant"], 0) + row["n_pie"]
+    for row in rows:
+        n = row["n_pie"] + row["n_non_pie"]
+        # No label with both PIEs and non-PIEs (a variant without PIEs): nothing to check.
+        if (not _selected(row["variant"], policy, variants) or n < pol.min_cell_size
+                or not row.get("strata") or pies[row["variant"]] < pol.min_pies):
+            continue
+        cell = " & ".join(f"{k.removeprefix('attr.')}={row[k]}" for k in row
+                          if k.startswith("attr.")) or "all"
+        rr, se = _num(row.get("rr_mh")), _num(row.get("log_rr_se"))
+        check = Check(id=f"{row['variant']}/{cell}/pie_within_label", kind="pie_within_label",
+                      variant=row["variant"], subject=f"{cell} (within label)",
+                      metric="MH relative_growth_pct", estimate=100 * (rr - 1), se=se,
+                      tolerance=pol.max_relative_growth_pct, unit="%")
+        if rr > 0 and math.isfinite(rr) and math.isfinite(se):
+            # Greenland-Robins interval of the Mantel-Haenszel risk ratio, on the log scale.
+            check.log_estimate = math.log(rr)
+        elif rr == 0:
             check.log_estimate, check.se = -math.inf, 0.0
         yield check
 
@@ -317,8 +350,13 @@ def detectable(check: Check, crit: float) -> str:
 
 
 def run_gate(metrics: dict, policy: GatePolicy | None = None, *,
-             baseline: dict | None = None) -> GateResult:
+             baseline: dict | None = None,
+             variants_info: Mapping[str, Mapping[str, Any]] | None = None) -> GateResult:
     """Evaluate ``policy`` on a run's ``metrics.json`` (and a baseline's, if given).
+
+    ``variants_info`` (a run's ``variants.json`` entries by variant) gives the method
+    and sparsity that group variants into families for the operating points; without
+    it they come from the variant names.
 
     Refuses (``AuditInputError``, exit 2) what it cannot judge: another schema, a
     baseline without the run's compressed variants, or no applicable check at all.
@@ -349,7 +387,9 @@ def run_gate(metrics: dict, policy: GatePolicy | None = None, *,
         for check in checks:
             if check.verdict == "inconclusive":
                 check.reason += " (policy: inconclusive passes)"
-    return GateResult(checks=checks, policy=policy, z=z, notes=notes)
+    points = operating_points(checks, variants, dense=str(metrics["options"]["dense"]),
+                              variants_info=variants_info, inconclusive=policy.inconclusive)
+    return GateResult(checks=checks, policy=policy, z=z, notes=notes, operating_points=points)
 
 
 def _compressed_variants(metrics: dict) -> list[str]:
@@ -372,7 +412,8 @@ def _check_baseline(baseline: dict, variants: list[str]) -> None:
 #: Each policy section and the function producing its checks.
 _SECTIONS: dict[str, Callable[..., Iterator[Check]]] = {
     "subgroup_rate": _subgroup_checks, "disparity": _disparity_checks,
-    "pie_overindex": _overindex_checks, "robustness": _robustness_checks,
+    "pie_overindex": _overindex_checks, "pie_within_label": _within_label_checks,
+    "robustness": _robustness_checks,
     "dissection": _dissection_checks,
 }
 

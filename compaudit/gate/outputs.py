@@ -29,6 +29,24 @@ def _sorted(checks: list[Check]) -> list[Check]:
     return sorted(checks, key=lambda c: (_ORDER[c.verdict], -(c.lo if c.lo == c.lo else -1e9)))
 
 
+def _sparsity(value: float | None) -> str:
+    return "" if value is None else f" ({100 * value:g}% sparse)"
+
+
+def _point_lines(result: GateResult) -> list[str]:
+    """One sentence per compression family: how far it can go under this policy."""
+    lines = []
+    for p in result.operating_points:
+        sp = dict(zip(p.variants, p.sparsity))
+        rec = (f"recommended {p.recommended}{_sparsity(sp[p.recommended])}"
+               if p.recommended else "no variant passes every check")
+        fail = (f"first failing {p.first_failing}{_sparsity(sp[p.first_failing])}"
+                if p.first_failing else "none fails")
+        order = " < ".join(f"{v} [{s}]" for v, s in zip(p.variants, p.status))
+        lines.append(f"{p.family}: {rec}; {fail} (least to most compressed: {order})")
+    return lines
+
+
 def format_table(result: GateResult, *, show_passed: bool = False, limit: int = 20) -> str:
     """Plain-text table of failing and inconclusive checks (and passed ones if asked)."""
     counts = {v: sum(c.verdict == v for c in result.checks) for v in _ORDER}
@@ -40,14 +58,15 @@ def format_table(result: GateResult, *, show_passed: bool = False, limit: int = 
     ]
     shown = [c for c in _sorted(result.checks) if show_passed or c.verdict != "pass"]
     if shown:
-        lines.append(f"{'verdict':<13}{'kind':<15}{'variant':<12}{'subject':<30}"
+        lines.append(f"{'verdict':<13}{'kind':<18}{'variant':<12}{'subject':<30}"
                      f"{'metric':<20}{'increase [interval]':<34}tolerance")
     for c in shown[:limit]:
-        lines.append(f"{c.verdict:<13}{c.kind:<15}{c.variant:<12}{c.subject[:29]:<30}"
+        lines.append(f"{c.verdict:<13}{c.kind:<18}{c.variant:<12}{c.subject[:29]:<30}"
                      f"{c.metric:<20}{_interval(c):<34}{_tolerance(c)}")
     if len(shown) > limit:
         lines.append(f"... and {len(shown) - limit} more (see the JUnit or JSON output)")
     lines += [f"note: {note}" for note in result.notes]
+    lines += [f"operating point: {line}" for line in _point_lines(result)]
     return "\n".join(lines)
 
 
@@ -94,6 +113,19 @@ def to_markdown(result: GateResult, *, limit: int = 25) -> str:
         "",
         *[f"> note: {_md_escape(note)}" for note in result.notes],
     ]
+    if result.operating_points:
+        lines += ["", "### Recommended operating point", "",
+                  "| method family | most compressed variant passing every check | "
+                  "first failing variant | variants, least to most compressed |",
+                  "|---|---|---|---|"]
+        for p in result.operating_points:
+            sp = dict(zip(p.variants, p.sparsity))
+            order = ", ".join(f"{_md_escape(v)} ({s})" for v, s in zip(p.variants, p.status))
+            rec = f"{_md_escape(p.recommended)}{_sparsity(sp[p.recommended])}" if p.recommended else "none"
+            fail = (f"{_md_escape(p.first_failing)}{_sparsity(sp[p.first_failing])}"
+                    if p.first_failing else "none")
+            lines.append(f"| {_md_escape(p.family)} | {rec} | {fail} | {order} |")
+        lines.append("")
     shown = [c for c in _sorted(result.checks) if c.verdict != "pass"][:limit]
     if shown:
         lines += ["| verdict | check | variant | subject | metric | increase [interval] | tolerance |",
@@ -111,7 +143,9 @@ def write_gate_outputs(result: GateResult, out_dir: str | Path) -> dict[str, Pat
     make_folder(out, what="gate output folder")
     paths = gate_files(out)
     doc = {"verdict": result.verdict, "exit_code": result.exit_code, "z": result.z,
-           "notes": result.notes, "checks": [c.as_dict() for c in result.checks]}
+           "notes": result.notes,
+           "operating_points": [p.as_dict() for p in result.operating_points],
+           "checks": [c.as_dict() for c in result.checks]}
     atomic_write_text(paths["json"], json.dumps(doc, indent=2, allow_nan=False) + "\n")
     atomic_write_text(paths["junit"], to_junit(result))
     atomic_write_text(paths["markdown"], to_markdown(result))

@@ -18,9 +18,14 @@ A policy is the ``[gate]`` table of an audit spec, or a file of its own::
     metrics = ["fpr", "fnr"]
     max_increase = 0.02
 
-    [gate.pie_overindex]      # PIE over-index growth per attribute cell
+    [gate.pie_overindex]      # PIE over-index growth per label x attribute cell (Table 1)
     max_relative_growth_pct = 100.0
     min_cell_size = 30
+
+    [gate.pie_within_label]   # PIE over-index per attribute cell within the true label
+    max_relative_growth_pct = 100.0   # on the Mantel-Haenszel pooled ratio over labels
+    min_cell_size = 30
+    min_pies = 20             # variants with fewer PIEs are not checked
 
     [gate.robustness]         # accuracy lost vs dense on each shift
     max_accuracy_drop = 0.02
@@ -58,6 +63,7 @@ __all__ = [
     "SubgroupRatePolicy",
     "DisparityPolicy",
     "OverindexPolicy",
+    "WithinLabelPolicy",
     "RobustnessPolicy",
     "BaselinePolicy",
     "DissectionPolicy",
@@ -97,6 +103,25 @@ class DisparityPolicy(Checked):
 class OverindexPolicy(Checked):
     max_relative_growth_pct: float = setting(100.0, ge=0)
     min_cell_size: int = setting(30, ge=0)
+
+
+@dataclass(frozen=True)
+class WithinLabelPolicy(Checked):
+    """Tolerance on the within-label PIE over-index of an attribute cell.
+
+    The estimate is the Mantel-Haenszel pooled ratio over true labels of the cell's share
+    among PIEs to its share among non-PIEs, as a relative growth in % (0: no
+    over-index); its interval is the Greenland-Robins one on the log scale. Unlike
+    ``pie_overindex`` it does not flag PIEs that concentrate on one class in every group.
+    ``min_cell_size``: cells with fewer examples (all labels) are not checked.
+    ``min_pies``: variants with fewer PIEs are not checked: with a handful of PIEs the
+    log-ratio interval degenerates (one PIE in a cell gives a zero-width PIE share and a
+    "significant" over-index of thousands of percent).
+    """
+
+    max_relative_growth_pct: float = setting(100.0, ge=0)
+    min_cell_size: int = setting(30, ge=0)
+    min_pies: int = setting(20, ge=0)
 
 
 @dataclass(frozen=True)
@@ -141,14 +166,15 @@ class GatePolicy(Checked):
     subgroup_rate: SubgroupRatePolicy | None = setting(factory=SubgroupRatePolicy)
     disparity: DisparityPolicy | None = setting(factory=DisparityPolicy)
     pie_overindex: OverindexPolicy | None = setting(factory=OverindexPolicy)
+    pie_within_label: WithinLabelPolicy | None = setting(factory=WithinLabelPolicy)
     robustness: RobustnessPolicy | None = setting(factory=RobustnessPolicy)
     baseline: BaselinePolicy | None = setting(factory=BaselinePolicy)
     dissection: DissectionPolicy | None = setting(factory=DissectionPolicy)
 
 
 #: The check sections of a policy; a policy table turns off those it does not name.
-SECTIONS = ("subgroup_rate", "disparity", "pie_overindex", "robustness", "baseline",
-            "dissection")
+SECTIONS = ("subgroup_rate", "disparity", "pie_overindex", "pie_within_label", "robustness",
+            "baseline", "dissection")
 
 
 def policy_from_dict(table: dict, *, source: str = "policy") -> GatePolicy:

@@ -9,7 +9,6 @@ file, what was expected and how to fix it. Everything after this module trusts t
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -18,32 +17,11 @@ from typing import Any
 import pandas as pd
 
 from compaudit.errors import AuditInputError
+from compaudit.gate.operating import VariantPoint, read_variants_info
+from compaudit.gate.operating import variant_point as _point
 from compaudit.rundir import RunFolder, gate_files, read_json, read_metrics
 
 __all__ = ["RunData", "VariantPoint", "load_run"]
-
-_SUFFIX = re.compile(r"^(?P<family>.*?)[-_](?P<num>\d+(?:\.\d+)?)$")
-#: Method or variant names of quantization: never on the sparsity axis, whatever share of
-#: weights rounding happened to zero.
-_QUANTIZED = re.compile(r"int\d|uint\d|float\d|fp\d|bf16|quant", re.IGNORECASE)
-#: Below this sparsity a variant is not a pruned one (zeros from rounding, say).
-MIN_PRUNED_SPARSITY = 0.01
-
-
-@dataclass(frozen=True)
-class VariantPoint:
-    """Where a variant sits on the trade-off axis.
-
-    ``sparsity`` is a fraction in [0, 1] or ``None`` (placed categorically); ``family``
-    groups variants into one curve (the method, or the name without its number).
-    Quantized variants (``int8``, ``float16``... in the method or name) and variants
-    below 1% sparsity are placed categorically: they are not points of a pruning curve.
-    """
-
-    name: str
-    sparsity: float | None
-    family: str
-
 
 @dataclass
 class RunData:
@@ -119,51 +97,6 @@ class RunData:
                 for v in self.variants}
 
 
-def _point(name: str, dense: str, info: dict[str, Any] | None) -> VariantPoint:
-    if name == dense:
-        return VariantPoint(name, 0.0, "")
-    match = _SUFFIX.match(name)
-    family = str((info or {}).get("method") or (match["family"] if match else name))
-    sparsity: float | None = None
-    if info is not None and info.get("sparsity") is not None:
-        try:
-            sparsity = float(info["sparsity"])
-        except (TypeError, ValueError):
-            sparsity = None
-    elif match:
-        # gmp-90 -> 0.90; prune-0.9 -> 0.9; anything else is not a sparsity.
-        num = float(match["num"])
-        sparsity = num if "." in match["num"] and num <= 1 else num / 100
-    quantized = bool(_QUANTIZED.search(family) or _QUANTIZED.search(name))
-    if sparsity is not None and (quantized or not MIN_PRUNED_SPARSITY <= sparsity <= 1):
-        # On the axis it would sit on top of dense and read as a pruning level.
-        sparsity = None
-    return VariantPoint(name, sparsity, family)
-
-
-def _variants_info(doc: Any, path: Path) -> dict[str, dict[str, Any]]:
-    """Accept ``{name: {...}}``, ``{"variants": {name: {...}}}`` or a list of objects
-    with ``name``/``variant``."""
-    if isinstance(doc, dict) and isinstance(doc.get("variants"), (dict, list)):
-        doc = doc["variants"]
-    entries: dict[str, dict[str, Any]] = {}
-    if isinstance(doc, dict):
-        items = list(doc.items())
-    elif isinstance(doc, list):
-        items = [(e.get("name", e.get("variant")) if isinstance(e, dict) else None, e)
-                 for e in doc]
-    else:
-        items = [(None, doc)]
-    for name, entry in items:
-        if name is None or not isinstance(entry, dict):
-            raise AuditInputError(
-                f"{path}: field 'variants': expected one object per variant (keyed by "
-                f"variant name, or with a 'name' field); got {type(entry).__name__}; "
-                "re-write it with compaudit.compress.footprint.write_variants_json")
-        entries[str(name)] = entry
-    return entries
-
-
 def _class_names(doc: Any, path: Path, num_classes: int | None) -> list[str]:
     if not isinstance(doc, list) or not all(isinstance(n, str) for n in doc):
         raise AuditInputError(f"{path}: expected a JSON list of class names (strings), one "
@@ -202,7 +135,7 @@ def load_run(run_dir: str | Path) -> RunData:
         run.gate = gate
     if folder.variants_json.is_file():
         doc = read_json(folder.variants_json, what="variant footprint", fix="re-run the compress stage")
-        run.variants_info = _variants_info(doc, folder.variants_json)
+        run.variants_info = read_variants_info(doc, folder.variants_json)
     if folder.run_json.is_file():
         info = read_json(folder.run_json, what="run provenance", fix="re-run 'compaudit run'")
         if not isinstance(info, dict):

@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 
 from compaudit.analysis.pie import (
+    mantel_haenszel_rr,
     modal_prediction,
     overindex_from_counts,
     overindex_table,
+    overindex_within_label,
     pie_summary,
     pie_table,
     taxicab_distance,
@@ -111,3 +113,116 @@ def test_variant_without_pies_has_undefined_shares():
     out = overindex_from_counts(cells)
     assert out["pie_pct"].isna().all() and out["relative_growth_pct"].isna().all()
     assert out["non_pie_pct"].tolist() == [25.0, 75.0]
+
+
+# --- Within-label over-index: Mantel-Haenszel pooled over the true label -----------------
+
+def _strata(seed=0, k=4):
+    rng = np.random.default_rng(seed)
+    return rng.integers(1, 60, size=(k, 2, 2))
+
+
+def _gr_log_se(tables):
+    """Greenland-Robins (1985) variance of log RR_MH, written out term by term."""
+    num = r = s = 0.0
+    for (a, b), (c, d) in tables.astype(float):
+        n, n1, n0 = a + b + c + d, a + b, c + d
+        num += (n1 * n0 * (a + c) - a * c * n) / n**2
+        r += a * n0 / n
+        s += c * n1 / n
+    return np.sqrt(num / (r * s))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mantel_haenszel_matches_statsmodels_and_greenland_robins(seed):
+    from statsmodels.stats.contingency_tables import StratifiedTable
+
+    tables = _strata(seed)
+    mh = mantel_haenszel_rr(tables)
+    ref = StratifiedTable(np.moveaxis(tables, 0, -1).astype(float))
+    assert mh["rr"] == pytest.approx(ref.riskratio_pooled)
+    test = ref.test_null_odds(correction=False)
+    assert mh["chi2"] == pytest.approx(test.statistic)
+    assert mh["p_value"] == pytest.approx(test.pvalue)
+    assert mh["log_se"] == pytest.approx(_gr_log_se(tables))
+
+
+def test_mantel_haenszel_of_one_stratum_is_the_crude_risk_ratio():
+    (a, b), (c, d) = table = np.array([[12, 30], [20, 200]])
+    mh = mantel_haenszel_rr(table[None])
+    assert mh["rr"] == pytest.approx((a / (a + b)) / (c / (c + d)))
+    # One stratum: Greenland-Robins reduces to the Katz variance of the log risk ratio.
+    assert mh["log_se"] ** 2 == pytest.approx(1 / a - 1 / (a + b) + 1 / c - 1 / (c + d))
+
+
+def test_mantel_haenszel_edge_cases():
+    none = mantel_haenszel_rr(np.array([[[0, 5], [3, 7]], [[0, 4], [2, 9]]]))
+    assert none["rr"] == 0 and np.isnan(none["log_se"])
+    assert np.isnan(mantel_haenszel_rr(np.zeros((0, 2, 2)))["rr"])
+    # Strata of fewer than 2 observations carry no information.
+    a = mantel_haenszel_rr(_strata())
+    b = mantel_haenszel_rr(np.concatenate([_strata(), [[[1, 0], [0, 0]]]]))
+    assert a == pytest.approx(b)
+
+
+def _confounded_pop(make_pop):
+    """PIEs concentrate on label 1 in both groups equally: Table 1 flags (1, *) cells,
+    the within-label over-index finds nothing."""
+    rows = []
+    for label, male, n, n_pie in ((0, True, 200, 2), (0, False, 200, 2),
+                                  (1, True, 100, 20), (1, False, 100, 20)):
+        for i in range(n):
+            rows.append((label, male, i < n_pie))
+    ex = pd.DataFrame({"example_id": [f"e{i}" for i in range(len(rows))],
+                       "label": [r[0] for r in rows], "attr.Male": [r[1] for r in rows]})
+    pie = np.array([r[2] for r in rows])
+    dense = np.tile(ex["label"].to_numpy(), (3, 1))
+    comp = np.where(pie, 1 - dense, dense)
+    frames = [pd.DataFrame({"variant": v, "replica": r, "example_id": ex.example_id,
+                            "pred": p[r], "p_true": 0.9, "p_pos": 0.5})
+              for v, p in (("dense", dense), ("c", comp)) for r in range(3)]
+    return make_pop(ex, pd.concat(frames)), pie
+
+
+def test_within_label_overindex_removes_the_label_confounding(make_pop):
+    pop, pie = _confounded_pop(make_pop)
+    pies = pie_table(pop)
+    assert (pies["is_pie"].to_numpy() == pie).all()
+    crude = overindex_table(pop, pies, ["Male"]).set_index(["label", "attr.Male"])
+    assert crude.loc[(1, True), "relative_growth_pct"] > 200  # Table 1 form: label 1 "harmed"
+    per, mh = overindex_within_label(pop, pies, ["Male"])
+    assert set(per["label"]) == {0, 1}
+    np.testing.assert_allclose(per["relative_growth_pct"], 0.0, atol=1e-9)
+    mh = mh.set_index("attr.Male")
+    assert mh.loc[True, "rr_mh"] == pytest.approx(1.0)
+    assert mh.loc[True, "relative_growth_pct"] == pytest.approx(0.0)
+    assert mh.loc[True, "n_pie"] == 22 and mh.loc[True, "n_non_pie"] == 278
+    assert mh.loc[True, "strata"] == 2
+    assert mh.loc[True, "p_value"] == pytest.approx(1.0)
+    assert mh.loc[True, "lo"] < 0 < mh.loc[True, "hi"]
+
+
+def test_within_label_tables_match_a_hand_built_stratified_table(make_pop):
+    from statsmodels.stats.contingency_tables import StratifiedTable
+
+    pop, pie = _confounded_pop(make_pop)
+    pie = pie.copy()
+    pie[:5] = True  # five more PIEs among label-0 men
+    pies = pie_table(pop).assign(is_pie=pie)
+    per, mh = overindex_within_label(pop, pies, ["Male"])
+    male, label = pop.examples["attr.Male"].to_numpy(), pop.labels
+    tables = np.array([[[np.sum(pie & male & (label == k)), np.sum(pie & ~male & (label == k))],
+                        [np.sum(~pie & male & (label == k)), np.sum(~pie & ~male & (label == k))]]
+                       for k in (0, 1)])
+    ref = StratifiedTable(np.moveaxis(tables, 0, -1).astype(float))
+    row = mh.set_index("attr.Male").loc[True]
+    assert row["rr_mh"] == pytest.approx(ref.riskratio_pooled)
+    assert row["p_value"] == pytest.approx(ref.test_null_odds(correction=False).pvalue)
+    assert row["log_rr_se"] == pytest.approx(_gr_log_se(tables))
+    z = 1.959963984540054
+    assert row["lo"] == pytest.approx(100 * (np.exp(np.log(row["rr_mh"]) - z * row["log_rr_se"]) - 1))
+    # Per label: the Table 1 form among that label's examples.
+    cell = per.set_index(["label", "attr.Male"]).loc[(0, True)]
+    a, c = tables[0, 0, 0], tables[0, 1, 0]
+    n1, n0 = tables[0, 0].sum(), tables[0, 1].sum()
+    assert cell["relative_growth_pct"] == pytest.approx(100 * ((a / n1) / (c / n0) - 1))

@@ -32,3 +32,11 @@ def test_references_do_not_import_torch():
     code = "import sys, compaudit.references; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_alexnet_per_severity_errors_average_to_the_published_means():
+    by_sev = references.ALEXNET_ERRORS_BY_SEVERITY
+    assert set(by_sev) == set(references.ALEXNET_ERRORS)
+    for corruption, errors in by_sev.items():
+        assert len(errors) == 5
+        assert abs(sum(errors) / 5 - references.ALEXNET_ERRORS[corruption]) < 1e-6, corruption

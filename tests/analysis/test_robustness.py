@@ -121,3 +121,22 @@ def test_harm_planted_under_one_shift_is_found_there_only(make_pop):
     assert set(d["shift"]) == {"fog"}
     hit = d[(d.metric == "fpr") & (d.abs_diff_q <= 0.05) & (d.abs_diff > 0)]
     assert "Male=True & Young=False" in set(hit.subgroup)
+
+
+def test_alexnet_ce_over_a_subset_of_severities_uses_those_severities():
+    from compaudit.references import ALEXNET_ERRORS_BY_SEVERITY
+
+    rows = [("m", 0, "clean", 0, 0.7)]
+    rows += [("m", 0, "fog", s, 1 - e) for s, e in ((1, 0.4), (3, 0.5), (5, 0.6))]
+    table = corruption_errors(_acc(rows), dense="m", alexnet=True).set_index("corruption")
+    ref = [ALEXNET_ERRORS_BY_SEVERITY["fog"][s - 1] for s in (1, 3, 5)]
+    assert table.loc["fog", "severities"] == 3
+    assert table.loc["fog", "ce"] == pytest.approx(100 * 1.5 / sum(ref))
+    assert table.loc["fog", "relative_ce"] == pytest.approx(
+        100 * (1.5 - 3 * 0.3) / (sum(ref) - 3 * ALEXNET_CLEAN_ERROR))
+    # A model with AlexNet's error at exactly those severities has CE 100, which the
+    # 5-severity average (0.8193 for fog, above severities 1 and 3) would not give.
+    same = [("m", 0, "clean", 0, 1 - ALEXNET_CLEAN_ERROR)]
+    same += [("m", 0, "fog", s, 1 - ALEXNET_ERRORS_BY_SEVERITY["fog"][s - 1]) for s in (1, 3)]
+    table = corruption_errors(_acc(same), dense="m", alexnet=True).set_index("corruption")
+    assert table.loc["fog", "ce"] == pytest.approx(100.0)

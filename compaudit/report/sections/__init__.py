@@ -15,6 +15,7 @@ from compaudit.report.sections.gallery import render_gallery
 from compaudit.report.sections.methodology import render_methodology
 from compaudit.report.sections.pie import render_pie
 from compaudit.report.sections.robustness import render_robustness
+from compaudit.report.sections.screen import render_screen
 from compaudit.report.sections.subgroups import render_subgroups
 from compaudit.report.sections.tradeoff import render_tradeoff
 from compaudit.report.sections.verdict import render_verdict
@@ -27,6 +28,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("tradeoff", "Trade-off curves", render_tradeoff),
     Section("subgroups", "Subgroup harm", render_subgroups),
     Section("pie", "PIE over-index", render_pie),
+    Section("screen", "Pre-compression risk screen", render_screen),
     Section("gallery", "PIE gallery", render_gallery),
     Section("classes", "Class impact", render_classes),
     Section("robustness", "Robustness under shift", render_robustness),

@@ -43,13 +43,20 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
      "no correction; the report shows both counts."),
     ("PIE over-index", "Per attribute cell, the cell's share among PIEs divided by its share "
      "among non-PIEs, minus one, with Fisher's exact test of the cell against the rest."),
+    ("Within-label over-index (Mantel-Haenszel)", "The same ratio computed within each true "
+     "label and pooled over labels with the Mantel-Haenszel risk ratio (Greenland-Robins "
+     "interval, Cochran-Mantel-Haenszel test), so that PIEs concentrating on one class in "
+     "every group do not read as group harm."),
+    ("Pre-compression risk screen", "Each example's entropy of the dense replicas' mean "
+     "prediction, computed before compression (Iofinova et al., CVPR 2023); validated against "
+     "each variant's PIEs by AUROC and precision among the highest-risk examples."),
     ("Bonferroni gate", "The CI gate builds one interval per check, widened so that all of them "
      "hold together at the policy's level (Bonferroni: z for α divided by the number of "
      "checks). A check fails when its whole interval lies above the tolerance, passes when it "
      "lies below, and is inconclusive otherwise."),
     ("Corruption error (CE) and mCE", "Σ over severities of the top-1 error on a corruption, "
-     "divided by the same sum for a reference (AlexNet for ImageNet-C, else the dense "
-     "population), × 100; mCE averages CE over corruptions."),
+     "divided by the same sum for a reference at the same severities (AlexNet for "
+     "ImageNet-C, else the dense population), × 100; mCE averages CE over corruptions."),
     ("Calibration error and AURRA", "RMS calibration error compares confidence with accuracy "
      "in adaptive bins of 100 examples; AURRA averages the accuracy of the k most confident "
      "answers over every k."),

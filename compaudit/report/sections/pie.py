@@ -7,8 +7,25 @@ import math
 import numpy as np
 import pandas as pd
 
-from compaudit.report.format import finite, number, pct, pvalue, signed_pct, sort_key
-from compaudit.report.html import Cell, Html, figure, join, note, sortable_table, tag
+from compaudit.report.format import (
+    finite,
+    number,
+    pct,
+    pvalue,
+    signed_pct,
+    signed_pct_parts,
+    sort_key,
+)
+from compaudit.report.html import (
+    Cell,
+    Html,
+    figure,
+    interval_cell,
+    join,
+    note,
+    sortable_table,
+    tag,
+)
 from compaudit.report.plots import heatmap_plot
 from compaudit.report.rundata import RunData
 from compaudit.report.sections._common import (
@@ -80,6 +97,45 @@ def _variants_without_pies(over: pd.DataFrame) -> set[str]:
     return set(totals[totals == 0].index)
 
 
+def _within_label(run: RunData) -> Html:
+    """The Mantel-Haenszel pooled over-index within the true label, per variant and cell."""
+    mh = records(run.metrics.get("overindex_mh"))
+    if mh.empty:
+        return Html("")
+    rows = []
+    for r in mh.to_dict("records"):
+        if not r.get("strata"):
+            continue  # a variant without PIEs: nothing to pool
+        mark = mark_cell(r.get("relative_growth_pct"), r.get("q_value"), "pie_rate", run.alpha)
+        rows.append([r["variant"], cell_label(r, run),
+                     Cell(number(r.get("n_pie")), sort=sort_key(r.get("n_pie"))),
+                     Cell(number(r.get("n_non_pie")), sort=sort_key(r.get("n_non_pie"))),
+                     Cell(number(r.get("strata")), sort=sort_key(r.get("strata"))),
+                     interval_cell(signed_pct_parts(r.get("relative_growth_pct"), r.get("lo"),
+                                                    r.get("hi")),
+                                   sort=sort_key(r.get("relative_growth_pct")), cls=mark.cls),
+                     Cell(pvalue(r.get("p_value")), sort=sort_key(r.get("p_value"))),
+                     Cell(pvalue(r.get("q_value")), sort=sort_key(r.get("q_value"))), mark])
+    if not rows:
+        return Html("")
+    return join([
+        tag("h3", "Over-index within the true label"),
+        tag("p", "The table above crosses the label with the attributes, so PIEs that "
+                 "concentrate on one class (the harder one, in every group) make all of that "
+                 "class's cells look over-indexed. Here each cell is compared with the rest "
+                 "of the same label, and the labels are pooled: the Mantel-Haenszel ratio of "
+                 "the cell's share among PIEs to its share among non-PIEs, minus 1, with its "
+                 f"{100 * run.level:g}% Greenland-Robins interval and the Cochran-Mantel-"
+                 "Haenszel test (q: Benjamini-Hochberg across the variant's cells). Per-label "
+                 "tables: tables/overindex_within_label.csv."),
+        sortable_table(
+            ["variant", "cell", "# PIE", "# non-PIE", "labels", "pooled relative growth",
+             "CMH p", "q", "sig."], rows, numeric=[False, False] + [True] * 6 + [False],
+            caption="PIE over-index by attribute cell within the true label (Mantel-Haenszel "
+                    "over labels)."),
+    ])
+
+
 def render_pie(run: RunData, options: ReportOptions) -> Html:
     """PIE summary, over-index heatmap and table."""
     if not run.metrics.get("pie"):
@@ -134,4 +190,5 @@ def render_pie(run: RunData, options: ReportOptions) -> Html:
         numeric=[False, False] + [True] * 8 + [False],
         caption="PIEs by attribute combination (as in Hooker et al., CelebA Table 1). A "
                 "variant without PIEs has no PIE shares: n/a."))
+    parts.append(_within_label(run))
     return join(parts)

@@ -6,7 +6,16 @@ from __future__ import annotations
 import pandas as pd
 
 from compaudit.report.format import number, pct, pp_parts, pvalue, sort_key
-from compaudit.report.html import Cell, Html, figure, interval_cell, join, note, sortable_table, tag
+from compaudit.report.html import (
+    Cell,
+    Html,
+    figure,
+    interval_cell,
+    join,
+    note,
+    sortable_table,
+    tag,
+)
 from compaudit.report.plots import forest_plot
 from compaudit.report.plots_robustness import corruption_error_plot, severity_plot
 from compaudit.report.rundata import RunData
@@ -72,8 +81,9 @@ def _corruption(run: RunData) -> list[Html]:
     parts = [tag("h3", "Corruption error")]
     if img is not None:
         parts.append(figure(img, f"Corruption error CE = 100 · Σ error / Σ error of {ref} over "
-                                 "severities; mCE is the mean over corruptions. Below 100 is "
-                                 "better than the reference."))
+                                 "the severities evaluated (the reference's errors at those "
+                                 "same severities); mCE is the mean over the corruptions "
+                                 "present. Below 100 is better than the reference."))
     rows = [[r["variant"], r["corruption"],
              Cell(number(r.get("severities")), sort=sort_key(r.get("severities"))),
              Cell(pct(r.get("error")), sort=sort_key(r.get("error"))),
@@ -119,7 +129,10 @@ def _shift_deltas(run: RunData) -> list[Html]:
     parts = [tag("h3", "Subgroup changes under shift"),
              tag("p", "Does compression hurt a subgroup more when images are shifted? Each "
                       "row is a subgroup's change (compressed − dense) on the clean examples "
-                      "and on each shift (severities pooled).")]
+                      "and on each shift (severities pooled). q-values are Benjamini-Hochberg "
+                      "within each shift: one family per shift, holding every variant, "
+                      "subgroup and metric of that shift (as in tables/shift_deltas.csv); the "
+                      "clean rows keep the family of tables/deltas.csv.")]
     if img is not None:
         parts.append(figure(img, f"Filled markers: q ≤ {run.alpha:g}."))
     parts.append(sig_legend(run.alpha, run.level))

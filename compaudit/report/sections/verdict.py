@@ -18,7 +18,15 @@ from compaudit.report.format import (
     signed_pct_parts,
     sort_key,
 )
-from compaudit.report.html import Cell, Html, interval_cell, join, note, sortable_table, tag
+from compaudit.report.html import (
+    Cell,
+    Html,
+    interval_cell,
+    join,
+    note,
+    sortable_table,
+    tag,
+)
 from compaudit.report.rundata import RunData
 from compaudit.report.sections._common import (
     METRIC_NAMES,
@@ -38,7 +46,8 @@ _BANNER = {
 }
 
 #: Readable names of check kinds that are not self-explanatory.
-_KINDS = {"dissection": "network dissection"}
+_KINDS = {"dissection": "network dissection",
+          "pie_within_label": "PIE over-index within label"}
 
 
 def _relative_share(c: dict[str, Any]) -> bool:
@@ -176,7 +185,40 @@ def _key_findings(run: RunData) -> Html:
     return tag("ul", *items, class_="findings")
 
 
+def _with_sparsity(name: Any, variants: list[Any]) -> str:
+    if not name:
+        return "none"
+    for v in variants:
+        if isinstance(v, dict) and v.get("name") == name and finite(v.get("sparsity")) is not None:
+            return f"{name} ({100 * float(v['sparsity']):g}% sparse)"
+    return str(name)
+
+
+def _operating_points(run: RunData) -> Html:
+    """Per method family, how far compression can go under the policy (from gate.json)."""
+    points = (run.gate or {}).get("operating_points")
+    if not points:
+        return Html("")
+    rows = []
+    for p in points:
+        if not isinstance(p, dict):
+            continue
+        variants = p.get("variants") or []
+        order = ", ".join(f"{v.get('name')} ({v.get('status')})" for v in variants
+                          if isinstance(v, dict))
+        rows.append([p.get("family"), _with_sparsity(p.get("recommended"), variants),
+                     _with_sparsity(p.get("first_failing"), variants),
+                     _with_sparsity(p.get("without_failure"), variants), Cell(order, cls="wrap")])
+    return join([tag("h3", "Recommended operating point"), sortable_table(
+        ["method family", "most compressed, every check passes", "first failing",
+         "most compressed before it, no failure", "variants, least to most compressed"],
+        rows, caption="Computed by the gate: per compression method family, the most "
+                      "compressed variant whose every check passes, and the least compressed "
+                      "one with a failed check. An inconclusive check does not pass unless the "
+                      "policy says inconclusive = \"pass\".")])
+
+
 def render_verdict(run: RunData, options: ReportOptions) -> Html:
-    """Gate banner, failing checks and the key findings."""
-    return join([_banner(run), tag("h3", "Key findings"), _key_findings(run),
-                 _failing_checks(run)])
+    """Gate banner, operating points, failing checks and the key findings."""
+    return join([_banner(run), _operating_points(run), tag("h3", "Key findings"),
+                 _key_findings(run), _failing_checks(run)])

@@ -150,3 +150,22 @@ def test_hostile_variant_names_are_escaped(make_run, tags_of, text_of, where):
     assert "script" not in tags_of(html)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert EVIL in text_of(html)
+
+
+def test_operating_points_come_from_the_gate(make_run, tables_of, text_of):
+    gate = {"verdict": "fail", "z": 2.0, "exit_code": 1, "checks": [_check("fail", 0.01)],
+            "operating_points": [{
+                "family": "gmp", "recommended": None, "first_failing": "gmp-90",
+                "without_failure": "gmp-50",
+                "variants": [{"name": "gmp-50", "status": "inconclusive", "sparsity": 0.5},
+                             {"name": "gmp-90", "status": "fail", "sparsity": 0.9}]}]}
+    html = _render(make_run(gate=gate))
+    assert "Recommended operating point" in text_of(html)
+    table = tables_of(html)[0]
+    assert table.records() == [{
+        "method family": "gmp", "most compressed, every check passes": "none",
+        "first failing": "gmp-90 (90% sparse)",
+        "most compressed before it, no failure": "gmp-50 (50% sparse)",
+        "variants, least to most compressed": "gmp-50 (inconclusive), gmp-90 (fail)"}]
+    # Before the key findings: at the top of the report.
+    assert text_of(html).index("Recommended operating point") < text_of(html).index("Key findings")

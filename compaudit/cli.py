@@ -10,7 +10,7 @@ import argparse
 import sys
 import traceback
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from compaudit.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, AuditInputError
 
@@ -36,6 +36,12 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="compaudit", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (_add_analyze, _add_screen, _add_gate, _add_run, _add_report):
+        add(sub)
+    return parser
+
+
+def _add_analyze(sub: Any) -> None:
     an = sub.add_parser(
         "analyze",
         help="analyze examples + predictions tables into metrics.json and tables/",
@@ -66,6 +72,8 @@ def _build_parser() -> argparse.ArgumentParser:
     an.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     an.set_defaults(func=_cmd_analyze)
 
+
+def _add_screen(sub: Any) -> None:
     sc = sub.add_parser(
         "screen",
         help="pre-compression risk screen from the dense population alone",
@@ -87,6 +95,8 @@ def _build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--shift", default="clean", help="shift of the examples scored")
     sc.set_defaults(func=_cmd_screen)
 
+
+def _add_gate(sub: Any) -> None:
     gt = sub.add_parser(
         "gate",
         help="check a run's metrics.json against a policy; exit 1 on a regression",
@@ -102,6 +112,8 @@ def _build_parser() -> argparse.ArgumentParser:
     gt.add_argument("--show-passed", action="store_true", help="list passed checks too")
     gt.set_defaults(func=_cmd_gate)
 
+
+def _add_run(sub: Any) -> None:
     rn = sub.add_parser("run", help="run an audit spec (TOML) end to end",
                         description="Run every stage of an audit spec into one run folder; "
                                     "finished stages are skipped, so a killed run resumes.")
@@ -117,13 +129,14 @@ def _build_parser() -> argparse.ArgumentParser:
     _run_options(dm, default_out=None)
     dm.set_defaults(func=_cmd_demo)
 
+
+def _add_report(sub: Any) -> None:
     rp = sub.add_parser("report", help="render RUN_DIR/report.html from a run folder")
     rp.add_argument("run_dir", type=Path, help="run folder holding metrics.json")
     rp.add_argument("--out", type=Path, default=None, help="HTML file (default RUN_DIR/report.html)")
     rp.add_argument("--pdf", action="store_true", help="also print a PDF with headless Chromium")
     rp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     rp.set_defaults(func=_cmd_report)
-    return parser
 
 
 def _run_options(p: argparse.ArgumentParser, *, default_out: Path | None) -> None:

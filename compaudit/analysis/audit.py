@@ -196,33 +196,69 @@ def analyze(
     attributes = _check_attributes(full, options)
     acc = _accuracy_by_shift(full)
     steps.update()
-    in_shift = full.examples["shift"].to_numpy() == options.shift
-    if not in_shift.any():
-        shifts = sorted(full.examples["shift"].unique())
-        raise AuditInputError(
-            f"examples: no rows with shift {options.shift!r}; found {', '.join(shifts)}"
-        )
-    pop = full.subset(in_shift) if not in_shift.all() else full
+    pop = _analysed_shift(full, options.shift)
     classes = class_table(pop, alpha=options.alpha)
     steps.update()
-    pies = pie_table(pop)
-    overindex = overindex_table(pop, pies, attributes)
-    within, overindex_mh = overindex_within_label(pop, pies, attributes, level=options.level)
-    screened = screen_population(pop, dense_p_true(pop, predictions), attributes,
-                                 top=options.screen_top, level=options.level)
+    pie = _pie_analyses(pop, predictions, attributes, options)
     steps.update()
     sub = subgroup_analysis(pop, attributes, positive_label=options.positive_label,
                             n_boot=options.bootstrap, seed=options.seed, level=options.level,
                             **_bounds(options))
     summary = sub.summary
-    if not pop.is_binary and not pies.empty:
-        summary = pd.concat([summary, _pie_rates(pop, pies, attributes, options)],
+    if not pop.is_binary and not pie["pie"].empty:
+        summary = pd.concat([summary, _pie_rates(pop, pie["pie"], attributes, options)],
                             ignore_index=True)
     steps.update()
     robust = _robustness(full, acc, attributes, options)
     steps.update()
-    clean_acc = acc[(acc["shift"] == options.shift)]
-    metrics = {
+    tables = {
+        "accuracy": acc, "classes": classes, **pie,
+        "subgroups": sub.per_replica, "subgroup_summary": summary, "deltas": sub.deltas,
+        "disparity": sub.disparity,
+        "corruption_errors": robust["corruption_errors"],
+        "shift_metrics": robust["shift_metrics"],
+        "shift_deltas": robust["shift_deltas"],
+        "accuracy_by_severity": accuracy_by_severity(acc, level=options.level),
+        "skipped_subgroups": sub.skipped,
+    }
+    metrics = _metrics(full=full, pop=pop, tables=tables, sub=sub, robust=robust,
+                       attributes=attributes, options=options, inputs=inputs)
+    steps.update()
+    steps.close()
+    tables.pop("screened")
+    return AnalysisResult(metrics=metrics, tables=tables)
+
+
+def _analysed_shift(full: Population, shift: str) -> Population:
+    """The examples of the analysed shift (``clean`` by default)."""
+    in_shift = full.examples["shift"].to_numpy() == shift
+    if not in_shift.any():
+        shifts = sorted(full.examples["shift"].unique())
+        raise AuditInputError(
+            f"examples: no rows with shift {shift!r}; found {', '.join(shifts)}"
+        )
+    return full.subset(in_shift) if not in_shift.all() else full
+
+
+def _pie_analyses(pop: Population, predictions: pd.DataFrame, attributes: list[str],
+                  options: AnalysisOptions) -> dict[str, Any]:
+    """PIEs, their over-index (Table 1 form and within label) and the risk screen."""
+    pies = pie_table(pop)
+    within, overindex_mh = overindex_within_label(pop, pies, attributes, level=options.level)
+    screened = screen_population(pop, dense_p_true(pop, predictions), attributes,
+                                 top=options.screen_top, level=options.level)
+    return {"pie": pies, "overindex": overindex_table(pop, pies, attributes),
+            "overindex_within_label": within, "overindex_mh": overindex_mh,
+            "screen_scores": screened.scores, "screen_groups": screened.groups,
+            "screened": screened}
+
+
+def _metrics(*, full: Population, pop: Population, tables: dict[str, Any], sub: Any,
+             robust: dict[str, Any], attributes: list[str], options: AnalysisOptions,
+             inputs: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``metrics.json`` document from the analysis tables."""
+    acc, summary = tables["accuracy"], tables["subgroup_summary"]
+    return {
         "schema": METRICS_SCHEMA,
         "created_by": f"compaudit {compaudit.__version__}",
         "environment": {"python": platform.python_version(), "numpy": np.__version__,
@@ -236,17 +272,19 @@ def analyze(
         },
         "variants": {name: {"replicas": v.replicas.tolist()}
                      for name, v in full.variants.items()},
-        "accuracy": accuracy_summary(clean_acc),
+        "accuracy": accuracy_summary(acc[(acc["shift"] == options.shift)]),
         "accuracy_by_shift": _records(acc),
-        "classes": class_summary(classes),
-        "pie": pie_summary(pies),
-        "overindex": _records(overindex),
+        "classes": class_summary(tables["classes"]),
+        "pie": pie_summary(tables["pie"]),
+        "overindex": _records(tables["overindex"]),
         # Per-label tables only for binary tasks: many-class ones are labels x cells long.
-        "overindex_within_label": _records(within) if pop.is_binary else [],
-        "overindex_mh": _records(overindex_mh),
-        "screen_summary": screened.summary,
-        "screen": jsonable(validate_screen(screened, pies, overindex_mh)),
-        "screen_groups": _records(screened.groups),
+        "overindex_within_label": (_records(tables["overindex_within_label"])
+                                   if pop.is_binary else []),
+        "overindex_mh": _records(tables["overindex_mh"]),
+        "screen_summary": tables["screened"].summary,
+        "screen": jsonable(validate_screen(tables["screened"], tables["pie"],
+                                           tables["overindex_mh"])),
+        "screen_groups": _records(tables["screen_groups"]),
         "subgroup_cells": {
             "attributes": len(attributes), "max_order": sub.max_order,
             "min_cell_size": options.min_cell_size, "max_cells": options.max_cells,
@@ -264,21 +302,6 @@ def analyze(
             "shift_deltas": _records(robust["shift_deltas"]),
         },
     }
-    steps.update()
-    steps.close()
-    tables = {
-        "accuracy": acc, "classes": classes, "pie": pies, "overindex": overindex,
-        "overindex_within_label": within, "overindex_mh": overindex_mh,
-        "screen_scores": screened.scores, "screen_groups": screened.groups,
-        "subgroups": sub.per_replica, "subgroup_summary": summary, "deltas": sub.deltas,
-        "disparity": sub.disparity,
-        "corruption_errors": robust["corruption_errors"],
-        "shift_metrics": robust["shift_metrics"],
-        "shift_deltas": robust["shift_deltas"],
-        "accuracy_by_severity": accuracy_by_severity(acc, level=options.level),
-        "skipped_subgroups": sub.skipped,
-    }
-    return AnalysisResult(metrics=metrics, tables=tables)
 
 
 def _robustness(full: Population, acc: pd.DataFrame, attributes: list[str],

@@ -78,7 +78,8 @@ def train_replica(job: ReplicaJob) -> Path:
         "config": asdict(job.config), "losses": result.losses,
         "accuracies": result.accuracies, "global_step": result.global_step,
         # Process CPU time counts every torch thread of this worker.
-        "timing": {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu},
+        "timing": {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
+                   "finished": time.time()},
     }
     # The .json first, the .pt last: the .pt's presence is what marks a replica done.
     atomic_write_text(job.out_path.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")

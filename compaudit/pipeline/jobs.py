@@ -130,6 +130,7 @@ def run_variant_job(job: VariantJob) -> dict[str, Any]:
         dissect_population(models, job.dissection, variant=job.name,
                            out_dir=job.record_path.parent)
     # Process CPU time counts every torch thread of this worker.
-    record["timing"] = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+    record["timing"] = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
+                        "finished": time.time()}
     write_json(job.record_path, record)
     return record

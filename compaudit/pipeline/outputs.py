@@ -70,13 +70,25 @@ def gate_and_report(spec: AuditSpec, folder: RunFolder, *, report: bool) -> tupl
 def write_provenance(spec: AuditSpec, folder: RunFolder, data_root: Path, started: float, *,
                      timings: dict[str, dict[str, float]], dense: Any) -> None:
     """``run.json``: the spec, seeds, library versions, the data's fingerprint, and the
-    time of every step of this run and of every job (as recorded by the job)."""
+    time of every step of this run and of every job (as recorded by the job).
+
+    The CPU time of the train and variants steps includes the jobs they ran in worker
+    processes (``timings`` is updated in place)."""
     import numpy
     import torch
     import torchvision
 
     import compaudit
 
+    jobs = _job_timings(folder, dense, variant_names(spec))
+    for step, prefix in (("train", "train:"), ("variants", "variant:")):
+        ran = [t for name, t in jobs.items() if name.startswith(prefix) and t
+               and t.get("finished", 0) >= started]
+        own, in_jobs = timings.get(step, {}).get("cpu_s", 0.0), sum(t["cpu_s"] for t in ran)
+        # Jobs in this process (serial executor) are already in its own CPU time; jobs in
+        # worker processes are not (their CPU is counted when the pool is closed).
+        if step in timings and own < in_jobs:
+            timings[step]["cpu_s"] = round(own + in_jobs, 3)
     write_json(folder.run_json, {
         "spec": spec.text,
         "spec_path": spec.source,
@@ -91,8 +103,7 @@ def write_provenance(spec: AuditSpec, folder: RunFolder, data_root: Path, starte
                  "fingerprint": fingerprint(data_root) if data_root.exists() else None},
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "timings": {"steps": timings,
-                    "jobs": _job_timings(folder, dense, variant_names(spec))},
+        "timings": {"steps": timings, "jobs": jobs},
     })
 
 

@@ -33,6 +33,7 @@ from torch.utils.data import Dataset
 
 from compaudit.compress.registry import CompressionContext, compress
 from compaudit.compress.units import UnitPruningConfig, find_unit_layers
+from compaudit.errors import AuditInputError
 
 BUILDERS = {
     "vit_b_16": lambda: torchvision.models.vit_b_16(num_classes=10, image_size=64),
@@ -98,7 +99,7 @@ def main() -> None:
                 print(f"{name:<16} {n_layers:>6} {seq:>18.2f} {sim:>12.2f} {seq / sim:>5.1f}x "
                       f"{cseq:>17.2f} {csim:>12.2f} {cseq / csim:>5.1f}x  "
                       f"{penalty['sequential']:.3g} / {penalty['simultaneous']:.3g}", flush=True)
-        except Exception as err:  # report and go on with the next model
+        except (AuditInputError, RuntimeError) as err:  # report it, go on
             print(f"{name:<16} FAILED: {type(err).__name__}: {err}", flush=True)
             continue
         if len(ratios) > 1:

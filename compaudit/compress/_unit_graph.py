@@ -44,6 +44,9 @@ class UnitLayer:
     flat
         True when the consumer is a linear layer reading a flattened conv output: unit
         ``k`` then occupies consumer inputs ``[k*P, (k+1)*P)``, ``P`` positions each.
+        When both layers are linear the units are on the last axis of what the
+        consumer reads, and any axes between the batch and that one (tokens of a
+        transformer, the spatial axes of a channels-last map) are positions.
     num_units
         Output channels/features of the producer.
     """
@@ -208,6 +211,11 @@ def _consumer(producer: str, consumer: str, module: nn.Module, layout: str,
         return UnitLayer(producer, consumer, tuple(norms), False, units)
     if is_conv and layout != "flat":
         return f"its next layer {consumer!r} is linear but the conv output is not flattened"
+    if not is_conv and module.in_features != units:  # type: ignore[union-attr]
+        # e.g. a token-wise linear's (N, S, U) output flattened to (N, S*U): unit k is
+        # then read at every S-th input, which the masks do not describe.
+        return (f"its next layer {consumer!r} reads {module.in_features} inputs, not its "
+                f"{units} features (a flattened sequence of them)")
     if module.in_features % units != 0:  # type: ignore[operator]
         return f"its next layer {consumer!r} has {module.in_features} inputs, not a multiple of {units}"
     return UnitLayer(producer, consumer, tuple(norms), is_conv, units)

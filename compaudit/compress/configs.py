@@ -37,6 +37,7 @@ Scope = Literal["global", "layer"]
 Execution = Literal["auto", "native", "simulated"]
 UnitScore = Literal["random", "l2", "abs_rs", "abs_mrs", "rs", "mrs"]
 UNIT_SCORES: tuple[str, ...] = ("random", "l2", "abs_rs", "abs_mrs", "rs", "mrs")
+UnitOrder = Literal["simultaneous", "sequential"]
 #: ONNX opset of the ONNX Runtime int8 backend.
 DEFAULT_OPSET = 20
 
@@ -195,6 +196,14 @@ class UnitPruningConfig(Checked):
         eligible layer.
     n_batches, batch_size
         Size of the training sample for activations, scores and the pruning penalty.
+    order
+        ``"simultaneous"`` (default): every chosen layer is scored in the same passes
+        over the sample, one forward and one backward per batch, on the unpruned
+        network, and then all are pruned; the cost grows with ``n_batches`` only, and
+        the pruning penalty is measured for all layers together. ``"sequential"``: the
+        reference's procedure, each layer in forward order scored on the network its
+        predecessors left and its own penalty measured, at two forwards and a backward
+        per batch per layer. The two agree when one layer is chosen.
     """
 
     fraction: float | None = setting(None, gt=0, lt=1)
@@ -204,6 +213,7 @@ class UnitPruningConfig(Checked):
     layers: tuple[str, ...] | None = setting(None, nonempty=True)
     n_batches: int = setting(8, ge=1)
     batch_size: int = setting(64, ge=1)
+    order: UnitOrder = "simultaneous"
 
     def _problems(self) -> _Problems:
         if (self.fraction is None) == (self.count is None):

@@ -1,11 +1,28 @@
 """Unit (channel/neuron) pruning, with and without mean replacement.
 
 After "Mean Replacement Pruning" (Evci et al., ICLR 2019 submission). For each chosen
-layer in forward order: measure its units' activations ``a`` (what the next layer reads
-in the unit's input channel) and the loss gradient ``g = dL/da`` on a fixed sample of
-training data, score the units, remove the lowest-scoring ones, and with
-``mean_replacement`` fold each removed unit's mean activation ``ā`` (over the sample
-and over spatial positions) into the next layer's bias, ``b <- b + ā * w_out``.
+layer: measure its units' activations ``a`` (what the next layer reads in the unit's
+input channel) and the loss gradient ``g = dL/da`` on a fixed sample of training data,
+score the units, remove the lowest-scoring ones, and with ``mean_replacement`` fold each
+removed unit's mean activation ``ā`` (over the sample and over spatial positions) into
+the next layer's bias, ``b <- b + ā * w_out``.
+
+Two orders (``UnitPruningConfig.order``):
+
+* ``"simultaneous"`` (default): one forward and one backward per batch, with a hook on
+  every chosen layer's consumer, give every layer's ``a`` and ``g`` on the unpruned
+  network (:func:`unit_statistics_all`); then all layers are pruned, in forward order.
+  The cost grows with the number of batches, not with layers x batches. The loss
+  before pruning comes from the scoring pass (its forward is the same eval-mode
+  forward) and the loss after from one more forward per batch, so only the total
+  ``pruning_penalty`` is measured; per layer, ``info["units"][name]["pruning_penalty"]``
+  is ``None`` and ``estimated_penalty`` is the first-order estimate of the layer's own
+  share, the sum of the removed units' ``mrs`` (``rs`` without mean replacement).
+* ``"sequential"``: the reference's procedure. Layer by layer in forward order, each
+  scored (:func:`unit_statistics`) on the network its predecessors left, pruned, and its
+  own penalty measured: two forwards and a backward per batch per layer. Use it to
+  replicate the paper's per-layer penalties. With one chosen layer the two orders
+  remove the same units and give the same masks.
 
 Details:
 
@@ -28,6 +45,10 @@ Details:
   ``|E[g (ā - a)]|``; ``l2`` is the norm of the unit's incoming weights; ``random`` is
   a seeded draw. The units with the **lowest** score are removed, for every score (the
   signed ``rs`` is written as the loss change so that this holds for it too).
+* **Positions**: a conv unit's positions are its spatial map; when a linear layer
+  reads another's features, as in a transformer's MLP on ``(N, tokens, U)`` or a
+  ConvNeXt block on a channels-last ``(N, H, W, U)`` map, units are the last axis and
+  the axes between are positions.
 * The model is scored in eval mode (BatchNorm running statistics, no dropout), the mode
   in which the pruned model is evaluated.
 """
@@ -60,13 +81,11 @@ __all__ = [
     "UnitLayer",
     "find_unit_layers",
     "unit_statistics",
+    "unit_statistics_all",
     "unit_scores",
     "remove_units",
     "UNIT_SCORES",
 ]
-
-
-
 
 
 @dataclass(frozen=True)
@@ -102,46 +121,97 @@ def unit_statistics(
     The activations are taken at the input of ``layer.consumer`` with a forward
     pre-hook; the loss is each example's cross-entropy (summed over the batch, so the
     gradient of an example's activation is the gradient of that example's own loss).
+    One forward and one backward per batch; :func:`unit_statistics_all` measures many
+    layers in the same passes.
     """
-    consumer = dict(model.named_modules())[layer.consumer]
-    captured: list[torch.Tensor] = []
+    return _scoring_pass(model, [layer], batches, device=device)[0][layer.producer]
 
-    def hook(_module: nn.Module, args: tuple) -> tuple:
-        # Cut the graph here: only dL/da is needed, not gradients further back.
-        x = args[0].detach().requires_grad_(True)
-        captured.append(x)
-        return (x, *args[1:])
 
-    u = layer.num_units
-    s_a = torch.zeros(u, dtype=torch.float64)
-    s_g = torch.zeros(u, dtype=torch.float64)
-    s_ga = torch.zeros(u, dtype=torch.float64)
-    n = positions = 0
+def unit_statistics_all(
+    model: nn.Module, layers: Sequence[UnitLayer], batches: Sequence[Batch], *,
+    device: str | torch.device,
+) -> dict[str, UnitStatistics]:
+    """:func:`unit_statistics` of every layer in ``layers``, in one pass per batch.
+
+    Every consumer gets a pre-hook; one forward and one backward per batch give each
+    layer's ``a`` and ``g = dL/da`` on the network as it is, so the result equals
+    :func:`unit_statistics` called layer by layer on the same network, at the cost of
+    a single call. Returns ``{producer name: UnitStatistics}`` in the order of ``layers``.
+    """
+    return _scoring_pass(model, layers, batches, device=device)[0]
+
+
+def _units_last(model: nn.Module, layer: UnitLayer) -> bool:
+    """True when the consumer reads the units on its input's last axis (linear -> linear)."""
+    return isinstance(model.get_submodule(layer.consumer), nn.Linear) and not layer.flat
+
+
+def _scoring_pass(
+    model: nn.Module, layers: Sequence[UnitLayer], batches: Sequence[Batch], *,
+    device: str | torch.device,
+) -> tuple[dict[str, UnitStatistics], float]:
+    """Statistics of ``layers`` and the mean loss, from one forward + backward per batch."""
+    by_consumer = {layer.consumer: layer for layer in layers}
+    last = {layer.consumer: _units_last(model, layer) for layer in layers}
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook_for(name: str):
+        def hook(_module: nn.Module, args: tuple) -> tuple | None:
+            x = args[0]
+            if not captured or not x.requires_grad:
+                # The first activation reached needs no gradient further back: cut the
+                # graph there (a later one keeps it, so earlier ones get their dL/da).
+                x = x.detach().requires_grad_(True)
+                captured[name] = x
+                return (x, *args[1:])
+            captured[name] = x
+            return None
+        return hook
+
+    sums = {c: [torch.zeros(l.num_units, dtype=torch.float64) for _ in range(3)]
+            for c, l in by_consumer.items()}
+    positions = dict.fromkeys(by_consumer, 0)
+    n, loss_total = 0, 0.0
     was_training = model.training
     model.eval()
-    handle = consumer.register_forward_pre_hook(hook)
+    handles = [model.get_submodule(c).register_forward_pre_hook(hook_for(c))
+               for c in by_consumer]
     try:
         for x, y in batches:
             captured.clear()
             with torch.enable_grad():
                 logits = model(x.to(device))
                 loss = F.cross_entropy(logits.float(), y.to(device), reduction="sum")
-                (grad,) = torch.autograd.grad(loss, captured[0])
-            # (N, U, positions): conv maps and channel-major flattened maps alike.
-            a = captured[0].detach().reshape(len(y), u, -1).double()
-            g = grad.reshape(len(y), u, -1).double()
-            positions = a.shape[2]
-            s_a += a.sum(dim=(0, 2)).cpu()
-            s_g += g.sum(dim=(0, 2)).cpu()
-            s_ga += (g * a).sum(dim=(0, 2)).cpu()
+                names = list(captured)
+                grads = torch.autograd.grad(loss, [captured[c] for c in names],
+                                            allow_unused=True)
+            loss_total += float(loss.detach())
+            for c, grad in zip(names, grads):
+                a = captured[c].detach()
+                g = torch.zeros_like(a) if grad is None else grad
+                u = by_consumer[c].num_units
+                # (N, ..., U) for tokens or channels-last maps; else (N, U, positions)
+                # for conv maps and channel-major flattened maps alike.
+                shape, dims = ((len(y), -1, u), (0, 1)) if last[c] else ((len(y), u, -1), (0, 2))
+                a, g = a.reshape(shape).double(), g.reshape(shape).double()
+                positions[c] = a.numel() // (len(y) * u)
+                s_a, s_g, s_ga = sums[c]
+                s_a += a.sum(dim=dims).cpu()
+                s_g += g.sum(dim=dims).cpu()
+                s_ga += (g * a).sum(dim=dims).cpu()
             n += len(y)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
         model.train(was_training)
-    mean = s_a / (n * positions)
-    return UnitStatistics(
-        mean=mean, rs=-s_ga / n, mrs=(mean * s_g - s_ga) / n, positions=positions, examples=n
-    )
+    stats = {}
+    for c, layer in by_consumer.items():
+        s_a, s_g, s_ga = sums[c]
+        mean = s_a / (n * positions[c])
+        stats[layer.producer] = UnitStatistics(
+            mean=mean, rs=-s_ga / n, mrs=(mean * s_g - s_ga) / n, positions=positions[c],
+            examples=n)
+    return stats, loss_total / n
 
 
 def unit_scores(
@@ -262,6 +332,16 @@ def _n_remove(config: UnitPruningConfig, layer: UnitLayer) -> int:
     return k
 
 
+def _choose_units(config: UnitPruningConfig, layer: UnitLayer, stats: UnitStatistics,
+                  weight: torch.Tensor, count: int, gen: torch.Generator
+                  ) -> tuple[list[int], float]:
+    """The units to remove and the first-order estimate of the loss change they cause."""
+    scores = unit_scores(stats, score=config.score, weight=weight, generator=gen)
+    removed = sorted(torch.sort(scores, stable=True).indices[:count].tolist())
+    change = stats.mrs if config.mean_replacement else stats.rs
+    return removed, float(change[removed].sum())
+
+
 @register_compression(UnitPruningConfig)
 def _unit_pruning(
     model: nn.Module, config: UnitPruningConfig, context: CompressionContext
@@ -272,29 +352,66 @@ def _unit_pruning(
     counts = {name: _n_remove(config, eligible[name]) for name in chosen}
     batches = draw_sample(context.train_dataset, n_batches=config.n_batches,
                           batch_size=config.batch_size, seed=context.seed)
-    gen = torch.Generator().manual_seed(int(context.seed))
-    named_modules = dict(model.named_modules())
-    loss_before = current = mean_loss(model, batches, device=context.device)
+    run = _simultaneous if config.order == "simultaneous" else _sequential
     masks: dict[str, torch.Tensor] = {}
-    per_layer: dict[str, dict] = {}
-    for name in tqdm(chosen, desc="unit pruning", disable=None, leave=False):
-        layer = eligible[name]
-        stats = unit_statistics(model, layer, batches, device=context.device)
-        scores = unit_scores(stats, score=config.score,
-                             weight=named_modules[name].weight, generator=gen)
-        removed = sorted(torch.sort(scores, stable=True).indices[: counts[name]].tolist())
-        new = remove_units(model, layer, removed,
-                           mean=stats.mean if config.mean_replacement else None)
-        for key, m in new.items():
-            masks[key] = masks[key] & m if key in masks else m
-        after = mean_loss(model, batches, device=context.device)
-        per_layer[name] = {"consumer": layer.consumer, "num_units": layer.num_units,
-                           "removed_units": removed, "pruning_penalty": after - current}
-        current = after
+    loss_before, loss_after, per_layer = run(model, config, context, batches,
+                                             [eligible[n] for n in chosen], counts, masks)
     info = pruning_info(
         "unit", config, model, masks,
-        loss_before=loss_before, loss_after_pruning=current,
-        pruning_penalty=current - loss_before, units=per_layer,
+        loss_before=loss_before, loss_after_pruning=loss_after,
+        pruning_penalty=loss_after - loss_before, units=per_layer,
         sample_examples=sum(len(y) for _, y in batches),
     )
     return CompressedModel(model=model, masks=masks, info=info)
+
+
+def _merge(masks: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> None:
+    for key, m in new.items():
+        masks[key] = masks[key] & m if key in masks else m
+
+
+def _simultaneous(model: nn.Module, config: UnitPruningConfig, context: CompressionContext,
+                 batches: list[Batch], layers: list[UnitLayer], counts: dict[str, int],
+                 masks: dict[str, torch.Tensor]) -> tuple[float, float, dict[str, dict]]:
+    """Score every layer in one pass per batch, then remove all their units."""
+    stats, loss_before = _scoring_pass(model, layers, batches, device=context.device)
+    gen = torch.Generator().manual_seed(int(context.seed))
+    # Every layer is scored (l2 included) on the unpruned network, before any removal.
+    picks = {layer.producer: _choose_units(
+        config, layer, stats[layer.producer], model.get_submodule(layer.producer).weight,
+        counts[layer.producer], gen) for layer in layers}
+    per_layer = {}
+    # Forward order: a mean folded into a bias that is also a pruned producer's is zeroed
+    # for that producer's removed units afterwards.
+    for layer in layers:
+        removed, estimate = picks[layer.producer]
+        _merge(masks, remove_units(
+            model, layer, removed,
+            mean=stats[layer.producer].mean if config.mean_replacement else None))
+        per_layer[layer.producer] = {
+            "consumer": layer.consumer, "num_units": layer.num_units,
+            "removed_units": removed, "pruning_penalty": None, "estimated_penalty": estimate}
+    return loss_before, mean_loss(model, batches, device=context.device), per_layer
+
+
+def _sequential(model: nn.Module, config: UnitPruningConfig, context: CompressionContext,
+               batches: list[Batch], layers: list[UnitLayer], counts: dict[str, int],
+               masks: dict[str, torch.Tensor]) -> tuple[float, float, dict[str, dict]]:
+    """Score, remove and measure one layer at a time, each on what its predecessors left."""
+    gen = torch.Generator().manual_seed(int(context.seed))
+    loss_before = current = mean_loss(model, batches, device=context.device)
+    per_layer = {}
+    for layer in tqdm(layers, desc="unit pruning", disable=None, leave=False):
+        stats = unit_statistics(model, layer, batches, device=context.device)
+        removed, estimate = _choose_units(config, layer, stats,
+                                          model.get_submodule(layer.producer).weight,
+                                          counts[layer.producer], gen)
+        _merge(masks, remove_units(model, layer, removed,
+                                   mean=stats.mean if config.mean_replacement else None))
+        after = mean_loss(model, batches, device=context.device)
+        per_layer[layer.producer] = {
+            "consumer": layer.consumer, "num_units": layer.num_units,
+            "removed_units": removed, "pruning_penalty": after - current,
+            "estimated_penalty": estimate}
+        current = after
+    return loss_before, current, per_layer

@@ -16,6 +16,7 @@ from compaudit.compress.units import (
     find_unit_layers,
     unit_scores,
     unit_statistics,
+    unit_statistics_all,
 )
 from compaudit.errors import AuditInputError
 
@@ -238,7 +239,8 @@ def test_all_eligible_layers_are_pruned_in_order_and_penalties_add_up(tiny):
     torch.manual_seed(0)
     data = tiny.make_images(64)
     net = tiny.TinyCNN(bn=True)
-    out = compress(net, UnitPruningConfig(fraction=0.25, score="abs_mrs", n_batches=1),
+    out = compress(net, UnitPruningConfig(fraction=0.25, score="abs_mrs", n_batches=1,
+                                          order="sequential"),
                    context=CompressionContext(train_dataset=data))
     assert list(out.info["units"]) == ["conv1", "conv2"]
     assert [len(v["removed_units"]) for v in out.info["units"].values()] == [2, 3]
@@ -246,6 +248,205 @@ def test_all_eligible_layers_are_pruned_in_order_and_penalties_add_up(tiny):
     assert out.info["pruning_penalty"] == pytest.approx(total)
     assert out.info["pruning_penalty"] == pytest.approx(
         out.info["loss_after_pruning"] - out.info["loss_before"])
+
+
+def test_simultaneous_order_measures_the_total_penalty_only(tiny):
+    torch.manual_seed(0)
+    data = tiny.make_images(64)
+    net = tiny.TinyCNN(bn=True)
+    dense = copy.deepcopy(net).eval()
+    out = compress(net, UnitPruningConfig(fraction=0.25, score="abs_mrs", n_batches=1,
+                                          batch_size=64),
+                   context=CompressionContext(train_dataset=data))
+    assert out.info["parameters"]["order"] == "simultaneous"  # the default
+    assert list(out.info["units"]) == ["conv1", "conv2"]
+    assert [len(v["removed_units"]) for v in out.info["units"].values()] == [2, 3]
+    for v in out.info["units"].values():
+        assert v["pruning_penalty"] is None and isinstance(v["estimated_penalty"], float)
+    net.eval()
+    with torch.no_grad():
+        before = F.cross_entropy(dense(data.x), data.y).item()
+        after = F.cross_entropy(net(data.x), data.y).item()
+    assert out.info["loss_before"] == pytest.approx(before, rel=1e-5)
+    assert out.info["loss_after_pruning"] == pytest.approx(after, rel=1e-5)
+    assert out.info["pruning_penalty"] == pytest.approx(after - before, rel=1e-4, abs=1e-6)
+
+
+class TokenMLP(nn.Module):
+    """Pixels as tokens, (N, S, 3) -> linear -> gelu -> linear -> gelu -> linear -> mean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(3, 16)
+        self.fc2 = nn.Linear(16, 12)
+        self.fc3 = nn.Linear(12, 6)
+        self.head = nn.Linear(6, 4)
+
+    def forward(self, x):
+        t = x.flatten(2).transpose(1, 2)
+        t = self.fc3(F.gelu(self.fc2(F.gelu(self.fc1(t)))))
+        return self.head(t.mean(1))
+
+
+def _nets(tiny):
+    return {
+        "cnn_bn": tiny.TinyCNN(bn=True),
+        "flat": FlatCNN(),
+        "mlp": tiny.TinyMLP(inputs=3 * 36, hidden=(16, 12, 10, 8)),
+        "tokens": TokenMLP(),
+    }
+
+
+@pytest.mark.parametrize("net_name", ["cnn_bn", "flat", "mlp", "tokens"])
+def test_statistics_of_all_layers_in_one_pass_equal_layer_by_layer(tiny, net_name):
+    torch.manual_seed(0)
+    net = _nets(tiny)[net_name].double()
+    data = tiny.make_images(20, size=6)
+    batches = [(x.double(), y) for x, y in draw_sample(data, n_batches=3, batch_size=8,
+                                                       seed=0)]
+    layers = list(find_unit_layers(net)[0].values())
+    assert len(layers) >= 2
+    together = unit_statistics_all(net, layers, batches, device="cpu")
+    assert list(together) == [layer.producer for layer in layers]
+    for layer in layers:
+        alone = unit_statistics(net, layer, batches, device="cpu")
+        got = together[layer.producer]
+        assert (got.positions, got.examples) == (alone.positions, alone.examples)
+        for field in ("mean", "rs", "mrs"):
+            a, b = getattr(got, field), getattr(alone, field)
+            assert a.dtype == b.dtype == torch.float64
+            assert torch.allclose(a, b, rtol=1e-10, atol=1e-12), (layer.producer, field)
+
+
+def test_statistics_of_a_linear_layer_on_tokens_take_units_on_the_last_axis(tiny):
+    torch.manual_seed(0)
+    net = TokenMLP()
+    data = tiny.make_images(12, size=3)
+    layer = find_unit_layers(net)[0]["fc1"]
+    assert layer.consumer == "fc2" and layer.num_units == 16
+    stats = unit_statistics(net, layer, [(data.x, data.y)], device="cpu")
+    # Direct reference: (N, S, U) activations and each example's own loss gradient.
+    box = []
+
+    def hook(m, args):
+        t = args[0].detach().requires_grad_(True)
+        box.append(t)
+        return (t,)
+
+    h = net.fc2.register_forward_pre_hook(hook)
+    net.eval()
+    loss = F.cross_entropy(net(data.x), data.y, reduction="sum")
+    h.remove()
+    (g,) = torch.autograd.grad(loss, box[0])
+    a, g = box[0].detach().double(), g.double()
+    a_bar = a.mean(dim=(0, 1))
+    assert stats.positions == 9 and stats.examples == 12
+    torch.testing.assert_close(stats.mean, a_bar)
+    torch.testing.assert_close(stats.rs, -(g * a).sum(dim=(0, 1)) / 12)
+    torch.testing.assert_close(stats.mrs, (g * (a_bar - a)).sum(dim=(0, 1)) / 12)
+
+
+def test_mean_replacement_on_tokens_replaces_each_unit_at_every_token(tiny):
+    torch.manual_seed(0)
+    net = TokenMLP()
+    dense = copy.deepcopy(net)
+    data = tiny.make_images(16, size=3)
+    out = compress(net, UnitPruningConfig(count=5, score="random", layers=("fc1",),
+                                          n_batches=1, batch_size=16),
+                   context=CompressionContext(train_dataset=data, seed=1))
+    removed = out.info["units"]["fc1"]["removed_units"]
+    a = _consumer_inputs(dense, "fc2", data.x)  # (N, S, 16)
+    means = a.mean(dim=(0, 1))
+
+    def hook(m, args):
+        t = args[0].clone()
+        t[..., removed] = means[removed]
+        return (t,)
+
+    h = dense.fc2.register_forward_pre_hook(hook)
+    with torch.no_grad():
+        expected = dense.eval()(data.x)
+        got = net.eval()(data.x)
+    h.remove()
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_flattened_sequence_of_linear_features_is_not_eligible():
+    class FlatTokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = nn.Linear(3, 4)
+            self.fc2 = nn.Linear(4 * 9, 2)
+
+        def forward(self, x):
+            return self.fc2(self.fc1(x.flatten(2).transpose(1, 2)).relu().flatten(1))
+
+    eligible, ineligible = find_unit_layers(FlatTokens())
+    assert "fc1" not in eligible
+    assert "reads 36 inputs, not its 4 features" in ineligible["fc1"]
+
+
+@pytest.mark.parametrize("score", ["abs_mrs", "rs", "l2", "random"])
+@pytest.mark.parametrize("mean_replacement", [True, False])
+def test_with_one_layer_both_orders_remove_the_same_units(tiny, score, mean_replacement):
+    torch.manual_seed(0)
+    data = tiny.make_images(64)
+    base = tiny.TinyCNN(bn=True)
+    tiny.make_fine_tune(data, steps=10)(base, [])
+    outs = {}
+    for order in ("simultaneous", "sequential"):
+        net = copy.deepcopy(base)
+        outs[order] = compress(net, UnitPruningConfig(
+            fraction=0.5, score=score, mean_replacement=mean_replacement, layers=("conv2",),
+            n_batches=2, batch_size=16, order=order),
+            context=CompressionContext(train_dataset=data, seed=5))
+    a, b = outs["simultaneous"], outs["sequential"]
+    assert a.info["units"]["conv2"]["removed_units"] == b.info["units"]["conv2"]["removed_units"]
+    assert a.masks.keys() == b.masks.keys()
+    assert all(torch.equal(a.masks[k], b.masks[k]) for k in a.masks)
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.info["units"]["conv2"]["estimated_penalty"] == b.info["units"]["conv2"][
+        "estimated_penalty"]
+    assert a.info["pruning_penalty"] == pytest.approx(b.info["pruning_penalty"], rel=1e-5,
+                                                      abs=1e-7)
+
+
+def _count_passes(model: nn.Module) -> tuple[dict[str, int], object]:
+    """Forwards of the whole model, and backwards through its output."""
+    counts = {"forward": 0, "backward": 0}
+
+    def on_backward(grad):
+        counts["backward"] += 1
+
+    def hook(m, args, out):
+        counts["forward"] += 1
+        if out.requires_grad:
+            out.register_hook(on_backward)
+
+    return counts, model.register_forward_hook(hook)
+
+
+@pytest.mark.parametrize("net_name", ["cnn_bn", "flat", "mlp", "tokens"])
+def test_simultaneous_passes_grow_with_batches_not_layers(tiny, net_name):
+    torch.manual_seed(0)
+    data = tiny.make_images(40, size=6)
+    n_batches = 3
+    for order in ("simultaneous", "sequential"):
+        net = _nets(tiny)[net_name]
+        n_layers = len(find_unit_layers(net)[0])
+        counts, handle = _count_passes(net)
+        compress(net, UnitPruningConfig(count=1, n_batches=n_batches, batch_size=8,
+                                        order=order),
+                 context=CompressionContext(train_dataset=data))
+        handle.remove()
+        if order == "simultaneous":
+            # One scoring forward + backward per batch (it also gives the loss before),
+            # then one forward per batch for the loss after, whatever the layer count.
+            assert counts == {"forward": 2 * n_batches, "backward": n_batches}
+        else:  # the reference: a loss pass, then 2 forwards + 1 backward per layer
+            assert counts == {"forward": n_batches * (1 + 2 * n_layers),
+                              "backward": n_batches * n_layers}
 
 
 def test_unit_pruning_is_deterministic(tiny):

@@ -156,15 +156,17 @@ def _sizes(run_dir: Path) -> tuple[int, int, int]:
     return n_eval, len(examples) - n_eval
 
 
-def bench(spec: AuditSpec, out: Path, n_train: int) -> dict:
+def bench(spec: AuditSpec, out: Path, n_train: int, *, reuse: bool = False) -> dict:
+    """Run ``spec`` into ``out`` (or, with ``reuse``, read the run already there)."""
     start = time.perf_counter()
-    result = run_audit(spec, out, progress=False, log=lambda _: None)
+    verdict = (json.loads((out / "gate" / "gate.json").read_text())["verdict"] if reuse
+               else run_audit(spec, out, progress=False, log=lambda _: None).verdict)
     total = time.perf_counter() - start
     n_eval, n_shift = _sizes(out)
     bounds = lower_bounds(spec, n_train=n_train, n_eval=n_eval, n_shift=n_shift,
                           workers=spec.executor.workers)
     steps = json.loads((out / "run.json").read_text())["timings"]["steps"]
-    return {"spec": spec.name, "total_s": round(total, 1), "verdict": result.verdict,
+    return {"spec": spec.name, "total_s": None if reuse else round(total, 1), "verdict": verdict,
             "steps": steps, "lower_bound_s": {k: round(v, 1) for k, v in bounds.items()},
             "efficiency": {k: round(bounds[k] / steps[k]["wall_s"], 2)
                            for k in ("train", "variants")}}
@@ -174,7 +176,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--spec", choices=("demo", "cifar", "both"), default="both")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--from-run", type=Path, default=None, metavar="DIR",
+                        help="read the step times of a demo run already in DIR (no rerun)")
     args = parser.parse_args()
+    if args.from_run is not None:
+        spec = parse_spec(json.loads((args.from_run / "run.json").read_text())["spec"],
+                          source=str(args.from_run / "run.json"))
+        n_train = round(spec.data.n * spec.data.splits[0])
+        print(json.dumps(bench(spec, args.from_run, n_train, reuse=True), indent=2))
+        return
     base = args.out or Path(tempfile.mkdtemp(prefix="compaudit-bench-"))
     results = []
     if args.spec in ("demo", "both"):

@@ -92,7 +92,9 @@ class DataSpec(Checked):
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec(Checked):
-    """The architecture, and optionally weights to load instead of training: one
+    """The architecture (``arch``: ``small_cnn``, ``resnet18``, ``resnet50``, or any
+    torchvision classification model such as ``mobilenet_v3_small``, built with
+    ``num_classes``), and optionally weights to load instead of training: one
     state-dict file per replica (``weights``), or one torchvision weights enum found in
     the local torch hub cache (``pretrained``, e.g. ``"ResNet50_Weights.IMAGENET1K_V2"``;
     never downloaded)."""

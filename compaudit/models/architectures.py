@@ -1,5 +1,8 @@
 """Model architectures by name: a registry of builders behind :func:`build_model`.
 
+A name is a registered architecture (``small_cnn``, ``resnet18``, ``resnet50``) or any
+torchvision classification model (``torchvision.models.list_models(module=
+torchvision.models)``, e.g. ``mobilenet_v3_small``, built with ``num_classes``).
 Every builder takes ``num_classes`` and ``small_input`` and returns a freshly
 initialised ``nn.Module`` (no pretrained weights; those come from
 :mod:`compaudit.models.weights`). Initialisation draws from torch's global RNG, so seed
@@ -25,6 +28,7 @@ from compaudit.registry import Registry
 
 __all__ = [
     "ARCHITECTURES",
+    "architecture_exists",
     "build_model",
     "register_architecture",
     "list_architectures",
@@ -60,26 +64,58 @@ def list_architectures() -> list[str]:
     return ARCHITECTURES.names()
 
 
+def _torchvision_models() -> list[str]:
+    import torchvision
+
+    return torchvision.models.list_models(module=torchvision.models)
+
+
+def architecture_exists(arch: str) -> bool:
+    """Whether :func:`build_model` knows ``arch`` (registered, or a torchvision model)."""
+    return arch in ARCHITECTURES or (isinstance(arch, str) and arch in _torchvision_models())
+
+
+def _builder(arch: str) -> ArchitectureBuilder:
+    if arch in ARCHITECTURES or not architecture_exists(arch):
+        try:
+            return ARCHITECTURES.get(arch)
+        except AuditInputError as err:
+            raise AuditInputError(f"{err.problems[0]}, or any torchvision classification "
+                                  "model, e.g. mobilenet_v3_small, efficientnet_b0 "
+                                  "(torchvision.models.list_models)") from None
+
+    def torchvision_model(*, num_classes: int, small_input: bool) -> nn.Module:
+        import torchvision
+
+        # small_input changes only the registered ResNets' stem; torchvision's own
+        # models are built as published (no weights: those come from files).
+        return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+
+    return torchvision_model
+
+
 def build_model(arch: str, *, num_classes: int, small_input: bool = False) -> nn.Module:
     """Build a freshly initialised model of architecture ``arch``.
 
     Parameters
     ----------
     arch
-        A registered name, see :func:`list_architectures`.
+        A registered name (:func:`list_architectures`) or a torchvision classification
+        model name.
     num_classes
         Width of the output layer (2 for binary tasks).
     small_input
-        For ResNets: replace the 7x7 stride-2 stem and its max-pool by a 3x3 stride-1
-        convolution, as is usual for 32 px images (CIFAR). Ignored by ``small_cnn``,
-        which is built for small images already.
+        For the registered ResNets: replace the 7x7 stride-2 stem and its max-pool by a
+        3x3 stride-1 convolution, as is usual for 32 px images (CIFAR). Ignored by
+        ``small_cnn``, which is built for small images already, and by torchvision's
+        own models.
 
     Returns
     -------
     nn.Module
         The model, in training mode, on the CPU.
     """
-    builder = ARCHITECTURES.get(arch)
+    builder = _builder(arch)
     # bool is an int subclass; num_classes=True is a mistake, not 1 class.
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise AuditInputError(

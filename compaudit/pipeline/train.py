@@ -51,12 +51,13 @@ def dense_population(spec: AuditSpec, folder: RunFolder, cache: StageCache, data
 
 
 def check_architecture(spec: AuditSpec) -> None:
-    """The spec's architecture must be registered (checked before anything trains)."""
-    from compaudit.models.architectures import ARCHITECTURES
+    """The spec's architecture must be known (checked before anything trains)."""
+    from compaudit.models.architectures import ARCHITECTURES, architecture_exists
 
-    if spec.model.arch not in ARCHITECTURES:
+    if not architecture_exists(spec.model.arch):
         raise AuditInputError(f"{spec.source}: [model].arch: got {spec.model.arch!r}; expected "
-                              f"one of {', '.join(ARCHITECTURES)}")
+                              f"one of {', '.join(ARCHITECTURES)} or a torchvision "
+                              "classification model such as mobilenet_v3_small")
 
 
 def _pretrained(spec: AuditSpec) -> Path:

@@ -77,8 +77,38 @@ def test_same_global_seed_builds_identical_models():
 
 def test_unknown_architecture_lists_the_valid_names():
     valid = "resnet18, resnet50, small_cnn"
-    with pytest.raises(AuditInputError, match=f"unknown architecture 'resnet19'.*{valid}"):
+    with pytest.raises(AuditInputError, match=f"unknown architecture 'resnet19'.*{valid}.*"
+                                              "any torchvision classification model"):
         build_model("resnet19", num_classes=2)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0", "regnet_y_400mf"])
+def test_any_torchvision_classification_model_is_built_with_num_classes(name):
+    import torchvision
+
+    from compaudit.models.architectures import architecture_exists
+
+    assert architecture_exists(name) and name not in list_architectures()
+    torch.manual_seed(0)
+    mine = build_model(name, num_classes=3)
+    torch.manual_seed(0)
+    reference = torchvision.models.get_model(name, weights=None, num_classes=3)
+    # The same architecture and initialisation as torchvision's own builder.
+    assert [k for k, _ in mine.state_dict().items()] == list(reference.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(mine.state_dict().values(),
+                                                 reference.state_dict().values()))
+    with torch.no_grad():
+        assert mine.eval()(torch.randn(2, 3, 64, 64)).shape == (2, 3)
+
+
+def test_a_spec_with_a_torchvision_architecture_passes_the_preflight():
+    from compaudit.pipeline.train import check_architecture
+    from compaudit.spec import parse_spec
+
+    base = '[[variants]]\nname = "f"\nmethod = "float16"\n[model]\narch = "{}"\n'
+    check_architecture(parse_spec(base.format("mobilenet_v3_small"), source="s.toml"))
+    with pytest.raises(AuditInputError, match=r"s.toml: \[model\].arch: got 'mobilenet_v9'"):
+        check_architecture(parse_spec(base.format("mobilenet_v9"), source="s.toml"))
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 2.0, "2"])

@@ -31,11 +31,18 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 import types
 from dataclasses import MISSING, dataclass
+from pathlib import Path
 from typing import Any, Iterable, Literal, Union, get_args, get_origin, get_type_hints
 
 from compaudit.errors import AuditInputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 __all__ = [
     "Checked",
@@ -47,7 +54,9 @@ __all__ = [
     "from_table",
     "is_slug",
     "narrow",
+    "parse_toml",
     "plain",
+    "read_utf8",
     "setting",
 ]
 
@@ -383,6 +392,23 @@ def narrow(obj: Any, cls: type, **changes: Any) -> Any:
     """
     names = [f.name for f in dataclasses.fields(cls)]
     return cls(**{**{n: getattr(obj, n) for n in names}, **changes})
+
+
+def read_utf8(path: str | Path) -> str:
+    """The text of a UTF-8 file; other bytes are an error naming the file."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise AuditInputError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); "
+                              "expected a TOML file in UTF-8") from err
+
+
+def parse_toml(text: str, *, source: str) -> dict[str, Any]:
+    """A TOML document; a syntax error names ``source``."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise AuditInputError(f"{source}: not valid TOML ({err})") from err
 
 
 def plain(obj: Any) -> Any:

@@ -15,23 +15,27 @@ See ``audits/demo.toml`` for an annotated example of every section.
 from __future__ import annotations
 
 import hashlib
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from compaudit.analysis.audit import AnalysisOptions
 from compaudit.compress.configs import METHODS
-from compaudit.config import SLUG_RULE, Checked, from_table, is_slug, narrow, plain, setting
+from compaudit.config import (
+    SLUG_RULE,
+    Checked,
+    from_table,
+    is_slug,
+    narrow,
+    plain,
+    parse_toml,
+    read_utf8,
+    setting,
+)
 from compaudit.dissection.config import DEFAULT_LAYERS, DissectionSpec
 from compaudit.errors import AuditInputError
 from compaudit.gate.policy import GatePolicy, policy_from_dict
 from compaudit.models.train_config import TrainConfig
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 __all__ = [
     "AuditSpec",
@@ -290,10 +294,7 @@ def _sections(doc: dict[str, Any], source: str, problems: list[str]) -> dict[str
 
 def parse_spec(text: str, *, source: str = "<spec>") -> AuditSpec:
     """Parse and validate spec TOML text; raise one error listing every mistake."""
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise AuditInputError(f"{source}: not valid TOML ({err})") from err
+    doc = parse_toml(text, source=source)
     problems = [f"{source}: unknown section [{key}]; valid sections: "
                 f"{', '.join(sorted(SECTIONS))}" for key in doc if key not in SECTIONS]
     parts = _sections(doc, source, problems)
@@ -310,12 +311,7 @@ def load_spec(path: str | Path) -> AuditSpec:
     if not path.is_file():
         raise AuditInputError(f"{path}: audit spec not found; expected a TOML file such as "
                               "audits/demo.toml")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise AuditInputError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); "
-                              "expected a TOML file in UTF-8") from err
-    return parse_spec(text, source=str(path))
+    return parse_spec(read_utf8(path), source=str(path))
 
 
 def demo_spec(*, spurious: bool = True) -> AuditSpec:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,7 @@ __all__ = [
     "register_dataset",
     "get_dataset",
     "list_datasets",
+    "dataset_length",
     "EXAMPLE_COLUMNS",
 ]
 
@@ -178,6 +179,19 @@ class SubsetDataset(AuditDataset):
 
     def examples(self) -> pd.DataFrame:
         return self.dataset.examples().iloc[self.indices].reset_index(drop=True)
+
+
+def dataset_length(dataset: Any) -> int:
+    """``len(dataset)`` of a non-empty map-style dataset, else an error saying which."""
+    try:
+        n = len(dataset)
+    except TypeError as err:
+        raise AuditInputError(f"dataset {type(dataset).__name__} has no length; expected a "
+                              "map-style dataset") from err
+    if n == 0:
+        raise AuditInputError(f"dataset {type(dataset).__name__} is empty; check its root "
+                              "folder and split")
+    return n
 
 
 def subset(factory: Callable[[], AuditDataset], n: int, seed: int = 0) -> AuditDataset:

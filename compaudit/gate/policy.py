@@ -45,18 +45,12 @@ policy is given at all; an optional tolerance set to ``false`` is not checked.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from compaudit.config import Checked, from_table, setting
+from compaudit.config import Checked, from_table, parse_toml, read_utf8, setting
 from compaudit.errors import AuditInputError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 __all__ = [
     "GatePolicy",
@@ -197,10 +191,7 @@ def load_policy(path: str | Path) -> GatePolicy:
     if not path.is_file():
         raise AuditInputError(f"{path}: policy file not found; expected a TOML file with a "
                               "[gate] table")
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise AuditInputError(f"{path}: not valid TOML ({err})") from err
+    doc = parse_toml(read_utf8(path), source=str(path))
     if not isinstance(doc.get("gate"), dict):
         raise AuditInputError(f"{path}: no [gate] table; expected the policy under [gate]")
     return policy_from_dict(doc["gate"], source=str(path))

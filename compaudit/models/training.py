@@ -38,6 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from compaudit.data.base import dataset_length
 from compaudit.errors import AuditInputError
 from compaudit.models._checkpoint import (
     CHECKPOINT_NAME,
@@ -123,7 +124,7 @@ def train(
     """
     if not isinstance(config, TrainConfig):
         raise AuditInputError(f"config must be a TrainConfig, got {type(config).__name__}")
-    n = _dataset_length(dataset)
+    n = dataset_length(dataset)
     device = _resolve_device(config.device)
     use_cuda = device.type == "cuda"
     if (config.amp or config.channels_last) and not use_cuda:
@@ -279,18 +280,6 @@ def _resume(path: Path, config: TrainConfig, stateful: dict[str, Any],
     result.global_step = state["global_step"]
     result.losses = list(state["history"]["loss"])
     result.accuracies = list(state["history"]["accuracy"])
-
-
-def _dataset_length(dataset: Any) -> int:
-    try:
-        n = len(dataset)
-    except TypeError as err:
-        raise AuditInputError(
-            f"dataset must be a map-style dataset with a length, got {type(dataset).__name__}"
-        ) from err
-    if n == 0:
-        raise AuditInputError("dataset is empty; check its root folder and split")
-    return n
 
 
 def _resolve_device(name: str) -> torch.device:

@@ -32,6 +32,7 @@ from compaudit import tables
 from compaudit.predict.rows import Outputs, Task, check_labels, check_logits, to_frame
 from compaudit.predict.stacking import Member, Runner, plan_runners, restore_modes
 from compaudit.config import check_int
+from compaudit.data.base import dataset_length
 from compaudit.errors import AuditInputError
 
 __all__ = ["predict_population", "write_predictions", "StackMode"]
@@ -234,14 +235,7 @@ def predict_population(
         raise AuditInputError(f"stack must be True, False or 'auto', got {stack!r}")
     dev = _check_device(device)
     mask = _check_class_mask(dataset)
-    try:
-        n_examples = len(dataset)
-    except TypeError as err:
-        raise AuditInputError(
-            f"dataset {type(dataset).__name__} has no length; expected a map-style dataset"
-        ) from err
-    if n_examples == 0:
-        raise AuditInputError(f"dataset {type(dataset).__name__} is empty")
+    n_examples = dataset_length(dataset)
 
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,

@@ -1,0 +1,82 @@
+"""What kind of model file a path holds, read from its first bytes (imports no torch).
+
+Specs name model files (``[model].weights``, ``[[variants]] files``); they are checked
+at parse time, before anything trains, by reading their headers only:
+
+* ``"state_dict"``: a ``torch.save`` file, the zip format (a ``*/data.pkl`` member)
+  or the legacy pickle format (its magic number);
+* ``"pt2"``: a ``torch.export.save`` archive (a zip with ``*/archive_format``);
+* ``"onnx"``: an ONNX model (a protobuf ``ModelProto`` whose first field is one of
+  its known top-level fields; exporters write ``ir_version`` first).
+
+Anything else is an :class:`~compaudit.errors.AuditInputError` naming the file and
+the formats expected.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Literal
+
+from compaudit.errors import AuditInputError
+
+__all__ = ["FORMATS", "ArtifactFormat", "artifact_format"]
+
+ArtifactFormat = Literal["state_dict", "pt2", "onnx"]
+FORMATS: tuple[str, ...] = ("state_dict", "pt2", "onnx")
+
+# torch.save's legacy (non-zip) format begins with the pickled magic number
+# 0x1950a86a20f9469cfc6c (protocol 2, LONG1 of 10 bytes).
+_LEGACY_TORCH = bytes.fromhex("80028a0a6cfc9c46f9206aa85019")
+# The first byte (field number << 3 | wire type) of ModelProto's top-level fields:
+# ir_version (1, varint), producer_name (2), producer_version (3), domain (4),
+# model_version (5, varint), doc_string (6), graph (7), opset_import (8),
+# metadata_props (14), functions (25: two-byte tag, first byte 0xca).
+_ONNX_FIRST = {0x08, 0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0xCA}
+_EXPECTED = ("expected a state dict written by torch.save(model.state_dict(), path), a "
+             "torch.export program saved by torch.export.save (.pt2), or an ONNX model "
+             "(.onnx)")
+
+
+def artifact_format(path: str | Path) -> ArtifactFormat:
+    """The format of the model file at ``path``, from its header (no full load).
+
+    Raises
+    ------
+    AuditInputError
+        The file is missing, unreadable, or none of the formats above.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AuditInputError(f"{path}: model file not found; put the file there or fix "
+                              "the path")
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(len(_LEGACY_TORCH))
+    except OSError as err:
+        raise AuditInputError(f"{path}: cannot be read ({err.strerror}); {_EXPECTED}") from err
+    if not head:
+        raise AuditInputError(f"{path}: is empty; {_EXPECTED}")
+    if head.startswith(b"PK\x03\x04"):
+        return _zip_format(path)
+    if head.startswith(_LEGACY_TORCH):
+        return "state_dict"
+    if path.suffix.lower() == ".onnx" and head[0] in _ONNX_FIRST:
+        return "onnx"
+    raise AuditInputError(f"{path}: not a recognised model file (first bytes "
+                          f"{head[:4].hex()}); {_EXPECTED}")
+
+
+def _zip_format(path: Path) -> ArtifactFormat:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile as err:
+        raise AuditInputError(f"{path}: a damaged zip archive ({err}); {_EXPECTED}") from err
+    if any(n.endswith("/archive_format") or n == "archive_format" for n in names):
+        return "pt2"
+    if any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
+        return "state_dict"
+    raise AuditInputError(f"{path}: a zip archive with neither data.pkl (torch.save) nor "
+                          f"archive_format (torch.export.save); {_EXPECTED}")

@@ -1,0 +1,53 @@
+"""Header sniffing against files written by the real tools (torch.save, torch.export,
+torch.onnx.export)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from compaudit.errors import AuditInputError
+from compaudit.models.artifact_format import artifact_format
+
+
+def _model() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).eval()
+
+
+def test_files_written_by_torch_and_onnx_are_recognised(tmp_path):
+    model, x = _model(), torch.zeros(1, 3, 8, 8)
+    torch.save(model.state_dict(), tmp_path / "zip.pt")
+    torch.save(model.state_dict(), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    torch.save({"state_dict": model.state_dict(), "epoch": 3}, tmp_path / "checkpoint.ckpt")
+    torch.export.save(torch.export.export(model, (x,)), tmp_path / "program.pt2")
+    torch.onnx.export(model, (x,), tmp_path / "model.onnx", dynamo=False)
+    assert artifact_format(tmp_path / "zip.pt") == "state_dict"
+    assert artifact_format(tmp_path / "legacy.pt") == "state_dict"
+    assert artifact_format(tmp_path / "checkpoint.ckpt") == "state_dict"
+    assert artifact_format(tmp_path / "program.pt2") == "pt2"
+    assert artifact_format(tmp_path / "model.onnx") == "onnx"
+
+
+@pytest.mark.parametrize("name, content, words", [
+    ("missing.pt", None, "not found"),
+    ("empty.pt", b"", "is empty"),
+    ("notes.onnx", b"hello, not a model", "not a recognised model file"),
+    ("weights.pt", b"PK\x03\x04broken", "damaged zip"),
+])
+def test_bad_files_name_the_file_and_the_formats(tmp_path, name, content, words):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(AuditInputError) as err:
+        artifact_format(path)
+    assert str(path) in str(err.value) and words in str(err.value)
+
+
+def test_a_zip_that_is_no_model_is_refused(tmp_path):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "data.pt", "w") as archive:
+        archive.writestr("readme.txt", "hi")
+    with pytest.raises(AuditInputError, match="neither data.pkl"):
+        artifact_format(tmp_path / "data.pt")

@@ -15,7 +15,7 @@ See ``audits/demo.toml`` for an annotated example of every section.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,6 +71,15 @@ class DataSpec(Checked):
     split (e.g. ImageNet train). ``max_train``/``max_eval``: a seeded subset (0: all).
     ``n``, ``splits`` (train, valid, test fractions), ``spurious`` (strength of the
     planted shortcut) and ``label_noise`` apply to the synthetic faces only.
+    ``manifest``: the CSV of ``dataset = "manifest"`` (relative to the spec's folder
+    when it is there, else to ``root``; default ``root/manifest.csv``).
+
+    Preprocessing (the evaluation transform, also used for training): resize the
+    shorter side to ``resize``, centre-crop ``crop`` (the model's input side; default
+    ``image_size``), normalise with ``mean``/``std`` (three values each). Defaults:
+    ``resize = crop``, mean 0.5 and std 0.25 per channel. ``[model].pretrained``
+    weights bring their own mean, std and resize ratio; a ``mean``/``std`` that
+    differs from theirs is an error naming both keys.
     """
 
     dataset: str = setting("synthetic-faces", nonempty=True)
@@ -87,11 +96,35 @@ class DataSpec(Checked):
     splits: tuple[float, ...] = setting((0.6, 0.1, 0.3), ge=0, le=1)
     spurious: float = setting(0.8, ge=0, le=1)
     label_noise: float = setting(0.02, ge=0, lt=0.5)
+    manifest: str = ""
+    resize: int = setting(0, ge=0)
+    crop: int = setting(0, ge=0)
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+    @property
+    def input_size(self) -> int:
+        """The side of the images the model sees (``crop``, else ``image_size``)."""
+        return self.crop or self.image_size
 
     def _problems(self):
         if len(self.splits) != 3 or abs(sum(self.splits) - 1) > 1e-6:
             yield "splits", (f"got {list(self.splits)}; expected three fractions (train, "
                              "valid, test) summing to 1")
+        if self.manifest and self.dataset != "manifest":
+            yield "manifest", (f"is set but dataset is {self.dataset!r}; expected dataset = "
+                               "\"manifest\" (or remove manifest)")
+        if self.crop and self.crop < 16:
+            yield "crop", f"got {self.crop}; expected at least 16 (0: image_size)"
+        if self.resize and self.resize < self.input_size:
+            yield "resize", (f"got {self.resize}; expected at least the crop "
+                             f"({self.input_size}), or 0 for the default")
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            if values and len(values) != 3:
+                yield key, f"got {list(values)}; expected three numbers (R, G, B)"
+            elif key == "std" and any(v <= 0 for v in values):
+                yield key, f"got {list(values)}; expected three positive numbers"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -178,6 +211,8 @@ class ExecutorSpec(Checked):
 #: The keys of ``[analysis]``; the other analysis options come from [data] and [model].
 ANALYSIS_KEYS = ("bootstrap", "positive_label", "alpha", "level", "seed",
                  "max_intersection_order")
+#: The method of loaded artifacts (``[[variants]] method = "load"``).
+LOAD = "load"
 SECTIONS = ("audit", "data", "model", "train", "variants", "shifts", "analysis", "gate",
             "executor", "dissection")
 
@@ -292,14 +327,83 @@ def _sections(doc: dict[str, Any], source: str, problems: list[str]) -> dict[str
     return parts
 
 
-def parse_spec(text: str, *, source: str = "<spec>") -> AuditSpec:
-    """Parse and validate spec TOML text; raise one error listing every mistake."""
+def _resolve(path: str, base: Path | None) -> str:
+    """A path from the spec: absolute as given, relative against the spec's folder."""
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() or base is None else base / p)
+
+
+def _with_files(parts: dict[str, Any], base: Path | None) -> None:
+    """Model files and the manifest resolved against the spec's folder."""
+    model, data = parts["model"], parts["data"]
+    parts["model"] = replace(model, weights=tuple(_resolve(w, base) for w in model.weights))
+    if data.manifest and base is not None and (base / data.manifest).is_file():
+        parts["data"] = replace(data, manifest=_resolve(data.manifest, base))
+    parts["variants"] = tuple(
+        replace(v, config=replace(v.config, files=tuple(_resolve(f, base)
+                                                        for f in v.config.files)))
+        if v.method == LOAD else v for v in parts["variants"])
+
+
+def _file_checks(parts: dict[str, Any], source: str) -> list[str]:
+    """Model files: present and readable (headers only), paired with the replicas, and
+    no method or dissection that needs torch weights of a dense ONNX/.pt2 model."""
+    from compaudit.models.artifact_format import artifact_format
+
+    problems: list[str] = []
+
+    def formats(paths: tuple[str, ...], key: str) -> set[str]:
+        found = set()
+        for path in paths:
+            try:
+                found.add(artifact_format(path))
+            except AuditInputError as err:
+                problems.extend(f"{source}: {key}: {p}" for p in err.problems)
+        return found
+
+    model = parts["model"]
+    dense = formats(model.weights, "[model].weights")
+    exported = sorted(dense - {"state_dict"})
+    for i, v in enumerate(parts["variants"], 1):
+        at = f"{source}: [[variants]] #{i}"
+        if v.method == LOAD:
+            formats(v.config.files, f"[[variants]] #{i}.files")
+            if not (model.weights or model.pretrained):
+                problems.append(f"{at}.method: 'load' pairs each file with a dense replica "
+                                "given as a file; expected [model].weights (or "
+                                "[model].pretrained) naming the dense model the artifacts "
+                                "were compressed from")
+            elif len(v.config.files) != model.replicas:
+                problems.append(f"{at}.files: got {len(v.config.files)} file(s); expected one "
+                                f"per dense replica ({model.replicas}), file k paired with "
+                                "[model].weights[k]")
+        elif exported:
+            problems.append(f"{at}.method: got {v.method!r}, which needs the dense model's "
+                            f"torch weights, but [model].weights are {', '.join(exported)} "
+                            "files (no torch weights to compress); expected method = \"load\" "
+                            "with the compressed artifacts, or a state-dict dense model")
+    if exported and parts["dissection"] is not None:
+        problems.append(f"{source}: [dissection]: needs the models' torch layers, but "
+                        f"[model].weights are {', '.join(exported)} files; remove "
+                        "[dissection] or give state-dict weights")
+    return problems
+
+
+def parse_spec(text: str, *, source: str = "<spec>", base: str | Path | None = None
+               ) -> AuditSpec:
+    """Parse and validate spec TOML text; raise one error listing every mistake.
+
+    Relative model files and manifests resolve against ``base`` (the spec's folder
+    when read by :func:`load_spec`; the working directory when ``None``). Model files
+    are checked from their headers here, before anything runs.
+    """
     doc = parse_toml(text, source=source)
     problems = [f"{source}: unknown section [{key}]; valid sections: "
                 f"{', '.join(sorted(SECTIONS))}" for key in doc if key not in SECTIONS]
     parts = _sections(doc, source, problems)
     if not problems:
-        problems += _cross_checks(parts, source)
+        _with_files(parts, Path(base) if base is not None else None)
+        problems += _cross_checks(parts, source) + _file_checks(parts, source)
     if problems:
         raise AuditInputError(problems)
     return AuditSpec(source=source, text=text, **parts)
@@ -311,7 +415,7 @@ def load_spec(path: str | Path) -> AuditSpec:
     if not path.is_file():
         raise AuditInputError(f"{path}: audit spec not found; expected a TOML file such as "
                               "audits/demo.toml")
-    return parse_spec(read_utf8(path), source=str(path))
+    return parse_spec(read_utf8(path), source=str(path), base=path.parent)
 
 
 def demo_spec(*, spurious: bool = True) -> AuditSpec:

@@ -6,9 +6,13 @@ from pathlib import Path
 
 import pytest
 
+import re
 import subprocess
 import sys
 import tomllib
+
+import numpy as np
+import torch
 
 from compaudit.compress.configs import METHODS, GradualMagnitudeConfig
 from compaudit.errors import AuditInputError
@@ -172,3 +176,98 @@ def test_pruning_schedules_in_fractions_of_the_fine_tuning_run():
             parse_spec(base + extra, source="s.toml")
     with pytest.raises(AuditInputError, match="end: got 1.5"):
         GradualMagnitudeConfig(sparsity=0.5, frequency=1, begin=0.0, end=1.5)
+
+
+# --- preprocessing and model files -------------------------------------------------
+
+def _demo_text() -> str:
+    from importlib import resources
+
+    return resources.files("compaudit").joinpath("demo.toml").read_text(encoding="utf-8")
+
+
+def _with(section: str, lines: str) -> str:
+    return _demo_text().replace(f"[{section}]", f"[{section}]\n{lines}", 1)
+
+
+def test_preprocessing_keys_build_the_transform_torchvision_would():
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from compaudit.pipeline.data import eval_transform
+
+    spec = parse_spec(_with("data", "resize = 40\ncrop = 36\nmean = [0.4, 0.5, 0.6]\n"
+                                    "std = [0.2, 0.3, 0.4]"))
+    assert spec.data.input_size == 36
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 70, 3), np.uint8))
+    reference = T.Compose([T.Resize(40), T.CenterCrop(36), T.ToTensor(),
+                           T.Normalize([0.4, 0.5, 0.6], [0.2, 0.3, 0.4])])
+    torch.testing.assert_close(eval_transform(spec)(image), reference(image))
+
+
+@pytest.mark.parametrize("lines, key", [
+    ("crop = 8", "[data].crop"), ("resize = 20\ncrop = 24", "[data].resize"),
+    ("mean = [0.5, 0.5]", "[data].mean"), ("std = [0.2, 0.0, 0.2]", "[data].std"),
+    ('manifest = "faces.csv"', "[data].manifest"),
+])
+def test_bad_preprocessing_names_the_key(lines, key):
+    with pytest.raises(AuditInputError, match=re.escape(key)):
+        parse_spec(_with("data", lines))
+
+
+def test_pretrained_weights_bring_their_statistics_and_a_conflict_names_both():
+    import torchvision
+
+    from compaudit.pipeline.data import eval_transform
+
+    text = _with("model", 'pretrained = "ResNet18_Weights.IMAGENET1K_V1"\nreplicas = 1')
+    text = text.replace("replicas = 12", "")
+    ref = torchvision.models.get_weight("ResNet18_Weights.IMAGENET1K_V1").transforms()
+    normalize = eval_transform(parse_spec(text)).transforms[-1]
+    assert list(normalize.mean) == list(ref.mean) and list(normalize.std) == list(ref.std)
+    same = _with("data", f"mean = {list(ref.mean)}").replace(
+        "[model]", '[model]\npretrained = "ResNet18_Weights.IMAGENET1K_V1"\nreplicas = 1', 1)
+    eval_transform(parse_spec(same.replace("replicas = 12", "")))
+    clash = text.replace("[data]", "[data]\nmean = [0.5, 0.5, 0.5]", 1)
+    with pytest.raises(AuditInputError, match=r"\[data\]\.mean .*\[model\]\.pretrained"):
+        eval_transform(parse_spec(clash))
+
+
+def _tiny_onnx(path: Path) -> Path:
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten()).eval()
+    torch.onnx.export(model, (torch.zeros(1, 3, 32, 32),), path, dynamo=False)
+    return path
+
+
+def test_model_files_resolve_against_the_spec_folder_and_are_checked(tmp_path):
+    folder = tmp_path / "audits"
+    folder.mkdir()
+    model = torch.nn.Linear(2, 2)
+    torch.save(model.state_dict(), folder / "a.pt")
+    torch.save(model.state_dict(), folder / "b.pt")
+    text = _demo_text().replace("replicas = 12", 'replicas = 2\nweights = ["a.pt", "b.pt"]')
+    (folder / "spec.toml").write_text(text)
+    spec = load_spec(folder / "spec.toml")
+    assert spec.model.weights == (str(folder / "a.pt"), str(folder / "b.pt"))
+    (folder / "b.pt").write_bytes(b"")
+    (folder / "a.pt").unlink()
+    with pytest.raises(AuditInputError) as err:
+        load_spec(folder / "spec.toml")
+    assert len(err.value.problems) == 2
+    assert all("[model].weights" in p for p in err.value.problems)
+    assert "a.pt: model file not found" in str(err.value) and "b.pt: is empty" in str(err.value)
+
+
+def test_a_dense_onnx_model_refuses_methods_that_need_torch_weights(tmp_path):
+    _tiny_onnx(tmp_path / "dense.onnx")
+    text = _demo_text().replace("replicas = 12", 'replicas = 1\nweights = ["dense.onnx"]')
+    assert "[dissection]" in text  # the demo dissects its models
+    (tmp_path / "spec.toml").write_text(text)
+    with pytest.raises(AuditInputError) as err:
+        load_spec(tmp_path / "spec.toml")
+    methods = [p for p in err.value.problems if ".method: got" in p]
+    assert len(methods) == len(tomllib.loads(_demo_text())["variants"])
+    assert all("onnx files" in p and 'method = "load"' in p for p in methods)
+    assert any(p.startswith(f"{tmp_path / 'spec.toml'}: [dissection]") for p in
+               err.value.problems)

@@ -50,20 +50,30 @@ def resolve(folder: RunFolder, path: str) -> Path:
 
 
 def eval_transform(spec: AuditSpec) -> Any:
-    """The evaluation transform: the pretrained weights' own, or the spec's size."""
+    """The evaluation transform: ``[data]`` resize/crop/mean/std, where pretrained
+    weights bring their own statistics and resize ratio (a conflict is an error)."""
     from compaudit.data.base import TransformSpec
 
-    size = spec.data.image_size
+    d = spec.data
+    crop, ratio = d.input_size, 1.0
+    mean, std = d.mean or (0.5, 0.5, 0.5), d.std or (0.25, 0.25, 0.25)
     if spec.model.pretrained:
         import torchvision
 
         # Pretrained weights expect their own evaluation transform (IMAGENET1K_V2:
-        # resize 232, crop 224, ImageNet statistics), scaled to the spec's image size.
+        # resize 232, crop 224, ImageNet statistics), scaled to the spec's crop.
         ref = torchvision.models.get_weight(spec.model.pretrained).transforms()
-        return TransformSpec(resize=round(size * ref.resize_size[0] / ref.crop_size[0]),
-                             crop=size, mean=tuple(ref.mean), std=tuple(ref.std)).build()
-    return TransformSpec(resize=size, crop=size, mean=(0.5, 0.5, 0.5),
-                         std=(0.25, 0.25, 0.25)).build()
+        ratio = ref.resize_size[0] / ref.crop_size[0]
+        for key, given, theirs in (("mean", d.mean, ref.mean), ("std", d.std, ref.std)):
+            if given and any(abs(a - b) > 1e-6 for a, b in zip(given, theirs)):
+                raise AuditInputError(
+                    f"{spec.source}: [data].{key} = {list(given)} conflicts with "
+                    f"[model].pretrained = {spec.model.pretrained!r}, whose weights were "
+                    f"trained with {key} {list(theirs)}; remove [data].{key} or the "
+                    "pretrained weights")
+        mean, std = tuple(ref.mean), tuple(ref.std)
+    return TransformSpec(resize=d.resize or round(crop * ratio), crop=crop, mean=mean,
+                         std=std).build()
 
 
 def check_dataset(spec: AuditSpec) -> str:
@@ -81,9 +91,10 @@ def dataset_factory(spec: AuditSpec, root: Path, split: str, transform: Any) -> 
     """A picklable zero-argument factory building the spec's dataset for one split."""
     from compaudit.data import DATASETS
 
+    options = {"manifest": spec.data.manifest} if spec.data.manifest else {}
     return partial(DATASETS.get(check_dataset(spec)), root, split=split,
                    target=spec.data.target or None, protected=tuple(spec.data.protected),
-                   transform=transform)
+                   transform=transform, **options)
 
 
 def prepare_data(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
@@ -94,6 +105,7 @@ def prepare_data(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
 
     d = spec.data
     check_dataset(spec)
+    transform = eval_transform(spec)  # checks preprocessing against pretrained weights
     root = resolve(folder, d.root)
     key = stage_key(spec.section("data"), spec.seed)
     if d.dataset == "synthetic-faces":
@@ -105,7 +117,6 @@ def prepare_data(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
         raise AuditInputError(f"{spec.source}: [data].root: {root} does not exist; compaudit "
                               "never downloads data: put the dataset there or fix the path")
     train_root = resolve(folder, d.train_root) if d.train_root else root
-    transform = eval_transform(spec)
     # Kept in memory once read: a replica trains on it for every epoch.
     train = partial(in_memory, partial(subset, dataset_factory(spec, train_root, d.train_split,
                                                                transform), d.max_train, spec.seed))

@@ -41,7 +41,7 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
             params=variant.params, arch=m.arch, num_classes=m.num_classes,
             small_input=m.small_input, dense_paths=dense.paths, train_data=data.train,
             eval_data=(data.eval, *shifts.factories), fine_tune=spec.train.fine_tune(),
-            seed=spec.seed, device=spec.train.device, image_size=spec.data.image_size,
+            seed=spec.seed, device=spec.train.device, image_size=spec.data.input_size,
             predictions_path=folder.variant_predictions(variant.name),
             record_path=folder.variant_record(variant.name),
             examples_path=folder.examples, dissection=plan)

@@ -118,8 +118,20 @@ def _add_run(sub: Any) -> None:
                         description="Run every stage of an audit spec into one run folder; "
                                     "finished stages are skipped, so a killed run resumes.")
     rn.add_argument("spec", type=Path, help="audit spec, e.g. audits/demo.toml")
+    rn.add_argument("--dry-run", action="store_true",
+                    help="validate the spec and print the plan; run nothing (= compaudit check)")
     _run_options(rn, default_out=None)
     rn.set_defaults(func=_cmd_run)
+
+    ck = sub.add_parser("check", help="validate an audit spec and print its plan",
+                        description="Validate an audit spec (every mistake at once, naming "
+                                    "file and key; model files checked from their headers) "
+                                    "and print the stages, replicas, variants and files it "
+                                    "would use. Runs and writes nothing.")
+    ck.add_argument("spec", type=Path, help="audit spec, e.g. audits/demo.toml")
+    ck.add_argument("--out", type=Path, default=None,
+                    help="run folder the plan is for (default: reports/<audit name>)")
+    ck.set_defaults(func=_cmd_check)
 
     dm = sub.add_parser("demo", help="the embedded default audit on synthetic faces",
                         description="Generate synthetic faces, train a population, compress "
@@ -216,7 +228,21 @@ def _run_spec(spec, args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from compaudit.spec import load_spec
 
+    if args.dry_run:
+        return _cmd_check(args)
     return _run_spec(load_spec(args.spec), args)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from compaudit.pipeline.plan import describe_plan, preflight
+    from compaudit.spec import load_spec
+
+    spec = load_spec(args.spec)
+    out = args.out or Path("reports") / spec.name
+    preflight(spec, out)
+    print(describe_plan(spec, out))
+    print("\nspec OK: nothing was run or written")
+    return EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

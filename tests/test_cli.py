@@ -203,3 +203,35 @@ def test_screen_bad_top_exits_2(files, tmp_path, capsys):
                  str(tmp_path / "s"), "--top", "2"])
     assert code == 2
     assert "screen option top: got 2.0; expected a fraction in (0, 1]" in capsys.readouterr().err
+
+
+def test_check_prints_the_plan_and_writes_nothing(tmp_path, capsys):
+    from importlib import resources
+
+    import torch
+
+    text = resources.files("compaudit").joinpath("demo.toml").read_text(encoding="utf-8")
+    for k in range(2):
+        torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / f"r{k}.pt")
+    spec = tmp_path / "mine.toml"
+    spec.write_text(text.replace("replicas = 12", 'replicas = 2\nweights = ["r0.pt", "r1.pt"]'))
+    before = sorted(tmp_path.rglob("*"))
+    for argv in (["check", str(spec), "--out", str(tmp_path / "run")],
+                 ["run", "--dry-run", str(spec), "--out", str(tmp_path / "run")]):
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        assert f"{tmp_path / 'r1.pt'}  (state_dict)" in out
+        assert "gmp-90: gradual_magnitude (sparsity = 0.9" in out
+        assert "load dense -> variants" in out and "spec OK" in out
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_check_reports_preflight_problems_together(tmp_path, capsys):
+    spec = tmp_path / "bad.toml"
+    spec.write_text('[data]\ndataset = "manifest"\nroot = "nowhere"\n[model]\narch = "nonet"\n'
+                    '[[variants]]\nname = "f16"\nmethod = "float16"\n')
+    assert main(["check", str(spec), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert any("[model].arch: got 'nonet'" in line for line in err)
+    assert any("[data].root:" in line and "does not exist" in line for line in err)
+    assert not (tmp_path / "run").exists()

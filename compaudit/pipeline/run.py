@@ -24,8 +24,9 @@ from compaudit.pipeline.data import (
     write_examples,
 )
 from compaudit.pipeline.outputs import analyze_run, gate_and_report, write_provenance
+from compaudit.pipeline.plan import preflight
 from compaudit.pipeline.stages import StageCache
-from compaudit.pipeline.train import check_architecture, dense_population
+from compaudit.pipeline.train import dense_population
 from compaudit.pipeline.variants import check_schedules, dissection_plan, run_variants
 from compaudit.rundir import RunFolder, read_metrics
 from compaudit.spec import AuditSpec
@@ -54,12 +55,12 @@ def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: str | None = No
     """Run every stage of ``spec`` into ``out_dir``; skip stages that are up to date."""
     from compaudit.gate import format_table
 
+    preflight(spec, Path(out_dir))  # before the run folder is created
     folder = RunFolder(Path(out_dir))
     folder.create()
     cache = StageCache(folder.stages_json)
     started = time.time()
 
-    check_architecture(spec)
     with cache.timed("data"):
         data = prepare_data(spec, folder, cache, log=log)
     with cache.timed("shifts"):

@@ -1,7 +1,7 @@
 """Datasets: each yields images for models and rows of ``examples.parquet``.
 
 Importing this package registers every loader, so ``get_dataset(name, root)`` knows
-them all: ``celeba``, ``fairface``, ``imagenet``, ``imagenet-a``,
+them all: ``celeba``, ``fairface``, ``utkface``, ``imagenet``, ``imagenet-a``,
 ``imagenet-c``, ``cifar10``, ``cifar10-c`` and ``manifest`` (custom datasets).
 """
 
@@ -13,6 +13,7 @@ from compaudit.data import (  # noqa: F401
     imagenet,
     imagenet_a,
     imagenet_c,
+    utkface,
 )
 from compaudit.data.base import (
     DATASETS,

@@ -9,7 +9,8 @@ Expected layout: the images under ``root`` (searched recursively, so ``root`` ma
 
 with age an integer 0-116, gender 0=male 1=female, race 0=White 1=Black 2=Asian
 3=Indian 4=Others. Files not ending in ``.jpg`` and names starting with ``.`` are
-ignored; ``example_id`` is ``utkface/<path relative to root>``.
+ignored; ``example_id`` is ``utkface/<path relative to root>``. Point ``root`` at one
+of the two sets: with both under it, every photo is counted twice.
 
 Labels: the target (default ``gender``) is one attribute; the label is its class index
 (:data:`UTKFACE_CLASSES`): gender Male=0, Female=1 and race White=0 .. Others=4, the

@@ -1,11 +1,20 @@
 """Datasets: each yields images for models and rows of ``examples.parquet``.
 
 Importing this package registers every loader, so ``get_dataset(name, root)`` knows
-them all: ``celeba``, ``imagenet``, ``imagenet-a``, ``imagenet-c``, ``cifar10``,
-``cifar10-c`` and ``manifest`` (custom datasets).
+them all: ``celeba``, ``fairface``, ``utkface``, ``imagenet``, ``imagenet-a``,
+``imagenet-c``, ``cifar10``, ``cifar10-c`` and ``manifest`` (custom datasets).
 """
 
-from compaudit.data import celeba, cifar10, custom, imagenet, imagenet_a, imagenet_c  # noqa: F401
+from compaudit.data import (  # noqa: F401
+    celeba,
+    cifar10,
+    custom,
+    fairface,
+    imagenet,
+    imagenet_a,
+    imagenet_c,
+    utkface,
+)
 from compaudit.data.base import (
     DATASETS,
     AuditDataset,

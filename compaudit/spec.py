@@ -65,7 +65,8 @@ class DataSpec(Checked):
 
     ``dataset = "synthetic-faces"`` generates the embedded default into ``root``
     (relative paths resolve against the run folder); any registered dataset name reads
-    existing files from ``root``. ``target``: the attribute predicted where labels are
+    existing files from ``root`` (relative paths resolve against the spec's folder, as
+    every input path of a spec does). ``target``: the attribute predicted where labels are
     attributes (CelebA, synthetic faces; empty: their default, Blond_Hair); datasets
     with class labels take none. ``train_root``: a separate folder for the training
     split (e.g. ImageNet train). ``max_train``/``max_eval``: a seeded subset (0: all).
@@ -334,11 +335,19 @@ def _resolve(path: str, base: Path | None) -> str:
 
 
 def _with_files(parts: dict[str, Any], base: Path | None) -> None:
-    """Model files and the manifest resolved against the spec's folder."""
+    """The user's inputs resolved against the spec's folder: model files, dataset
+    folders (not the generated synthetic faces, which live in the run folder) and the
+    manifest (when it is there; else the dataset reads it from its root)."""
     model, data = parts["model"], parts["data"]
     parts["model"] = replace(model, weights=tuple(_resolve(w, base) for w in model.weights))
+    if data.dataset != "synthetic-faces":
+        data = replace(data, root=_resolve(data.root, base),
+                       train_root=data.train_root and _resolve(data.train_root, base))
     if data.manifest and base is not None and (base / data.manifest).is_file():
-        parts["data"] = replace(data, manifest=_resolve(data.manifest, base))
+        data = replace(data, manifest=_resolve(data.manifest, base))
+    parts["data"] = data
+    parts["shifts"] = tuple(replace(s, root=_resolve(s.root, base)) if s.root else s
+                            for s in parts["shifts"])
     parts["variants"] = tuple(
         replace(v, config=replace(v.config, files=tuple(_resolve(f, base)
                                                         for f in v.config.files)))

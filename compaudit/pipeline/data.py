@@ -193,13 +193,16 @@ def _relative(path: Any, root: Path) -> Any:
         return path  # outside the run folder: the dataset root recorded in run.json
 
 
-def write_class_names(spec: AuditSpec, folder: RunFolder) -> None:
-    """``class_names.json`` for the report: the target's two names, or ImageNet's."""
-    names: list[str] | None = None
+def write_class_names(spec: AuditSpec, folder: RunFolder, data: DataStage) -> None:
+    """``class_names.json`` for the report: the dataset's own class names (FairFace,
+    UTKFace), the target's two names (CelebA), or ImageNet's."""
+    names: list[str] | None = getattr(data.eval(), "class_names", None)
     target = spec.data.target
     if not target and spec.data.dataset in ("celeba", "synthetic-faces"):
         from compaudit.data.celeba import DEFAULT_TARGET as target
-    if spec.model.num_classes == 2 and target:
+    if names is not None:
+        names = [str(n) for n in names]
+    elif spec.model.num_classes == 2 and target:
         names = [f"not {target}", target]
     elif spec.model.num_classes == 1000 and spec.data.dataset.startswith("imagenet"):
         from compaudit.data.imagenet_classes import imagenet_class_names

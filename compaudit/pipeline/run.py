@@ -66,7 +66,7 @@ def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: str | None = No
     with cache.timed("shifts"):
         shifts = prepare_shifts(spec, folder, cache, data, progress=progress, log=log)
     with cache.timed("examples"):
-        write_class_names(spec, folder)
+        write_class_names(spec, folder, data)
         examples_key = write_examples(folder, cache, data, shifts)
         plan = dissection_plan(spec, folder, data)
         check_schedules(spec, data)

@@ -19,7 +19,8 @@ from compaudit.errors import AuditInputError
 from compaudit.spec import demo_spec, load_spec, parse_spec
 
 AUDITS = Path(__file__).resolve().parents[1] / "audits"
-SPECS = sorted(AUDITS.glob("*.toml"))
+# own_model.toml names the team's files; tests/test_own_model.py makes them and runs it.
+SPECS = sorted(p for p in AUDITS.glob("*.toml") if p.name != "own_model.toml")
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)

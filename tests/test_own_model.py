@@ -1,0 +1,150 @@
+"""A team's workflow, end to end: artifacts made outside compaudit, audited by a spec.
+
+Outside compaudit (plain torch, torchvision, torch.nn.utils.prune and ONNX Runtime, as a
+team's own toolchain would): generate images with a protected attribute, train a tiny
+torchvision model, prune a copy with ``torch.nn.utils.prune`` (saved with its
+``weight_orig``/``weight_mask`` reparametrisation), export another to ONNX and quantize
+it with ONNX Runtime's static quantization. Then ``compaudit run`` the shipped template
+``audits/own_model.toml`` on those files. The int8 variant's predictions must be ONNX
+Runtime's own; the pruned variant's recorded sparsity must be the artifact's.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torchvision
+from PIL import Image
+from torch import nn
+from torch.nn.utils import prune
+from torchvision import transforms as T
+
+from compaudit.cli import main
+
+TEMPLATE = Path(__file__).resolve().parents[1] / "audits" / "own_model.toml"
+MEAN, STD = (0.5, 0.5, 0.5), (0.2, 0.2, 0.2)
+#: The team's preprocessing, written independently of compaudit's.
+PREPROCESS = T.Compose([T.Resize(32), T.CenterCrop(32), T.ToTensor(), T.Normalize(MEAN, STD)])
+
+
+def _images(root: Path, n: int = 480, seed: int = 0) -> None:
+    """Stripes (label 1: vertical, 0: horizontal) on a background whose tint is the
+    protected group; group B is noisier, so errors concentrate there."""
+    rng = np.random.default_rng(seed)
+    (root / "img").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        label, group = int(rng.integers(2)), "B" if rng.random() < 0.3 else "A"
+        stripes = (np.arange(32) // 4 % 2).astype(np.float32)
+        pattern = np.tile(stripes, (32, 1)) if label else np.tile(stripes[:, None], (1, 32))
+        tint = np.array([0.6, 0.3, 0.3] if group == "A" else [0.3, 0.3, 0.6], np.float32)
+        noise = rng.normal(0, 0.35 if group == "B" else 0.15, (32, 32, 3))
+        pixels = np.clip(pattern[..., None] * 0.5 + tint + noise, 0, 1)
+        Image.fromarray((pixels * 255).astype(np.uint8)).save(root / "img" / f"{i:04d}.png")
+        rows.append({"path": f"img/{i:04d}.png", "label": label,
+                     "split": "train" if i < n * 2 // 3 else "test", "attr.group": group})
+    with (root / "manifest.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _load(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    table = pd.read_csv(root / "manifest.csv")
+    table = table[table["split"] == split]
+    x = torch.stack([PREPROCESS(Image.open(root / p).convert("RGB")) for p in table["path"]])
+    return x, torch.tensor(table["label"].to_numpy()), list(table["path"])
+
+
+def _train(x: torch.Tensor, y: torch.Tensor) -> nn.Module:
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v3_small(num_classes=2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(4):
+        for i in torch.randperm(len(x)).split(32):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x[i]), y[i]).backward()
+            optimizer.step()
+    return model.eval()
+
+
+def _quantize(model: nn.Module, calibration: torch.Tensor, folder: Path) -> Path:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"input": calibration[i:i + 16].numpy()}
+                                 for i in range(0, len(calibration), 16)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    fp32 = folder / "dense.onnx"
+    torch.onnx.export(model, (calibration[:1],), fp32, input_names=["input"],
+                      output_names=["logits"], dynamic_axes={"input": {0: "n"}}, dynamo=False)
+    int8 = folder / "int8.onnx"
+    quantize_static(str(fp32), str(int8), Reader(), quant_format=QuantFormat.QDQ)
+    return int8
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory):
+    """The team's folder: the template next to its images and artifacts."""
+    folder = tmp_path_factory.mktemp("team")
+    files = folder / "own_model"
+    _images(files / "images")
+    x, y, _ = _load(files / "images", "train")
+    dense = _train(x, y)
+    torch.save(dense.state_dict(), files / "dense.pt")
+    pruned = torchvision.models.mobilenet_v3_small(num_classes=2)
+    pruned.load_state_dict(dense.state_dict())
+    layers = [(m, "weight") for m in pruned.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    prune.global_unstructured(layers, pruning_method=prune.L1Unstructured, amount=0.5)
+    torch.save(pruned.state_dict(), files / "pruned.pt")  # weight_orig + weight_mask
+    _quantize(dense, x[:64], files)
+    shutil.copy(TEMPLATE, folder / "own_model.toml")
+    return folder
+
+
+def test_the_template_audits_a_teams_own_artifacts(team, capsys):
+    import onnxruntime as ort
+
+    run = team / "run"
+    code = main(["run", str(team / "own_model.toml"), "--out", str(run), "--no-progress"])
+    assert code in (0, 1), capsys.readouterr().err
+    predictions = pd.read_parquet(run / "predictions.parquet")
+    examples = pd.read_parquet(run / "examples.parquet")
+
+    # int8: exactly what ONNX Runtime itself predicts on the same preprocessed images
+    x, _, paths = _load(team / "own_model" / "images", "test")
+    session = ort.InferenceSession(str(team / "own_model" / "int8.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input": x.numpy()})[0]
+    assert set(examples.loc[examples["shift"] == "clean", "example_id"]) == {
+        f"manifest/{p}" for p in paths}
+    got = predictions[predictions["variant"] == "int8-ort"].set_index("example_id").loc[
+        [f"manifest/{p}" for p in paths]]
+    np.testing.assert_array_equal(got["pred"].to_numpy(), logits.argmax(1))
+    p_pos = np.exp(logits[:, 1]) / np.exp(logits).sum(1)
+    np.testing.assert_allclose(got["p_pos"].to_numpy(), p_pos, rtol=1e-5, atol=1e-6)
+
+    # pruned: the recorded sparsity is the artifact's (weight_orig * weight_mask)
+    state = torch.load(team / "own_model" / "pruned.pt", weights_only=True)
+    masks = {k[:-len("_mask")]: v for k, v in state.items() if k.endswith("_mask")}
+    folded = {k: v for k, v in state.items() if not k.endswith(("_mask", "_orig"))}
+    folded.update({k: state[f"{k}_orig"] * m for k, m in masks.items()})
+    reference = torchvision.models.mobilenet_v3_small(num_classes=2)
+    reference.load_state_dict(folded)
+    values = torch.cat([p.detach().flatten() for p in reference.parameters()])
+    variants = json.loads((run / "variants.json").read_text())
+    assert variants["variants"]["pruned-50"]["sparsity"] == pytest.approx(
+        float((values == 0).float().mean()), abs=1e-9)
+    assert variants["variants"]["int8-ort"]["size_bytes"] == (
+        team / "own_model" / "int8.onnx").stat().st_size

@@ -8,16 +8,19 @@ on the same input.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from compaudit.compress.configs import METHODS, LoadConfig
+from compaudit import tables
+from compaudit.compress.configs import METHODS, Float16Config, LoadConfig
 from compaudit.compress.footprint import footprint
 from compaudit.compress.loaded import check_pairing
 from compaudit.compress.registry import CompressionContext, compress
@@ -25,6 +28,8 @@ from compaudit.config import ConfigError, from_table
 from compaudit.errors import AuditInputError
 from compaudit.models.architectures import build_model
 from compaudit.models.onnx_runtime import OnnxModule
+from compaudit.models.train_config import TrainConfig
+from compaudit.pipeline.jobs import VariantJob, run_variant_job
 from compaudit.predict import predict_population
 
 ort = pytest.importorskip("onnxruntime", reason="needs the 'onnx' extra")
@@ -261,3 +266,91 @@ def test_a_torch_export_program_is_refused(tmp_path):
     with pytest.raises(AuditInputError, match="is a torch.export program \\(.pt2\\), which "
                                               "compaudit does not load"):
         _load(path)
+
+
+# --- the variant job ----------------------------------------------------------------------
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, n: int = 6) -> None:
+        self.x = _images(n, seed=7)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return self.x[i], i % 2, f"ex/{i}"
+
+
+def _no_training_data():
+    raise AssertionError("a load variant must not read the training data")
+
+
+def _job(tmp_path: Path, *, config, dense: tuple[Path, ...], method: str = "load",
+         dissection=None) -> VariantJob:
+    examples = tmp_path / "examples.parquet"
+    n = len(_Images())
+    tables.write_examples(pd.DataFrame({
+        "example_id": [f"ex/{i}" for i in range(n)], "label": [i % 2 for i in range(n)],
+        "split": "test", "source_id": [f"ex/{i}" for i in range(n)], "shift": "clean",
+        "severity": 0}), examples)
+    return VariantJob(
+        name="mine", config=config, method=method, params={}, arch="small_cnn", num_classes=2,
+        small_input=False, dense_paths=dense, train_data=_no_training_data,
+        eval_data=(_Images,), fine_tune=TrainConfig(), seed=0, device="cpu", image_size=SIZE,
+        predictions_path=tmp_path / "predictions.parquet", record_path=tmp_path / "mine.json",
+        examples_path=examples, dissection=dissection)
+
+
+def test_a_load_job_pairs_files_with_torch_dense_replicas(files, tmp_path):
+    dense = tuple(tmp_path / f"dense-{k}.pt" for k in range(2))
+    for k, path in enumerate(dense):
+        torch.save(_dense(seed=k).state_dict(), path)
+    config = LoadConfig(files=(str(files["qdq"]), str(files["qoperator"])))
+    record = run_variant_job(_job(tmp_path, config=config, dense=dense))
+    assert record["method"] == "load" and record["derives_from"] == "dense"
+    assert record["artifact"] == str(files["qdq"]) and record["format"] == "onnx"
+    assert record["parameters"] == {"files": [str(files["qdq"]), str(files["qoperator"])]}
+    assert record["parameter_count"] == sum(p.numel() for p in _dense().parameters())
+    predictions = pd.read_parquet(tmp_path / "predictions.parquet")
+    assert sorted(predictions["replica"].unique()) == [0, 1]
+    x = _images(6, seed=7)
+    for k, kind in enumerate(("qdq", "qoperator")):
+        expected = _session(files[kind]).run(None, {"images": x.numpy()})[0].argmax(1)
+        got = predictions[predictions["replica"] == k].sort_values("example_id")["pred"]
+        np.testing.assert_array_equal(got.to_numpy(), expected)
+
+
+def test_a_load_job_with_onnx_dense_replicas_has_no_torch_structure(files, tmp_path):
+    config = LoadConfig(files=(str(files["qdq"]),))
+    record = run_variant_job(_job(tmp_path, config=config, dense=(files["fp32"],)))
+    assert record["format"] == "onnx"
+    assert record["size_bytes"] == files["qdq"].stat().st_size
+    dense = run_variant_job(dataclasses.replace(_job(tmp_path, config=None, dense=(files["fp32"],)),
+                                                name="dense", method="dense"))
+    assert dense["size_bytes"] == files["fp32"].stat().st_size
+
+
+def test_a_job_refuses_what_needs_torch_weights_of_onnx_dense_replicas(files, tmp_path):
+    with pytest.raises(AuditInputError, match="method 'float16' compresses the dense model's "
+                                              "torch weights, but dense replica 0"):
+        run_variant_job(_job(tmp_path, config=Float16Config(), method="float16",
+                             dense=(files["fp32"],)))
+    with pytest.raises(AuditInputError, match="\\[dissection\\] hooks torch layers, but "
+                                              "replica 0 is an ONNX model"):
+        run_variant_job(_job(tmp_path, config=LoadConfig(files=(str(files["qdq"]),)),
+                             dense=(files["fp32"],), dissection=object()))
+    torch.save(_dense().state_dict(), tmp_path / "dense.pt")
+    with pytest.raises(AuditInputError, match="\\[dissection\\] hooks torch layers, but "
+                                              "replica 0 is an ONNX model"):
+        run_variant_job(_job(tmp_path, config=LoadConfig(files=(str(files["qdq"]),)),
+                             dense=(tmp_path / "dense.pt",), dissection=object()))
+
+
+def test_a_job_refuses_one_file_for_two_replicas(files, tmp_path):
+    dense = tuple(tmp_path / f"dense-{k}.pt" for k in range(2))
+    for k, path in enumerate(dense):
+        torch.save(_dense(seed=k).state_dict(), path)
+    with pytest.raises(AuditInputError, match="files lists 1 file\\(s\\) for 2 dense replica"):
+        run_variant_job(_job(tmp_path, config=LoadConfig(files=(str(files["qdq"]),)),
+                             dense=dense))

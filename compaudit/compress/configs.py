@@ -22,6 +22,7 @@ __all__ = [
     "GradualMagnitudeConfig",
     "Int8StaticConfig",
     "Int8WeightOnlyConfig",
+    "LoadConfig",
     "LotteryTicketConfig",
     "OneShotMagnitudeConfig",
     "RandomPruningConfig",
@@ -343,3 +344,34 @@ class Int8StaticConfig(Checked):
     opset: int = setting(DEFAULT_OPSET, ge=17)
     onnx_dir: str | None = None
     num_threads: int | None = setting(None, ge=1)
+
+
+@METHODS.register("load")
+@dataclass(frozen=True, kw_only=True)
+class LoadConfig(Checked):
+    """Compressed models made elsewhere: the team's own artifacts, audited as they ship.
+
+    Parameters
+    ----------
+    files
+        One model file per dense replica: file k is paired with dense replica k, so
+        compression harm is measured replica against the replica it came from. A
+        single file is accepted only when there is a single dense replica. The format
+        is read from each file's header
+        (:func:`~compaudit.models.artifact_format.artifact_format`):
+
+        * a state dict written by ``torch.save`` (a plain one, or a checkpoint dict
+          holding it under ``state_dict``, ``model`` or ``model_state_dict``), loaded
+          with ``weights_only=True`` into a copy of the dense replica's architecture.
+          Pruning reparametrisations of ``torch.nn.utils.prune`` saved without
+          ``prune.remove`` (``weight_orig`` and ``weight_mask``) are folded to
+          ``weight = weight_orig * weight_mask``; sparsity is measured from the zeros;
+        * an ONNX model (float32, float16, or int8 in QDQ or QOperator form, from ONNX
+          Runtime or any toolchain), run by ONNX Runtime on the CPU.
+
+        ``torch.export`` programs (``.pt2``) and whole pickled models are refused:
+        reading them can run code from the file (see
+        :func:`compaudit.models.artifacts.load_artifact`).
+    """
+
+    files: tuple[str, ...] = setting(nonempty=True)

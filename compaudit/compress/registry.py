@@ -43,6 +43,9 @@ class CompressionContext:
         Show progress bars (calibration); off inside audit jobs.
     fine_tune_steps
         Optimizer steps of one ``fine_tune`` run, for schedules given as fractions.
+    replica
+        Index k of the dense replica being compressed, counted from 0 (``load`` pairs
+        its file k with it).
     """
 
     train_dataset: Any = None
@@ -52,6 +55,7 @@ class CompressionContext:
     device: str = "cpu"
     progress: bool = False
     fine_tune_steps: int | None = None
+    replica: int = 0
 
 
 @dataclass
@@ -81,7 +85,7 @@ def register_compression(config_type: type) -> Callable[[_C], _C]:
 
 def _load_handlers() -> None:
     """Import the modules that register every method's handler (once)."""
-    from compaudit.compress import pruning, quantization  # noqa: F401
+    from compaudit.compress import loaded, pruning, quantization  # noqa: F401
 
 
 def registered_configs() -> list[type]:

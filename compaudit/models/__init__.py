@@ -20,6 +20,7 @@ _LAZY = {
     "train_population": "population",
     "load_weights": "weights", "read_state_dict": "weights", "save_state_dict": "weights",
     "OnnxModule": "onnx_runtime", "load_onnx": "onnx_runtime",
+    "load_artifact": "artifacts",
 }
 
 __all__ = ["TrainConfig", *_LAZY]

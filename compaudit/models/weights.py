@@ -49,6 +49,8 @@ SHOW = 5
 CHECKPOINT_KEYS = ("state_dict", "model", "model_state_dict")
 # Prefixes added by DataParallel / DistributedDataParallel and torch.compile.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# Suffixes of torch.nn.utils.prune's reparametrisation (weight -> weight_orig, weight_mask).
+_ORIG, _MASK = "_orig", "_mask"
 _ENUM_NAME = re.compile(r"^[A-Za-z0-9]+_Weights\.[A-Za-z0-9_]+$")
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's convention: name-<sha256 prefix>.pth
 
@@ -57,8 +59,10 @@ WHOLE_MODEL_MESSAGE = (
     "compaudit does not load because unpickling can run arbitrary code; save the weights "
     "only with torch.save(model.state_dict(), path) and pass that file"
 )
-# How torch's weights-only unpickler names the class it refused.
-_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+# How torch's weights-only unpickler names the global it refused: "Unsupported global:
+# GLOBAL x.Y" for a class, "unsupported GLOBAL posix.system whose module posix is
+# blocked" for a function of a blocked module (os, subprocess, ...).
+_REFUSED_GLOBAL = re.compile(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)")
 
 #: A path, the name of a torchvision weights enum, or the enum member itself.
 WeightsSource = Any
@@ -69,7 +73,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
     Plain state dicts and checkpoint dicts holding one under ``state_dict``, ``model``
     or ``model_state_dict`` are accepted; ``module.`` / ``_orig_mod.`` prefixes added by
-    DataParallel or ``torch.compile`` are removed.
+    DataParallel or ``torch.compile`` are removed. A ``torch.nn.utils.prune``
+    reparametrisation saved without ``prune.remove`` (``<name>_orig`` and
+    ``<name>_mask``) is folded into ``<name> = <name>_orig * <name>_mask``, the tensor
+    the pruned module computes, so the file loads into the unpruned architecture.
 
     Parameters
     ----------
@@ -99,7 +106,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         lines = str(err).strip().splitlines()
         why = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
         raise _unreadable(path, why) from err
-    return _unwrap(path, obj)
+    return _fold_pruning(path, _unwrap(path, obj))
 
 
 def _unreadable(path: Path, why: str) -> AuditInputError:
@@ -131,6 +138,34 @@ def _unwrap(path: Path, obj: Any) -> dict[str, torch.Tensor]:
     for prefix in _WRAPPER_PREFIXES:
         if all(str(k).startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _fold_pruning(path: Path, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Replace each ``<name>_orig`` / ``<name>_mask`` pair by ``<name>``.
+
+    ``torch.nn.utils.prune`` keeps the dense tensor as a parameter ``<name>_orig`` and
+    the keep-mask as a buffer ``<name>_mask``, and computes ``<name>_orig *
+    <name>_mask`` in a forward pre-hook; the product is what the pruned model runs
+    (and what ``prune.remove`` would have stored). An ``_orig`` without its ``_mask``
+    (or the reverse) is left alone, so :func:`check_compatible` reports it.
+    """
+    pairs = [k[:-len(_ORIG)] for k in state
+             if k.endswith(_ORIG) and k[:-len(_ORIG)] + _MASK in state]
+    clash = [name for name in pairs if name in state]
+    if clash:
+        raise AuditInputError(
+            f"{path}: holds both a pruned tensor and its prune reparametrisation for "
+            f"{_few(clash)} (e.g. {clash[0]} and {clash[0]}{_ORIG}/{clash[0]}{_MASK}); "
+            "expected one of the two: save the pruned model's state_dict() once")
+    for name in pairs:
+        orig, mask = state.pop(name + _ORIG), state.pop(name + _MASK)
+        if orig.shape != mask.shape:
+            raise AuditInputError(
+                f"{path}: {name}{_MASK} has shape {tuple(mask.shape)} but {name}{_ORIG} has "
+                f"{tuple(orig.shape)}; a torch.nn.utils.prune mask has the shape of the tensor "
+                "it prunes")
+        state[name] = (orig * mask).to(orig.dtype)
     return state
 
 

@@ -17,12 +17,14 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from compaudit.compress.configs import LoadConfig
 from compaudit.compress.footprint import footprint, variant_record
 from compaudit.compress.registry import CompressionContext, compress
 from compaudit.data.in_memory import InMemoryDataset
+from compaudit.errors import AuditInputError
 from compaudit.models.architectures import build_model
+from compaudit.models.artifacts import has_torch_weights, load_artifact
 from compaudit.models.training import TrainConfig, train
-from compaudit.models.weights import read_state_dict
 from compaudit.predict import predict_population, write_predictions
 from compaudit.rundir import jsonable, write_json
 
@@ -62,13 +64,41 @@ class VariantJob:
 
 def dense_models(arch: str, num_classes: int, small_input: bool,
                  paths: Sequence[Path]) -> list[nn.Module]:
-    """Build the dense replicas from their state-dict files."""
-    models = []
-    for path in paths:
-        model = build_model(arch, num_classes=num_classes, small_input=small_input)
-        model.load_state_dict(read_state_dict(path))
-        models.append(model.eval())
-    return models
+    """The dense replicas, from their files (:func:`load_artifact`): a state dict is
+    loaded into ``arch``, an ONNX model is an ONNX Runtime module."""
+    structure = build_model(arch, num_classes=num_classes, small_input=small_input)
+    return [load_artifact(path, structure=structure) for path in paths]
+
+
+def _without_torch_weights(models: Sequence[nn.Module]) -> int | None:
+    """Index of the first model without torch weights (an ONNX module), else ``None``."""
+    return next((k for k, m in enumerate(models) if not has_torch_weights(m)), None)
+
+
+def _check_dense_fits(job: VariantJob, models: Sequence[nn.Module]) -> None:
+    """Refuse, with the reason, what needs the dense replicas' torch weights when a
+    replica has none (an ONNX file): every method but ``load``, and dissection."""
+    k = _without_torch_weights(models)
+    if k is None:
+        return
+    where, path = f"variant {job.name!r}", job.dense_paths[k]
+    if job.config is not None and not isinstance(job.config, LoadConfig):
+        raise AuditInputError(
+            f"{where}: method {job.method!r} compresses the dense model's torch weights, but "
+            f"dense replica {k} ({path}) is an ONNX model without them; give the dense "
+            "replicas as state dicts, or audit your own compressed files with "
+            "method = \"load\"")
+    _check_dissectable(job, models)
+
+
+def _check_dissectable(job: VariantJob, models: Sequence[nn.Module]) -> None:
+    """Dissection hooks torch layers, which an ONNX Runtime module does not have."""
+    k = _without_torch_weights(models)
+    if job.dissection is not None and k is not None:
+        raise AuditInputError(
+            f"variant {job.name!r}: [dissection] hooks torch layers, but replica {k} is an "
+            f"ONNX model run by ONNX Runtime ({getattr(models[k], 'path', '?')}); remove "
+            "[dissection] or give the models as state dicts")
 
 
 def _fine_tune(model: nn.Module, callbacks: Sequence[Any], *, data: Any,
@@ -85,16 +115,26 @@ def run_variant_job(job: VariantJob) -> dict[str, Any]:
     wall, cpu = time.perf_counter(), time.process_time()
     torch.manual_seed(job.seed)
     models = dense_models(job.arch, job.num_classes, job.small_input, job.dense_paths)
-    structure = models[0]
+    _check_dense_fits(job, models)
+    # The torch model whose parameters and MACs a parameter-free (ONNX) variant is
+    # measured by; none when the dense replicas are ONNX themselves.
+    structure = models[0] if has_torch_weights(models[0]) else None
     info: dict[str, Any] = {"method": "dense", "parameters": {}}
     masks = None
     if job.config is not None:
         compressed = []
-        # One copy for every replica: each training image is decoded once per job.
-        train_data = job.train_data()
-        if not isinstance(train_data, InMemoryDataset):
-            train_data = InMemoryDataset(train_data)
-        steps = job.fine_tune.epochs * math.ceil(len(train_data) / job.fine_tune.batch_size)
+        if isinstance(job.config, LoadConfig):
+            from compaudit.compress.loaded import check_pairing
+
+            check_pairing(job.config, len(models))
+            # Loading needs no data: do not decode the training set.
+            train_data, steps = None, None
+        else:
+            # One copy for every replica: each training image is decoded once per job.
+            train_data = job.train_data()
+            if not isinstance(train_data, InMemoryDataset):
+                train_data = InMemoryDataset(train_data)
+            steps = job.fine_tune.epochs * math.ceil(len(train_data) / job.fine_tune.batch_size)
         for k, dense in enumerate(models):
             context = CompressionContext(
                 train_dataset=train_data, fine_tune_steps=steps,
@@ -103,12 +143,14 @@ def run_variant_job(job: VariantJob) -> dict[str, Any]:
                 calibration_dataset=train_data,
                 seed=job.seed + k,
                 device=job.device,
+                replica=k,
             )
             out = compress(dense, job.config, context=context)
             compressed.append(out.model)
             if k == 0:
                 info, masks = out.info, out.masks or None
         models = compressed
+        _check_dissectable(job, models)  # before predicting, not after
     frames = [predict_population({job.name: models}, factory(), device=job.device,
                                  progress=False) for factory in job.eval_data]
     predictions = pd.concat(frames, ignore_index=True)

@@ -357,7 +357,7 @@ def _with_files(parts: dict[str, Any], base: Path | None) -> None:
 def _file_checks(parts: dict[str, Any], source: str) -> list[str]:
     """Model files: present and readable (headers only), paired with the replicas, and
     no method or dissection that needs torch weights of a dense ONNX/.pt2 model."""
-    from compaudit.models.artifact_format import artifact_format
+    from compaudit.models.artifact_format import PT2_MESSAGE, artifact_format
 
     problems: list[str] = []
 
@@ -365,9 +365,13 @@ def _file_checks(parts: dict[str, Any], source: str) -> list[str]:
         found = set()
         for path in paths:
             try:
-                found.add(artifact_format(path))
+                fmt = artifact_format(path)
             except AuditInputError as err:
                 problems.extend(f"{source}: {key}: {p}" for p in err.problems)
+                continue
+            if fmt == "pt2":
+                problems.append(f"{source}: {key}: {PT2_MESSAGE.format(path=path)}")
+            found.add(fmt)
         return found
 
     model = parts["model"]

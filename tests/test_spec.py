@@ -272,3 +272,35 @@ def test_a_dense_onnx_model_refuses_methods_that_need_torch_weights(tmp_path):
     assert all("onnx files" in p and 'method = "load"' in p for p in methods)
     assert any(p.startswith(f"{tmp_path / 'spec.toml'}: [dissection]") for p in
                err.value.problems)
+
+
+def test_a_pt2_program_is_refused_at_parse_time_with_the_reason(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3)).eval()
+    program = torch.export.export(model, (torch.zeros(1, 3, 8, 8),))
+    torch.export.save(program, tmp_path / "dense.pt2")
+    text = _demo_text().replace("replicas = 12", 'replicas = 1\nweights = ["dense.pt2"]')
+    (tmp_path / "spec.toml").write_text(text)
+    with pytest.raises(AuditInputError) as err:
+        load_spec(tmp_path / "spec.toml")
+    assert any("[model].weights" in p and "torch.export.load can run code" in p
+               for p in err.value.problems)
+
+
+def test_loaded_variants_pair_one_file_with_each_dense_replica(tmp_path):
+    for name in ("d0.pt", "d1.pt", "v0.pt"):
+        torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / name)
+    _tiny_onnx(tmp_path / "v1.onnx")
+    load = '\n[[variants]]\nname = "theirs"\nmethod = "load"\nfiles = {files}\n'
+    good = (_demo_text().replace("replicas = 12", 'replicas = 2\nweights = ["d0.pt", "d1.pt"]')
+            + load.format(files='["v0.pt", "v1.onnx"]'))
+    (tmp_path / "good.toml").write_text(good)
+    spec = load_spec(tmp_path / "good.toml")
+    assert spec.variants[-1].config.files == (str(tmp_path / "v0.pt"), str(tmp_path / "v1.onnx"))
+    (tmp_path / "short.toml").write_text(good.replace('["v0.pt", "v1.onnx"]', '["v0.pt"]'))
+    with pytest.raises(AuditInputError, match=r"#5\.files: got 1 file\(s\); expected one per "
+                                              r"dense replica \(2\)"):
+        load_spec(tmp_path / "short.toml")
+    (tmp_path / "trained.toml").write_text(_demo_text() + load.format(files='["v0.pt"]'))
+    with pytest.raises(AuditInputError, match=r"#5\.method: 'load' pairs each file with a "
+                                              r"dense replica given as a file"):
+        load_spec(tmp_path / "trained.toml")

@@ -5,7 +5,8 @@ at parse time, before anything trains, by reading their headers only:
 
 * ``"state_dict"``: a ``torch.save`` file, the zip format (a ``*/data.pkl`` member)
   or the legacy pickle format (its magic number);
-* ``"pt2"``: a ``torch.export.save`` archive (a zip with ``*/archive_format``);
+* ``"pt2"``: a ``torch.export.save`` archive (a zip with ``*/archive_format``),
+  recognised so that it can be refused with the reason (:data:`PT2_MESSAGE`);
 * ``"onnx"``: an ONNX model (a protobuf ``ModelProto`` whose first field is one of
   its known top-level fields; exporters write ``ir_version`` first).
 
@@ -21,7 +22,7 @@ from typing import Literal
 
 from compaudit.errors import AuditInputError
 
-__all__ = ["FORMATS", "ArtifactFormat", "artifact_format"]
+__all__ = ["FORMATS", "PT2_MESSAGE", "ArtifactFormat", "artifact_format"]
 
 ArtifactFormat = Literal["state_dict", "pt2", "onnx"]
 FORMATS: tuple[str, ...] = ("state_dict", "pt2", "onnx")
@@ -34,9 +35,17 @@ _LEGACY_TORCH = bytes.fromhex("80028a0a6cfc9c46f9206aa85019")
 # model_version (5, varint), doc_string (6), graph (7), opset_import (8),
 # metadata_props (14), functions (25: two-byte tag, first byte 0xca).
 _ONNX_FIRST = {0x08, 0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0xCA}
-_EXPECTED = ("expected a state dict written by torch.save(model.state_dict(), path), a "
-             "torch.export program saved by torch.export.save (.pt2), or an ONNX model "
-             "(.onnx)")
+#: Why a .pt2 file is refused (it is recognised, then refused, at parse time).
+PT2_MESSAGE = (
+    "{path}: is a torch.export program (.pt2), which compaudit does not load because "
+    "torch.export.load can run code from the file (it unpickles the archive's sample "
+    "inputs and pickled payloads without weights_only, and evaluates the program's "
+    "symbolic-shape strings with sympy); export it to ONNX on a machine that trusts it "
+    "(torch.onnx.export accepts the loaded program) or save its weights only with "
+    "torch.save(program.module().state_dict(), path), and pass that file"
+)
+_EXPECTED = ("expected a state dict written by torch.save(model.state_dict(), path) or an "
+             "ONNX model (.onnx)")
 
 
 def artifact_format(path: str | Path) -> ArtifactFormat:

@@ -20,20 +20,12 @@ from pathlib import Path
 from torch import nn
 
 from compaudit.errors import AuditInputError
-from compaudit.models.artifact_format import ArtifactFormat, artifact_format
+from compaudit.models.artifact_format import PT2_MESSAGE, ArtifactFormat, artifact_format
 from compaudit.models.onnx_runtime import OnnxModule
 from compaudit.models.weights import check_compatible, read_state_dict
 
 __all__ = ["PT2_MESSAGE", "has_torch_weights", "load_artifact"]
 
-PT2_MESSAGE = (
-    "{path}: is a torch.export program (.pt2), which compaudit does not load because "
-    "torch.export.load can run code from the file (it unpickles the archive's sample "
-    "inputs and pickled payloads without weights_only, and evaluates the program's "
-    "symbolic-shape strings with sympy); export it to ONNX on a machine that trusts it "
-    "(torch.onnx.export accepts the loaded program) or save its weights only with "
-    "torch.save(program.module().state_dict(), path), and pass that file"
-)
 
 
 def load_artifact(path: str | Path, *, structure: nn.Module | None,

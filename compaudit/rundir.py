@@ -48,8 +48,12 @@ __all__ = [
 
 #: Version of ``metrics.json``; analyze writes it, report and gate accept exactly it.
 METRICS_SCHEMA = "compaudit.metrics/1"
-#: Version of ``variants.json``.
-VARIANTS_SCHEMA = "compaudit.variants/1"
+#: Version of ``variants.json`` (fields: ``compaudit.compress.footprint.VARIANT_FIELDS``,
+#: docs/outputs.md). /2: ``size_bytes`` is the deployable artifact (int8 weights as int8,
+#: float16 as float16, an ONNX model's file), new ``int8_weight_share``, ``int8_op_share``
+#: and ``latency_kernel``; in /1 ``size_bytes`` was the float32 state dict of the
+#: simulated model.
+VARIANTS_SCHEMA = "compaudit.variants/2"
 #: A variant's dissection tables (per unit, and the concepts), in its folder.
 UNITS_FILE = "dissection.parquet"
 CONCEPTS_FILE = "dissection_concepts.csv"

@@ -14,6 +14,12 @@ for the model as it runs. :func:`write_encoded` stores it in a minimal container
 JSON header naming each buffer's dtype, shape and offset, then the raw bytes), so the
 file size is the representation's size plus a small header; :func:`read_encoded`
 reads it back.
+
+:func:`deployable_state` is the other representation :mod:`compaudit.compress.footprint`
+measures: the state dict a deployment stores and loads with ``torch.save`` /
+``torch.load``, every tensor dense (no bitmasks): int8 weights as int8 with their
+float32 scales and int8 zero points, floating tensors of a float16/bfloat16 model in
+that dtype, everything else as it is, pruning masks folded into the weights.
 """
 
 from __future__ import annotations
@@ -30,7 +36,14 @@ from torch import nn
 from compaudit._atomic import atomic_path
 from compaudit.compress.quant_sim import FLOAT_STORAGE_ATTR, WEIGHT_FORMAT_ATTR
 
-__all__ = ["effective_state", "encode_state", "decode_state", "write_encoded", "read_encoded"]
+__all__ = [
+    "decode_state",
+    "deployable_state",
+    "effective_state",
+    "encode_state",
+    "read_encoded",
+    "write_encoded",
+]
 
 _MAGIC = b"CAUDENC1"
 
@@ -66,6 +79,72 @@ def _shape_for(t: torch.Tensor, like: torch.Tensor, axis: Any) -> torch.Tensor:
     shape = [1] * like.ndim
     shape[axis] = -1
     return t.reshape(shape)
+
+
+def _int8_values(value: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
+                 axis: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The int8 integers of a quantized (stored dequantized) weight, and its zero point
+    broadcast to the weight's rank."""
+    zp_b = _shape_for(zero_point, value, axis)
+    q = torch.round(value.float() / _shape_for(scale, value, axis)) + zp_b
+    return q.to(torch.int8), zp_b.to(torch.int8)
+
+
+def _float_storage(model: nn.Module) -> torch.dtype | None:
+    return _FLOAT_DTYPES.get(str(getattr(model, FLOAT_STORAGE_ATTR, "")))
+
+
+def _embedded_qparams(int8: Mapping[str, Any]) -> set[str]:
+    """State keys of the scales and zero points of int8 weights."""
+    return {key[: -len("weight")] + suffix for key in int8
+            for suffix in ("weight_scale", "weight_zero_point")}
+
+
+def _fold_prune_reparametrization(state: dict[str, torch.Tensor]) -> None:
+    """``torch.nn.utils.prune`` keeps ``X_orig`` and ``X_mask``; store ``X = X_orig * X_mask``."""
+    for key in [k for k in state if k.endswith("_orig")]:
+        name = key[: -len("_orig")]
+        mask = state.get(name + "_mask")
+        if mask is None or name in state:
+            continue
+        orig = state.pop(key)
+        state[name] = orig * mask.to(orig.dtype)
+        del state[name + "_mask"]
+
+
+def deployable_state(model: nn.Module,
+                     masks: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The state dict a deployment of ``model`` stores, every tensor dense.
+
+    * Pruned weights: masks folded in (zeros stored as zeros, no mask tensors; a
+      ``torch.nn.utils.prune`` ``weight_orig``/``weight_mask`` pair becomes ``weight``).
+    * Int8 weights (layers carrying the format attribute of
+      :mod:`compaudit.compress.quant_sim`): int8 integers, with their ``weight_scale``
+      (float32) and ``weight_zero_point`` (int8) beside them, as ONNX and torch's
+      quantized layers store them; biases, BatchNorm and activation quantizer
+      parameters stay as the model holds them (float32; BatchNorm folded where the
+      quantization folded it).
+    * A float16/bfloat16 model: every floating tensor other than int8 scales in that
+      dtype (integer buffers such as ``num_batches_tracked`` unchanged).
+    * Everything else as ``effective_state`` gives it.
+    """
+    state = effective_state(model, masks)
+    _fold_prune_reparametrization(state)
+    int8 = _int8_layers(model)
+    qparams = _embedded_qparams(int8)
+    float_dtype = _float_storage(model)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key in int8:
+            scale, zp, axis = int8[key]
+            out[key] = _int8_values(value, scale, zp, axis)[0]
+        elif key in qparams:
+            out[key] = value.to(torch.int8) if key.endswith("zero_point") else value
+        elif float_dtype is not None and value.is_floating_point():
+            out[key] = value.to(float_dtype)
+        else:
+            out[key] = value
+    return out
 
 
 def _pack(values: torch.Tensor, background: torch.Tensor | None = None) -> dict[str, Any]:
@@ -108,20 +187,18 @@ def encode_state(model: nn.Module,
     """
     state = effective_state(model, masks)
     int8 = _int8_layers(model)
-    float_dtype = _FLOAT_DTYPES.get(str(getattr(model, FLOAT_STORAGE_ATTR, "")))
+    float_dtype = _float_storage(model)
     # scales and zero points travel inside their weight's entry
-    embedded = {key[: -len("weight")] + suffix for key in int8
-                for suffix in ("weight_scale", "weight_zero_point")}
+    embedded = _embedded_qparams(int8)
     encoded: dict[str, dict[str, Any]] = {}
     for key, value in state.items():
         if key in embedded:
             continue
         if key in int8:
             scale, zp, axis = int8[key]
-            zp_b = _shape_for(zp, value, axis)
-            q = torch.round(value.float() / _shape_for(scale, value, axis)) + zp_b
+            q, zp_b = _int8_values(value, scale, zp, axis)
             # a zero weight is stored as the zero point, so sparsity is relative to it
-            entry = _pack(q.to(torch.int8), zp_b.to(torch.int8))
+            entry = _pack(q, zp_b)
             entry.update(int8=True, scale=scale, zero_point=zp, axis=axis,
                          dtype=str(value.dtype))
         elif float_dtype is not None and value.is_floating_point():

@@ -141,15 +141,17 @@ def full_run(tmp_path_factory) -> Path:
     def record(**kw):
         # The fields of compaudit.compress.footprint.VARIANT_FIELDS; None where not measured.
         fields = ("method", "parameters", "derives_from", "sparsity", "parameter_count",
-                  "nonzero_count", "size_bytes", "compressed_size_bytes", "macs",
-                  "theoretical_speedup", "latency_ms", "latency_batch_size")
+                  "nonzero_count", "size_bytes", "compressed_size_bytes", "int8_weight_share",
+                  "int8_op_share", "macs", "theoretical_speedup", "latency_ms",
+                  "latency_batch_size", "latency_kernel")
         return {f: kw.get(f) for f in fields} | kw
 
-    (root / "variants.json").write_text(json.dumps({"schema": "compaudit.variants/1",
+    (root / "variants.json").write_text(json.dumps({"schema": "compaudit.variants/2",
                                                     "variants": {
         "dense": record(method="dense", parameters={}, sparsity=0.0, parameter_count=1000,
                         nonzero_count=1000, size_bytes=4000, macs=5e6, theoretical_speedup=1.0,
-                        latency_ms=1.25, latency_batch_size=32),
+                        latency_ms=1.25, latency_batch_size=32, int8_weight_share=0.0,
+                        latency_kernel="torch"),
         "gmp-50": record(method="gmp", parameters={"final_sparsity": 0.5}, derives_from="dense",
                          sparsity=0.5, parameter_count=1000, nonzero_count=500,
                          pruning_penalty=0.125),
@@ -310,7 +312,7 @@ def test_overindex_heatmap_values_are_log2_share_ratios(full_run):
 
 def test_footprint_table_shows_variants_json_fields(full_html):
     footprint = _sections(full_html)["footprint"]
-    assert "1.25 ms" in footprint and "batch 32" in footprint
+    assert "1.25 ms" in footprint and "batch 32, torch kernels" in footprint
     assert "500" in footprint and "of 1k" in footprint
     assert "10.00×" in footprint and "pruning_penalty=0.125" in footprint
     assert "from dense" in footprint

@@ -17,7 +17,11 @@ _SHOWN = frozenset({
     "name", "variant", "method", "parameters", "derives_from", "sparsity", "parameter_count",
     "params", "nonzero_count", "nonzeros", "size_bytes", "compressed_size_bytes", "macs",
     "nonzero_macs", "theoretical_speedup", "latency_ms", "latency_batch_size",
+    "int8_weight_share", "int8_op_share", "latency_kernel",
 })
+#: How the latency cell names ``latency_kernel`` (compaudit.compress.footprint).
+_KERNELS = {"onnxruntime": "ONNX Runtime", "torch": "torch kernels",
+            "simulated": "simulated, not int8/fp16 speed"}
 
 
 def _params_text(value: Any) -> str:
@@ -46,8 +50,17 @@ def _latency(info: dict[str, Any]) -> Cell:
     if ms is None:
         return Cell(NA, sort=float("nan"))
     batch = info.get("latency_batch_size")
-    return interval_cell((f"{ms:,.2f} ms", f"batch {batch}" if batch is not None else ""),
-                         sort=ms)
+    kernel = info.get("latency_kernel")
+    below = [f"batch {batch}" if batch is not None else "",
+             _KERNELS.get(kernel, str(kernel)) if kernel is not None else ""]
+    return interval_cell((f"{ms:,.2f} ms", ", ".join(b for b in below if b)), sort=ms)
+
+
+def _int8(info: dict[str, Any]) -> Cell:
+    """Share of conv/linear weights stored as int8, and of ONNX compute nodes run in int8."""
+    weights, ops = finite(info.get("int8_weight_share")), finite(info.get("int8_op_share"))
+    return _pair(pct(weights, 0) if weights is not None else NA,
+                 f"{pct(ops, 0)} of ops" if ops is not None else "", weights)
 
 
 def _pair(main: str, below: str, sort: Any) -> Cell:
@@ -116,6 +129,7 @@ def render_footprint(run: RunData, options: ReportOptions) -> Html:
                   f"{nbytes(info.get('compressed_size_bytes'))} compressed"
                   if info.get("compressed_size_bytes") is not None else "",
                   info.get("size_bytes")),
+            _int8(info),
             _pair(si(info.get("macs")), f"{si(info.get('nonzero_macs'))} non-zero"
                   if info.get("nonzero_macs") is not None else "", info.get("macs")),
             _num_cell(speed, f"{speed:.2f}×" if speed is not None else NA),
@@ -123,14 +137,20 @@ def render_footprint(run: RunData, options: ReportOptions) -> Html:
             _top1(a),
         ])
     headers = ["variant", "method", "parameters (other fields below)", "sparsity",
-               "non-zero weights", "size on disk", "MACs", "theoretical speedup", "latency",
-               "top-1"]
-    numeric = [False] * 3 + [True] * 7
+               "non-zero weights", "size on disk", "int8 weights", "MACs",
+               "theoretical speedup", "latency", "top-1"]
+    numeric = [False] * 3 + [True] * 8
     return join([
         tag("p", "Sparsity is the share of weights that are exactly zero; theoretical speedup "
-                 "is dense MACs over non-zero MACs; compressed size is the file after "
-                 "general-purpose compression (zeros compress); latency is measured on the "
-                 "audit machine."),
+                 "is dense MACs over non-zero MACs. Size on disk is the deployable file: the "
+                 "state dict with int8 weights as int8 and float16 as float16 (about a "
+                 "quarter and a half of float32), or the ONNX file; the compressed size "
+                 "below it is a minimal container that also stores sparse tensors as a "
+                 "bitmask and their non-zeros (zeros shrink it; no runtime loads it). Int8 "
+                 "weights: share of conv/linear weights stored as int8 (and for ONNX "
+                 "models, of conv/matmul nodes run by int8 kernels). Latency is measured on "
+                 "the audit machine; 'simulated' variants run float32 kernels with "
+                 "rounding, so their latency does not show int8 or half-precision speed."),
         sortable_table(headers, rows, numeric=numeric,
                        caption="Footprint per variant (n/a: not recorded for this variant)"),
     ])

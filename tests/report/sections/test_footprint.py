@@ -33,10 +33,28 @@ def test_row_shows_the_recorded_fields(make_run, tables_of):
         "parameters (other fields below)": 'final_sparsity=0.9 pruning_penalty=0.125, '
                                            'execution: 2 entries',
         "sparsity": "90.0%", "non-zero weights": "1.12M of 11.2M",
-        "size on disk": "3.00 MiB 1.00 MiB compressed", "MACs": "4G 1G non-zero",
+        "size on disk": "3.00 MiB 1.00 MiB compressed", "int8 weights": "n/a",
+        "MACs": "4G 1G non-zero",
         "theoretical speedup": "4.00×",  # macs / non-zero macs: none recorded
         "latency": "1.25 ms batch 32", "top-1": "92.00% [91.00, 93.00]"}
     assert table.attr(1, "theoretical speedup", "data-sort") == "4.0"
+
+
+def test_int8_shares_and_latency_kernel_are_shown(make_run, tables_of):
+    info = {"gmp-90": {"method": "int8-static", "int8_weight_share": 1.0,
+                       "int8_op_share": 0.8, "latency_ms": 2.0, "latency_batch_size": 1,
+                       "latency_kernel": "onnxruntime"},
+            "dense": {"method": "int8-weight-only", "int8_weight_share": 0.75,
+                      "int8_op_share": None, "latency_ms": 3.0, "latency_batch_size": 1,
+                      "latency_kernel": "simulated"}}
+    [table] = tables_of(_render(make_run(variants_info=info)))
+    dense, onnx = table.records()[0], table.records()[1]
+    assert onnx["int8 weights"] == "100% 80% of ops"
+    assert onnx["latency"] == "2.00 ms batch 1, ONNX Runtime"
+    assert dense["int8 weights"] == "75%"
+    assert dense["latency"] == "3.00 ms batch 1, simulated, not int8/fp16 speed"
+    # the new fields have their own columns, not the "other fields" list
+    assert "kernel" not in onnx["parameters (other fields below)"]
 
 
 def test_recorded_speedup_wins_and_unknown_fields_are_na(make_run, tables_of):

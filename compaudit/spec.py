@@ -73,7 +73,10 @@ class DataSpec(Checked):
     ``n``, ``splits`` (train, valid, test fractions), ``spurious`` (strength of the
     planted shortcut) and ``label_noise`` apply to the synthetic faces only.
     ``manifest``: the CSV of ``dataset = "manifest"`` (relative to the spec's folder
-    when it is there, else to ``root``; default ``root/manifest.csv``).
+    when it is there, else to ``root``; default ``root/manifest.csv``). ``options``:
+    the dataset's own keyword arguments, e.g. ``{ age_groups = "coarse" }`` for
+    FairFace and UTKFace, ``{ test_fraction = 0.2 }`` for UTKFace (checked against the
+    dataset's signature before anything runs).
 
     Preprocessing (the evaluation transform, also used for training): resize the
     shorter side to ``resize``, centre-crop ``crop`` (the model's input side; default
@@ -98,6 +101,7 @@ class DataSpec(Checked):
     spurious: float = setting(0.8, ge=0, le=1)
     label_noise: float = setting(0.02, ge=0, lt=0.5)
     manifest: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
     resize: int = setting(0, ge=0)
     crop: int = setting(0, ge=0)
     mean: tuple[float, ...] = ()
@@ -112,6 +116,11 @@ class DataSpec(Checked):
         if len(self.splits) != 3 or abs(sum(self.splits) - 1) > 1e-6:
             yield "splits", (f"got {list(self.splits)}; expected three fractions (train, "
                              "valid, test) summing to 1")
+        shared = {"root", "split", "target", "protected", "transform", "manifest"}
+        if shared & set(self.options):
+            yield "options", (f"sets {', '.join(sorted(shared & set(self.options)))}; "
+                              "expected only the dataset's own options (these are [data] "
+                              "keys of their own)")
         if self.manifest and self.dataset != "manifest":
             yield "manifest", (f"is set but dataset is {self.dataset!r}; expected dataset = "
                                "\"manifest\" (or remove manifest)")

@@ -143,8 +143,11 @@ def test_the_template_audits_a_teams_own_artifacts(team, capsys):
     reference = torchvision.models.mobilenet_v3_small(num_classes=2)
     reference.load_state_dict(folded)
     values = torch.cat([p.detach().flatten() for p in reference.parameters()])
+    weights = torch.cat([m.weight.detach().flatten() for m in reference.modules()
+                         if isinstance(m, (nn.Conv2d, nn.Linear))])
     variants = json.loads((run / "variants.json").read_text())
-    assert variants["variants"]["pruned-50"]["sparsity"] == pytest.approx(
-        float((values == 0).float().mean()), abs=1e-9)
+    record = variants["variants"]["pruned-50"]
+    assert record["sparsity"] == pytest.approx(float((weights == 0).float().mean()), abs=1e-9)
+    assert record["nonzero_count"] == int((values != 0).sum())
     assert variants["variants"]["int8-ort"]["size_bytes"] == (
         team / "own_model" / "int8.onnx").stat().st_size

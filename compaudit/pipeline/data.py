@@ -79,11 +79,19 @@ def eval_transform(spec: AuditSpec) -> Any:
 def check_dataset(spec: AuditSpec) -> str:
     """The registered dataset the spec names (checked before anything is generated)."""
     from compaudit.data import DATASETS
+    from compaudit.data.base import dataset_options
 
     name = "celeba" if spec.data.dataset == "synthetic-faces" else spec.data.dataset
     if name not in DATASETS:
         raise AuditInputError(f"{spec.source}: [data].dataset: got {spec.data.dataset!r}; "
                               f"expected synthetic-faces or one of {', '.join(DATASETS)}")
+    valid = [o for o in dataset_options(DATASETS.get(name))
+             if o not in ("split", "target", "protected", "transform", "manifest")]
+    unknown = [key for key in spec.data.options if key not in valid]
+    if unknown:
+        raise AuditInputError(f"{spec.source}: [data].options: {', '.join(unknown)} not "
+                              f"options of {name!r}; expected "
+                              f"{', '.join(valid) if valid else 'none (it has no options)'}")
     return name
 
 
@@ -91,7 +99,9 @@ def dataset_factory(spec: AuditSpec, root: Path, split: str, transform: Any) -> 
     """A picklable zero-argument factory building the spec's dataset for one split."""
     from compaudit.data import DATASETS
 
-    options = {"manifest": spec.data.manifest} if spec.data.manifest else {}
+    options = dict(spec.data.options)
+    if spec.data.manifest:
+        options["manifest"] = spec.data.manifest
     return partial(DATASETS.get(check_dataset(spec)), root, split=split,
                    target=spec.data.target or None, protected=tuple(spec.data.protected),
                    transform=transform, **options)

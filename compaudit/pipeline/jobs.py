@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,6 +39,8 @@ class VariantJob:
     """Compress every dense replica with one method, predict, and measure the footprint.
 
     ``name == "dense"`` with ``config=None`` predicts the dense population itself.
+    ``arch``, ``num_classes``, ``small_input``, ``options`` and ``search_path`` rebuild
+    the dense replicas in the worker (:func:`dense_models`).
     """
 
     name: str
@@ -58,14 +61,19 @@ class VariantJob:
     record_path: Path
     examples_path: Path
     dissection: Any = None  # a compaudit.dissection.audit.DissectionPlan, or None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    search_path: str | None = None
 
 
-def dense_models(arch: str, num_classes: int, small_input: bool,
-                 paths: Sequence[Path]) -> list[nn.Module]:
-    """Build the dense replicas from their state-dict files."""
+def dense_models(arch: str, num_classes: int, small_input: bool, paths: Sequence[Path], *,
+                 options: Mapping[str, Any] | None = None,
+                 search_path: str | None = None) -> list[nn.Module]:
+    """Build the dense replicas from their state-dict files (``options`` and
+    ``search_path`` as for :func:`~compaudit.models.architectures.build_model`)."""
     models = []
     for path in paths:
-        model = build_model(arch, num_classes=num_classes, small_input=small_input)
+        model = build_model(arch, num_classes=num_classes, small_input=small_input,
+                            options=options, search_path=search_path)
         model.load_state_dict(read_state_dict(path))
         models.append(model.eval())
     return models
@@ -84,7 +92,8 @@ def run_variant_job(job: VariantJob) -> dict[str, Any]:
 
     wall, cpu = time.perf_counter(), time.process_time()
     torch.manual_seed(job.seed)
-    models = dense_models(job.arch, job.num_classes, job.small_input, job.dense_paths)
+    models = dense_models(job.arch, job.num_classes, job.small_input, job.dense_paths,
+                          options=job.options, search_path=job.search_path)
     structure = models[0]
     info: dict[str, Any] = {"method": "dense", "parameters": {}}
     masks = None

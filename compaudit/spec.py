@@ -139,12 +139,20 @@ class DataSpec(Checked):
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec(Checked):
-    """The architecture (``arch``: ``small_cnn``, ``resnet18``, ``resnet50``, or any
-    torchvision classification model such as ``mobilenet_v3_small``, built with
-    ``num_classes``), and optionally weights to load instead of training: one
-    state-dict file per replica (``weights``), or one torchvision weights enum found in
-    the local torch hub cache (``pretrained``, e.g. ``"ResNet50_Weights.IMAGENET1K_V2"``;
-    never downloaded)."""
+    """The architecture, and optionally weights to load instead of training.
+
+    ``arch``: ``small_cnn``, ``resnet18``, ``resnet50``, any torchvision classification
+    model such as ``mobilenet_v3_small``, ``"timm:NAME"`` (a timm model, e.g.
+    ``"timm:resnet10t"``; needs the ``timm`` extra), or ``"package.module:callable"``:
+    your own Python code, imported from ``sys.path`` or from the spec's folder and
+    called as ``callable(num_classes=..., **options)``; it must return an
+    ``nn.Module``. This runs that code, in this process and in every worker: name only
+    modules you trust. Every form is built with ``num_classes`` and without downloaded
+    weights. ``options``: a table of extra keyword arguments for the torchvision, timm
+    or user builder (not for the registered names). ``weights``: one state-dict file
+    per replica; ``pretrained``: one torchvision weights enum found in the local torch
+    hub cache (e.g. ``"ResNet50_Weights.IMAGENET1K_V2"``; never downloaded).
+    """
 
     arch: str = setting("small_cnn", nonempty=True)
     num_classes: int = setting(2, ge=2)
@@ -152,6 +160,7 @@ class ModelSpec(Checked):
     replicas: int = setting(5, ge=1)
     weights: tuple[str, ...] = ()
     pretrained: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
 
     def _problems(self):
         if self.weights and len(self.weights) != self.replicas:

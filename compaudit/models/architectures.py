@@ -1,12 +1,24 @@
 """Model architectures by name: a registry of builders behind :func:`build_model`.
 
-A name is a registered architecture (``small_cnn``, ``resnet18``, ``resnet50``) or any
-torchvision classification model (``torchvision.models.list_models(module=
-torchvision.models)``, e.g. ``mobilenet_v3_small``, built with ``num_classes``).
-Every builder takes ``num_classes`` and ``small_input`` and returns a freshly
-initialised ``nn.Module`` (no pretrained weights; those come from
-:mod:`compaudit.models.weights`). Initialisation draws from torch's global RNG, so seed
-it (``torch.manual_seed``) before building when replicas must be reproducible.
+``arch`` takes four forms, resolved by one function (:func:`resolve_architecture`):
+
+* a registered name (``small_cnn``, ``resnet18``, ``resnet50``);
+* any torchvision classification model (``torchvision.models.list_models(module=
+  torchvision.models)``, e.g. ``mobilenet_v3_small``);
+* ``"timm:NAME"``, any timm model (e.g. ``"timm:resnet10t"``), built with
+  ``timm.create_model(NAME, pretrained=False, num_classes=...)``; needs the optional
+  ``timm`` extra (``pip install -e ".[timm]"``);
+* ``"package.module:callable"``, **your own code**: the module is imported (from
+  ``sys.path``, or from ``search_path``, e.g. the audit spec's folder) and
+  ``callable(num_classes=..., **options)`` is called. Importing and calling it runs
+  that code, with your permissions, in this process and in every worker process; only
+  name modules you trust.
+
+Every model is built with ``num_classes`` and freshly initialised: nothing is
+downloaded (weights come from files, :mod:`compaudit.models.weights`). ``options``
+(``[model].options`` in a spec) are extra keyword arguments for the torchvision, timm
+or user builder. Initialisation draws from torch's global RNG, so seed it
+(``torch.manual_seed``) before building when replicas must be reproducible.
 
 Examples
 --------
@@ -18,8 +30,13 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol, TypeVar
+import difflib
+import importlib
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 from torch import nn
 
@@ -28,24 +45,41 @@ from compaudit.registry import Registry
 
 __all__ = [
     "ARCHITECTURES",
+    "RESERVED_OPTIONS",
+    "TIMM_PREFIX",
+    "SmallCNN",
     "architecture_exists",
     "build_model",
-    "register_architecture",
     "list_architectures",
-    "SmallCNN",
+    "register_architecture",
+    "resolve_architecture",
 ]
 
 
 class ArchitectureBuilder(Protocol):
-    """``builder(*, num_classes, small_input) -> nn.Module``."""
+    """``builder(*, num_classes, small_input, **options) -> nn.Module``."""
 
-    def __call__(self, *, num_classes: int, small_input: bool) -> nn.Module: ...
+    def __call__(self, *, num_classes: int, small_input: bool, **options: Any) -> nn.Module: ...
 
 
 _B = TypeVar("_B", bound=Callable[..., nn.Module])
 
 #: Builders by name; :func:`build_model` looks names up here.
 ARCHITECTURES: Registry[ArchitectureBuilder] = Registry("architecture")
+
+#: ``"timm:NAME"`` builds timm model NAME.
+TIMM_PREFIX = "timm:"
+
+#: Options compaudit sets itself, or that would fetch weights: never taken from a spec.
+RESERVED_OPTIONS = frozenset({"num_classes", "pretrained", "weights", "weights_backbone",
+                              "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path"})
+
+_KEY = "[model].arch"
+_FORMS = ("any torchvision classification model, e.g. mobilenet_v3_small, efficientnet_b0 "
+          "(torchvision.models.list_models), 'timm:NAME' (e.g. 'timm:resnet10t'), or "
+          "'package.module:callable' (your own code)")
+_TIMM_MISSING = (_KEY + ": {arch!r} needs the optional timm extra, which is not installed; "
+                 "install it with pip install -e \".[timm]\" (or pip install timm)")
 
 
 def register_architecture(name: str) -> Callable[[_B], _B]:
@@ -60,7 +94,7 @@ def register_architecture(name: str) -> Callable[[_B], _B]:
 
 
 def list_architectures() -> list[str]:
-    """Names accepted by :func:`build_model`, sorted."""
+    """Registered names, sorted (torchvision, timm and user forms are accepted too)."""
     return ARCHITECTURES.names()
 
 
@@ -70,59 +104,215 @@ def _torchvision_models() -> list[str]:
     return torchvision.models.list_models(module=torchvision.models)
 
 
-def architecture_exists(arch: str) -> bool:
-    """Whether :func:`build_model` knows ``arch`` (registered, or a torchvision model)."""
-    return arch in ARCHITECTURES or (isinstance(arch, str) and arch in _torchvision_models())
+def architecture_exists(arch: str, *, search_path: str | Path | None = None) -> bool:
+    """Whether :func:`build_model` knows ``arch`` (see :func:`resolve_architecture`).
+
+    For ``"package.module:callable"`` this imports the user's module.
+    """
+    try:
+        resolve_architecture(arch, search_path=search_path)
+    except AuditInputError:
+        return False
+    return True
 
 
-def _builder(arch: str) -> ArchitectureBuilder:
-    if arch in ARCHITECTURES or not architecture_exists(arch):
-        try:
-            return ARCHITECTURES.get(arch)
-        except AuditInputError as err:
-            raise AuditInputError(f"{err.problems[0]}, or any torchvision classification "
-                                  "model, e.g. mobilenet_v3_small, efficientnet_b0 "
-                                  "(torchvision.models.list_models)") from None
+def resolve_architecture(arch: str, *,
+                         search_path: str | Path | None = None) -> ArchitectureBuilder:
+    """The builder of ``arch``, without building a model.
 
-    def torchvision_model(*, num_classes: int, small_input: bool) -> nn.Module:
+    Parameters
+    ----------
+    arch
+        A registered name, a torchvision model name, ``"timm:NAME"`` or
+        ``"package.module:callable"`` (module docstring).
+    search_path
+        A folder put first on ``sys.path`` while a ``"package.module:callable"``
+        module is imported (and removed after); ignored by the other forms.
+
+    Raises
+    ------
+    AuditInputError
+        One line naming ``[model].arch``: an unknown name (with the valid ones or close
+        matches), timm not installed, or a user module that cannot be imported or has
+        no such callable (with the underlying error).
+    """
+    if not isinstance(arch, str) or not arch:
+        raise AuditInputError(f"{_KEY}: got {arch!r}; expected a non-empty string")
+    if arch.startswith(TIMM_PREFIX):
+        return _timm_builder(arch)
+    if ":" in arch:
+        return _user_builder(arch, search_path)
+    if arch in ARCHITECTURES:
+        return ARCHITECTURES.get(arch)
+    if arch in _torchvision_models():
+        return _torchvision_builder(arch)
+    raise AuditInputError(f"{_KEY}: unknown architecture {arch!r}; valid: "
+                          f"{', '.join(list_architectures())}, or {_FORMS}")
+
+
+def _torchvision_builder(arch: str) -> ArchitectureBuilder:
+    def torchvision_model(*, num_classes: int, small_input: bool, **options: Any) -> nn.Module:
         import torchvision
 
         # small_input changes only the registered ResNets' stem; torchvision's own
         # models are built as published (no weights: those come from files).
-        return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+        return torchvision.models.get_model(arch, weights=None, num_classes=num_classes,
+                                            **options)
 
     return torchvision_model
 
 
-def build_model(arch: str, *, num_classes: int, small_input: bool = False) -> nn.Module:
+def _timm_builder(arch: str) -> ArchitectureBuilder:
+    name = arch[len(TIMM_PREFIX):]
+    try:
+        import timm
+    except ImportError:
+        raise AuditInputError(_TIMM_MISSING.format(arch=arch)) from None
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        hint = (f"close matches: {', '.join(TIMM_PREFIX + c for c in close)}" if close
+                else "no close match")
+        raise AuditInputError(f"{_KEY}: unknown timm model {name!r} in {arch!r}; {hint} "
+                              "(all names: timm.list_models())")
+
+    def timm_model(*, num_classes: int, small_input: bool, **options: Any) -> nn.Module:
+        # pretrained=False always: compaudit never downloads; weights come from files.
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, **options)
+
+    return timm_model
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+@contextmanager
+def _on_sys_path(folder: str | Path | None) -> Iterator[None]:
+    """Put ``folder`` first on ``sys.path`` for the duration; remove it after."""
+    if folder is None:
+        yield
+        return
+    entry = str(folder)
+    sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        # Remove our entry only: the imported code may have changed sys.path on purpose.
+        try:
+            sys.path.remove(entry)
+        except ValueError:
+            pass
+
+
+def _user_builder(arch: str, search_path: str | Path | None) -> ArchitectureBuilder:
+    module_name, _, attr = arch.partition(":")
+    parts = module_name.split(".") + attr.split(".")
+    if not all(p.isidentifier() for p in parts):
+        raise AuditInputError(f"{_KEY}: got {arch!r}; expected 'package.module:callable' "
+                              "(dotted Python names, e.g. 'mymodels:factory'), a registered "
+                              f"name, or {_FORMS}")
+    where = f"sys.path and {search_path}" if search_path is not None else "sys.path"
+    with _on_sys_path(search_path):
+        # A folder created after the last import would be missed by cached finders.
+        importlib.invalidate_caches()
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name == module_name or module_name.startswith(f"{err.name}."):
+                raise AuditInputError(f"{_KEY}: {arch!r}: no module {module_name!r} in "
+                                      f"{where} ({_one_line(err)})") from err
+            raise AuditInputError(f"{_KEY}: {arch!r}: importing module {module_name!r} "
+                                  f"failed: {_one_line(err)}") from err
+        except Exception as err:  # the user's module ran and raised
+            raise AuditInputError(f"{_KEY}: {arch!r}: importing module {module_name!r} "
+                                  f"failed: {_one_line(err)}") from err
+    factory: Any = module
+    for part in attr.split("."):
+        if not hasattr(factory, part):
+            raise AuditInputError(f"{_KEY}: {arch!r}: module {module_name!r} "
+                                  f"({getattr(module, '__file__', None)}) has no attribute "
+                                  f"{attr!r}")
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise AuditInputError(f"{_KEY}: {arch!r}: {module_name}.{attr} is a "
+                              f"{type(factory).__name__}, not a callable; expected a function "
+                              "or class taking num_classes= and returning an nn.Module")
+
+    def user_model(*, num_classes: int, small_input: bool, **options: Any) -> nn.Module:
+        # small_input is compaudit's stem switch for its own ResNets: not passed on.
+        try:
+            model = factory(num_classes=num_classes, **options)
+        except Exception as err:  # the user's factory raised
+            raise AuditInputError(f"{_KEY}: {arch!r}: {module_name}.{attr}(num_classes="
+                                  f"{num_classes}, **[model].options) raised "
+                                  f"{_one_line(err)}") from err
+        if not isinstance(model, nn.Module):
+            raise AuditInputError(f"{_KEY}: {arch!r}: {module_name}.{attr} returned a "
+                                  f"{type(model).__name__}; expected a torch.nn.Module")
+        return model
+
+    return user_model
+
+
+def _check_options(arch: str, options: Any) -> dict[str, Any]:
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
+        raise AuditInputError(f"[model].options: got {options!r}; expected a table of "
+                              "keyword arguments")
+    if options and arch in ARCHITECTURES:
+        raise AuditInputError(f"[model].options: got {sorted(options)}; the registered "
+                              f"architecture {arch!r} takes none (options apply to "
+                              "torchvision, 'timm:NAME' and 'package.module:callable')")
+    reserved = sorted(RESERVED_OPTIONS & set(options))
+    if reserved:
+        raise AuditInputError(f"[model].options: {', '.join(reserved)} may not be set there; "
+                              "num_classes comes from [model].num_classes and weights from "
+                              "[model].weights or [model].pretrained (never downloaded)")
+    return dict(options)
+
+
+def build_model(arch: str, *, num_classes: int, small_input: bool = False,
+                options: Mapping[str, Any] | None = None,
+                search_path: str | Path | None = None) -> nn.Module:
     """Build a freshly initialised model of architecture ``arch``.
 
     Parameters
     ----------
     arch
-        A registered name (:func:`list_architectures`) or a torchvision classification
-        model name.
+        A registered name (:func:`list_architectures`), a torchvision classification
+        model name, ``"timm:NAME"`` or ``"package.module:callable"`` (your own code,
+        imported and run; module docstring).
     num_classes
         Width of the output layer (2 for binary tasks).
     small_input
         For the registered ResNets: replace the 7x7 stride-2 stem and its max-pool by a
         3x3 stride-1 convolution, as is usual for 32 px images (CIFAR). Ignored by
-        ``small_cnn``, which is built for small images already, and by torchvision's
-        own models.
+        ``small_cnn``, which is built for small images already, and by the other forms.
+    options
+        Extra keyword arguments for a torchvision, timm or user builder
+        (``[model].options``); registered architectures take none, and the keys in
+        :data:`RESERVED_OPTIONS` are refused.
+    search_path
+        Folder to import a ``"package.module:callable"`` module from (besides
+        ``sys.path``), e.g. the spec's folder; pass an absolute path when worker
+        processes may start elsewhere.
 
     Returns
     -------
     nn.Module
         The model, in training mode, on the CPU.
     """
-    builder = _builder(arch)
+    builder = resolve_architecture(arch, search_path=search_path)
     # bool is an int subclass; num_classes=True is a mistake, not 1 class.
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise AuditInputError(
             f"num_classes must be a positive integer, got {num_classes!r}; "
             "use 2 for a binary task such as Blond_Hair"
         )
-    return builder(num_classes=num_classes, small_input=bool(small_input))
+    kwargs = _check_options(arch, options)
+    return builder(num_classes=num_classes, small_input=bool(small_input), **kwargs)
 
 
 def _small_stem(model: nn.Module) -> nn.Module:
@@ -178,7 +368,7 @@ class SmallCNN(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_ch, num_classes)
 
-    def forward(self, x):  # noqa: D102 - standard nn.Module forward
+    def forward(self, x):
         return self.fc(self.pool(self.features(x)).flatten(1))
 
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import torch
 from compaudit._atomic import atomic_write_text
 from compaudit.errors import AuditInputError
 from compaudit.executors import Executor, SerialExecutor, get_executor
-from compaudit.models.architectures import build_model, list_architectures
+from compaudit.models.architectures import build_model, resolve_architecture
 from compaudit.models.training import TrainConfig, train
 from compaudit.models.weights import save_state_dict
 
@@ -45,7 +45,9 @@ class ReplicaJob:
 
     ``dataset`` is a dataset, or a zero-argument callable building one in the worker
     (e.g. ``functools.partial(CelebA, root, split="train", transform=...)``), which
-    avoids shipping a large dataset object to every process.
+    avoids shipping a large dataset object to every process. ``options`` and
+    ``search_path`` go to :func:`~compaudit.models.architectures.build_model` (the
+    worker imports a ``"package.module:callable"`` architecture from ``search_path``).
     """
 
     replica: int
@@ -57,6 +59,8 @@ class ReplicaJob:
     config: TrainConfig
     out_path: Path
     checkpoint_dir: Path
+    options: Mapping[str, Any] = field(default_factory=dict)
+    search_path: str | None = None
 
 
 def train_replica(job: ReplicaJob) -> Path:
@@ -70,12 +74,13 @@ def train_replica(job: ReplicaJob) -> Path:
     wall, cpu = time.perf_counter(), time.process_time()
     dataset = job.dataset() if _is_factory(job.dataset) else job.dataset
     torch.manual_seed(job.seed)  # initial weights come from the replica's seed
-    model = build_model(job.arch, num_classes=job.num_classes, small_input=job.small_input)
+    model = build_model(job.arch, num_classes=job.num_classes, small_input=job.small_input,
+                        options=job.options, search_path=job.search_path)
     result = train(model, dataset, job.config, checkpoint_dir=job.checkpoint_dir, progress=False)
     meta = {
         "replica": job.replica, "seed": job.seed, "arch": job.arch,
         "num_classes": job.num_classes, "small_input": job.small_input,
-        "config": asdict(job.config), "losses": result.losses,
+        "options": dict(job.options), "config": asdict(job.config), "losses": result.losses,
         "accuracies": result.accuracies, "global_step": result.global_step,
         # Process CPU time counts every torch thread of this worker.
         "timing": {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
@@ -103,13 +108,15 @@ def train_population(
     out_dir: str | Path,
     num_classes: int | None = None,
     small_input: bool = False,
+    options: Mapping[str, Any] | None = None,
+    search_path: str | Path | None = None,
 ) -> list[Path]:
     """Train ``replicas`` independent models and write one state-dict file per replica.
 
     Parameters
     ----------
     arch
-        A registered architecture (:func:`~compaudit.models.architectures.list_architectures`).
+        An architecture :func:`~compaudit.models.architectures.build_model` accepts.
     dataset
         Training data yielding ``(image, label, example_id)``, or a zero-argument callable
         returning it.
@@ -127,13 +134,17 @@ def train_population(
         Output width; default ``dataset.num_classes``.
     small_input
         Small-image stem for ResNets (see :func:`~compaudit.models.architectures.build_model`).
+    options, search_path
+        Builder keyword arguments and the folder a ``"package.module:callable"``
+        architecture is imported from (absolute: workers may start elsewhere); see
+        :func:`~compaudit.models.architectures.build_model`.
 
     Returns
     -------
     list of Path
         The state-dict files, in replica order (existing ones included).
     """
-    seeds = _check_population_args(arch, config, replicas, seeds)
+    seeds = _check_population_args(arch, config, replicas, seeds, search_path)
     if num_classes is None:
         probe = dataset() if _is_factory(dataset) else dataset
         num_classes = getattr(probe, "num_classes", None)
@@ -148,7 +159,8 @@ def train_population(
     threads = config.num_threads or 1
     jobs = [
         ReplicaJob(replica=k, seed=seed, arch=arch, num_classes=num_classes,
-                   small_input=small_input, dataset=dataset,
+                   small_input=small_input, dataset=dataset, options=dict(options or {}),
+                   search_path=None if search_path is None else str(search_path),
                    config=replace(config, seed=seed, num_threads=threads),
                    out_path=replica_path(out_dir, k),
                    checkpoint_dir=out_dir / "checkpoints" / f"replica-{k:03d}")
@@ -165,10 +177,9 @@ def train_population(
 
 
 def _check_population_args(arch: str, config: TrainConfig, replicas: int,
-                           seeds: Sequence[int] | None) -> list[int]:
-    if arch not in list_architectures():
-        raise AuditInputError(f"unknown architecture {arch!r}; valid names are: "
-                              f"{', '.join(list_architectures())}")
+                           seeds: Sequence[int] | None,
+                           search_path: str | Path | None) -> list[int]:
+    resolve_architecture(arch, search_path=search_path)  # an unknown arch fails here, once
     if not isinstance(config, TrainConfig):
         raise AuditInputError(f"config must be a TrainConfig, got {type(config).__name__}")
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,6 +41,8 @@ class VariantJob:
     """Compress every dense replica with one method, predict, and measure the footprint.
 
     ``name == "dense"`` with ``config=None`` predicts the dense population itself.
+    ``arch``, ``num_classes``, ``small_input``, ``options`` and ``search_path`` rebuild
+    the dense replicas in the worker (:func:`dense_models`).
     """
 
     name: str
@@ -60,13 +63,19 @@ class VariantJob:
     record_path: Path
     examples_path: Path
     dissection: Any = None  # a compaudit.dissection.audit.DissectionPlan, or None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    search_path: str | None = None
 
 
-def dense_models(arch: str, num_classes: int, small_input: bool,
-                 paths: Sequence[Path]) -> list[nn.Module]:
+def dense_models(arch: str, num_classes: int, small_input: bool, paths: Sequence[Path], *,
+                 options: Mapping[str, Any] | None = None,
+                 search_path: str | None = None) -> list[nn.Module]:
     """The dense replicas, from their files (:func:`load_artifact`): a state dict is
-    loaded into ``arch``, an ONNX model is an ONNX Runtime module."""
-    structure = build_model(arch, num_classes=num_classes, small_input=small_input)
+    loaded into ``arch`` (``options`` and ``search_path`` as for
+    :func:`~compaudit.models.architectures.build_model`), an ONNX model is an ONNX
+    Runtime module."""
+    structure = build_model(arch, num_classes=num_classes, small_input=small_input,
+                            options=options, search_path=search_path)
     return [load_artifact(path, structure=structure) for path in paths]
 
 
@@ -114,7 +123,8 @@ def run_variant_job(job: VariantJob) -> dict[str, Any]:
 
     wall, cpu = time.perf_counter(), time.process_time()
     torch.manual_seed(job.seed)
-    models = dense_models(job.arch, job.num_classes, job.small_input, job.dense_paths)
+    models = dense_models(job.arch, job.num_classes, job.small_input, job.dense_paths,
+                          options=job.options, search_path=job.search_path)
     _check_dense_fits(job, models)
     # The torch model whose parameters and MACs a parameter-free (ONNX) variant is
     # measured by; none when the dense replicas are ONNX themselves.

@@ -13,7 +13,7 @@ from compaudit.pipeline.stages import StageCache, stage_key
 from compaudit.rundir import RunFolder
 from compaudit.spec import AuditSpec
 
-__all__ = ["DenseStage", "check_architecture", "dense_population"]
+__all__ = ["DenseStage", "check_architecture", "dense_population", "model_search_path"]
 
 
 @dataclass(frozen=True)
@@ -45,19 +45,39 @@ def dense_population(spec: AuditSpec, folder: RunFolder, cache: StageCache, data
     log(f"[train] {m.replicas} x {m.arch} ({t.epochs} epochs each)")
     paths = train_population(m.arch, data.train, t.dense(), replicas=m.replicas,
                              executor=pool, out_dir=out, num_classes=m.num_classes,
-                             small_input=m.small_input)
+                             small_input=m.small_input, options=m.options,
+                             search_path=model_search_path(spec))
     cache.ran.append("train")
     return DenseStage(paths=tuple(paths), key=key)
 
 
-def check_architecture(spec: AuditSpec) -> None:
-    """The spec's architecture must be known (checked before anything trains)."""
-    from compaudit.models.architectures import ARCHITECTURES, architecture_exists
+def model_search_path(spec: AuditSpec) -> str | None:
+    """Where a ``"package.module:callable"`` architecture is imported from besides
+    ``sys.path``: the spec file's folder, absolute (workers may start in another
+    folder); ``None`` for a spec that is not a file (parsed from text)."""
+    source = Path(spec.source)
+    return str(source.resolve().parent) if source.is_file() else None
 
-    if not architecture_exists(spec.model.arch):
-        raise AuditInputError(f"{spec.source}: [model].arch: got {spec.model.arch!r}; expected "
-                              f"one of {', '.join(ARCHITECTURES)} or a torchvision "
-                              "classification model such as mobilenet_v3_small")
+
+def check_architecture(spec: AuditSpec) -> None:
+    """The spec's model must build (checked before anything trains).
+
+    One model is built, so an unknown name, a missing timm extra, a user module that
+    does not import, a missing callable, rejected ``[model].options`` or a factory that
+    raises all fail here, naming the spec file and key, rather than in a worker.
+    """
+    import torch
+
+    from compaudit.models.architectures import build_model
+
+    m = spec.model
+    try:
+        # Building draws from the global RNG: leave it as it was for what follows.
+        with torch.random.fork_rng(devices=[]):
+            build_model(m.arch, num_classes=m.num_classes, small_input=m.small_input,
+                        options=m.options, search_path=model_search_path(spec))
+    except AuditInputError as err:
+        raise AuditInputError([f"{spec.source}: {p}" for p in err.problems]) from err
 
 
 def _pretrained(spec: AuditSpec) -> Path:

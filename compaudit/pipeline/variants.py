@@ -12,7 +12,7 @@ from compaudit.errors import AuditInputError
 from compaudit.pipeline.data import DataStage, ShiftStage, resolve
 from compaudit.pipeline.jobs import VariantJob, run_variant_job
 from compaudit.pipeline.stages import StageCache, stage_key
-from compaudit.pipeline.train import DenseStage
+from compaudit.pipeline.train import DenseStage, model_search_path
 from compaudit.rundir import RunFolder
 from compaudit.spec import AuditSpec, VariantSpec
 
@@ -44,7 +44,8 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
             seed=spec.seed, device=spec.train.device, image_size=spec.data.input_size,
             predictions_path=folder.variant_predictions(variant.name),
             record_path=folder.variant_record(variant.name),
-            examples_path=folder.examples, dissection=plan)
+            examples_path=folder.examples, dissection=plan, options=m.options,
+            search_path=model_search_path(spec))
         outputs = [job.predictions_path, job.record_path]
         if plan is not None:
             outputs.append(folder.variant_units(variant.name))
@@ -113,8 +114,9 @@ def _check_layers(spec: AuditSpec, layers: tuple[str, ...]) -> None:
     from compaudit.models.architectures import build_model
 
     m = spec.model
-    modules = {n for n, _ in build_model(m.arch, num_classes=m.num_classes,
-                                         small_input=m.small_input).named_modules() if n}
+    model = build_model(m.arch, num_classes=m.num_classes, small_input=m.small_input,
+                        options=m.options, search_path=model_search_path(spec))
+    modules = {n for n, _ in model.named_modules() if n}
     unknown = [n for n in layers if n not in modules]
     if unknown:
         raise AuditInputError(f"{spec.source}: [dissection].layers: {', '.join(map(repr, unknown))} "

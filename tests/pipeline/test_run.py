@@ -225,3 +225,50 @@ def test_bad_dissection_section_fails_before_training(tmp_path, section, message
     with pytest.raises(AuditInputError, match=message):
         run_audit(parse_spec(text, source="tiny.toml"), tmp_path, progress=False, log=_quiet)
     assert not (tmp_path / "models").exists()
+
+
+def test_an_audit_of_the_users_own_model_runs_in_worker_processes(tmp_path, monkeypatch):
+    """``arch = "module:callable"`` from the spec's folder: the preflight builds it here
+    and the variant jobs rebuild it in spawned workers that start elsewhere and have
+    not imported it yet (weights come from a file, so no training job imports it
+    first): the search path travels with the jobs."""
+    from compaudit.models.architectures import build_model
+    from compaudit.models.weights import save_state_dict
+    from compaudit.rundir import RunFolder
+    from compaudit.spec import load_spec
+
+    folder = tmp_path / "spec"
+    folder.mkdir()
+    (folder / "netzoo.py").write_text(
+        "from torch import nn\n\n"
+        "def tiny(num_classes, width=8):\n"
+        "    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),\n"
+        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(),\n"
+        "                         nn.Linear(width, num_classes))\n", encoding="utf-8")
+    try:
+        save_state_dict(build_model("netzoo:tiny", num_classes=2, options={"width": 4},
+                                    search_path=folder), folder / "tiny.pt")
+        text = TINY[:TINY.index("[model]")].replace("n = 800", "n = 200") + f"""[model]
+arch = "netzoo:tiny"
+options = {{ width = 4 }}
+replicas = 1
+weights = ["{folder / 'tiny.pt'}"]
+[[variants]]
+name = "f16"
+method = "float16"
+[analysis]
+bootstrap = 20
+[executor]
+kind = "local"
+workers = 1
+"""
+        (folder / "audit.toml").write_text(text, encoding="utf-8")
+        monkeypatch.chdir(tmp_path)  # not the spec's folder: the import must not use the cwd
+        assert str(folder) not in sys.path
+        result = run_audit(load_spec(folder / "audit.toml"), tmp_path / "run", progress=False,
+                           report=False, log=_quiet)
+    finally:
+        sys.modules.pop("netzoo", None)
+    assert {"variant:dense", "variant:f16"} <= set(result.stages_run)
+    record = json.loads(RunFolder(tmp_path / "run").variant_record("f16").read_text())
+    assert record["method"] == "float16"

@@ -151,3 +151,63 @@ def test_the_template_audits_a_teams_own_artifacts(team, capsys):
     assert record["nonzero_count"] == int((values != 0).sum())
     assert variants["variants"]["int8-ort"]["size_bytes"] == (
         team / "own_model" / "int8.onnx").stat().st_size
+
+
+USER_MODULE = '''
+from torch import nn
+
+
+def tiny(num_classes, width=8):
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, num_classes))
+'''
+
+
+def test_a_spec_trains_and_prunes_the_users_own_module(team, capsys):
+    """``arch = "module:callable"`` next to the spec: compaudit trains it and prunes it."""
+    (team / "teamnets.py").write_text(USER_MODULE)
+    spec = team / "mine.toml"
+    spec.write_text('''[audit]
+name = "mine"
+[data]
+dataset = "manifest"
+root = "own_model/images"
+protected = ["group"]
+mean = [0.5, 0.5, 0.5]
+std = [0.2, 0.2, 0.2]
+[model]
+arch = "teamnets:tiny"
+options = { width = 6 }
+replicas = 1
+[train]
+epochs = 2
+fine_tune_epochs = 1
+[[variants]]
+name = "prune-50"
+method = "one_shot_magnitude"
+sparsity = 0.5
+scope = "global"
+exclude_first_conv = false
+[analysis]
+bootstrap = 50
+[executor]
+kind = "serial"
+''')
+    code = main(["run", str(spec), "--out", str(team / "mine-run"), "--no-progress"])
+    assert code in (0, 1), capsys.readouterr().err
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(team))
+    try:
+        module = importlib.import_module("teamnets").tiny(num_classes=2, width=6)
+    finally:
+        sys.path.remove(str(team))
+        sys.modules.pop("teamnets", None)
+    n = sum(m.weight.numel() for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    record = json.loads((team / "mine-run" / "variants.json").read_text())["variants"]
+    assert record["prune-50"]["method"] == "one_shot_magnitude"
+    assert record["prune-50"]["sparsity"] == pytest.approx(round(0.5 * n) / n, abs=1e-9)
+    assert record["dense"]["parameter_count"] == sum(p.numel() for p in module.parameters())

@@ -232,6 +232,6 @@ def test_check_reports_preflight_problems_together(tmp_path, capsys):
                     '[[variants]]\nname = "f16"\nmethod = "float16"\n')
     assert main(["check", str(spec), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert any("[model].arch: got 'nonet'" in line for line in err)
+    assert any("[model].arch: unknown architecture 'nonet'" in line for line in err)
     assert any("[data].root:" in line and "does not exist" in line for line in err)
     assert not (tmp_path / "run").exists()

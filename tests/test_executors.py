@@ -93,7 +93,8 @@ def test_a_failed_job_is_reraised_naming_the_job(executors):
 def test_bad_input_in_a_job_stays_an_audit_input_error(executors):
     fn = functools.partial(build_model, num_classes=2)
     for executor in executors:
-        with pytest.raises(AuditInputError, match=r"job 1 \('resnet19'\): unknown architecture"):
+        with pytest.raises(AuditInputError,
+                           match=r"job 1 \('resnet19'\): \[model\]\.arch: unknown architecture"):
             executor.map(fn, ["small_cnn", "resnet19"])
 
 
@@ -108,7 +109,7 @@ def test_ray_executor_on_a_real_local_cluster(ray_cluster):
     assert executor.map(eval, [THREADS] * 2) == [1, 1]  # cpus_per_job threads per task
     with pytest.raises(JobError, match=SQRT_FAILED):
         executor.map(math.sqrt, [4.0, 1.0, -1.0])
-    with pytest.raises(AuditInputError, match=r"job 0 \('resnet19'\): unknown architecture"):
+    with pytest.raises(AuditInputError, match=r"job 0 \('resnet19'\): \[model\]\.arch: unknown architecture"):
         executor.map(functools.partial(build_model, num_classes=2), ["resnet19"])
     executor.close()  # it did not start the cluster, so it must leave it running
     assert ray_cluster.is_initialized()

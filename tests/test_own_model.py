@@ -211,3 +211,26 @@ kind = "serial"
     assert record["prune-50"]["method"] == "one_shot_magnitude"
     assert record["prune-50"]["sparsity"] == pytest.approx(round(0.5 * n) / n, abs=1e-9)
     assert record["dense"]["parameter_count"] == sum(p.numel() for p in module.parameters())
+
+
+def test_a_replaced_artifact_is_audited_again_and_nothing_else(team, tmp_path, capsys):
+    """The stage cache keys loaded files by their contents, not their paths."""
+    folder = tmp_path / "team"
+    shutil.copytree(team / "own_model", folder / "own_model")
+    shutil.copy(TEMPLATE, folder / "own_model.toml")
+    argv = ["run", str(folder / "own_model.toml"), "--out", str(folder / "run"),
+            "--no-progress"]
+    assert main(argv) in (0, 1)
+    assert main(argv) in (0, 1)
+    assert "stages run: none" in capsys.readouterr().out
+    state = torch.load(folder / "own_model" / "dense.pt", weights_only=True)
+    model = torchvision.models.mobilenet_v3_small(num_classes=2)
+    model.load_state_dict(state)
+    layers = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    prune.global_unstructured(layers, pruning_method=prune.L1Unstructured, amount=0.7)
+    torch.save(model.state_dict(), folder / "own_model" / "pruned.pt")
+    assert main(argv) in (0, 1)
+    out = capsys.readouterr().out
+    assert "stages run: variant:pruned-50, analyze" in out
+    record = json.loads((folder / "run" / "variants.json").read_text())["variants"]
+    assert record["pruned-50"]["sparsity"] == pytest.approx(0.7, abs=1e-6)

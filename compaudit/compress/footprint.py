@@ -534,7 +534,7 @@ def footprint(
     dense_bytes, compressed_bytes = sizes["size_bytes"], sizes["compressed_size_bytes"]
     latency = (measure_latency(model, input_size=size, batch_size=batch_size, repeats=repeats,
                                warmup=warmup) if measure_time else None)
-    return {
+    counted = {
         "parameter_count": total,
         "nonzero_count": nonzero,
         "sparsity": 1.0 - nonzero / total if total else 0.0,
@@ -552,6 +552,10 @@ def footprint(
         "latency_kernel": latency["kernel"] if latency else latency_kernel(model),
         "latency": latency,
     }
+    if not names:  # an ONNX model without its torch structure: nothing to count, not zero
+        counted.update(dict.fromkeys(("parameter_count", "nonzero_count", "sparsity",
+                                      "weight_sparsity", "macs", "nonzero_macs"), None))
+    return counted
 
 
 def variant_record(*, method: str, parameters: Mapping[str, Any] | None,

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from compaudit.errors import AuditInputError
 from compaudit.pipeline.data import DataStage
-from compaudit.pipeline.stages import StageCache, stage_key
+from compaudit.pipeline.stages import StageCache, fingerprint, stage_key
 from compaudit.rundir import RunFolder
 from compaudit.spec import AuditSpec
 
@@ -28,7 +28,9 @@ def dense_population(spec: AuditSpec, folder: RunFolder, cache: StageCache, data
                      *, pool: Any, log: Callable[[str], None]) -> DenseStage:
     """The dense replicas: pretrained, given as files, or trained into the run folder."""
     m, t = spec.model, spec.train
-    key = stage_key(data.key, spec.section("model"), spec.section("train"), spec.seed)
+    # The files' contents, not only their paths: a replaced file is a new model.
+    key = stage_key(data.key, spec.section("model"), spec.section("train"), spec.seed,
+                    [fingerprint(Path(w)) for w in m.weights])
     if m.pretrained:
         return DenseStage(paths=(_pretrained(spec),), key=key)
     if m.weights:

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from pathlib import Path
 from typing import Any, Callable
 
 from compaudit.config import narrow
 from compaudit.errors import AuditInputError
 from compaudit.pipeline.data import DataStage, ShiftStage, resolve
 from compaudit.pipeline.jobs import VariantJob, run_variant_job
-from compaudit.pipeline.stages import StageCache, stage_key
+from compaudit.pipeline.stages import StageCache, fingerprint, stage_key
 from compaudit.pipeline.train import DenseStage, model_search_path
-from compaudit.rundir import RunFolder
+from compaudit.rundir import VARIANTS_SCHEMA, RunFolder
 from compaudit.spec import AuditSpec, VariantSpec
 
 __all__ = ["check_schedules", "dissection_plan", "run_variants", "variant_names"]
@@ -33,8 +34,10 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
     m = spec.model
     keys, jobs = {}, []
     for variant in (DENSE, *spec.variants):
+        files = getattr(variant.config, "files", ())  # loaded artifacts: their contents
         key = stage_key(dense.key, examples_key, variant.name, variant.method, variant.params,
-                        spec.section("train"), spec.section("dissection"))
+                        spec.section("train"), spec.section("dissection"), VARIANTS_SCHEMA,
+                        [fingerprint(Path(f)) for f in files])
         keys[variant.name] = key
         job = VariantJob(
             name=variant.name, config=variant.config, method=variant.method,

@@ -201,6 +201,9 @@ def test_footprint_of_a_loaded_onnx_variant(files):
     alone = footprint(model, input_size=(3, SIZE, SIZE), structure=None, repeats=2, warmup=1)
     assert alone["size_bytes"] == files["qdq"].stat().st_size
     assert alone["latency"]["median_ms"] > 0
+    # ... and count nothing it cannot see: null, not a measured zero
+    assert alone["parameter_count"] is None and alone["sparsity"] is None
+    assert alone["macs"] is None
 
 
 # --- state dicts, pairing ---------------------------------------------------------------

@@ -17,6 +17,7 @@ from compaudit import config
 from compaudit.errors import AuditInputError
 
 __all__ = [
+    "read_string_csv",
     "first_few",
     "check_choice",
     "check_files_present",
@@ -155,3 +156,21 @@ def open_image(path: Path) -> Image.Image:
             f"{path}: not a readable image ({type(err).__name__}: {err}); "
             "replace it with the original file or remove its row from the listing"
         ) from err
+
+
+def read_string_csv(path: Path, *, not_found: str, expected: str) -> "pd.DataFrame":
+    """A CSV file as a frame of strings (empty cells are ``""``; an empty file gives an
+    empty frame), or one error naming the file: ``not_found`` when it is missing,
+    ``expected`` (what the file should hold) when it cannot be parsed."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise AuditInputError(f"{path}: {not_found}")
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False,
+                           encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise AuditInputError(f"{path}: cannot be parsed as CSV ({str(err).strip()}); "
+                              f"{expected}") from err

@@ -26,7 +26,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from compaudit.data._checks import check_names, check_no_attributes, first_few, open_image
+from compaudit.data._checks import (
+    check_names,
+    check_no_attributes,
+    first_few,
+    open_image,
+    read_string_csv,
+)
 from compaudit.data.base import AuditDataset, TransformSpec, register_dataset
 from compaudit.errors import AuditInputError
 
@@ -45,21 +51,10 @@ def _rows(mask: np.ndarray) -> str:
 
 def _read_manifest(path: Path) -> pd.DataFrame:
     """The manifest as a frame of strings (empty cells are ``""``)."""
-    if not path.is_file():
-        raise AuditInputError(
-            f"{path}: manifest file not found; expected a CSV with columns "
-            "path,label[,split][,example_id][,attr.<Name>...]; check the manifest argument"
-        )
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False,
-                            encoding="utf-8-sig")
-    except pd.errors.EmptyDataError:
-        table = pd.DataFrame()
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise AuditInputError(
-            f"{path}: cannot be parsed as CSV ({err}); expected a header row and one "
-            "comma-separated row per image"
-        ) from err
+    table = read_string_csv(
+        path, not_found="manifest file not found; expected a CSV with columns "
+        "path,label[,split][,example_id][,attr.<Name>...]; check the manifest argument",
+        expected="expected a header row and one comma-separated row per image")
     if table.empty:
         raise AuditInputError(
             f"{path}: the manifest lists no images; expected a header row "

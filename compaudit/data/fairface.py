@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from compaudit._table_columns import _rows
-from compaudit.data._checks import first_few, list_names
+from compaudit.data._checks import first_few, list_names, read_string_csv
 from compaudit.data._demographics import (
     AGE_BINS,
     COARSE_AGE_GROUPS,
@@ -75,21 +75,11 @@ _FIX = ("compaudit never downloads; get the FairFace images (train/ and val/) an
 
 def _read_csv(path: Path) -> pd.DataFrame:
     """The label file as a frame of stripped strings, or an error naming the file."""
-    if not path.is_file():
-        raise AuditInputError(
-            f"{path}: FairFace label file not found; expected a CSV with header "
-            f"file,age,gender,race,service_test; {_FIX} {path.parent}"
-        )
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False,
-                            encoding="utf-8-sig")
-    except pd.errors.EmptyDataError:
-        table = pd.DataFrame()
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise AuditInputError(
-            f"{path}: cannot be parsed as CSV ({str(err).strip()}); expected the original "
-            "FairFace label file (header file,age,gender,race,service_test)"
-        ) from err
+    table = read_string_csv(
+        path, not_found=("FairFace label file not found; expected a CSV with header "
+                         f"file,age,gender,race,service_test; {_FIX} {path.parent}"),
+        expected=("expected the original FairFace label file (header "
+                  "file,age,gender,race,service_test)"))
     table.columns = [str(c).strip() for c in table.columns]
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:

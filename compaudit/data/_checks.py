@@ -10,11 +10,15 @@ from __future__ import annotations
 import os
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image, UnidentifiedImageError
 
 from compaudit import config
 from compaudit.errors import AuditInputError
+
+if TYPE_CHECKING:  # pandas is imported when a CSV is read
+    import pandas as pd
 
 __all__ = [
     "read_string_csv",
@@ -158,7 +162,7 @@ def open_image(path: Path) -> Image.Image:
         ) from err
 
 
-def read_string_csv(path: Path, *, not_found: str, expected: str) -> "pd.DataFrame":
+def read_string_csv(path: Path, *, not_found: str, expected: str) -> pd.DataFrame:
     """A CSV file as a frame of strings (empty cells are ``""``; an empty file gives an
     empty frame), or one error naming the file: ``not_found`` when it is missing,
     ``expected`` (what the file should hold) when it cannot be parsed."""

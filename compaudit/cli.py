@@ -265,6 +265,7 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     import os
 
     from compaudit.gate import run_gate
+    from compaudit.gate.operating import variants_info
     from compaudit.gate.outputs import format_table, to_markdown, write_gate_outputs
     from compaudit.gate.policy import GatePolicy, load_policy
     from compaudit.rundir import read_metrics
@@ -273,7 +274,7 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     baseline = read_metrics(args.baseline, what="baseline metrics") if args.baseline else None
     policy = load_policy(args.policy) if args.policy else GatePolicy()
     run_dir = args.run_dir if args.run_dir.is_dir() else args.run_dir.parent
-    result = run_gate(metrics, policy, baseline=baseline, variants_info=_variants_info(run_dir))
+    result = run_gate(metrics, policy, baseline=baseline, variants_info=variants_info(run_dir))
     paths = write_gate_outputs(result, args.out or run_dir / "gate")
     print(format_table(result, show_passed=args.show_passed))
     print(f"\nwrote {paths['junit']}, {paths['markdown']} and {paths['json']}")
@@ -282,18 +283,6 @@ def _cmd_gate(args: argparse.Namespace) -> int:
         with open(summary, "a", encoding="utf-8") as f:
             f.write(to_markdown(result))
     return result.exit_code
-
-
-def _variants_info(run_dir: Path) -> dict | None:
-    """The run's ``variants.json`` (method, sparsity of each variant), when it has one."""
-    from compaudit.gate.operating import read_variants_info
-    from compaudit.rundir import RunFolder, read_json
-
-    path = RunFolder(run_dir).variants_json
-    if not path.is_file():
-        return None
-    doc = read_json(path, what="variant footprint", fix="re-run the compress stage")
-    return read_variants_info(doc, path)
 
 
 def _one_line(text: str) -> str:

@@ -29,6 +29,7 @@ __all__ = [
     "VariantPoint",
     "operating_points",
     "read_variants_info",
+    "variants_info",
     "variant_point",
 ]
 
@@ -82,7 +83,10 @@ def variant_point(name: str, dense: str, info: Mapping[str, Any] | None) -> Vari
     if name == dense:
         return VariantPoint(name, 0.0, "")
     match = _SUFFIX.match(name)
-    family = str((info or {}).get("method") or (match["family"] if match else name))
+    method = (info or {}).get("method")
+    # Loaded artifacts all have method "load": their names say which family they are.
+    family = str(method if method and method != "load" else
+                 (match["family"] if match else name))
     sparsity: float | None = None
     if info is not None and info.get("sparsity") is not None:
         try:
@@ -179,3 +183,15 @@ def read_variants_info(doc: Any, path: str | Path) -> dict[str, dict[str, Any]]:
                 "re-write it with compaudit.compress.footprint.write_variants_json")
         entries[str(name)] = entry
     return entries
+
+
+def variants_info(run_dir: Path) -> dict[str, dict[str, Any]] | None:
+    """A run folder's ``variants.json`` (method, sparsity of each variant), or ``None``
+    when it has none; the gate's operating points read it (else the variants' names)."""
+    from compaudit.rundir import RunFolder, read_json
+
+    path = RunFolder(run_dir).variants_json
+    if not path.is_file():
+        return None
+    doc = read_json(path, what="variant footprint", fix="re-run the compress stage")
+    return read_variants_info(doc, path)

@@ -56,8 +56,10 @@ def analyze_run(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
 def gate_and_report(spec: AuditSpec, folder: RunFolder, *, report: bool) -> tuple[Any, Path | None]:
     """The gate's verdict on ``metrics.json`` (outputs in ``gate/``) and the report."""
     from compaudit.gate import run_gate, write_gate_outputs
+    from compaudit.gate.operating import variants_info
 
-    result = run_gate(read_metrics(folder.metrics), spec.gate)
+    result = run_gate(read_metrics(folder.metrics), spec.gate,
+                      variants_info=variants_info(folder.root))
     write_gate_outputs(result, folder.gate)
     path = None
     if report:

@@ -98,7 +98,15 @@ def rewind_weights(
     model: nn.Module, *, state: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
 ) -> None:
     """Restore ``state`` into ``model`` in place, then zero the pruned weights."""
-    model.load_state_dict(dict(state))
+    # Copied into the model's own tensors rather than load_state_dict: modules that
+    # version their state (MNASNet) need load_state_dict's metadata, which a saved
+    # copy lacks.
+    current = model.state_dict()
+    missing = sorted(set(current) - set(state))
+    if missing:
+        raise ValueError(f"rewind state lacks {missing[:5]}")
+    for key, value in current.items():
+        value.copy_(state[key])
     apply_masks(model, masks)
 
 

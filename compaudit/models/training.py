@@ -209,7 +209,10 @@ def _train_epoch(step: _Step, batches: Iterable[Any], step_callbacks: Sequence[S
         if step.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with _autocast(device, step.amp_dtype):
-            logits = model(images)
+            out = model(images)
+            # GoogLeNet and Inception v3 return (logits, aux logits...) in training mode:
+            # the main head is trained, as in evaluation.
+            logits = getattr(out, "logits", out)
             loss = step.loss_fn(logits.float(), labels)
         step.optimizer.zero_grad(set_to_none=True)
         step.scaler.scale(loss).backward()

@@ -88,3 +88,25 @@ def test_lottery_config_errors(kwargs, match):
 def test_lottery_needs_a_fine_tune_function(tiny):
     with pytest.raises(AuditInputError, match="fine_tune"):
         compress(tiny.TinyCNN(), LotteryTicketConfig(sparsity=0.5), context=CompressionContext())
+
+
+def test_rewinding_a_model_that_versions_its_state(tiny):
+    """MNASNet checks a version in load_state_dict's metadata; rewinding must still work,
+    and restore the saved weights under the mask."""
+    import torchvision
+
+    from compaudit.compress.lottery import rewind_weights
+
+    torch.manual_seed(0)
+    model = torchvision.models.mnasnet0_5(num_classes=2)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    masks = {"classifier.1.weight": torch.rand(2, 1280) > 0.5}
+    rewind_weights(model, state=saved, masks=masks)
+    weight = model.get_parameter("classifier.1.weight")
+    assert torch.equal(weight[masks["classifier.1.weight"]],
+                       saved["classifier.1.weight"][masks["classifier.1.weight"]])
+    assert torch.all(weight[~masks["classifier.1.weight"]] == 0)
+    assert torch.equal(model.state_dict()["layers.0.weight"], saved["layers.0.weight"])

@@ -305,3 +305,23 @@ def test_resume_after_sigkill_ends_with_identical_weights(tmp_path):
     # The masks survived the resume: half of every pruned conv weight is still zero.
     for name in pruned:
         assert (b[name] == 0).float().mean() >= 0.5
+
+
+def test_models_with_auxiliary_heads_train_their_main_head():
+    """GoogLeNet returns (logits, aux2, aux1) in training mode; the main head is trained
+    and its step equals one taken by hand on ``outputs.logits``."""
+    import torchvision
+
+    torch.manual_seed(0)
+    build = dict(num_classes=2, aux_logits=True, init_weights=False, dropout=0.0,
+                 dropout_aux=0.0)  # no dropout: both steps see the same network
+    model = torchvision.models.googlenet(**build)
+    reference = torchvision.models.googlenet(**build)
+    reference.load_state_dict(model.state_dict())
+    data = ToyImages(8, size=32)
+    train(model, data, _cfg(batch_size=8, momentum=0.0, lr=0.1), progress=False)
+    reference.train()
+    F.cross_entropy(reference(data.x).logits, data.y).backward()
+    with torch.no_grad():
+        expected = reference.fc.weight - 0.1 * reference.fc.weight.grad
+    torch.testing.assert_close(model.fc.weight, expected)

@@ -494,3 +494,55 @@ def test_unit_config_errors_against_the_model(tiny, cfg, match):
 def test_unit_pruning_needs_training_data(tiny):
     with pytest.raises(AuditInputError, match="no train_dataset"):
         compress(tiny.TinyCNN(), UnitPruningConfig(count=1), context=CompressionContext())
+
+
+class SharedBias(nn.Module):
+    """Like Swin v2's position-bias MLP: a hidden layer computed from a fixed coordinate
+    table, not from the images, whose output is added to every image's logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("coords", torch.linspace(-1, 1, 10).reshape(5, 2))
+        self.fc1, self.fc2 = nn.Linear(2, 16), nn.Linear(16, 2)
+        self.head = nn.Linear(3 * 3 * 3, 2)
+
+    def forward(self, x):
+        bias = self.fc2(torch.relu(self.fc1(self.coords))).mean(0)
+        return self.head(x.flatten(1)) + bias
+
+
+def test_statistics_of_a_layer_shared_by_the_batch(tiny):
+    torch.manual_seed(0)
+    net = SharedBias()
+    data = tiny.make_images(12, size=3, classes=2)
+    layer = find_unit_layers(net)[0]["fc1"]
+    stats = unit_statistics(net, layer, [(data.x, data.y)], device="cpu")
+    box = []
+
+    def hook(m, args):
+        t = args[0].detach().requires_grad_(True)
+        box.append(t)
+        return (t,)
+
+    h = net.fc2.register_forward_pre_hook(hook)
+    loss = F.cross_entropy(net(data.x), data.y, reduction="sum")
+    h.remove()
+    (g,) = torch.autograd.grad(loss, box[0])
+    a, g = box[0].detach().double(), g.double()   # (5, 16): every example sees all of it
+    a_bar = a.mean(dim=0)
+    assert stats.positions == 5 and stats.examples == 12
+    torch.testing.assert_close(stats.mean, a_bar)
+    torch.testing.assert_close(stats.rs, -(g * a).sum(dim=0) / 12)
+    torch.testing.assert_close(stats.mrs, (g * (a_bar - a)).sum(dim=0) / 12)
+
+
+def test_unit_pruning_of_swin_v2_with_its_position_bias_mlp(tiny):
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.swin_v2_t(num_classes=2).eval()
+    data = tiny.make_images(4, size=32, classes=2)
+    out = compress(model, UnitPruningConfig(fraction=0.3, score="l2"),
+                   context=CompressionContext(train_dataset=data))
+    with torch.no_grad():
+        assert torch.isfinite(out.model(data.x)).all()

@@ -190,18 +190,13 @@ def _scoring_pass(
                 a = captured[c].detach()
                 g = torch.zeros_like(a) if grad is None else grad
                 u = by_consumer[c].num_units
-                # An activation computed from no image (Swin v2's position-bias MLP) is
-                # shared by the whole batch: every example sees all of it once, and its
-                # gradient already sums over the batch.
-                batched = a.shape[0] == len(y) and a.numel() % (len(y) * u) == 0
-                rows = len(y) if batched else 1
                 # (N, ..., U) for tokens or channels-last maps; else (N, U, positions)
                 # for conv maps and channel-major flattened maps alike.
-                shape, dims = ((rows, -1, u), (0, 1)) if last[c] else ((rows, u, -1), (0, 2))
+                shape, dims = ((len(y), -1, u), (0, 1)) if last[c] else ((len(y), u, -1), (0, 2))
                 a, g = a.reshape(shape).double(), g.reshape(shape).double()
-                positions[c] = a.numel() // (rows * u)
+                positions[c] = a.numel() // (len(y) * u)
                 s_a, s_g, s_ga = sums[c]
-                s_a += a.sum(dim=dims).cpu() * (len(y) // rows)
+                s_a += a.sum(dim=dims).cpu()
                 s_g += g.sum(dim=dims).cpu()
                 s_ga += (g * a).sum(dim=dims).cpu()
             n += len(y)

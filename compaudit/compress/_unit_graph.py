@@ -11,7 +11,10 @@ can be folded into the consumer's bias.
 
 Residual additions, concatenations and any other branching disqualify a producer
 (in a ResNet: the last conv of each block and the downsample convs); so does a
-grouped consumer convolution and the classifier, which has no consumer.
+grouped consumer convolution and the classifier, which has no consumer. So does a
+layer whose input does not depend on the model's input (e.g. Swin V2's
+continuous-position-bias MLP, which reads a fixed table of coordinates): its units are
+the same for every example, and they have no batch axis to be scored on.
 """
 
 from __future__ import annotations
@@ -221,6 +224,16 @@ def _consumer(producer: str, consumer: str, module: nn.Module, layout: str,
     return UnitLayer(producer, consumer, tuple(norms), is_conv, units)
 
 
+def _input_dependent(graph: fx.Graph) -> set[fx.Node]:
+    """Nodes whose value depends on the model's inputs, not only on its weights and
+    buffers (the graph's nodes are in topological order)."""
+    dependent: set[fx.Node] = set()
+    for node in graph.nodes:
+        if node.op == "placeholder" or any(a in dependent for a in node.all_input_nodes):
+            dependent.add(node)
+    return dependent
+
+
 def find_unit_layers(model: nn.Module) -> tuple[dict[str, UnitLayer], dict[str, str]]:
     """Trace ``model`` and sort its conv/linear layers into prunable and not.
 
@@ -244,6 +257,7 @@ def find_unit_layers(model: nn.Module) -> tuple[dict[str, UnitLayer], dict[str, 
     for node in graph.nodes:
         if node.op == "call_module":
             calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+    dependent = _input_dependent(graph)
     eligible: dict[str, UnitLayer] = {}
     ineligible: dict[str, str] = {}
     seen: set[str] = set()
@@ -256,6 +270,11 @@ def find_unit_layers(model: nn.Module) -> tuple[dict[str, UnitLayer], dict[str, 
         seen.add(str(node.target))
         if isinstance(module, nn.modules.conv._ConvNd) and module.transposed:
             ineligible[str(node.target)] = "transposed convolutions are not supported"
+            continue
+        if not any(a in dependent for a in node.all_input_nodes):
+            ineligible[str(node.target)] = (
+                "its input does not depend on the model's input (a fixed table, e.g. of "
+                "relative positions): its units are the same for every example")
             continue
         found = _follow(node, modules, calls)
         if isinstance(found, UnitLayer):

@@ -97,16 +97,22 @@ class RewindPoint:
 def rewind_weights(
     model: nn.Module, *, state: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
 ) -> None:
-    """Restore ``state`` into ``model`` in place, then zero the pruned weights."""
-    # Copied into the model's own tensors rather than load_state_dict: modules that
-    # version their state (MNASNet) need load_state_dict's metadata, which a saved
-    # copy lacks.
-    current = model.state_dict()
-    missing = sorted(set(current) - set(state))
-    if missing:
-        raise ValueError(f"rewind state lacks {missing[:5]}")
-    for key, value in current.items():
-        value.copy_(state[key])
+    """Restore ``state`` into ``model`` in place, then zero the pruned weights.
+
+    The tensors are copied into the model's own parameters and buffers, not loaded with
+    ``load_state_dict``: the state is this model's own, and some modules' loading hooks
+    refuse a plain dict (torchvision's MNASNet requires the version metadata that
+    ``state_dict()`` attaches and a copied dict loses).
+    """
+    current = model.state_dict()  # detached views of the model's own tensors
+    missing, unexpected = current.keys() - state.keys(), state.keys() - current.keys()
+    wrong = [k for k in current.keys() & state.keys() if current[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        raise RuntimeError(f"rewind_weights: the saved state does not match the model "
+                           f"(missing {sorted(missing)}, unexpected {sorted(unexpected)}, "
+                           f"other shape {sorted(wrong)})")
+    for key, tensor in current.items():
+        tensor.copy_(state[key])
     apply_masks(model, masks)
 
 

@@ -165,7 +165,13 @@ def quantize_onnx_static(
     out_path = Path(out_path)
     pre_path = out_path.with_name(out_path.stem + ".pre.onnx")
     with _quiet():
-        ortq.quant_pre_process(str(float_path), str(pre_path))
+        try:
+            ortq.quant_pre_process(str(float_path), str(pre_path))
+        except Exception:  # noqa: BLE001 - ONNX Runtime's symbolic shape inference
+            # fails on some exported graphs (Swin V2: an Expand of unknown shape, a
+            # TypeError inside onnxruntime.tools.symbolic_shape_infer). ONNX's own shape
+            # inference and the graph optimisation still run without it.
+            ortq.quant_pre_process(str(float_path), str(pre_path), skip_symbolic_shape=True)
     input_name = onnx.load(str(pre_path), load_external_data=False).graph.input[0].name
     method = {"minmax": ortq.CalibrationMethod.MinMax,
               "percentile": ortq.CalibrationMethod.Percentile}[observer]

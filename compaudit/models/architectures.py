@@ -312,7 +312,14 @@ def build_model(arch: str, *, num_classes: int, small_input: bool = False,
             "use 2 for a binary task such as Blond_Hair"
         )
     kwargs = _check_options(arch, options)
-    return builder(num_classes=num_classes, small_input=bool(small_input), **kwargs)
+    try:
+        return builder(num_classes=num_classes, small_input=bool(small_input), **kwargs)
+    except TypeError as err:
+        if not kwargs:
+            raise
+        # torchvision's and timm's builders refuse unknown keyword arguments this way.
+        raise AuditInputError(f"[model].options: {arch!r} does not accept "
+                              f"{', '.join(sorted(kwargs))} ({_one_line(err)})") from err
 
 
 def _small_stem(model: nn.Module) -> nn.Module:

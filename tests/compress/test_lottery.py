@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compaudit.compress.lottery import LotteryTicketConfig, lottery_round_targets
+from compaudit.compress.lottery import (
+    LotteryTicketConfig,
+    RewindPoint,
+    lottery_round_targets,
+    rewind_weights,
+)
 from compaudit.compress.registry import CompressionContext, compress
 from compaudit.errors import AuditInputError
 
@@ -90,23 +95,31 @@ def test_lottery_needs_a_fine_tune_function(tiny):
         compress(tiny.TinyCNN(), LotteryTicketConfig(sparsity=0.5), context=CompressionContext())
 
 
-def test_rewinding_a_model_that_versions_its_state(tiny):
-    """MNASNet checks a version in load_state_dict's metadata; rewinding must still work,
-    and restore the saved weights under the mask."""
+def test_rewinding_restores_modules_whose_loading_hooks_need_metadata():
+    # torchvision's MNASNet refuses load_state_dict without version metadata, which a
+    # saved copy of the state lacks; rewinding copies into the model's own tensors.
     import torchvision
 
-    from compaudit.compress.lottery import rewind_weights
-
     torch.manual_seed(0)
-    model = torchvision.models.mnasnet0_5(num_classes=2)
-    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    model = torchvision.models.mnasnet0_5(num_classes=3)
+    point = RewindPoint(0)
+    point.save(model)
+    saved = {k: v.clone() for k, v in point.state.items()}
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
-    masks = {"classifier.1.weight": torch.rand(2, 1280) > 0.5}
-    rewind_weights(model, state=saved, masks=masks)
-    weight = model.get_parameter("classifier.1.weight")
-    assert torch.equal(weight[masks["classifier.1.weight"]],
-                       saved["classifier.1.weight"][masks["classifier.1.weight"]])
-    assert torch.all(weight[~masks["classifier.1.weight"]] == 0)
-    assert torch.equal(model.state_dict()["layers.0.weight"], saved["layers.0.weight"])
+    weight = "layers.0.weight"
+    mask = torch.ones_like(model.get_parameter(weight), dtype=torch.bool)
+    mask[0] = False
+    rewind_weights(model, state=point.state, masks={weight: mask})
+    now = model.state_dict()
+    assert all(torch.equal(now[k], saved[k]) for k in saved if k != weight)
+    assert torch.all(now[weight][0] == 0) and torch.equal(now[weight][1:], saved[weight][1:])
+
+
+def test_rewinding_to_a_state_of_another_model_is_refused(tiny):
+    model = tiny.TinyCNN()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state.pop(next(iter(state)))
+    with pytest.raises(RuntimeError, match="does not match the model .missing"):
+        rewind_weights(model, state=state, masks={})

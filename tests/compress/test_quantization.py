@@ -405,3 +405,29 @@ def test_onnxruntime_percentile_needs_equal_calibration_batches():
     with pytest.raises(AuditInputError, match="multiple of calibration_batch_size"):
         compress(nn.Sequential(nn.Conv2d(3, 2, 3)), config,
                  context=CompressionContext(calibration_dataset=data))
+
+
+def test_onnxruntime_backend_quantizes_when_symbolic_shape_inference_fails(tmp_path,
+                                                                          monkeypatch):
+    # ONNX Runtime's symbolic shape inference raises on some exported graphs (Swin V2:
+    # TypeError in _infer_Expand); the pre-processing then runs without it.
+    ortq = pytest.importorskip("onnxruntime.quantization", reason="needs the 'onnx' extra")
+    pre_process = ortq.quant_pre_process
+    calls = []
+
+    def fails_symbolically(src, dst, *args, skip_symbolic_shape=False, **kwargs):
+        calls.append(skip_symbolic_shape)
+        if not skip_symbolic_shape:
+            raise TypeError("object of type 'NoneType' has no len()")
+        return pre_process(src, dst, *args, skip_symbolic_shape=True, **kwargs)
+
+    monkeypatch.setattr(ortq, "quant_pre_process", fails_symbolically)
+    data, x = _images(n=8)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2))
+    out = compress(model, Int8StaticConfig(backend="onnxruntime", onnx_dir=str(tmp_path),
+                                           calibration_images=8, calibration_batch_size=4),
+                   context=CompressionContext(calibration_dataset=data))
+    assert calls == [False, True]
+    with torch.no_grad():
+        assert out.model(x[:2]).shape == (2, 2)

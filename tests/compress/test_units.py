@@ -386,6 +386,34 @@ def test_a_flattened_sequence_of_linear_features_is_not_eligible():
     assert "reads 36 inputs, not its 4 features" in ineligible["fc1"]
 
 
+class FixedTableBias(nn.Module):
+    """Like Swin V2's position bias: an MLP on a fixed buffer, added to every example."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("table", torch.randn(1, 5, 2))
+        self.mlp = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 3))
+        self.fc1 = nn.Linear(3, 6)
+        self.fc2 = nn.Linear(6, 2)
+
+    def forward(self, x):
+        tokens = x.flatten(2).transpose(1, 2)[:, :5] + self.mlp(self.table)
+        return self.fc2(self.fc1(tokens).relu()).mean(1)
+
+
+def test_layers_reading_a_fixed_table_are_not_eligible(tiny):
+    eligible, ineligible = find_unit_layers(FixedTableBias())
+    assert list(eligible) == ["fc1"]
+    assert "does not depend on the model's input" in ineligible["mlp.0"]
+    data = tiny.make_images(8, size=4, classes=2)
+    torch.manual_seed(0)
+    out = compress(FixedTableBias(), UnitPruningConfig(fraction=0.5, score="l2", n_batches=1,
+                                                       batch_size=4),
+                   context=CompressionContext(train_dataset=data))
+    # fc1's units are pruned (masks of fc1 and of its reader fc2); the table's MLP is kept.
+    assert {k.rsplit(".", 1)[0] for k in out.masks} == {"fc1", "fc2"}
+
+
 @pytest.mark.parametrize("score", ["abs_mrs", "rs", "l2", "random"])
 @pytest.mark.parametrize("mean_replacement", [True, False])
 def test_with_one_layer_both_orders_remove_the_same_units(tiny, score, mean_replacement):

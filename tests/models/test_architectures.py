@@ -306,6 +306,17 @@ def test_options_that_cannot_apply_are_refused(user_folder, arch, options, match
 def test_torchvision_options_are_passed_to_its_builder():
     model = build_model("mobilenet_v3_small", num_classes=2, options={"dropout": 0.5})
     assert model.classifier[2].p == 0.5
+    # GoogLeNet trains without its auxiliary heads (a plain tensor out in training mode).
+    googlenet = build_model("googlenet", num_classes=2, options={"aux_logits": False,
+                                                             "init_weights": False})
+    assert torch.is_tensor(googlenet.train()(torch.randn(2, 3, 32, 32)))
+
+
+@pytest.mark.parametrize("arch", ["resnet34", f"timm:{TIMM_NAME}"])
+def test_options_a_library_builder_does_not_take_are_named(arch):
+    with pytest.raises(AuditInputError) as info:
+        build_model(arch, num_classes=2, options={"widht": 3})
+    _one_problem(info.value, f"[model].options: {arch!r} does not accept widht", "TypeError")
 
 
 def test_user_factory_builds_in_spawned_worker_processes(user_folder, tmp_path_factory):

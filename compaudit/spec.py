@@ -149,9 +149,12 @@ class ModelSpec(Checked):
     ``nn.Module``. This runs that code, in this process and in every worker: name only
     modules you trust. Every form is built with ``num_classes`` and without downloaded
     weights. ``options``: a table of extra keyword arguments for the torchvision, timm
-    or user builder (not for the registered names). ``weights``: one state-dict file
-    per replica; ``pretrained``: one torchvision weights enum found in the local torch
-    hub cache (e.g. ``"ResNet50_Weights.IMAGENET1K_V2"``; never downloaded).
+    or user builder (not for the registered names). ``weights``: one file per replica,
+    relative to the spec's folder: a state dict (``torch.save(model.state_dict())``,
+    training and ``torch.nn.utils.prune`` checkpoints too) or an ONNX model (then only
+    ``method = "load"`` variants, and no dissection; ``.pt2`` programs are refused);
+    ``pretrained``: one torchvision weights enum found in the local torch hub cache
+    (e.g. ``"ResNet50_Weights.IMAGENET1K_V2"``; never downloaded).
     """
 
     arch: str = setting("small_cnn", nonempty=True)

@@ -100,6 +100,10 @@ class RunFolder:
             raise AuditInputError(f"variant name {name!r}: expected {SLUG_RULE}")
         return self.root / "variants" / name
 
+    def decoded_eval(self, index: int) -> Path:
+        """Evaluation set ``index`` decoded for the variant jobs (removed after them)."""
+        return self.root / "variants" / ".decoded" / f"eval-{index}.npy"
+
     def variant_predictions(self, name: str) -> Path:
         return self.variant(name) / "predictions.parquet"
 

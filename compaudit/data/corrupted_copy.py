@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -30,7 +32,7 @@ from compaudit.data.corruptions import (
 from compaudit.data.imagenet_classes import imagenet_wnids
 from compaudit.errors import AuditInputError
 
-__all__ = ["write_corrupted_copy", "SOURCE_EXAMPLES", "copy_name", "file_stem"]
+__all__ = ["SOURCE_EXAMPLES", "copy_name", "file_stem", "write_corrupted_copy"]
 
 #: File names (tried in order) of the clean examples table inside a copy.
 SOURCE_EXAMPLES = ("source_examples.parquet", "source_examples.csv")
@@ -118,6 +120,45 @@ def _save(array: np.ndarray, path: Path, image_format: str, quality: int) -> Non
     os.replace(tmp, path)
 
 
+_CHUNK = 250  # images per task of a worker process
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One chunk of images to corrupt and write (runs in a worker process)."""
+
+    dataset: AuditDataset
+    indices: list[int]
+    example_ids: list[str]
+    labels: list[int]
+    out: Path
+    names: tuple[str, ...]
+    severities: tuple[int, ...]
+    seed: int
+    suffix: str
+    image_format: str
+    quality: int
+    wnids: list[str] | None
+
+
+def _write_chunk(task: _Task) -> int:
+    """Write the missing corrupted images of one chunk; returns how many images it covers."""
+    count = 0
+    for i, eid, label in zip(task.indices, task.example_ids, task.labels, strict=True):
+        class_dir = task.wnids[int(label)] if task.wnids is not None else f"class_{int(label)}"
+        name = file_stem(eid) + task.suffix
+        targets = [(c, s, task.out / c / str(s) / class_dir / name)
+                   for c in task.names for s in task.severities]
+        count += len(targets)
+        todo = [t for t in targets if not t[2].exists()]
+        if not todo:
+            continue
+        image = np.asarray(task.dataset._load(i)[0].convert("RGB"))
+        for c, s, path in todo:
+            _save(_corrupt_array(image, c, s, task.seed), path, task.image_format, task.quality)
+    return count
+
+
 def write_corrupted_copy(
     dataset: AuditDataset,
     out: str | Path,
@@ -128,6 +169,7 @@ def write_corrupted_copy(
     image_format: Literal["JPEG", "PNG"] = "JPEG",
     quality: int = 85,
     progress: bool = True,
+    workers: int | None = None,
 ) -> Path:
     """Write corrupted versions of every image of ``dataset`` under ``out``.
 
@@ -149,6 +191,10 @@ def write_corrupted_copy(
         ``"JPEG"`` at quality 85 as ImageNet-C was saved, or lossless ``"PNG"``.
     progress
         Show a tqdm progress bar.
+    workers
+        Processes writing images; default one per CPU (one for fewer than
+        ``2 * _CHUNK`` images, where starting processes costs more than it saves).
+        Does not change the output: each image's draws depend on its content only.
 
     Returns
     -------
@@ -178,17 +224,22 @@ def write_corrupted_copy(
         unit="img",
         disable=not progress,
     )
+    tasks = [
+        _Task(dataset, list(range(start, min(start + _CHUNK, len(table)))),
+              table["example_id"].iloc[start:start + _CHUNK].tolist(),
+              table["label"].iloc[start:start + _CHUNK].tolist(),
+              out, tuple(names), tuple(sevs), seed, suffix, image_format, quality, wnids)
+        for start in range(0, len(table), _CHUNK)
+    ]
+    if workers is None:
+        workers = (os.cpu_count() or 1) if len(table) >= 2 * _CHUNK else 1
+    workers = max(1, min(int(workers), len(tasks)))
     with bar:
-        for i, (eid, label) in enumerate(zip(table["example_id"], table["label"], strict=True)):
-            class_dir = wnids[int(label)] if wnids is not None else f"class_{int(label)}"
-            name = file_stem(eid) + suffix
-            targets = [(c, s, out / c / str(s) / class_dir / name) for c in names for s in sevs]
-            todo = [t for t in targets if not t[2].exists()]
-            bar.update(len(targets) - len(todo))
-            if not todo:
-                continue
-            image = np.asarray(dataset._load(i)[0].convert("RGB"))
-            for c, s, path in todo:
-                _save(_corrupt_array(image, c, s, seed), path, image_format, quality)
-                bar.update(1)
+        if workers == 1:
+            for task in tasks:
+                bar.update(_write_chunk(task))
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                for done in pool.map(_write_chunk, tasks):
+                    bar.update(done)
     return out

@@ -4,6 +4,7 @@ measure the footprint, dissect), run on the executor; and the dissection plan.""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -61,10 +62,37 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
 
         jobs.sort(key=lambda j: j.method not in TRAINING_METHODS)
         log(f"[variants] {', '.join(j.name for j in jobs)}")
-        pool.map(run_variant_job, jobs, desc="compress + predict")
+        decoded = _decode_eval_sets(jobs[0].eval_data, folder, log)
+        try:
+            jobs = [replace(j, eval_data=tuple(decoded)) for j in jobs]
+            pool.map(run_variant_job, jobs, desc="compress + predict")
+        finally:
+            _remove_decoded(folder)
         for job in jobs:
             cache.finish(f"variant:{job.name}", keys[job.name])
     return keys
+
+
+def _decode_eval_sets(factories: tuple, folder: RunFolder,
+                      log: Callable[[str], None]) -> list:
+    """Each evaluation set decoded once into the run folder, for all variant jobs."""
+    from compaudit.data.decoded import DecodedDataset, decode_to_file
+
+    log("[variants] decoding the evaluation sets once for every job")
+    out = []
+    for i, factory in enumerate(factories):
+        path = decode_to_file(factory, folder.decoded_eval(i))
+        out.append(factory if path is None else partial(DecodedDataset, factory, path))
+    return out
+
+
+def _remove_decoded(folder: RunFolder) -> None:
+    """Delete the decoded arrays (ours, in the run folder): they are a cache of one run."""
+    where = folder.decoded_eval(0).parent
+    for path in where.glob("eval-*.npy*"):
+        path.unlink()
+    if where.is_dir() and not any(where.iterdir()):
+        where.rmdir()
 
 
 def check_schedules(spec: AuditSpec, data: DataStage) -> None:

@@ -150,3 +150,36 @@ def test_file_stem_and_copy_name():
     assert file_stem("plain") == "plain"
     assert copy_name(["celeba/1.jpg", "celeba/2.jpg"]) == "celeba-c"
     assert copy_name(["a/1", "b/2"]) == "corrupted"
+
+
+class ManyFaces(TinyFaces):
+    """260 tiny images: two chunks, so two worker processes share the writing."""
+
+    def __init__(self) -> None:
+        super().__init__([f"many/img/{i:06d}.png" for i in range(260)])
+        rng = np.random.default_rng(1)
+        self.images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in self.ids]
+        self.labels = [i % 2 for i in range(260)]
+
+    def examples(self) -> pd.DataFrame:
+        n = len(self.ids)
+        return pd.DataFrame({
+            "example_id": self.ids, "label": np.array(self.labels, dtype=np.int64),
+            "split": "test", "source_id": self.ids, "shift": "clean",
+            "severity": np.zeros(n, dtype=np.int8), "attr.Male": [i % 3 == 0 for i in range(n)],
+        })
+
+
+def test_worker_processes_write_the_same_bytes(tmp_path):
+    kwargs = {"corruptions": ["gaussian_noise", "contrast"], "severities": [3],
+              "image_format": "PNG", "progress": False}
+    one = write_corrupted_copy(ManyFaces(), tmp_path / "one", workers=1, **kwargs)
+    two = write_corrupted_copy(ManyFaces(), tmp_path / "two", workers=2, **kwargs)
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert len(files) == 260 * 2 + 1  # the images and the source table
+    assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+    assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
+    # Each image is the on-the-fly corruption of its source, whichever process wrote it.
+    ref = corrupt(ManyFaces()._load(259)[0], "contrast", 3, seed=0)
+    written = Image.open(two / "contrast" / "3" / "class_1" / "img__000259.png")
+    assert np.array_equal(np.asarray(written), np.asarray(ref))

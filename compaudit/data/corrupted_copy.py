@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -169,7 +168,7 @@ def write_corrupted_copy(
     image_format: Literal["JPEG", "PNG"] = "JPEG",
     quality: int = 85,
     progress: bool = True,
-    workers: int | None = None,
+    executor: Any = None,
 ) -> Path:
     """Write corrupted versions of every image of ``dataset`` under ``out``.
 
@@ -191,10 +190,10 @@ def write_corrupted_copy(
         ``"JPEG"`` at quality 85 as ImageNet-C was saved, or lossless ``"PNG"``.
     progress
         Show a tqdm progress bar.
-    workers
-        Processes writing images; default one per CPU (one for fewer than
-        ``2 * _CHUNK`` images, where starting processes costs more than it saves).
-        Does not change the output: each image's draws depend on its content only.
+    executor
+        A :mod:`compaudit.executors` executor (e.g. the audit's own pool) that writes
+        chunks of images in parallel; without one they are written here. It does not
+        change the output: each image's draws depend on its content only.
 
     Returns
     -------
@@ -231,15 +230,10 @@ def write_corrupted_copy(
               out, tuple(names), tuple(sevs), seed, suffix, image_format, quality, wnids)
         for start in range(0, len(table), _CHUNK)
     ]
-    if workers is None:
-        workers = (os.cpu_count() or 1) if len(table) >= 2 * _CHUNK else 1
-    workers = max(1, min(int(workers), len(tasks)))
     with bar:
-        if workers == 1:
+        if executor is None:
             for task in tasks:
                 bar.update(_write_chunk(task))
         else:
-            with ProcessPoolExecutor(workers) as pool:
-                for done in pool.map(_write_chunk, tasks):
-                    bar.update(done)
+            bar.update(sum(executor.map(_write_chunk, tasks, desc="corrupt")))
     return out

@@ -4,7 +4,7 @@ Each variant job predicts every evaluation set with its replicas. Decoding and
 transforming the images in every job cost more than the predictions themselves on the
 demo (a profile of the dense and int8 jobs: 46 s of data loading beside 21 s of model
 forward passes). :func:`decode_to_file` runs the dataset's own ``__getitem__`` once per
-item, in worker processes, into one ``.npy`` array; :class:`DecodedDataset` serves
+item, in the audit's worker processes, into one ``.npy`` array; :class:`DecodedDataset` serves
 those tensors back (memory-mapped, so parallel jobs share the page cache). Items are
 the tensors the dataset itself returns, so predictions do not change.
 """
@@ -12,9 +12,7 @@ the tensors the dataset itself returns, so predictions do not change.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +23,22 @@ import torch
 from compaudit.data.base import AuditDataset
 from compaudit.errors import AuditInputError
 
-__all__ = ["DecodedDataset", "decode_to_file", "DEFAULT_BUDGET"]
+__all__ = ["DEFAULT_BUDGET", "DecodedDataset", "decode_to_file"]
 
 #: Largest array (bytes) :func:`decode_to_file` writes; bigger sets are decoded per job.
 DEFAULT_BUDGET = 2 * 2**30
 
 
-def _decode_chunk(task: tuple[Callable[[], AuditDataset], str, int, int]) -> tuple:
+def _decode_chunk(task: tuple[Callable[[], AuditDataset], str, int, int]) -> tuple | None:
+    """Decode items ``start:stop`` into the array; ``None`` if one is shaped otherwise."""
     factory, path, start, stop = task
     dataset = factory()
     out = np.load(path, mmap_mode="r+")
     labels, ids = [], []
     for i in range(start, stop):
         image, label, example_id = dataset[i]
+        if not torch.is_tensor(image) or tuple(image.shape) != out.shape[1:]:
+            return None
         out[i] = image.numpy()
         labels.append(int(label))
         ids.append(example_id)
@@ -46,14 +47,14 @@ def _decode_chunk(task: tuple[Callable[[], AuditDataset], str, int, int]) -> tup
 
 
 def decode_to_file(factory: Callable[[], AuditDataset], path: str | Path, *,
-                   workers: int | None = None, budget: int = DEFAULT_BUDGET,
+                   executor: Any = None, budget: int = DEFAULT_BUDGET,
                    chunk: int = 1000) -> Path | None:
     """Write every item of ``factory()`` to ``path`` (``.npy``) and ``path`` + ``.json``.
 
     Returns ``path``, or ``None`` when the array would exceed ``budget`` bytes or the
     items are not equally shaped tensors (the caller then decodes per job).
-    ``workers`` processes share the decoding (default: one per CPU), ``chunk`` items
-    per task.
+    ``executor`` (a :mod:`compaudit.executors` executor, e.g. the audit's own pool)
+    shares the decoding out in tasks of ``chunk`` items; without one it runs here.
     """
     dataset = factory()
     n = len(dataset)
@@ -67,15 +68,12 @@ def decode_to_file(factory: Callable[[], AuditDataset], path: str | Path, *,
     np.lib.format.open_memmap(path, mode="w+", dtype=first.numpy().dtype,
                               shape=(n, *first.shape)).flush()
     tasks = [(factory, str(path), s, min(s + chunk, n)) for s in range(0, n, chunk)]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
-    try:
-        if workers == 1:
-            parts = [_decode_chunk(t) for t in tasks]
-        else:
-            with ProcessPoolExecutor(workers) as pool:
-                parts = list(pool.map(_decode_chunk, tasks))
-    except ValueError:  # an item shaped unlike the first: decode per job instead
-        path.unlink(missing_ok=True)
+    if executor is None:
+        parts = [_decode_chunk(t) for t in tasks]
+    else:
+        parts = executor.map(_decode_chunk, tasks, desc="decode")
+    if any(part is None for part in parts):  # items of several shapes: decode per job
+        path.unlink()
         return None
     labels = [label for part in parts for label in part[0]]
     ids = [eid for part in parts for eid in part[1]]

@@ -145,7 +145,8 @@ def _generate(spec: AuditSpec, root: Path) -> None:
 
 
 def prepare_shifts(spec: AuditSpec, folder: RunFolder, cache: StageCache, data: DataStage,
-                   *, progress: bool, log: Callable[[str], None]) -> ShiftStage:
+                   *, progress: bool, log: Callable[[str], None],
+                   pool: Any = None) -> ShiftStage:
     """Write the corrupted copies (cached) and describe every shift set."""
     from compaudit.data import get_dataset
     from compaudit.data.base import subset
@@ -164,7 +165,7 @@ def prepare_shifts(spec: AuditSpec, folder: RunFolder, cache: StageCache, data: 
                 source = subset(data.eval, shift.max_images, spec.seed + i)
                 write_corrupted_copy(source, out, corruptions=shift.corruptions,
                                      severities=shift.severities, seed=spec.seed,
-                                     progress=progress)
+                                     progress=progress, executor=pool)
                 cache.finish(f"shift-{i}", key)
             factories.append(partial(ImageNetC, out, corruptions=shift.corruptions,
                                      severities=shift.severities, transform=data.transform))

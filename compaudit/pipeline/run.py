@@ -63,14 +63,15 @@ def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: str | None = No
 
     with cache.timed("data"):
         data = prepare_data(spec, folder, cache, log=log)
-    with cache.timed("shifts"):
-        shifts = prepare_shifts(spec, folder, cache, data, progress=progress, log=log)
-    with cache.timed("examples"):
-        write_class_names(spec, folder, data)
-        examples_key = write_examples(folder, cache, data, shifts)
-        plan = dissection_plan(spec, folder, data)
-        check_schedules(spec, data)
     with _executor(spec, executor, ray_address, progress=progress) as pool:
+        with cache.timed("shifts"):
+            shifts = prepare_shifts(spec, folder, cache, data, progress=progress, log=log,
+                                    pool=pool)
+        with cache.timed("examples"):
+            write_class_names(spec, folder, data)
+            examples_key = write_examples(folder, cache, data, shifts)
+            plan = dissection_plan(spec, folder, data)
+            check_schedules(spec, data)
         with cache.timed("train"):
             dense = dense_population(spec, folder, cache, data, pool=pool, log=log)
         with cache.timed("variants"):

@@ -62,7 +62,7 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
 
         jobs.sort(key=lambda j: j.method not in TRAINING_METHODS)
         log(f"[variants] {', '.join(j.name for j in jobs)}")
-        decoded = _decode_eval_sets(jobs[0].eval_data, folder, log)
+        decoded = _decode_eval_sets(jobs[0].eval_data, folder, pool, log)
         try:
             jobs = [replace(j, eval_data=tuple(decoded)) for j in jobs]
             pool.map(run_variant_job, jobs, desc="compress + predict")
@@ -73,7 +73,7 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
     return keys
 
 
-def _decode_eval_sets(factories: tuple, folder: RunFolder,
+def _decode_eval_sets(factories: tuple, folder: RunFolder, pool: Any,
                       log: Callable[[str], None]) -> list:
     """Each evaluation set decoded once into the run folder, for all variant jobs."""
     from compaudit.data.decoded import DecodedDataset, decode_to_file
@@ -81,7 +81,7 @@ def _decode_eval_sets(factories: tuple, folder: RunFolder,
     log("[variants] decoding the evaluation sets once for every job")
     out = []
     for i, factory in enumerate(factories):
-        path = decode_to_file(factory, folder.decoded_eval(i))
+        path = decode_to_file(factory, folder.decoded_eval(i), executor=pool)
         out.append(factory if path is None else partial(DecodedDataset, factory, path))
     return out
 

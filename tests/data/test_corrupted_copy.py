@@ -12,6 +12,7 @@ from compaudit.data.corrupted_copy import copy_name, file_stem, write_corrupted_
 from compaudit.data.corruptions import corrupt
 from compaudit.data.imagenet_c import ImageNetC
 from compaudit.errors import AuditInputError
+from compaudit.executors import LocalExecutor
 
 pytest.importorskip(
     "imagecorruptions", reason="needs the 'corruptions' extra (pip install -e '.[corruptions]')"
@@ -173,8 +174,9 @@ class ManyFaces(TinyFaces):
 def test_worker_processes_write_the_same_bytes(tmp_path):
     kwargs = {"corruptions": ["gaussian_noise", "contrast"], "severities": [3],
               "image_format": "PNG", "progress": False}
-    one = write_corrupted_copy(ManyFaces(), tmp_path / "one", workers=1, **kwargs)
-    two = write_corrupted_copy(ManyFaces(), tmp_path / "two", workers=2, **kwargs)
+    one = write_corrupted_copy(ManyFaces(), tmp_path / "one", **kwargs)
+    with LocalExecutor(max_workers=2, progress=False) as pool:
+        two = write_corrupted_copy(ManyFaces(), tmp_path / "two", executor=pool, **kwargs)
     files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
     assert len(files) == 260 * 2 + 1  # the images and the source table
     assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())

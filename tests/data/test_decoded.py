@@ -11,6 +11,7 @@ from compaudit.data.base import AuditDataset, TransformSpec
 from compaudit.data.celeba import CelebA
 from compaudit.data.decoded import DecodedDataset, decode_to_file
 from compaudit.data.synthetic import generate_synthetic_faces
+from compaudit.executors import LocalExecutor
 
 
 class Ragged(AuditDataset):
@@ -33,7 +34,8 @@ def test_items_equal_the_dataset_items_whichever_process_decoded_them(tmp_path: 
                                     split_fractions=(0.2, 0.1, 0.7))
     spec = TransformSpec(resize=20, crop=16, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
     factory = partial(CelebA, root, split="test", transform=spec)
-    path = decode_to_file(factory, tmp_path / "run" / "eval-0.npy", workers=2, chunk=30)
+    with LocalExecutor(max_workers=2, progress=False) as pool:
+        path = decode_to_file(factory, tmp_path / "run" / "eval-0.npy", executor=pool, chunk=30)
     assert path is not None
     decoded, source = DecodedDataset(factory, path), factory()
     assert len(decoded) == len(source) > 60
@@ -46,7 +48,7 @@ def test_items_equal_the_dataset_items_whichever_process_decoded_them(tmp_path: 
 
 
 def test_sets_over_the_budget_or_of_mixed_shapes_are_not_written(tmp_path: Path) -> None:
-    assert decode_to_file(Ragged, tmp_path / "a.npy", workers=1, chunk=2) is None
+    assert decode_to_file(Ragged, tmp_path / "a.npy", chunk=2) is None
     assert not (tmp_path / "a.npy").exists()
     root = generate_synthetic_faces(tmp_path / "faces", n=40, image_size=16, masks=False)
     factory = partial(CelebA, root, split="train", transform=TransformSpec(resize=16, crop=16))

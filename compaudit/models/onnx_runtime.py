@@ -48,7 +48,10 @@ class OnnxModule(nn.Module):
     path
         The ``.onnx`` file; it must have one input and return logits first.
     num_threads
-        ONNX Runtime intra-op threads, or ``None`` for its default.
+        ONNX Runtime intra-op threads; ``None`` takes ``torch.get_num_threads()`` when
+        the session opens, so an ONNX model in an audit worker keeps to the worker's
+        thread cap (ONNX Runtime's own default takes every core, oversubscribing the
+        machine while other jobs run).
     """
 
     def __init__(self, path: str | Path, *, num_threads: int | None = None) -> None:
@@ -77,8 +80,8 @@ class OnnxModule(nn.Module):
             if not self.path.is_file():
                 raise AuditInputError(f"{self.path}: ONNX model file not found; fix the path")
             options = ort.SessionOptions()
-            if self.num_threads is not None:
-                options.intra_op_num_threads = self.num_threads
+            options.intra_op_num_threads = (self.num_threads if self.num_threads is not None
+                                            else torch.get_num_threads())
             try:
                 self._session = ort.InferenceSession(
                     str(self.path), sess_options=options, providers=["CPUExecutionProvider"])

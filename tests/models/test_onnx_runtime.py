@@ -91,3 +91,17 @@ def test_missing_onnxruntime_names_the_extra(monkeypatch, tmp_path):
         load_onnx(tmp_path / "any.onnx")
     assert str(info.value) == ONNX_EXTRA_MESSAGE
     assert 'pip install -e ".[onnx]"' in ONNX_EXTRA_MESSAGE
+
+
+def test_onnx_sessions_keep_to_the_torch_thread_cap(onnx_files):
+    """An audit worker caps torch at its share of the cores; ONNX Runtime follows it."""
+    _, dynamic, _ = onnx_files
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        capped = load_onnx(dynamic)
+        assert capped.session.get_session_options().intra_op_num_threads == 1
+        explicit = load_onnx(dynamic, num_threads=2)
+        assert explicit.session.get_session_options().intra_op_num_threads == 2
+    finally:
+        torch.set_num_threads(before)

@@ -49,6 +49,7 @@ __all__ = [
     "TIMM_PREFIX",
     "SmallCNN",
     "architecture_exists",
+    "architecture_source",
     "build_model",
     "list_architectures",
     "register_architecture",
@@ -102,6 +103,14 @@ def _torchvision_models() -> list[str]:
     import torchvision
 
     return torchvision.models.list_models(module=torchvision.models)
+
+
+def architecture_source(arch: str, *, search_path: str | Path | None = None) -> Path | None:
+    """The file of a ``"package.module:callable"`` architecture's module (``None`` for
+    registered, torchvision and timm names), so a stage cache can see the user's code
+    change. Only that module's file counts, not modules it imports."""
+    source = getattr(resolve_architecture(arch, search_path=search_path), "source_file", None)
+    return Path(source) if source else None
 
 
 def architecture_exists(arch: str, *, search_path: str | Path | None = None) -> bool:
@@ -252,6 +261,9 @@ def _user_builder(arch: str, search_path: str | Path | None) -> ArchitectureBuil
                                   f"{type(model).__name__}; expected a torch.nn.Module")
         return model
 
+    # Caches key on this file's contents: editing the user's code retrains (see
+    # architecture_source).
+    user_model.source_file = getattr(module, "__file__", None)  # type: ignore[attr-defined]
     return user_model
 
 

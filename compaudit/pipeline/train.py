@@ -29,8 +29,14 @@ def dense_population(spec: AuditSpec, folder: RunFolder, cache: StageCache, data
     """The dense replicas: pretrained, given as files, or trained into the run folder."""
     m, t = spec.model, spec.train
     # The files' contents, not only their paths: a replaced file is a new model.
+    from compaudit.models.architectures import architecture_source
+
+    source = architecture_source(m.arch, search_path=model_search_path(spec))
+    # The user's module too: edited code is a new architecture (and every variant's key
+    # derives from this one).
     key = stage_key(data.key, spec.section("model"), spec.section("train"), spec.seed,
-                    [fingerprint(Path(w)) for w in m.weights])
+                    [fingerprint(Path(w)) for w in m.weights],
+                    *([fingerprint(source)] if source is not None else []))
     if m.pretrained:
         return DenseStage(paths=(_pretrained(spec),), key=key)
     if m.weights:

@@ -267,8 +267,19 @@ workers = 1
         assert str(folder) not in sys.path
         result = run_audit(load_spec(folder / "audit.toml"), tmp_path / "run", progress=False,
                            report=False, log=_quiet)
+        sys.modules.pop("netzoo", None)
+        same = run_audit(load_spec(folder / "audit.toml"), tmp_path / "run", progress=False,
+                         report=False, log=_quiet)
+        # Edited user code is a new architecture: the cached variants are stale.
+        with (folder / "netzoo.py").open("a", encoding="utf-8") as f:
+            f.write("\n# edited: the same layers, but the cache cannot know that\n")
+        sys.modules.pop("netzoo", None)
+        edited = run_audit(load_spec(folder / "audit.toml"), tmp_path / "run", progress=False,
+                           report=False, log=_quiet)
     finally:
         sys.modules.pop("netzoo", None)
     assert {"variant:dense", "variant:f16"} <= set(result.stages_run)
+    assert {"variant:dense", "variant:f16"} <= set(same.stages_skipped)
+    assert {"variant:dense", "variant:f16"} <= set(edited.stages_run)
     record = json.loads(RunFolder(tmp_path / "run").variant_record("f16").read_text())
     assert record["method"] == "float16"

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from compaudit.compress.footprint import measure_latency
+from compaudit.compress.latency import measure_latency
 from compaudit.compress.quant_onnx import onnx_versions
 from compaudit.compress.quantization import Int8StaticConfig
 from compaudit.compress.registry import CompressionContext, compress

@@ -54,19 +54,10 @@ Definitions
   MACs = FLOPs / 2). Element-wise ops, pooling and normalization are not counted.
 * **Theoretical speedup** (survey guidance, REFERENCES.md): dense MACs over non-zero
   MACs, where each conv/linear layer's MACs are scaled by the density of its weight.
-* **Latency**: median wall time of ``repeats`` forward passes of a batch of
-  ``batch_size`` random images after ``warmup`` passes, in milliseconds.
-  ``latency_kernel`` (:func:`latency_kernel`) says what was timed:
-
-  - ``"onnxruntime"``: ONNX Runtime's CPU execution provider on the ONNX file (real
-    int8 kernels for an int8 model, e.g. ``int8-static`` with ``backend="onnxruntime"``);
-  - ``"torch"``: real torch kernels in the model's own dtype: dense and pruned
-    float32 (pruned zeros are multiplied like any weight: no sparse speedup), and
-    float16/bfloat16 with ``execution="native"`` (the default on CUDA);
-  - ``"simulated"``: fake-quant arithmetic in float32 torch: ``int8-weight-only``,
-    ``int8-static`` with ``backend="simulated"``, float16/bfloat16 with
-    ``execution="simulated"`` (the default on CPU). The time is that of float32
-    kernels plus rounding; it does **not** reflect int8 or half-precision speed.
+* **Latency** (``latency_ms``, ``latency_kernel``): :mod:`compaudit.compress.latency`;
+  ``latency_kernel`` says whether ONNX Runtime, real torch kernels or a float32
+  simulation was timed (a simulated int8 or float16 time says nothing of their speed).
+  The ONNX int8 shares are read by :mod:`compaudit.compress.onnx_inspect`.
 
 A model without torch parameters (an ONNX Runtime module) is measured for size and
 latency; pass ``structure=`` (the float torch model it was exported from) for its
@@ -76,25 +67,28 @@ parameter counts and MACs.
 from __future__ import annotations
 
 import json
-import logging
-import math
-import statistics
 import tempfile
-import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from compaudit._atomic import atomic_write_text
-from compaudit.compress.quant_sim import (
-    FLOAT_STORAGE_ATTR,
-    QUANTIZABLE,
-    WEIGHT_FORMAT_ATTR,
+from compaudit.compress.latency import (
+    LATENCY_KERNELS,
+    _check_input_size,
+    _model_device,
+    _onnx_module_file,
+    latency_kernel,
+    measure_latency,
 )
-from compaudit.compress.quant_static import ActivationQuantizer
+from compaudit.compress.onnx_inspect import onnx_int8_summary
+from compaudit.compress.quant_sim import (
+    QUANTIZABLE,
+)
 from compaudit.compress.storage import (
     deployable_state,
     effective_state,
@@ -105,14 +99,10 @@ from compaudit.errors import AuditInputError
 from compaudit.rundir import VARIANTS_SCHEMA, jsonable
 
 __all__ = [
-    "LATENCY_KERNELS",
     "VARIANTS_SCHEMA",
     "VARIANT_FIELDS",
     "count_macs",
     "footprint",
-    "latency_kernel",
-    "measure_latency",
-    "onnx_int8_summary",
     "variant_record",
     "write_variants_json",
 ]
@@ -123,31 +113,10 @@ VARIANT_FIELDS = (
     "size_bytes", "compressed_size_bytes", "int8_weight_share", "int8_op_share", "macs",
     "theoretical_speedup", "latency_ms", "latency_batch_size", "latency_kernel",
 )
-_log = logging.getLogger(__name__)
-
-#: Values of ``latency_kernel`` (see the module docstring).
-LATENCY_KERNELS = ("onnxruntime", "torch", "simulated")
-
-
-def _check_input_size(input_size: object) -> tuple[int, ...]:
-    ok = (isinstance(input_size, (tuple, list)) and len(input_size) >= 1
-          and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in input_size))
-    if not ok:
-        raise AuditInputError(
-            f"footprint: input_size must be the shape of one image without the batch "
-            f"dimension, e.g. (3, 224, 224); got {input_size!r}"
-        )
-    return tuple(input_size)  # type: ignore[arg-type]
 
 
 def _key(module_name: str, leaf: str) -> str:
     return f"{module_name}.{leaf}" if module_name else leaf
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for t in [*model.parameters(), *model.buffers()]:
-        return t.device
-    return torch.device("cpu")
 
 
 @torch.no_grad()
@@ -176,189 +145,6 @@ def count_macs(model: nn.Module, *, input_size: Sequence[int]) -> tuple[int, dic
             flops = sum(counts.get(f"{root}.{name}" if name else root, {}).values())
             per_layer[name] = int(flops) // 2
     return int(counter.get_total_flops()) // 2, per_layer
-
-
-@torch.inference_mode()
-def measure_latency(model: nn.Module, *, input_size: Sequence[int], batch_size: int = 1,
-                    repeats: int = 20, warmup: int = 3, seed: int = 0) -> dict[str, Any]:
-    """Median forward time of a random batch, after warm-up runs.
-
-    Returns
-    -------
-    dict
-        ``median_ms``, ``min_ms``, ``batch_size``, ``repeats``, ``warmup``, ``device``,
-        ``threads`` (torch intra-op threads) and ``kernel`` (:func:`latency_kernel`).
-    """
-    size = _check_input_size(input_size)
-    for name, value, low in (("batch_size", batch_size, 1), ("repeats", repeats, 1),
-                             ("warmup", warmup, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise AuditInputError(f"footprint: {name} must be an integer >= {low}, got {value!r}")
-    device = _model_device(model)
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch_size, *size, generator=gen).to(device)
-    model.eval()
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        model(x)
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(x)
-        sync()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return {"median_ms": statistics.median(times), "min_ms": min(times),
-            "batch_size": batch_size, "repeats": repeats, "warmup": warmup,
-            "device": str(device), "threads": torch.get_num_threads(),
-            "kernel": latency_kernel(model)}
-
-
-def _onnx_module_file(model: nn.Module) -> Path | None:
-    """The ``.onnx`` file an ONNX Runtime module (or a wrapper of one) runs, if any."""
-    from compaudit.models.onnx_runtime import OnnxModule
-
-    if list(model.state_dict()):
-        return None  # torch parameters: a torch model, whatever else it holds
-    for module in model.modules():
-        path = getattr(module, "path", None)
-        onnx_run = isinstance(module, OnnxModule) or str(path).lower().endswith(".onnx")
-        if onnx_run and path is not None and Path(path).is_file():
-            return Path(path)
-    return None
-
-
-def latency_kernel(model: nn.Module) -> str:
-    """What a forward pass of ``model`` runs on: ``"onnxruntime"``, ``"torch"`` or
-    ``"simulated"`` (see the module docstring).
-
-    Examples
-    --------
-    >>> latency_kernel(torch.nn.Linear(2, 2))
-    'torch'
-    """
-    from compaudit.models.onnx_runtime import OnnxModule
-
-    modules = list(model.modules())
-    if any(isinstance(m, OnnxModule) for m in modules) or _onnx_module_file(model):
-        return "onnxruntime"
-    if any(getattr(m, WEIGHT_FORMAT_ATTR, None) or isinstance(m, ActivationQuantizer)
-           for m in modules):
-        return "simulated"
-    storage = getattr(model, FLOAT_STORAGE_ATTR, None)
-    if storage:
-        dtype = getattr(torch, str(storage), None)
-        floats = [t for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()]
-        if any(t.dtype != dtype for t in floats):
-            return "simulated"  # float32 tensors rounded through the dtype
-    return "torch"
-
-
-# --- ONNX inspection ----------------------------------------------------------------------
-
-#: Float compute nodes and the inputs that may hold their (constant) weight, in order.
-_ONNX_FLOAT_OPS = {"Conv": (1,), "Gemm": (1, 0), "MatMul": (1, 0)}
-#: Integer compute nodes (ONNX QOperator format, ONNX Runtime's com.microsoft QGemm).
-_ONNX_INT8_OPS = {"QLinearConv": (3,), "QLinearMatMul": (3, 0), "ConvInteger": (1,),
-                  "MatMulInteger": (1, 0), "QGemm": (3, 0)}
-#: Nodes a weight may pass through unchanged in value.
-_ONNX_PASS_THROUGH = frozenset({"Identity", "Transpose", "Reshape", "Flatten", "Squeeze",
-                                "Unsqueeze"})
-
-
-def _onnx_constants(onnx: Any, graph: Any) -> dict[str, tuple[int, int]]:
-    """``{tensor name: (ONNX element type, element count)}`` of initializers and Constants."""
-    out = {t.name: (t.data_type, math.prod(t.dims)) for t in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.output:
-            for attr in node.attribute:
-                if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
-                    out[node.output[0]] = (attr.t.data_type, math.prod(attr.t.dims))
-    return out
-
-
-def _onnx_weight(name: str, constants: Mapping[str, tuple[int, int]],
-                 producers: Mapping[str, Any]) -> tuple[int, int, bool] | None:
-    """``(element type, count, dequantized)`` of the constant behind tensor ``name``:
-    through pass-through nodes, and through one DequantizeLinear (``dequantized``)."""
-    dequantized = False
-    for _ in range(64):  # a chain longer than this is no weight
-        if name in constants:
-            dtype, count = constants[name]
-            return dtype, count, dequantized
-        node = producers.get(name)
-        if node is None or not node.input:
-            return None
-        if node.op_type == "DequantizeLinear" and not dequantized:
-            dequantized = True
-        elif node.op_type not in _ONNX_PASS_THROUGH:
-            return None
-        name = node.input[0]
-    return None
-
-
-def onnx_int8_summary(path: str | Path) -> dict[str, Any] | None:
-    """Int8 weights and compute nodes of an ONNX model, and its external data files.
-
-    Reads the graph with ``onnx.load(load_external_data=False)`` (the weights' bytes
-    are not loaded). See the module docstring for what counts.
-
-    Returns
-    -------
-    dict or None
-        ``int8_weight_share``, ``int8_op_share`` (``None`` without such weights or
-        nodes), ``weight_elements``, ``int8_weight_elements``, ``compute_nodes``,
-        ``int8_compute_nodes``, ``op_types`` (count per node type of the main graph)
-        and ``external_data`` (existing external data files, resolved paths);
-        ``None`` when the ``onnx`` package is not installed or cannot read the file
-        (ONNX Runtime may still run it, e.g. an ``.ort`` file).
-    """
-    try:
-        import onnx
-    except ImportError:
-        return None
-    path = Path(path)
-    try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception as err:  # noqa: BLE001 - protobuf and I/O errors: sized, not inspected
-        _log.warning("%s: cannot read the ONNX graph (%s: %s); its int8 shares are not "
-                     "recorded", path, type(err).__name__, err)
-        return None
-    constants = _onnx_constants(onnx, graph)
-    producers = {out: node for node in graph.node for out in node.output}
-    eight_bit = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
-    n_w = n_w8 = n_ops = n_ops8 = 0
-    op_types: dict[str, int] = {}
-    for node in graph.node:
-        op_types[node.op_type] = op_types.get(node.op_type, 0) + 1
-        integer = node.op_type in _ONNX_INT8_OPS
-        slots = _ONNX_INT8_OPS.get(node.op_type) or _ONNX_FLOAT_OPS.get(node.op_type)
-        if slots is None:
-            continue
-        n_ops += 1
-        weight = next((w for i in slots if i < len(node.input) and node.input[i]
-                       for w in [_onnx_weight(node.input[i], constants, producers)]
-                       if w is not None), None)
-        if weight is not None:
-            dtype, count, dequantized = weight
-            n_w += count
-            n_w8 += count if dtype in eight_bit else 0
-            integer = integer or (dequantized and dtype in eight_bit)
-        n_ops8 += int(integer)
-    external = set()
-    for tensor in graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            location = {e.key: e.value for e in tensor.external_data}.get("location")
-            file = (path.parent / location).resolve() if location else None
-            if file is not None and file.is_file():
-                external.add(file)
-    return {
-        "int8_weight_share": n_w8 / n_w if n_w else None,
-        "int8_op_share": n_ops8 / n_ops if n_ops else None,
-        "weight_elements": n_w, "int8_weight_elements": n_w8,
-        "compute_nodes": n_ops, "int8_compute_nodes": n_ops8,
-        "op_types": op_types, "external_data": sorted(map(str, external)),
-    }
 
 
 # --- size on disk -------------------------------------------------------------------------

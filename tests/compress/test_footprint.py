@@ -17,14 +17,13 @@ from torch.nn.utils import prune as torch_prune
 
 from compaudit.compress.configs import OneShotMagnitudeConfig
 from compaudit.compress.footprint import (
-    LATENCY_KERNELS,
     VARIANT_FIELDS,
     count_macs,
     footprint,
-    measure_latency,
     variant_record,
     write_variants_json,
 )
+from compaudit.compress.latency import LATENCY_KERNELS, measure_latency
 from compaudit.compress.quant_static import ActivationQuantizer
 from compaudit.compress.quantization import (
     BFloat16Config,

@@ -23,7 +23,7 @@ from PIL import Image
 
 from compaudit import config
 from compaudit.data._checks import check_choice, check_names, open_image
-from compaudit.data.base import AuditDataset
+from compaudit.data.base import AuditDataset, clean_examples
 from compaudit.errors import AuditInputError
 
 __all__ = [
@@ -149,18 +149,8 @@ class DemographicFaces(AuditDataset):
     def examples(self) -> pd.DataFrame:
         """Rows of ``examples.parquet`` in index order; ``attr.<name>`` hold class names."""
         rel = pd.Series(self._rel, dtype=str)
-        ids = f"{self.prefix}/" + rel
-        frame = pd.DataFrame(
-            {
-                "example_id": ids,
-                "label": self._labels,
-                "split": pd.Series(self._splits, dtype=str),
-                "source_id": ids,
-                "shift": "clean",
-                "severity": np.zeros(len(self), np.int8),
-            }
-        )
-        for name in self.protected:
-            frame[f"attr.{name}"] = pd.Series(self._values[name], dtype=str)
-        frame["path"] = str(Path(self.root).resolve()) + "/" + rel
-        return frame
+        return clean_examples(
+            f"{self.prefix}/" + rel, self._labels, self._splits,
+            attributes={f"attr.{name}": pd.Series(self._values[name], dtype=str)
+                        for name in self.protected},
+            paths=str(Path(self.root).resolve()) + "/" + rel)

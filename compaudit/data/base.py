@@ -38,10 +38,33 @@ __all__ = [
     "list_datasets",
     "dataset_length",
     "EXAMPLE_COLUMNS",
+    "clean_examples",
 ]
 
 #: Required columns of examples.parquet, in order (``attr.*`` and ``path`` follow).
 EXAMPLE_COLUMNS = ("example_id", "label", "split", "source_id", "shift", "severity")
+
+
+def clean_examples(ids: Any, labels: Any, splits: Any, *,
+                   attributes: dict[str, Any] | None = None,
+                   paths: Any = None) -> pd.DataFrame:
+    """Rows of ``examples.parquet`` for images without a shift, in the given order.
+
+    ``example_id`` (also the ``source_id``: a clean image is its own source), ``label``,
+    ``split`` (one name, or one per row), ``shift = "clean"``, ``severity = 0``; then
+    the ``attributes`` columns as given (``{"attr.Male": values}``) and ``path``.
+    """
+    ids = pd.Series(ids, dtype=str)
+    frame = pd.DataFrame({
+        "example_id": ids, "label": labels,
+        "split": splits if isinstance(splits, str) else pd.Series(splits, dtype=str),
+        "source_id": ids, "shift": "clean", "severity": np.zeros(len(ids), np.int8),
+    })
+    for column, values in (attributes or {}).items():
+        frame[column] = values
+    if paths is not None:
+        frame["path"] = paths
+    return frame
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -28,7 +28,7 @@ from compaudit.data._checks import (
     first_few,
     open_image,
 )
-from compaudit.data.base import AuditDataset, TransformSpec, register_dataset
+from compaudit.data.base import AuditDataset, TransformSpec, clean_examples, register_dataset
 from compaudit.errors import AuditInputError
 
 __all__ = ["CelebA", "CELEBA_ATTRIBUTES", "CELEBA_SPLITS", "find_celeba_root", "read_celeba_tables"]
@@ -260,18 +260,9 @@ class CelebA(AuditDataset):
 
     def examples(self) -> pd.DataFrame:
         """Rows of ``examples.parquet``, in index order (file order of the split)."""
-        ids = "celeba/" + pd.Series(self._names, dtype=str)
-        frame = pd.DataFrame(
-            {
-                "example_id": ids,
-                "label": self._labels,
-                "split": pd.Series(self._splits, dtype=str),
-                "source_id": ids,
-                "shift": "clean",
-                "severity": np.zeros(len(self), np.int8),
-            }
-        )
-        for name in self.attributes:
-            frame[f"attr.{name}"] = self._attrs[name].to_numpy(dtype=bool)
-        frame["path"] = str(self.image_dir.resolve()) + "/" + pd.Series(self._names, dtype=str)
-        return frame
+        names = pd.Series(self._names, dtype=str)
+        return clean_examples(
+            "celeba/" + names, self._labels, self._splits,
+            attributes={f"attr.{name}": self._attrs[name].to_numpy(dtype=bool)
+                        for name in self.attributes},
+            paths=str(self.image_dir.resolve()) + "/" + names)

@@ -21,7 +21,7 @@ from PIL import Image
 
 from compaudit.data._checks import check_choice, check_no_attributes
 from compaudit.data._safe_pickle import ADMITTED, RefusedGlobal, safe_load
-from compaudit.data.base import AuditDataset, TransformSpec, register_dataset
+from compaudit.data.base import AuditDataset, TransformSpec, clean_examples, register_dataset
 from compaudit.errors import AuditInputError
 
 __all__ = [
@@ -215,16 +215,7 @@ class CIFAR10(AuditDataset):
     def examples(self) -> pd.DataFrame:
         """Rows of ``examples.parquet``, in index order."""
         ids = [f"cifar10/{self.split}/{i}" for i in range(len(self))]
-        return pd.DataFrame(
-            {
-                "example_id": ids,
-                "label": self._labels,
-                "split": self.split,
-                "source_id": ids,
-                "shift": "clean",
-                "severity": np.zeros(len(ids), dtype=np.int8),
-            }
-        )
+        return clean_examples(ids, self._labels, self.split)
 
 
 @register_dataset("cifar10-c")

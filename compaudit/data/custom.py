@@ -33,7 +33,7 @@ from compaudit.data._checks import (
     open_image,
     read_string_csv,
 )
-from compaudit.data.base import AuditDataset, TransformSpec, register_dataset
+from compaudit.data.base import AuditDataset, TransformSpec, clean_examples, register_dataset
 from compaudit.errors import AuditInputError
 
 __all__ = ["ManifestDataset"]
@@ -343,18 +343,8 @@ class ManifestDataset(AuditDataset):
 
     def examples(self) -> pd.DataFrame:
         """Rows of ``examples.parquet``, in manifest order."""
-        ids = pd.Series(self._ids, dtype=str)
-        frame = pd.DataFrame(
-            {
-                "example_id": ids,
-                "label": self._labels.astype(np.int64),
-                "split": pd.Series(self._splits, dtype=str),
-                "source_id": ids,
-                "shift": "clean",
-                "severity": np.zeros(len(self), np.int8),
-            }
-        )
-        for col, values in self._attrs.items():
-            frame[col] = values if values.dtype == bool else pd.Series(values, dtype=str)
-        frame["path"] = pd.Series(self._paths, dtype=str)
-        return frame
+        return clean_examples(
+            self._ids, self._labels.astype(np.int64), self._splits,
+            attributes={col: values if values.dtype == bool else pd.Series(values, dtype=str)
+                        for col, values in self._attrs.items()},
+            paths=pd.Series(self._paths, dtype=str))

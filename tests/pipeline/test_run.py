@@ -71,6 +71,9 @@ def test_run_writes_every_output(first_run):
     for name in ("examples.parquet", "predictions.parquet", "variants.json", "metrics.json",
                  "run.json", "gate/junit.xml", "report.html"):
         assert (out / name).is_file(), name
+    # The evaluation sets decoded for the variant jobs are removed after them.
+    assert not (out / "variants" / ".decoded").exists()
+    assert sorted(p.name for p in (out / "variants").iterdir()) == ["dense", "float16", "gmp-50"]
     metrics = result.metrics
     assert set(metrics["variants"]) == {"dense", "gmp-50", "float16"}
     assert metrics["task"]["shifts"] == ["clean", "contrast"]

@@ -4,9 +4,9 @@ Each variant job predicts every evaluation set with its replicas. Decoding and
 transforming the images in every job cost more than the predictions themselves on the
 demo (a profile of the dense and int8 jobs: 46 s of data loading beside 21 s of model
 forward passes). :func:`decode_to_file` runs the dataset's own ``__getitem__`` once per
-item, in the audit's worker processes, into one ``.npy`` array; :class:`DecodedDataset` serves
-those tensors back (memory-mapped, so parallel jobs share the page cache). Items are
-the tensors the dataset itself returns, so predictions do not change.
+item, in the audit's worker processes, into one ``.npy`` array; :class:`DecodedDataset`
+serves those tensors back (memory-mapped, so parallel jobs share the page cache). Items
+are the tensors the dataset itself returns, so predictions do not change.
 """
 
 from __future__ import annotations

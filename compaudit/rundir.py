@@ -100,9 +100,11 @@ class RunFolder:
             raise AuditInputError(f"variant name {name!r}: expected {SLUG_RULE}")
         return self.root / "variants" / name
 
-    def decoded_eval(self, index: int) -> Path:
-        """Evaluation set ``index`` decoded for the variant jobs (removed after them)."""
-        return self.root / "variants" / ".decoded" / f"eval-{index}.npy"
+    def decoded(self, name: str) -> Path:
+        """A dataset decoded once for the run's jobs (removed after them)."""
+        if not is_slug(name):
+            raise AuditInputError(f"decoded dataset name {name!r}: expected {SLUG_RULE}")
+        return self.root / "variants" / ".decoded" / f"{name}.npy"
 
     def variant_predictions(self, name: str) -> Path:
         return self.variant(name) / "predictions.parquet"

@@ -1,9 +1,10 @@
-"""Decode an evaluation set once for every variant job: an array file, memory-mapped.
+"""Decode a dataset once for every job that reads it: an array file, memory-mapped.
 
-Each variant job predicts every evaluation set with its replicas. Decoding and
-transforming the images in every job cost more than the predictions themselves on the
-demo (a profile of the dense and int8 jobs: 46 s of data loading beside 21 s of model
-forward passes). :func:`decode_to_file` runs the dataset's own ``__getitem__`` once per
+Every training job reads the training set, and each variant job predicts every
+evaluation set with its replicas (and fine-tunes or calibrates on the training set).
+Decoding and transforming the images in every job cost more than the predictions
+themselves on the demo (a profile of the dense and int8 jobs: 46 s of data loading
+beside 21 s of model forward passes). :func:`decode_to_file` runs the dataset's own ``__getitem__`` once per
 item, in the audit's worker processes, into one ``.npy`` array; :class:`DecodedDataset`
 serves those tensors back (memory-mapped, so parallel jobs share the page cache). Items
 are the tensors the dataset itself returns, so predictions do not change.

@@ -23,6 +23,7 @@ from compaudit.pipeline.data import (
     write_class_names,
     write_examples,
 )
+from compaudit.pipeline.decoding import RunDecoder
 from compaudit.pipeline.outputs import analyze_run, gate_and_report, write_provenance
 from compaudit.pipeline.plan import preflight
 from compaudit.pipeline.stages import StageCache
@@ -72,11 +73,14 @@ def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: str | None = No
             examples_key = write_examples(folder, cache, data, shifts)
             plan = dissection_plan(spec, folder, data)
             check_schedules(spec, data)
-        with cache.timed("train"):
-            dense = dense_population(spec, folder, cache, data, pool=pool, log=log)
-        with cache.timed("variants"):
-            keys = run_variants(spec, folder, cache, data=data, shifts=shifts, dense=dense,
-                                examples_key=examples_key, plan=plan, pool=pool, log=log)
+        with RunDecoder(folder, pool, log) as decoder:
+            with cache.timed("train"):
+                dense = dense_population(spec, folder, cache, data, pool=pool,
+                                         decoder=decoder, log=log)
+            with cache.timed("variants"):
+                keys = run_variants(spec, folder, cache, data=data, shifts=shifts,
+                                    dense=dense, examples_key=examples_key, plan=plan,
+                                    pool=pool, decoder=decoder, log=log)
     with cache.timed("analyze"):
         analyze_run(spec, folder, cache, variant_keys=keys, plan=plan, progress=progress,
                     log=log)

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from compaudit.errors import AuditInputError
 from compaudit.pipeline.data import DataStage
+from compaudit.pipeline.decoding import RunDecoder
 from compaudit.pipeline.stages import StageCache, fingerprint, stage_key
 from compaudit.rundir import RunFolder
 from compaudit.spec import AuditSpec
@@ -25,7 +26,8 @@ class DenseStage:
 
 
 def dense_population(spec: AuditSpec, folder: RunFolder, cache: StageCache, data: DataStage,
-                     *, pool: Any, log: Callable[[str], None]) -> DenseStage:
+                     *, pool: Any, decoder: RunDecoder,
+                     log: Callable[[str], None]) -> DenseStage:
     """The dense replicas: pretrained, given as files, or trained into the run folder."""
     m, t = spec.model, spec.train
     # The files' contents, not only their paths: a replaced file is a new model.
@@ -51,7 +53,8 @@ def dense_population(spec: AuditSpec, folder: RunFolder, cache: StageCache, data
     # checkpoints, and train_population resumes from them.
     cache.finish("train", key)
     log(f"[train] {m.replicas} x {m.arch} ({t.epochs} epochs each)")
-    paths = train_population(m.arch, data.train, t.dense(), replicas=m.replicas,
+    paths = train_population(m.arch, decoder.get("train", data.train), t.dense(),
+                             replicas=m.replicas,
                              executor=pool, out_dir=out, num_classes=m.num_classes,
                              small_input=m.small_input, options=m.options,
                              search_path=model_search_path(spec))

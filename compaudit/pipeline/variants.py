@@ -12,6 +12,7 @@ from typing import Any, Callable
 from compaudit.config import narrow
 from compaudit.errors import AuditInputError
 from compaudit.pipeline.data import DataStage, ShiftStage, resolve
+from compaudit.pipeline.decoding import RunDecoder
 from compaudit.pipeline.jobs import VariantJob, run_variant_job
 from compaudit.pipeline.stages import StageCache, fingerprint, stage_key
 from compaudit.pipeline.train import DenseStage, model_search_path
@@ -30,7 +31,7 @@ def variant_names(spec: AuditSpec) -> list[str]:
 
 def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data: DataStage,
                  shifts: ShiftStage, dense: DenseStage, examples_key: str, plan: Any,
-                 pool: Any, log: Callable[[str], None]) -> dict[str, str]:
+                 pool: Any, decoder: RunDecoder, log: Callable[[str], None]) -> dict[str, str]:
     """Run the jobs of the variants that are not up to date; returns every variant's key."""
     m = spec.model
     keys, jobs = {}, []
@@ -62,37 +63,15 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
 
         jobs.sort(key=lambda j: j.method not in TRAINING_METHODS)
         log(f"[variants] {', '.join(j.name for j in jobs)}")
-        decoded = _decode_eval_sets(jobs[0].eval_data, folder, pool, log)
-        try:
-            jobs = [replace(j, eval_data=tuple(decoded)) for j in jobs]
-            pool.map(run_variant_job, jobs, desc="compress + predict")
-        finally:
-            _remove_decoded(folder)
+        eval_data = tuple(decoder.get(f"eval-{i}", f) for i, f in enumerate(jobs[0].eval_data))
+        # Decode the training set only for methods that read it (fine-tuning, calibration).
+        reads_train = {j.method for j in jobs} & (TRAINING_METHODS | {"int8_static"})
+        train_data = decoder.get("train", data.train) if reads_train else data.train
+        jobs = [replace(j, eval_data=eval_data, train_data=train_data) for j in jobs]
+        pool.map(run_variant_job, jobs, desc="compress + predict")
         for job in jobs:
             cache.finish(f"variant:{job.name}", keys[job.name])
     return keys
-
-
-def _decode_eval_sets(factories: tuple, folder: RunFolder, pool: Any,
-                      log: Callable[[str], None]) -> list:
-    """Each evaluation set decoded once into the run folder, for all variant jobs."""
-    from compaudit.data.decoded import DecodedDataset, decode_to_file
-
-    log("[variants] decoding the evaluation sets once for every job")
-    out = []
-    for i, factory in enumerate(factories):
-        path = decode_to_file(factory, folder.decoded_eval(i), executor=pool)
-        out.append(factory if path is None else partial(DecodedDataset, factory, path))
-    return out
-
-
-def _remove_decoded(folder: RunFolder) -> None:
-    """Delete the decoded arrays (ours, in the run folder): they are a cache of one run."""
-    where = folder.decoded_eval(0).parent
-    for path in where.glob("eval-*.npy*"):
-        path.unlink()
-    if where.is_dir() and not any(where.iterdir()):
-        where.rmdir()
 
 
 def check_schedules(spec: AuditSpec, data: DataStage) -> None:

@@ -137,7 +137,8 @@ def _add_run(sub: Any) -> None:
                         description="Generate synthetic faces, train a population, compress "
                                     "it four ways, analyze, gate and write the report.")
     dm.add_argument("--no-spurious", action="store_true",
-                    help="control: the same audit on data without the planted shortcut")
+                    help="control: the same audit on data without the planted harm "
+                         "(hair length independent of gender)")
     _run_options(dm, default_out=None)
     dm.set_defaults(func=_cmd_demo)
 

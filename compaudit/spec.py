@@ -72,7 +72,10 @@ class DataSpec(Checked):
     with class labels take none. ``train_root``: a separate folder for the training
     split (e.g. ImageNet train). ``max_train``/``max_eval``: a seeded subset (0: all).
     ``n``, ``splits`` (train, valid, test fractions), ``spurious`` (strength of the
-    planted shortcut) and ``label_noise`` apply to the synthetic faces only.
+    planted harm: the link between gender and hair length), ``label_noise`` and
+    ``joint`` (weights of the eight (Blond_Hair, Male, Young) groups as rows
+    ``[blond, male, young, weight]``; default CelebA's test split) apply to the
+    synthetic faces only.
     ``manifest``: the CSV of ``dataset = "manifest"`` (relative to the spec's folder
     when it is there, else to ``root``; default ``root/manifest.csv``). ``options``:
     the dataset's own keyword arguments, e.g. ``{ age_groups = "coarse" }`` for
@@ -101,6 +104,7 @@ class DataSpec(Checked):
     splits: tuple[float, ...] = setting((0.6, 0.1, 0.3), ge=0, le=1)
     spurious: float = setting(0.8, ge=0, le=1)
     label_noise: float = setting(0.02, ge=0, lt=0.5)
+    joint: tuple[tuple[Any, ...], ...] = ()
     manifest: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     resize: int = setting(0, ge=0)
@@ -125,6 +129,7 @@ class DataSpec(Checked):
         if self.manifest and self.dataset != "manifest":
             yield "manifest", (f"is set but dataset is {self.dataset!r}; expected dataset = "
                                "\"manifest\" (or remove manifest)")
+        yield from _joint_problems(self)
         if self.crop and self.crop < 16:
             yield "crop", f"got {self.crop}; expected at least 16 (0: image_size)"
         if self.resize and self.resize < self.input_size:
@@ -136,6 +141,29 @@ class DataSpec(Checked):
                 yield key, f"got {list(values)}; expected three numbers (R, G, B)"
             elif key == "std" and any(v <= 0 for v in values):
                 yield key, f"got {list(values)}; expected three positive numbers"
+
+
+def _joint_problems(data: DataSpec):
+    """``[data].joint``: rows ``[blond, male, young, weight]``, each group at most once."""
+    if not data.joint:
+        return
+    if data.dataset != "synthetic-faces":
+        yield "joint", (f"is set but dataset is {data.dataset!r}; it weights the groups of "
+                        "the generated synthetic faces only")
+        return
+    keys = []
+    for row in data.joint:
+        ok = (len(row) == 4 and all(isinstance(v, bool) for v in row[:3])
+              and isinstance(row[3], (int, float)) and not isinstance(row[3], bool)
+              and row[3] >= 0)
+        if not ok:
+            yield "joint", (f"row {list(row)!r}: expected [Blond_Hair, Male, Young, weight]: "
+                            "three booleans and a non-negative number")
+            return
+        keys.append(tuple(row[:3]))
+    if len(set(keys)) != len(keys) or sum(row[3] for row in data.joint) <= 0:
+        yield "joint", ("expected each (Blond_Hair, Male, Young) group at most once and a "
+                        "positive total weight")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -379,7 +407,7 @@ def load_spec(path: str | Path) -> AuditSpec:
 
 def demo_spec(*, spurious: bool = True) -> AuditSpec:
     """The embedded default audit (``compaudit/demo.toml``); ``spurious=False`` is the
-    control on data without the planted shortcut (run folder ``reports/demo-control``)."""
+    control on data without the planted harm (run folder ``reports/demo-control``)."""
     from importlib import resources
 
     text = resources.files("compaudit").joinpath("demo.toml").read_text(encoding="utf-8")

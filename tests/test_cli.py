@@ -214,7 +214,7 @@ def test_check_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     for k in range(2):
         torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / f"r{k}.pt")
     spec = tmp_path / "mine.toml"
-    spec.write_text(text.replace("replicas = 12", 'replicas = 2\nweights = ["r0.pt", "r1.pt"]'))
+    spec.write_text(text.replace("replicas = 5", 'replicas = 2\nweights = ["r0.pt", "r1.pt"]'))
     before = sorted(tmp_path.rglob("*"))
     for argv in (["check", str(spec), "--out", str(tmp_path / "run")],
                  ["run", "--dry-run", str(spec), "--out", str(tmp_path / "run")]):

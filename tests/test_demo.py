@@ -1,4 +1,4 @@
-"""`compaudit demo` end to end: the planted shortcut is caught, the control passes.
+"""`compaudit demo` end to end: the planted harm is caught, the control passes.
 
 This is the slowest test (two full audits, several minutes each on 2 cores); run the
 rest with ``pytest -m "not demo"``.
@@ -34,9 +34,11 @@ def test_demo_flags_the_rare_subgroup_and_the_control_passes(tmp_path):
     assert report.is_file() and report.stat().st_size > 50_000
     gate = json.loads((tmp_path / "demo" / "gate" / "gate.json").read_text())
     failed = [c for c in gate["checks"] if c["verdict"] == "fail"]
-    assert failed, "the planted shortcut was not caught"
-    # The shortcut harms blond men: the 90% variant is flagged for the Male=True subgroup.
-    assert any(c["variant"] == "gmp-90" and "Male" in c["subject"] for c in failed)
+    assert failed, "the planted harm was not caught"
+    # Short hair hides blond men's hair colour from the 90% variant: it is flagged for
+    # men by their false-negative rate and by their share of PIEs among blond faces.
+    men = [c for c in failed if c["variant"] == "gmp-90" and "Male=True" in c["subject"]]
+    assert {"subgroup_rate", "pie_within_label"} <= {c["kind"] for c in men}
     assert all(c["variant"] != "float16" for c in failed)
 
     control = _demo(tmp_path / "control", "--no-spurious")

@@ -23,6 +23,11 @@ AUDITS = Path(__file__).resolve().parents[1] / "audits"
 SPECS = sorted(p for p in AUDITS.glob("*.toml") if p.name != "own_model.toml")
 
 
+def _as_toml(value):
+    """A parsed value as TOML reads it: tuples (nested too) back to lists."""
+    return [_as_toml(v) for v in value] if isinstance(value, tuple) else value
+
+
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
 def test_shipped_specs_build_every_stage_config_from_their_tables(path):
     spec = load_spec(path)
@@ -32,12 +37,10 @@ def test_shipped_specs_build_every_stage_config_from_their_tables(path):
         assert type(variant.config) is METHODS.get(table["method"])
         for key, value in table.items():
             if key not in ("name", "method"):
-                got = getattr(variant.config, key)
-                assert (list(got) if isinstance(got, tuple) else got) == value, key
+                assert _as_toml(getattr(variant.config, key)) == value, key
     for section in ("data", "model", "train"):
         for key, value in doc.get(section, {}).items():
-            got = getattr(getattr(spec, section), key)
-            assert (list(got) if isinstance(got, tuple) else got) == value, (section, key)
+            assert _as_toml(getattr(getattr(spec, section), key)) == value, (section, key)
     assert spec.analysis.bootstrap == doc.get("analysis", {}).get("bootstrap", 1000)
     assert spec.analysis.protected == tuple(doc["data"]["protected"])
     assert spec.train.seed == doc.get("audit", {}).get("seed", 0)
@@ -222,13 +225,13 @@ def test_pretrained_weights_bring_their_statistics_and_a_conflict_names_both():
     from compaudit.pipeline.data import eval_transform
 
     text = _with("model", 'pretrained = "ResNet18_Weights.IMAGENET1K_V1"\nreplicas = 1')
-    text = text.replace("replicas = 12", "")
+    text = text.replace("replicas = 5", "")
     ref = torchvision.models.get_weight("ResNet18_Weights.IMAGENET1K_V1").transforms()
     normalize = eval_transform(parse_spec(text)).transforms[-1]
     assert list(normalize.mean) == list(ref.mean) and list(normalize.std) == list(ref.std)
     same = _with("data", f"mean = {list(ref.mean)}").replace(
         "[model]", '[model]\npretrained = "ResNet18_Weights.IMAGENET1K_V1"\nreplicas = 1', 1)
-    eval_transform(parse_spec(same.replace("replicas = 12", "")))
+    eval_transform(parse_spec(same.replace("replicas = 5", "")))
     clash = text.replace("[data]", "[data]\nmean = [0.5, 0.5, 0.5]", 1)
     with pytest.raises(AuditInputError, match=r"\[data\]\.mean .*\[model\]\.pretrained"):
         eval_transform(parse_spec(clash))
@@ -247,7 +250,7 @@ def test_model_files_resolve_against_the_spec_folder_and_are_checked(tmp_path):
     model = torch.nn.Linear(2, 2)
     torch.save(model.state_dict(), folder / "a.pt")
     torch.save(model.state_dict(), folder / "b.pt")
-    text = _demo_text().replace("replicas = 12", 'replicas = 2\nweights = ["a.pt", "b.pt"]')
+    text = _demo_text().replace("replicas = 5", 'replicas = 2\nweights = ["a.pt", "b.pt"]')
     (folder / "spec.toml").write_text(text)
     spec = load_spec(folder / "spec.toml")
     assert spec.model.weights == (str(folder / "a.pt"), str(folder / "b.pt"))
@@ -262,7 +265,7 @@ def test_model_files_resolve_against_the_spec_folder_and_are_checked(tmp_path):
 
 def test_a_dense_onnx_model_refuses_methods_that_need_torch_weights(tmp_path):
     _tiny_onnx(tmp_path / "dense.onnx")
-    text = _demo_text().replace("replicas = 12", 'replicas = 1\nweights = ["dense.onnx"]')
+    text = _demo_text().replace("replicas = 5", 'replicas = 1\nweights = ["dense.onnx"]')
     assert "[dissection]" in text  # the demo dissects its models
     (tmp_path / "spec.toml").write_text(text)
     with pytest.raises(AuditInputError) as err:
@@ -278,7 +281,7 @@ def test_a_pt2_program_is_refused_at_parse_time_with_the_reason(tmp_path):
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3)).eval()
     program = torch.export.export(model, (torch.zeros(1, 3, 8, 8),))
     torch.export.save(program, tmp_path / "dense.pt2")
-    text = _demo_text().replace("replicas = 12", 'replicas = 1\nweights = ["dense.pt2"]')
+    text = _demo_text().replace("replicas = 5", 'replicas = 1\nweights = ["dense.pt2"]')
     (tmp_path / "spec.toml").write_text(text)
     with pytest.raises(AuditInputError) as err:
         load_spec(tmp_path / "spec.toml")
@@ -291,7 +294,7 @@ def test_loaded_variants_pair_one_file_with_each_dense_replica(tmp_path):
         torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / name)
     _tiny_onnx(tmp_path / "v1.onnx")
     load = '\n[[variants]]\nname = "theirs"\nmethod = "load"\nfiles = {files}\n'
-    good = (_demo_text().replace("replicas = 12", 'replicas = 2\nweights = ["d0.pt", "d1.pt"]')
+    good = (_demo_text().replace("replicas = 5", 'replicas = 2\nweights = ["d0.pt", "d1.pt"]')
             + load.format(files='["v0.pt", "v1.onnx"]'))
     (tmp_path / "good.toml").write_text(good)
     spec = load_spec(tmp_path / "good.toml")

@@ -139,8 +139,9 @@ def _generate(spec: AuditSpec, root: Path) -> None:
     from compaudit.data.synthetic import generate_synthetic_faces
 
     d = spec.data
+    joint = {tuple(row[:3]): row[3] for row in d.joint} or None
     generate_synthetic_faces(root, n=d.n, image_size=d.image_size, seed=spec.seed,
-                             spurious=d.spurious, label_noise=d.label_noise,
+                             spurious=d.spurious, label_noise=d.label_noise, joint=joint,
                              split_fractions=d.splits, overwrite=True)
 
 

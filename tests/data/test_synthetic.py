@@ -1,4 +1,4 @@
-"""Synthetic CelebA-format faces: determinism, exact group sizes, the planted shortcut."""
+"""Synthetic CelebA-format faces: determinism, exact group sizes, the planted harm."""
 
 from __future__ import annotations
 
@@ -116,41 +116,36 @@ def test_celeba_loader_reads_the_folder(faces: Path) -> None:
     assert (meta["drawn_blond"] == meta["blond"] ^ meta["noisy"]).all()
 
 
-def ambiguous_counts(root: Path) -> tuple[dict, dict]:
-    """Per (blond, male, young) group: the ambiguous count found, and the one documented."""
-    meta = pd.read_csv(root / "synthetic_meta.csv")
-    settings = json.loads((root / "synthetic.json").read_text())
-    amb, spurious = settings["ambiguous"], settings["spurious"]
-    found, expected = {}, {}
-    for key, group in meta.groupby(["blond", "male", "young"]):
-        stereotype = key[0] != key[1]  # blond woman or non-blond man
-        rate = amb * (1 + spurious) if stereotype else amb * (1 - spurious)
-        found[key] = int(group["ambiguous"].sum())
-        expected[key] = int(np.floor(rate * len(group) + 0.5))
-    return found, expected
-
-
-def test_spurious_correlation(faces: Path, tmp_path: Path) -> None:
-    control = generate(tmp_path / "control", spurious=0.0, masks=False)
-    for root in (faces, control):
-        found, expected = ambiguous_counts(root)
-        assert found == expected
-    # Control: the same ambiguity for both genders; planted: gender predicts ambiguity.
-    meta0 = pd.read_csv(control / "synthetic_meta.csv")
+def test_ambiguity_is_the_same_share_of_every_group(faces: Path) -> None:
     meta = pd.read_csv(faces / "synthetic_meta.csv")
-    by_gender0 = meta0.groupby("male")["ambiguous"].mean()
-    by_gender = meta.groupby("male")["ambiguous"].mean()
-    assert abs(by_gender0[True] - 0.3) < 0.03 and abs(by_gender0[False] - 0.3) < 0.03
-    assert by_gender[True] - by_gender[False] > 0.2  # men mostly non-blond: stereotype
-    # Among ambiguous images, the label is predicted by gender with the shortcut only.
-    amb, amb0 = meta[meta["ambiguous"]], meta0[meta0["ambiguous"]]
-    assert (amb["blond"] != amb["male"]).mean() > 0.85
-    assert (amb0["blond"] != amb0["male"]).mean() < 0.65  # base rate ~0.5
-    share = meta.groupby(["blond", "male"])["ambiguous"].mean()
-    share0 = meta0.groupby(["blond", "male"])["ambiguous"].mean()
-    assert share[(True, False)] > 0.45 and share[(False, False)] < 0.1  # women
-    assert share[(False, True)] > 0.45  # non-blond men
-    assert all(abs(v - 0.3) < 0.1 for v in share0.drop((True, True)))
+    share = json.loads((faces / "synthetic.json").read_text())["ambiguous"]
+    for _, group in meta.groupby(["blond", "male", "young"]):
+        assert group["ambiguous"].sum() == int(np.floor(share * len(group) + 0.5))
+
+
+def hair_pixels(root: Path, meta: pd.DataFrame) -> np.ndarray:
+    hair = CONCEPTS.index("hair")
+    return np.array([(load_concept_mask(root, f"celeba/{name}") == hair).sum()
+                     for name in meta["image"]])
+
+
+def test_spurious_links_hair_length_to_gender(faces: Path, tmp_path: Path) -> None:
+    control = generate(tmp_path / "control", spurious=0.0)
+    for root, men_long, women_long in ((faces, 0.1, 0.9), (control, 0.5, 0.5)):
+        meta = pd.read_csv(root / "synthetic_meta.csv", dtype={"image": str})
+        long_share = meta.groupby("male")["long_hair"].mean()
+        # Binomial: about 190 men and 210 women, so 4 standard errors are under 0.14.
+        assert abs(long_share[True] - men_long) < 0.14
+        assert abs(long_share[False] - women_long) < 0.14
+        # Read back from the concept masks: short hair shows far fewer hair pixels.
+        area = hair_pixels(root, meta)
+        is_long = meta["long_hair"].to_numpy()
+        assert area[~is_long].mean() < 0.5 * area[is_long].mean()
+        by_gender = area[meta["male"].to_numpy()].mean() / area[~meta["male"].to_numpy()].mean()
+        if root == faces:
+            assert by_gender < 0.6  # men's hair colour covers few pixels
+        else:
+            assert 0.8 < by_gender < 1.25
 
 
 def test_concept_masks(faces: Path) -> None:

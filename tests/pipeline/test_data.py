@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from compaudit.data.celeba import CelebA
 from compaudit.errors import AuditInputError
 from compaudit.pipeline.data import check_dataset, dataset_factory, eval_transform
 from compaudit.spec import load_spec
@@ -56,3 +57,40 @@ def test_an_option_the_dataset_does_not_take_is_refused_naming_the_valid_ones(tm
     with pytest.raises(AuditInputError, match=r"\[data\]\.options: agegroups not options of "
                                               r"'fairface'; expected age_groups"):
         check_dataset(spec)
+
+
+def _synthetic(folder: Path, joint: str) -> Path:
+    return _spec(folder, f'n = 200\nimage_size = 16\nsplits = [0.5, 0.0, 0.5]\njoint = {joint}')
+
+
+def test_joint_sets_the_generated_group_sizes(tmp_path):
+    from compaudit.pipeline.data import prepare_data
+    from compaudit.pipeline.stages import StageCache
+    from compaudit.rundir import RunFolder
+
+    spec = load_spec(_synthetic(tmp_path, "[[true, true, false, 3], [false, false, true, 1]]"))
+    folder = RunFolder(tmp_path / "run")
+    folder.create()
+    data = prepare_data(spec, folder, StageCache(folder.stages_json), log=lambda _: None)
+    examples = CelebA(data.root, split="all", protected=("Male", "Young")).examples()
+    counts = examples.groupby(["label", "attr.Male", "attr.Young"]).size().to_dict()
+    assert counts == {(0, False, True): 50, (1, True, False): 150}  # 200 faces, 3 : 1
+
+
+@pytest.mark.parametrize("joint, why", [
+    ("[[true, true, 5]]", "expected \\[Blond_Hair, Male, Young, weight\\]"),
+    ("[[true, true, false, -1]]", "a non-negative number"),
+    ("[[1, true, false, 2]]", "three booleans"),
+    ("[[true, true, false, 1], [true, true, false, 2]]", "each .* group at most once"),
+    ("[[true, true, false, 0]]", "a positive total weight"),
+])
+def test_a_bad_joint_is_refused_at_parse_time(tmp_path, joint, why):
+    with pytest.raises(AuditInputError, match=r"\[data\]\.joint.*" + why):
+        load_spec(_synthetic(tmp_path, joint))
+
+
+def test_joint_is_for_the_synthetic_faces_only(tmp_path):
+    with pytest.raises(AuditInputError, match=r"\[data\]\.joint: is set but dataset is "
+                                              r"'fairface'"):
+        load_spec(_spec(tmp_path, 'dataset = "fairface"\nroot = "x"\njoint = '
+                                  '[[true, true, false, 1]]'))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Iterable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING
 
 from PIL import Image, UnidentifiedImageError
@@ -27,12 +27,20 @@ __all__ = [
     "check_files_present",
     "check_names",
     "check_no_attributes",
+    "is_absolute_path",
     "list_names",
     "open_image",
 ]
 
 #: How many offending items a message lists before summarising the rest.
 SHOW = 5
+
+
+def is_absolute_path(text: str) -> bool:
+    """True for a path from an input table that is not relative to a root on any OS:
+    POSIX-absolute, Windows-absolute, UNC, or with a drive (``C:x`` too)."""
+    windows = PureWindowsPath(text)
+    return PurePosixPath(text).is_absolute() or windows.is_absolute() or windows.drive != ""
 
 
 def first_few(items: Iterable[object], total: int | None = None, *, show: int = SHOW) -> str:

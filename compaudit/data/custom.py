@@ -20,7 +20,7 @@ import os
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,7 @@ from compaudit.data._checks import (
     check_names,
     check_no_attributes,
     first_few,
+    is_absolute_path,
     open_image,
     read_string_csv,
 )
@@ -70,12 +71,6 @@ def _scan(directory: Path) -> dict[str, os.DirEntry]:
             return {entry.name: entry for entry in entries}
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         return {}
-
-
-def _is_absolute(text: str) -> bool:
-    return PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute() or (
-        PureWindowsPath(text).drive != ""
-    )
 
 
 def _check_columns(table: pd.DataFrame, src: str) -> None:
@@ -234,7 +229,7 @@ class ManifestDataset(AuditDataset):
         rel = np.array([os.path.normpath(p).replace(os.sep, "/") if p else "" for p in raw],
                        dtype=object)
         empty = rel == ""
-        absolute = np.array([bool(p) and _is_absolute(p) for p in raw])
+        absolute = np.array([bool(p) and is_absolute_path(p) for p in raw])
         if empty.any():
             problems.append(f"{src}: column 'path': {_rows(empty)} are empty; expected a "
                             "path relative to the root folder")

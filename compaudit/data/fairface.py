@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from compaudit._table_columns import _rows
-from compaudit.data._checks import first_few, list_names, read_string_csv
+from compaudit.data._checks import first_few, is_absolute_path, list_names, read_string_csv
 from compaudit.data._demographics import (
     AGE_BINS,
     COARSE_AGE_GROUPS,
@@ -96,8 +96,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 def _unsafe(file: str) -> bool:
     """True for a path that is absolute or leaves the root with ``..``."""
-    pure = PurePosixPath(file.replace("\\", "/"))
-    return pure.is_absolute() or ".." in pure.parts or (len(file) > 1 and file[1] == ":")
+    return is_absolute_path(file) or ".." in PurePosixPath(file.replace("\\", "/")).parts
 
 
 def _row_problems(table: pd.DataFrame, path: Path) -> list[str]:

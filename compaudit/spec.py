@@ -102,7 +102,7 @@ class DataSpec(Checked):
     max_eval: int = setting(0, ge=0)
     n: int = setting(20000, ge=100)
     splits: tuple[float, ...] = setting((0.6, 0.1, 0.3), ge=0, le=1)
-    spurious: float = setting(0.8, ge=0, le=1)
+    spurious: float = setting(0.8, ge=0, lt=1)
     label_noise: float = setting(0.02, ge=0, lt=0.5)
     joint: tuple[tuple[Any, ...], ...] = ()
     manifest: str = ""

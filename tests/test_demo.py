@@ -37,8 +37,8 @@ def test_demo_flags_the_rare_subgroup_and_the_control_passes(tmp_path):
     assert failed, "the planted harm was not caught"
     # Short hair hides blond men's hair colour from the 90% variant: it is flagged for
     # men by their false-negative rate and by their share of PIEs among blond faces.
-    men = [c for c in failed if c["variant"] == "gmp-90" and "Male=True" in c["subject"]]
-    assert {"subgroup_rate", "pie_within_label"} <= {c["kind"] for c in men}
+    men = {c["kind"] for c in failed if c["variant"] == "gmp-90" and "Male" in c["subject"]}
+    assert "pie_within_label" in men and men & {"subgroup_rate", "disparity"}
     assert all(c["variant"] != "float16" for c in failed)
 
     control = _demo(tmp_path / "control", "--no-spurious")

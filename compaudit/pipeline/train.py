@@ -43,12 +43,15 @@ def dense_population(spec: AuditSpec, folder: RunFolder, cache: StageCache, data
         return DenseStage(paths=(_pretrained(spec),), key=key)
     if m.weights:
         return DenseStage(paths=_weight_files(spec), key=key)
-    from compaudit.models.population import train_population
+    from compaudit.models.population import replica_path, train_population
 
     out = folder.dense_models
     recorded = cache.done.get("train")
     if recorded is not None and recorded != key and out.exists():
         shutil.rmtree(out)  # the spec changed: the old replicas (compaudit's own) are stale
+    done = tuple(replica_path(out, k) for k in range(m.replicas))
+    if cache.fresh("train", key, list(done)):  # every replica there: decode nothing
+        return DenseStage(paths=done, key=key)
     # Recorded before training: a killed run keeps its finished replicas and epoch
     # checkpoints, and train_population resumes from them.
     cache.finish("train", key)
@@ -58,7 +61,6 @@ def dense_population(spec: AuditSpec, folder: RunFolder, cache: StageCache, data
                              executor=pool, out_dir=out, num_classes=m.num_classes,
                              small_input=m.small_input, options=m.options,
                              search_path=model_search_path(spec))
-    cache.ran.append("train")
     return DenseStage(paths=tuple(paths), key=key)
 
 

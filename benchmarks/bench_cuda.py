@@ -31,7 +31,7 @@ import copy
 import json
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -207,8 +207,8 @@ def run_workload(w: Workload, tmp: Path, device: torch.device, peak: dict) -> di
         for k, m in enumerate(dense):
             ctx = CompressionContext(
                 train_dataset=train_ds, fine_tune_steps=steps, seed=k, device=str(device),
-                fine_tune=lambda mod, cbs, k=k: train(mod, train_ds, TrainConfig(
-                    **{**fine.__dict__, "seed": k}), step_callbacks=cbs, progress=False))
+                fine_tune=lambda mod, cbs, k=k: train(mod, train_ds, replace(fine, seed=k),
+                                                      step_callbacks=cbs, progress=False))
             models.append(compress(copy.deepcopy(m), config, context=ctx).model.to(device).eval())
         return models
 

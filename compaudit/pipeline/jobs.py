@@ -21,7 +21,6 @@ from torch import nn
 from compaudit.compress.configs import LoadConfig
 from compaudit.compress.footprint import footprint, variant_record
 from compaudit.compress.registry import CompressionContext, compress
-from compaudit.data.in_memory import InMemoryDataset
 from compaudit.errors import AuditInputError
 from compaudit.models.architectures import build_model
 from compaudit.models.artifacts import has_torch_weights, load_artifact
@@ -29,11 +28,14 @@ from compaudit.models.training import TrainConfig, train
 from compaudit.predict import predict_population, write_predictions
 from compaudit.rundir import jsonable, write_json
 
-__all__ = ["TRAINING_METHODS", "VariantJob", "run_variant_job", "dense_models"]
+__all__ = ["READS_TRAINING_SET", "TRAINING_METHODS", "VariantJob", "run_variant_job",
+           "dense_models"]
 
 #: Compression methods that train every replica again (the long variant jobs).
 TRAINING_METHODS = frozenset({"gradual_magnitude", "one_shot_magnitude", "random",
                               "lottery", "unit"})
+#: Methods whose jobs read the training set: fine-tuning, and int8 calibration.
+READS_TRAINING_SET = TRAINING_METHODS | {"int8_static"}
 
 
 @dataclass(frozen=True)
@@ -140,10 +142,9 @@ def run_variant_job(job: VariantJob) -> dict[str, Any]:
             # Loading needs no data: do not decode the training set.
             train_data, steps = None, None
         else:
-            # One copy for every replica: each training image is decoded once per job.
+            # One dataset for every replica: the pipeline's training set keeps its
+            # decoded images (in memory, or in the run's decoded array).
             train_data = job.train_data()
-            if not isinstance(train_data, InMemoryDataset):
-                train_data = InMemoryDataset(train_data)
             steps = job.fine_tune.epochs * math.ceil(len(train_data) / job.fine_tune.batch_size)
         for k, dense in enumerate(models):
             context = CompressionContext(

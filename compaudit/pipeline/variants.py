@@ -59,13 +59,12 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
     if jobs:
         # Longest first (the methods that fine-tune every replica), so the last jobs to
         # finish are short ones and no worker idles while one long job runs alone.
-        from compaudit.pipeline.jobs import TRAINING_METHODS
+        from compaudit.pipeline.jobs import READS_TRAINING_SET, TRAINING_METHODS
 
         jobs.sort(key=lambda j: j.method not in TRAINING_METHODS)
         log(f"[variants] {', '.join(j.name for j in jobs)}")
         eval_data = tuple(decoder.get(f"eval-{i}", f) for i, f in enumerate(jobs[0].eval_data))
-        # Decode the training set only for methods that read it (fine-tuning, calibration).
-        reads_train = {j.method for j in jobs} & (TRAINING_METHODS | {"int8_static"})
+        reads_train = any(j.method in READS_TRAINING_SET for j in jobs)
         train_data = decoder.get("train", data.train) if reads_train else data.train
         jobs = [replace(j, eval_data=eval_data, train_data=train_data) for j in jobs]
         pool.map(run_variant_job, jobs, desc="compress + predict")

@@ -307,3 +307,13 @@ def test_loaded_variants_pair_one_file_with_each_dense_replica(tmp_path):
     with pytest.raises(AuditInputError, match=r"#5\.method: 'load' pairs each file with a "
                                               r"dense replica given as a file"):
         load_spec(tmp_path / "trained.toml")
+
+
+def test_spurious_of_one_is_refused_at_parse_time():
+    # The generator draws long hair with probability (1 - spurious) / 2 for men and
+    # refuses spurious = 1; the spec says so before anything runs.
+    text = _demo_text().replace("spurious = 0.8 ", "spurious = 1.0 ", 1)
+    with pytest.raises(AuditInputError, match=r"\[data\]\.spurious: got 1\.0; expected a "
+                                              r"number in \[0, 1\)"):
+        parse_spec(text, source="s.toml")
+    assert parse_spec(text.replace("spurious = 1.0 ", "spurious = 0.99 "), source="s.toml")

@@ -61,6 +61,10 @@ def _add_analyze(sub: Any) -> None:
     an.add_argument("--max-order", type=int, default=None, metavar="N",
                     help="intersect at most N protected attributes per subgroup (default: "
                          "every order with up to 4 attributes, else 2)")
+    an.add_argument("--about", default="procedure", choices=("procedure", "models"),
+                    help="what the intervals are about: 'procedure' (default; with paired "
+                         "replicas they cover seed-to-seed variation) or 'models' (the "
+                         "models at hand are fixed artifacts: the examples only)")
     an.add_argument("--dissection", type=Path, default=None, metavar="UNITS",
                     help="per-unit dissection table (a run's variants/*/dissection.parquet, "
                          "concatenated): adds the dissection block")
@@ -184,6 +188,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         AnalysisOptions, dense=args.dense, protected=args.protected,
         positive_label=args.positive_label, bootstrap=args.bootstrap, seed=args.seed,
         num_classes=args.num_classes, shift=args.shift, max_intersection_order=args.max_order,
+        about=args.about,
     )
     config = (read_dissection_config(args.dissection_config)
               if args.dissection_config is not None else None)
@@ -218,6 +223,11 @@ def _run_spec(spec, args: argparse.Namespace) -> int:
     result = run_audit(spec, out, executor=args.executor, ray_address=args.ray_address,
                        progress=not args.no_progress)
     minutes, seconds = divmod(time.perf_counter() - start, 60)
+    method = result.metrics.get("subgroup_method") or {}
+    if method.get("note"):
+        print(f"\ninference: {method['note']}.")
+    if method.get("warning"):
+        print(f"compaudit: warning: {method['warning']}.", file=sys.stderr)
     print("\ntime per step (wall / CPU): " + ", ".join(
         f"{step} {t['wall_s']:.0f} s / {t['cpu_s']:.0f} s" for step, t in result.timings.items()))
     print(f"verdict: {result.verdict.upper()} (exit {result.exit_code}) in "

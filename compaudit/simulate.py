@@ -23,7 +23,8 @@ from scipy.special import expit, logit
 
 from compaudit.references import CELEBA_TEST_JOINT  # re-exported: the old home
 
-__all__ = ["PlantedHarm", "CELEBA_TEST_JOINT", "simulate_binary", "simulate_multiclass"]
+__all__ = ["PlantedHarm", "CELEBA_TEST_JOINT", "simulate_binary", "simulate_fixed_models",
+           "simulate_multiclass"]
 
 
 @dataclass(frozen=True)
@@ -148,3 +149,70 @@ def simulate_multiclass(
         preds[variant] = pred
         top5[variant] = np.concatenate([pred[..., None], rest.astype(np.int32)], axis=-1)
     return examples, preds, top5
+
+
+def simulate_fixed_models(
+    *,
+    n_examples: int = 4000,
+    dense_error: tuple[float, ...] = (0.05, 0.15, 0.30),
+    harm: float = 0.10,
+    harm_cell: tuple[str, bool] = ("Male", True),
+    flip: float = 0.0,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """Fixed models with a known truth: a test set drawn from an infinite population.
+
+    Every example carries a latent ``u ~ U(0, 1)``; dense model k errs on it when
+    ``u < dense_error[k]`` (so the K models differ a lot but are fixed functions of the
+    example), and its compressed model ``c`` errs when ``u < dense_error[k] + harm`` on
+    the positives of ``harm_cell`` (a false-negative harm), and as dense elsewhere;
+    ``flip`` > 0 makes ``c`` also change the prediction of that share of every other
+    example (a second latent; errors then change both ways: FPR and FNR rise by
+    ``flip * (1 - 2 * error)``). Attributes ``Male`` (p 0.4), ``Young`` (p 0.7) and the
+    label (p 0.3) are independent, so the truth is known in closed form.
+
+    Returns ``(examples, predictions, truth)``: ``truth[(rate, subgroup)]`` is the
+    change of the pooled (mean over the K pairs) rate in the population, for ``fpr``
+    and ``fnr`` and every subgroup of Male x Young, named as the analysis names them.
+    """
+    rng = np.random.default_rng(seed)
+    n, k = n_examples, len(dense_error)
+    male = rng.random(n) < 0.4
+    young = rng.random(n) < 0.7
+    label = (rng.random(n) < 0.3).astype(np.int64)
+    u, v = rng.random(n), rng.random(n)
+    ids = [f"fixed/{i:06d}" for i in range(n)]
+    examples = pd.DataFrame({"example_id": ids, "label": label, "split": "test",
+                             "source_id": ids, "shift": "clean", "severity": np.int8(0),
+                             "attr.Male": male, "attr.Young": young})
+    attr, value = harm_cell
+    harmed = (examples[f"attr.{attr}"].to_numpy() == value) & (label == 1)
+    frames = []
+    for variant in ("dense", "c"):
+        wrong = np.stack([u < e for e in dense_error])
+        if variant == "c":
+            wrong |= harmed & (u[None] < np.asarray(dense_error)[:, None] + harm)
+            wrong ^= (v < flip)[None]
+        pred = np.where(wrong, 1 - label, label)
+        p_pos = np.where(pred == 1, 0.9, 0.1).astype(np.float32)
+        frames.append(pd.DataFrame({
+            "variant": variant, "replica": np.repeat(np.arange(k, dtype=np.int32), n),
+            "example_id": np.tile(ids, k), "pred": pred.ravel(),
+            "p_true": np.where(label == 1, p_pos, 1 - p_pos).ravel(), "p_pos": p_pos.ravel()}))
+    mean_err = float(np.mean(dense_error))
+    mean_harm = float(np.mean([min(e + harm, 1.0) - e for e in dense_error]))
+    flip_shift = flip * (1 - 2 * mean_err)
+    truth: dict[str, float] = {}
+    share = {"Male": 0.4, "Young": 0.7}
+    levels = [(a, b) for a in ("Male", "Young") for b in (True, False)]
+    subgroups: list[dict[str, bool]] = [{}] + [{a: b} for a, b in levels] + [
+        {"Male": m, "Young": y} for m in (True, False) for y in (True, False)]
+    for cell in subgroups:
+        name = " & ".join(f"{a}={b}" for a, b in cell.items()) or "overall"
+        # Share of the subgroup's positives in the harmed cell.
+        p_harm = (float(cell[attr] == value) if attr in cell
+                  else (share[attr] if value else 1 - share[attr]))
+        # After the flip: a harmed positive that became wrong may be flipped back.
+        truth[("fnr", name)] = p_harm * mean_harm * (1 - 2 * flip) + flip_shift
+        truth[("fpr", name)] = flip_shift
+    return examples, pd.concat(frames, ignore_index=True), truth

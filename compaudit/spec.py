@@ -261,7 +261,7 @@ class ExecutorSpec(Checked):
 
 #: The keys of ``[analysis]``; the other analysis options come from [data] and [model].
 ANALYSIS_KEYS = ("bootstrap", "positive_label", "alpha", "level", "seed",
-                 "max_intersection_order")
+                 "max_intersection_order", "about")
 SECTIONS = ("audit", "data", "model", "train", "variants", "shifts", "analysis", "gate",
             "executor", "dissection")
 
@@ -360,7 +360,11 @@ def _sections(doc: dict[str, Any], source: str, problems: list[str]) -> dict[str
     data, model = parts["data"] or DataSpec(), parts["model"] or ModelSpec()
     parts["analysis"] = build(AnalysisOptions, "analysis", keys=ANALYSIS_KEYS,
                               base={"protected": data.protected,
-                                    "num_classes": model.num_classes})
+                                    "num_classes": model.num_classes,
+                                    # The user's own dense files are the artifacts that
+                                    # ship; replicas compaudit trains study the method.
+                                    "about": ("models" if model.weights or model.pretrained
+                                              else "procedure")})
     shifts = doc.get("shifts", [])
     if not isinstance(shifts, list):
         problems.append(f"{source}: [[shifts]]: expected an array of tables")

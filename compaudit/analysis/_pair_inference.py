@@ -29,7 +29,9 @@ over an example-only bootstrap, a two-level bootstrap and a plain paired t.
 
 With one replica per side there is no seed variation to measure: the example-only
 paired bootstrap (percentile interval, bootstrap se, normal p) is used unchanged, and
-the result describes that one model.
+the result describes that one model. The same bootstrap, pooled over the K pairs, is
+the inference *about the models at hand* (``[analysis] about = "models"``): when a team
+ships these very artifacts, only the test examples were drawn at random.
 """
 
 from __future__ import annotations
@@ -42,13 +44,16 @@ import numpy as np
 from scipy import stats as sps
 
 from compaudit.analysis._subgroup_sums import SubgroupSums, rates_from_sums
-from compaudit.analysis.stats import summarize_bootstrap
+from compaudit.analysis.stats import bounded_interval, summarize_bootstrap
 
-__all__ = ["Draws", "Inference", "MAX_DF", "PAIRED", "EXAMPLES", "draws", "infer", "mde"]
+__all__ = ["Draws", "Inference", "MAX_DF", "PAIRED", "EXAMPLES", "MODELS", "draws", "infer",
+           "mde"]
 
 #: Method names written to ``metrics.json`` (``subgroup_method.kind``).
 PAIRED = "paired-replicas+examples"
 EXAMPLES = "examples-only bootstrap"
+#: The models at hand taken as fixed: the paired example bootstrap pooled over the pairs.
+MODELS = "paired example bootstrap (models at hand)"
 #: Degrees of freedom are capped here (t_1000 is the normal quantile to 3 decimals).
 MAX_DF = 1000.0
 #: Power at which the minimum detectable effect is stated.
@@ -108,11 +113,16 @@ class Inference:
 Statistic = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def infer(stat: Statistic, dense: Draws, compressed: Draws, *, level: float) -> Inference:
+def infer(stat: Statistic, dense: Draws, compressed: Draws, *, level: float,
+          bounds: tuple[float | None, float | None] = (None, None)) -> Inference:
     """Inference on ``stat(dense rates, compressed rates)`` (see the module docstring).
 
     ``stat`` maps rate arrays with subgroups on the last axis to the statistic, and
-    broadcasts over leading axes.
+    broadcasts over leading axes. ``bounds`` is the statistic's range (e.g.
+    ``(-1, 1)`` for a change of rates): the t-interval of paired replicas is built on a
+    scale where it is unbounded (:func:`~compaudit.analysis.stats.bounded_interval`),
+    so it never leaves the range; percentile intervals of the example bootstrap lie in
+    it already.
     """
     est = np.asarray(stat(dense.point, compressed.point), dtype=float)
     paired = dense.loo is not None and compressed.loo is not None
@@ -136,12 +146,12 @@ def infer(stat: Statistic, dense: Draws, compressed: Draws, *, level: float) -> 
         se = np.sqrt(pairs + shared)
         df = np.minimum((k - 1) * (1.0 + shared / pairs) ** 2, MAX_DF)
         df = np.where(pairs > 0, df, MAX_DF)
-        half = sps.t.ppf(0.5 + level / 2, df) * se
+        lo, hi = bounded_interval(est, se, sps.t.ppf(0.5 + level / 2, df), bounds)
         p = 2.0 * sps.t.sf(np.abs(est) / se, df)
     p = np.where(se == 0, np.where(est == 0, 1.0, 0.0), p)
     defined = np.isfinite(est) & np.isfinite(se)
     nan = np.nan
-    return Inference(est, np.where(defined, est - half, nan), np.where(defined, est + half, nan),
+    return Inference(est, np.where(defined, lo, nan), np.where(defined, hi, nan),
                      np.where(defined, se, nan), np.where(defined, p, nan),
                      np.where(defined, df, nan))
 

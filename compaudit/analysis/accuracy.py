@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from compaudit.analysis.population import Population, VariantPredictions
-from compaudit.analysis.stats import t_interval
+from compaudit.analysis.stats import RATE, t_interval
 
 __all__ = ["accuracy_table", "accuracy_summary", "per_class_recall"]
 
@@ -40,7 +40,7 @@ def accuracy_summary(table: pd.DataFrame) -> dict[str, dict[str, float | int | N
         entry: dict[str, float | int | None] = {"replicas": len(grp)}
         for metric in ("top1", "top5"):
             if metric in grp and grp[metric].notna().any():
-                mean, std, lo, hi = t_interval(grp[metric].to_numpy())
+                mean, std, lo, hi = t_interval(grp[metric].to_numpy(), bounds=RATE)
                 entry.update({f"{metric}_mean": float(mean), f"{metric}_std": float(std),
                               f"{metric}_lo": float(lo), f"{metric}_hi": float(hi)})
         out[str(name)] = entry

@@ -8,7 +8,7 @@ import platform
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -94,6 +94,14 @@ class AnalysisOptions(Checked):
     screen_top
         Fraction of examples the pre-compression risk screen flags as at risk
         (:mod:`compaudit.analysis.screen`).
+    about
+        What the intervals are about. ``"procedure"`` (default): the compression
+        method, so with paired replicas they cover seed-to-seed variation as well as
+        the examples (:mod:`compaudit.analysis._pair_inference`). ``"models"``: the
+        models at hand are fixed artifacts (a team's shipped files), so they cover the
+        test examples only: the paired example bootstrap, pooled over the given pairs.
+        ``compaudit run`` defaults to ``"models"`` when ``[model].weights`` or
+        ``pretrained`` are the user's files.
     """
 
     dense: str = setting("dense", nonempty=True)
@@ -109,6 +117,7 @@ class AnalysisOptions(Checked):
     min_cell_size: int = setting(1, ge=1)
     max_cells: int = setting(DEFAULT_MAX_CELLS, ge=1)
     screen_top: float = setting(0.05, gt=0, le=1)
+    about: Literal["procedure", "models"] = "procedure"
 
     def _problems(self):
         if self.protected is not None and len(set(self.protected)) != len(self.protected):
@@ -204,6 +213,7 @@ def analyze(
     sub = subgroup_analysis(pop, attributes, positive_label=options.positive_label,
                             n_boot=options.bootstrap, seed=options.seed, level=options.level,
                             **_bounds(options))
+    _detectable_warning(sub.method, sub.deltas)
     summary = sub.summary
     if not pop.is_binary and not pie["pie"].empty:
         summary = pd.concat([summary, _pie_rates(pop, pie["pie"], attributes, options)],
@@ -227,6 +237,21 @@ def analyze(
     steps.close()
     tables.pop("screened")
     return AnalysisResult(metrics=metrics, tables=tables)
+
+
+def _detectable_warning(method: dict[str, Any], deltas: pd.DataFrame) -> None:
+    """Complete a few-pairs warning with the smallest change it leaves detectable."""
+    if not method.get("warning") or deltas.empty or "mde" not in deltas:
+        return
+    overall = deltas[(deltas["subgroup"] == "overall")
+                     & deltas["metric"].isin(["fpr", "fnr", "accuracy"])]
+    sizes = overall["mde"].to_numpy(float)
+    sizes = sizes[np.isfinite(sizes)]
+    found = (f"the smallest change of an overall error rate it can detect is "
+             f"{100 * sizes.min():.1f} pp (80% power, one check at the analysis level; "
+             "a gate over many checks needs more)" if sizes.size else
+             "no change of an overall error rate within its range can be detected")
+    method["warning"] += f"; {found}"
 
 
 def _analysed_shift(full: Population, shift: str) -> Population:
@@ -343,9 +368,11 @@ def _accuracy_by_shift(pop: Population) -> pd.DataFrame:
 
 
 def _bounds(options: AnalysisOptions) -> dict[str, Any]:
-    """The options that bound the subgroups, as keywords of the subgroup analyses."""
+    """The options that bound the subgroups and choose the estimand, as keywords of the
+    subgroup analyses."""
     return {"max_order": options.max_intersection_order,
-            "min_cell_size": options.min_cell_size, "max_cells": options.max_cells}
+            "min_cell_size": options.min_cell_size, "max_cells": options.max_cells,
+            "about": options.about}
 
 
 def _pie_rates(pop: Population, pies: pd.DataFrame, attributes: list[str],

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from compaudit.analysis.stats import t_interval
+from compaudit.analysis.stats import RATE, t_interval
 from compaudit.errors import AuditInputError
 from compaudit.rundir import read_json
 
@@ -50,6 +50,12 @@ CONCEPT_COLUMNS = ("concept", "category", "coverage", "iou_bound", "n_images")
 REPLICA_METRICS = ("units", "interpretable_units", "interpretable_share", "distinct_concepts",
                    "retained_interpretable", "retained_concept", "interpretable_drop",
                    "concept_drop")
+#: The range of each replica metric (counts, shares, and drops relative to dense), so
+#: its interval over replicas stays inside it.
+METRIC_BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "units": (0.0, None), "interpretable_units": (0.0, None), "distinct_concepts": (0.0, None),
+    "interpretable_share": RATE, "retained_interpretable": RATE, "retained_concept": RATE,
+    "interpretable_drop": (None, 1.0), "concept_drop": (None, 1.0)}
 
 UNITS_HINT = ("expected the per-unit table of a dissection: the variants/<name>/"
               "dissection.parquet files of a run, concatenated")
@@ -103,7 +109,7 @@ def _summary(replicas: pd.DataFrame, *, level: float) -> pd.DataFrame:
     rows = []
     for (variant, metric), group in long.groupby(["variant", "metric"], sort=False):
         values = group["value"].to_numpy()
-        mean, std, lo, hi = t_interval(values, level=level)
+        mean, std, lo, hi = t_interval(values, level=level, bounds=METRIC_BOUNDS[metric])
         rows.append({"variant": variant, "metric": metric, "mean": float(mean),
                      "std": float(std), "n": int(np.isfinite(values).sum()),
                      "lo": float(lo), "hi": float(hi)})

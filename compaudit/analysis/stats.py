@@ -25,6 +25,11 @@ __all__ = [
     "bootstrap_sums",
     "BootstrapSummary",
     "summarize_bootstrap",
+    "bounded_interval",
+    "RATE",
+    "RATE_CHANGE",
+    "RATE_CHANGE_DIFF",
+    "GROWTH_PCT",
 ]
 
 #: Resamples generated per matrix product; bounds memory at chunk x n_examples floats.
@@ -87,7 +92,8 @@ def critical_value(tail: float, *, df: float | None = None) -> float:
 
 
 def t_interval(
-    values: np.ndarray, *, axis: int = 0, level: float = 0.95
+    values: np.ndarray, *, axis: int = 0, level: float = 0.95,
+    bounds: tuple[float | None, float | None] = (None, None),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Mean, sample std and the two-sided t-interval of the mean along ``axis``.
 
@@ -101,13 +107,16 @@ def t_interval(
         Axis of the samples.
     level
         Confidence level of the interval.
+    bounds
+        The range of the mean (e.g. :data:`RATE` for rates); the interval is then built
+        where it is unbounded (:func:`bounded_interval`) and stays inside it.
 
     Returns
     -------
     mean, std, lo, hi
         Mean, sample standard deviation (ddof 1) and ``mean -/+ t_{(1+level)/2, n-1} *
-        std / sqrt(n)``, as ``scipy.stats.t.interval``. Fewer than two finite values
-        give a NaN std and interval (and no values a NaN mean).
+        std / sqrt(n)``, as ``scipy.stats.t.interval`` (unbounded parameters). Fewer
+        than two finite values give a NaN std and interval (and no values a NaN mean).
 
     Examples
     --------
@@ -121,11 +130,12 @@ def t_interval(
         mean = np.nansum(v, axis=axis) / n
         dev = np.where(np.isfinite(v), v - np.expand_dims(mean, axis), 0.0)
         std = np.sqrt(np.sum(dev**2, axis=axis) / (n - 1))
-        half = sps.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1)) * std / np.sqrt(n)
+        crit = sps.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1))
     mean = np.where(n > 0, mean, np.nan)
     std = np.where(n > 1, std, np.nan)
-    half = np.where(n > 1, half, np.nan)
-    return mean, std, mean - half, mean + half
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lo, hi = bounded_interval(mean, std / np.sqrt(n), crit, bounds)
+    return mean, std, lo, hi
 
 
 def mcnemar_exact(b: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -262,3 +272,68 @@ def summarize_bootstrap(
     p = np.where(se == 0, np.where(est == null, 1.0, 0.0), p)
     p = np.where(np.isfinite(est), p, np.nan)
     return BootstrapSummary(est, lo, hi, se, p)
+
+
+#: Ranges of the parameters compaudit puts intervals on: a rate, a change of a rate, a
+#: difference of two changes (an excess change, a change since a baseline) and a
+#: relative growth in percent (``None``: unbounded on that side).
+RATE = (0.0, 1.0)
+RATE_CHANGE = (-1.0, 1.0)
+RATE_CHANGE_DIFF = (-2.0, 2.0)
+GROWTH_PCT = (-100.0, None)
+
+
+def bounded_interval(
+    estimate: np.ndarray | float,
+    se: np.ndarray | float,
+    crit: np.ndarray | float,
+    bounds: tuple[float | None, float | None] = (None, None),
+) -> tuple[np.ndarray, np.ndarray]:
+    """``estimate -/+ crit * se``, built on a scale where the parameter is unbounded.
+
+    A parameter in ``[a, b]`` gets the interval on ``atanh((2x - a - b) / (b - a))``
+    (Fisher's z for a correlation; for a change of rates, ``[-1, 1]``), one bounded
+    below by ``a`` on ``log(x - a)`` (a relative growth of at least -100%), one bounded
+    above by ``b`` on ``-log(b - x)``; the se is carried over by the delta method and
+    the ends mapped back, so they never leave the range. Near the middle of the range
+    the interval is the Wald one (the transform is locally linear); near a bound it is
+    asymmetric, as the parameter is. An estimate on a bound itself has no transformed
+    se: its Wald interval is clipped to the range instead.
+
+    Examples
+    --------
+    >>> lo, hi = bounded_interval(0.0, 0.01, 1.96, RATE_CHANGE)  # the Wald interval
+    >>> round(float(lo), 4), round(float(hi), 4)
+    (-0.0196, 0.0196)
+    >>> lo, hi = bounded_interval(0.003, 0.15, 75.0, RATE_CHANGE)  # 3 replicas, df = 2
+    >>> bool(-1 < lo < hi < 1)
+    True
+    >>> lo, hi = bounded_interval(-90.0, 5.0, 3.0, GROWTH_PCT)  # never below -100%
+    >>> round(float(lo), 2), round(float(hi), 2)
+    (-97.77, -55.18)
+    """
+    est = np.asarray(estimate, dtype=float)
+    se = np.asarray(se, dtype=float)
+    half = np.asarray(crit, dtype=float) * se
+    a, b = bounds
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if a is not None and b is not None:
+            u = (2 * est - a - b) / (b - a)
+            z, dz = np.arctanh(u), 2 / ((b - a) * (1 - u**2))
+            lo = a + (b - a) * (np.tanh(z - dz * half) + 1) / 2
+            hi = a + (b - a) * (np.tanh(z + dz * half) + 1) / 2
+        elif a is not None:
+            lo, hi = a + (est - a) * np.exp(-half / (est - a)), a + (est - a) * np.exp(
+                half / (est - a))
+        elif b is not None:
+            lo, hi = b - (b - est) * np.exp(half / (b - est)), b - (b - est) * np.exp(
+                -half / (b - est))
+        else:
+            return est - half, est + half
+        # On a bound (or beyond, by rounding) the transform is infinite: clip Wald.
+        edge = ~(np.isfinite(lo) & np.isfinite(hi)) & np.isfinite(est) & np.isfinite(half)
+        lo = np.where(edge, np.clip(est - half, a, b), lo)
+        hi = np.where(edge, np.clip(est + half, a, b), hi)
+        # The round trip through the transform may move a zero-width end by an ulp.
+        lo, hi = np.where(lo > est, est, lo), np.where(hi < est, est, hi)
+    return lo, hi

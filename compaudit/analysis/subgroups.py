@@ -36,16 +36,38 @@ from compaudit.analysis._cells import (
     Cells,
     subgroup_cells,
 )
-from compaudit.analysis._pair_inference import EXAMPLES, PAIRED, Draws, draws, infer, mde
+from compaudit.analysis._pair_inference import (
+    EXAMPLES,
+    MODELS,
+    PAIRED,
+    Draws,
+    draws,
+    infer,
+    mde,
+)
 from compaudit.analysis._subgroup_sums import SubgroupSums, subgroup_sums
 from compaudit.analysis.population import Population
-from compaudit.analysis.stats import benjamini_hochberg, summarize_bootstrap, t_interval
+from compaudit.analysis.stats import (
+    GROWTH_PCT,
+    RATE,
+    RATE_CHANGE,
+    RATE_CHANGE_DIFF,
+    benjamini_hochberg,
+    summarize_bootstrap,
+    t_interval,
+)
 
 __all__ = ["SubgroupResult", "subgroup_analysis", "subgroup_cells"]
 
 BINARY_RATES = ("base_rate", "selection_rate", "tpr", "fpr", "fnr", "tnr", "accuracy")
-#: Rates whose change is tested; TPR and TNR are 1 - FNR and 1 - FPR.
-BINARY_DELTA_RATES = ("fpr", "fnr", "selection_rate", "accuracy")
+#: Rates whose change is tested; TPR and TNR are 1 - FNR and 1 - FPR. Balanced
+#: accuracy (the mean of TPR and TNR) is what the gate's accuracy check reads.
+BINARY_DELTA_RATES = ("fpr", "fnr", "selection_rate", "accuracy", "balanced_accuracy")
+#: Fewer replica pairs than this make the "procedure" intervals wide (t with K - 1 df).
+MIN_PROCEDURE_PAIRS = 5
+#: Where each change lies: intervals stay inside (see ``stats.bounded_interval``).
+CHANGE_BOUNDS = {"abs_diff": RATE_CHANGE, "rel_change_pct": GROWTH_PCT,
+                 "norm_change_pct": (None, None), "excess_diff": RATE_CHANGE_DIFF}
 #: Relative and normalized changes are tested only where the dense population has at
 #: least this many events and non-events per replica in the subgroup: below it a ratio
 #: of rates is too unstable for a bootstrap test (a null simulation flagged 1 seed in 5).
@@ -77,31 +99,48 @@ class SubgroupResult:
     method: dict = field(default_factory=dict)
 
 
-def comparison_method(pop: Population) -> dict:
-    """How the changes vs dense are inferred: ``kind``, ``replicas`` (pairs) and ``note``.
+def comparison_method(pop: Population, about: str = "procedure") -> dict:
+    """How the changes vs dense are inferred: ``kind``, ``about``, ``replicas`` (pairs),
+    ``note`` (one sentence a reviewer reads) and ``warning`` (``""`` or why few pairs
+    limit what the checks can find; the detectable size is added by the analysis).
 
-    Paired replicas (the same replica ids on both sides, at least two) give
-    :data:`~compaudit.analysis._pair_inference.PAIRED`; otherwise the example-only
-    bootstrap, whose intervals describe the very models analysed, not the procedure.
+    ``about = "procedure"`` with paired replicas (the same replica ids on both sides, at
+    least two) gives :data:`~compaudit.analysis._pair_inference.PAIRED`: the intervals
+    cover seed-to-seed variation. ``about = "models"``, one replica a side, or replicas
+    that cannot be paired give the paired example bootstrap, pooled over the given
+    pairs: the intervals describe the very models analysed.
     """
     dense = pop.variants[pop.dense].replicas
     others = [pop.variants[v].replicas for v in pop.compressed]
     paired = bool(others) and all(np.array_equal(dense, r) for r in others)
     k = len(dense)
+    pairs = f"{k} replica pair{'s' if k != 1 else ''}"
+    if about == "models":
+        return {"kind": MODELS, "about": "models", "replicas": k, "warning": "",
+                "note": f"About the models at hand: the {pairs} are taken as fixed "
+                        "artifacts, as a team ships them, so the intervals cover the "
+                        "sampling of test examples (a paired bootstrap over examples), "
+                        "not what retraining with another seed would give"}
     if paired and k > 1:
-        return {"kind": PAIRED, "replicas": k,
-                "note": f"{k} replica pairs and the examples resampled: intervals cover "
-                        "seed-to-seed variation (the effect of the compression procedure)"}
+        warning = "" if k >= MIN_PROCEDURE_PAIRS else (
+            f"only {k} replica pairs: intervals about the procedure have about {k - 1} "
+            f"degrees of freedom; train {MIN_PROCEDURE_PAIRS} or more replicas, or set "
+            "[analysis] about = \"models\" to judge the models at hand")
+        return {"kind": PAIRED, "about": "procedure", "replicas": k, "warning": warning,
+                "note": f"About the compression procedure: the intervals cover both the "
+                        f"test examples and the seed-to-seed variation of {pairs}, so "
+                        "they say what compressing another model trained the same way "
+                        "would do"}
     if k == 1 and all(len(r) == 1 for r in others):
-        note = ("about one model: one replica a side, so the intervals cover the examples "
+        note = ("About one model: one replica a side, so the intervals cover the examples "
                 "only, not seed-to-seed variation; train more replicas to judge the "
                 "compression procedure")
     else:
-        note = ("replica ids differ between dense and compressed variants, so they cannot "
-                "be paired: the intervals cover the examples only, not seed-to-seed "
-                "variation")
-    return {"kind": EXAMPLES, "replicas": int(min([k] + [len(r) for r in others])),
-            "note": note}
+        note = ("About the models at hand: replica ids differ between dense and "
+                "compressed variants, so they cannot be paired, and the intervals cover "
+                "the examples only, not seed-to-seed variation")
+    return {"kind": EXAMPLES, "about": "models", "replicas":
+            int(min([k] + [len(r) for r in others])), "warning": "", "note": note}
 
 
 def subgroup_analysis(
@@ -116,6 +155,7 @@ def subgroup_analysis(
     max_order: int | None = None,
     min_cell_size: int = 1,
     max_cells: int = DEFAULT_MAX_CELLS,
+    about: str = "procedure",
 ) -> SubgroupResult:
     """Per-replica subgroup rates, their replica summary, and changes vs dense.
 
@@ -141,10 +181,14 @@ def subgroup_analysis(
     max_cells
         More subgroups than this raise :class:`~compaudit.errors.AuditInputError`
         before anything large is allocated.
+    about
+        ``"procedure"``: intervals of paired populations cover the seeds too;
+        ``"models"``: the models at hand are fixed, intervals cover the examples
+        (:func:`comparison_method`).
     """
     cells = subgroup_cells(pop.examples, attributes, max_order=max_order,
                            min_size=min_cell_size, max_cells=max_cells)
-    method = comparison_method(pop)
+    method = comparison_method(pop, about)
     pairs = method["kind"] == PAIRED
     sums = subgroup_sums(pop, cells=cells, positive_label=positive_label, n_boot=n_boot,
                          seed=seed, per_replica_boot=replica_intervals or pairs)
@@ -209,7 +253,7 @@ def _summary_table(per_replica: pd.DataFrame, *, binary: bool) -> pd.DataFrame:
         for metric in metrics:
             values = np.ascontiguousarray(block[metric].to_numpy(float)
                                           .reshape(n_replicas, n_sub).T)
-            stats[metric] = t_interval(values, axis=1)
+            stats[metric] = t_interval(values, axis=1, bounds=RATE)
         frames.append(pd.DataFrame({
             "variant": name, "subgroup": np.repeat(first["subgroup"].to_numpy(), len(metrics)),
             "grouping": np.repeat(first["grouping"].to_numpy(), len(metrics)),
@@ -229,16 +273,17 @@ def _delta_tables(*, pop: Population, cells: Cells, sums: SubgroupSums, level: f
     subgroup_n = sums.point[:, :n_shared].sum(axis=1).astype(np.int64)
     # Examples each rate is a share of: negatives for FPR, positives for FNR, else all.
     denominators = ({"fpr": sums.point[:, 1], "fnr": sums.point[:, 0],
-                     "selection_rate": subgroup_n, "accuracy": subgroup_n}
+                     "selection_rate": subgroup_n, "accuracy": subgroup_n,
+                     "balanced_accuracy": np.minimum(sums.point[:, 0], sums.point[:, 1])}
                     if pop.is_binary else {"accuracy": subgroup_n})
-    dense_draws = draws(sums, variant=pop.dense, pairs=pairs)
+    dense_draws = _with_balanced(draws(sums, variant=pop.dense, pairs=pairs))
     members: dict[str, list[int]] = {}
     for i, g in enumerate(cells.groupings):
         members.setdefault(g, []).append(i)
     groupings = [g for g in members if g != "overall"]
     delta_frames, disparity_rows = [], []
     for name in pop.compressed:
-        variant_draws = draws(sums, variant=name, pairs=pairs)
+        variant_draws = _with_balanced(draws(sums, variant=name, pairs=pairs))
         for metric in metrics:
             pair = {"dense": dense_draws[metric], "compressed": variant_draws[metric]}
             delta_frames.append(_delta_frame(
@@ -253,6 +298,21 @@ def _delta_tables(*, pop: Population, cells: Cells, sums: SubgroupSums, level: f
     if sums.boot is not None:
         _add_q_values(deltas, disparity)
     return deltas, disparity
+
+
+def _with_balanced(rates: dict[str, Draws]) -> dict[str, Draws]:
+    """Add balanced accuracy, ``1 - (FPR + FNR) / 2``, to a binary task's rates (every
+    part of the draws alike, so its inference is paired like the others')."""
+    if "fpr" not in rates:
+        return rates
+    fpr, fnr = rates["fpr"], rates["fnr"]
+
+    def bal(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None or b is None else 1.0 - (a + b) / 2.0
+
+    return {**rates, "balanced_accuracy": Draws(
+        bal(fpr.point, fnr.point), bal(fpr.loo, fnr.loo), bal(fpr.boot, fnr.boot),
+        bal(fpr.boot_pairs, fnr.boot_pairs))}
 
 
 def _delta_frame(*, variant: str, metric: str, cells: Cells, subgroup_n: np.ndarray,
@@ -274,7 +334,8 @@ def _delta_frame(*, variant: str, metric: str, cells: Cells, subgroup_n: np.ndar
         return cache[(id(d), id(c))][key]
 
     for key in ("abs_diff", "rel_change_pct", "norm_change_pct", "excess_diff"):
-        s = infer(lambda d, c, key=key: changes(d, c, key), dense, compressed, level=level)
+        s = infer(lambda d, c, key=key: changes(d, c, key), dense, compressed, level=level,
+                  bounds=CHANGE_BOUNDS[key])
         frame[key] = s.estimate
         if resampled:
             frame[f"{key}_lo"], frame[f"{key}_hi"] = s.lo, s.hi
@@ -283,7 +344,9 @@ def _delta_frame(*, variant: str, metric: str, cells: Cells, subgroup_n: np.ndar
             if key != "rel_change_pct":  # the relative test is the abs_diff test
                 frame[f"{key}_p"] = s.p
             if key == "abs_diff":
-                frame["mde"] = mde(s.se, s.df, level=level)
+                # A change of a rate is at most 1: a larger one cannot be detected (NaN).
+                size = mde(s.se, s.df, level=level)
+                frame["mde"] = np.where(size <= RATE_CHANGE[1], size, np.nan)
     events = dense_rate * denominator
     testable = np.minimum(events, denominator - events) >= MIN_EVENTS
     if resampled:
@@ -354,7 +417,8 @@ def _disparity_row(*, variant: str, grouping: str, metric: str, cells: Cells, id
            "max_subgroup": cells.names[idx[int(np.nanargmax(in_grouping))]] if finite.any() else "",
            "min_subgroup": cells.names[idx[int(np.nanargmin(in_grouping))]] if finite.any() else ""}
     if dense.boot is not None and compressed.boot is not None:
-        s = infer(lambda d, c: spread(c) - spread(d), dense, compressed, level=level)
+        s = infer(lambda d, c: spread(c) - spread(d), dense, compressed, level=level,
+                  bounds=RATE_CHANGE)
         row.update({"change_lo": float(s.lo), "change_hi": float(s.hi),
                     "change_se": float(s.se), "change_df": float(s.df),
                     "change_p": float(s.p)})

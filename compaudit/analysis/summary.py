@@ -31,6 +31,11 @@ def format_summary(metrics: dict[str, Any], *, top: int = 3) -> str:
             f"{'' if std is None or std != std else f'{100 * std:.2f}':>9}{sig:>21}"
             f"{(pie['n_pie'] if pie else '-'):>8}"
         )
+    method = metrics.get("subgroup_method") or {}
+    if method.get("note"):
+        lines += ["", f"inference: {method['note']}."]
+    if method.get("warning"):
+        lines.append(f"warning: {method['warning']}.")
     tests = {c["test"] for c in metrics["classes"].values()}
     if tests - {"welch"}:
         lines.append(f"(class test: {', '.join(sorted(tests))} — a single replica on a side)")

@@ -6,7 +6,10 @@ tolerance. Intervals are Wald intervals from the standard errors in ``metrics.js
 with t quantiles where a row carries degrees of freedom (``*_df``: subgroup, disparity
 and shift changes, whose se covers replica pairs and examples; dissection checks, whose
 only source of variation is the replica), widened by a Bonferroni correction over all
-checks of the run, so that together they hold with the policy's ``level``:
+checks of the run, so that together they hold with the policy's ``level``. An interval
+never leaves its parameter's range (a change of a rate lies in [-1, 1], a relative growth
+is at least -100%): it is built on a scale where the parameter is unbounded
+(:func:`compaudit.analysis.stats.bounded_interval`; ratios on the log scale).
 
 - **fail**: the whole interval lies above the tolerance (the increase is real and too big);
 - **pass**: the whole interval lies at or below the tolerance;
@@ -25,16 +28,24 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
-from compaudit.analysis.stats import critical_value, t_interval
-
-#: Power at which an inconclusive subgroup check states what its cell could detect.
-DETECT_POWER = 0.8
+from compaudit.analysis.stats import (
+    GROWTH_PCT,
+    RATE_CHANGE,
+    RATE_CHANGE_DIFF,
+    bounded_interval,
+    critical_value,
+    t_interval,
+)
 from compaudit.errors import AuditInputError
 from compaudit.gate.operating import OperatingPoint, operating_points
 from compaudit.gate.policy import GatePolicy
 from compaudit.rundir import check_metrics_schema
 
 __all__ = ["Check", "GateResult", "run_gate"]
+
+#: Power at which an inconclusive subgroup check states what its cell could detect.
+DETECT_POWER = 0.8
+Bounds = tuple[float | None, float | None]
 
 
 @dataclass
@@ -61,10 +72,12 @@ class Check:
     # Examples and replica pairs behind a subgroup check (for its detectable effect).
     n: int | None = None
     replicas: int | None = None
+    # The range of the estimate: its interval is built where it is unbounded.
+    bounds: Bounds = (None, None)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for key in ("log_estimate", "df", "n", "replicas"):
+        for key in ("log_estimate", "df", "n", "replicas", "bounds"):
             d.pop(key)
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                 for k, v in d.items()}
@@ -82,6 +95,9 @@ class GateResult:
     #: Per compression family: the most compressed variant that passes every check and
     #: the first that fails (:mod:`compaudit.gate.operating`).
     operating_points: list[OperatingPoint] = field(default_factory=list)
+    #: What the intervals are about (``metrics.json["subgroup_method"]["note"]``): the
+    #: models at hand or the compression procedure, in one sentence.
+    inference: str = ""
 
     @property
     def failed(self) -> list[Check]:
@@ -122,6 +138,17 @@ def _sum_df(se1: float, df1: float | None, se2: float, df2: float | None) -> flo
     return (se1**2 + se2**2) ** 2 / den if den > 0 else None
 
 
+def _harm_sign(metric: str) -> float:
+    """-1 for the accuracies, which harm by falling; +1 for the error rates."""
+    return -1.0 if metric in ("accuracy", "balanced_accuracy") else 1.0
+
+
+def _signed(bounds: Bounds, sign: float) -> Bounds:
+    """The range of ``sign * x`` for ``x`` in ``bounds``."""
+    lo, hi = bounds
+    return bounds if sign > 0 else (None if hi is None else -hi, None if lo is None else -lo)
+
+
 def _selected(variant: str, policy: GatePolicy, available: list[str]) -> bool:
     return variant in available and (not policy.variants or variant in policy.variants)
 
@@ -132,28 +159,45 @@ def _subgroup_checks(metrics: dict, policy: GatePolicy, variants: list[str]) -> 
         if (row["metric"] not in pol.metrics or not _selected(row["variant"], policy, variants)
                 or row["n"] < policy.min_subgroup_size):
             continue
-        # Accuracy harms by falling; the others by rising.
-        sign = -1.0 if row["metric"] == "accuracy" else 1.0
+        sign = _harm_sign(row["metric"])
         base = dict(kind="subgroup_rate", variant=row["variant"], subject=row["subgroup"],
                     n=int(row["n"]), replicas=row.get("replicas"))
         stem = f"{row['variant']}/{row['subgroup']}/{row['metric']}"
         if pol.max_abs_increase is not None:
             yield Check(id=f"{stem}/abs", **base, metric=row["metric"],
                         estimate=sign * _num(row["abs_diff"]), se=_num(row.get("abs_diff_se")),
-                        df=_df(row.get("abs_diff_df")),
+                        df=_df(row.get("abs_diff_df")), bounds=RATE_CHANGE,
                         tolerance=pol.max_abs_increase, unit="points")
         if pol.max_rel_increase_pct is not None:
             yield Check(id=f"{stem}/rel", **base, metric=f"{row['metric']} (relative)",
                         estimate=sign * _num(row["rel_change_pct"]),
                         se=_num(row.get("rel_change_pct_se")),
                         df=_df(row.get("rel_change_pct_df")),
+                        bounds=_signed(GROWTH_PCT, sign),
                         tolerance=pol.max_rel_increase_pct, unit="%")
         if pol.max_excess_increase is not None and row["subgroup"] != "overall":
             yield Check(id=f"{stem}/excess", **base, metric=f"{row['metric']} (excess)",
                         estimate=sign * _num(row.get("excess_diff")),
                         se=_num(row.get("excess_diff_se")),
-                        df=_df(row.get("excess_diff_df")),
+                        df=_df(row.get("excess_diff_df")), bounds=RATE_CHANGE_DIFF,
                         tolerance=pol.max_excess_increase, unit="points")
+
+
+def _accuracy_checks(metrics: dict, policy: GatePolicy, variants: list[str]) -> Iterator[Check]:
+    pol = policy.accuracy
+    binary = bool(metrics.get("task", {}).get("binary"))
+    metric = "balanced_accuracy" if binary else "accuracy"
+    for row in metrics.get("deltas", []):
+        if (row["metric"] != metric or row["subgroup"] != "overall"
+                or not _selected(row["variant"], policy, variants)):
+            continue
+        yield Check(id=f"{row['variant']}/overall/{metric}_drop", kind="accuracy",
+                    variant=row["variant"], subject="overall",
+                    metric="balanced accuracy drop" if binary else "top-1 drop",
+                    estimate=-_num(row["abs_diff"]), se=_num(row.get("abs_diff_se")),
+                    df=_df(row.get("abs_diff_df")), bounds=RATE_CHANGE,
+                    n=int(row["n"]), replicas=row.get("replicas"),
+                    tolerance=pol.max_drop, unit="points")
 
 
 def _disparity_checks(metrics: dict, policy: GatePolicy, variants: list[str]) -> Iterator[Check]:
@@ -165,7 +209,7 @@ def _disparity_checks(metrics: dict, policy: GatePolicy, variants: list[str]) ->
                     kind="disparity", variant=row["variant"], subject=row["grouping"],
                     metric=row["metric"], estimate=_num(row["change"]),
                     se=_num(row.get("change_se")), df=_df(row.get("change_df")),
-                    tolerance=pol.max_increase, unit="points")
+                    bounds=RATE_CHANGE, tolerance=pol.max_increase, unit="points")
 
 
 def _overindex_checks(metrics: dict, policy: GatePolicy, variants: list[str]) -> Iterator[Check]:
@@ -237,7 +281,7 @@ def _robustness_checks(metrics: dict, policy: GatePolicy, variants: list[str]) -
         if pol.max_accuracy_drop is not None:
             yield Check(id=f"{row['variant']}/{row['shift']}/accuracy_drop", **base,
                         metric="accuracy_drop", estimate=drop, se=se, df=df,
-                        tolerance=pol.max_accuracy_drop, unit="points")
+                        bounds=RATE_CHANGE, tolerance=pol.max_accuracy_drop, unit="points")
         ref = clean.get(row["variant"])
         if pol.max_excess_drop is not None and ref is not None:
             # Shifted examples derive from clean ones, so the two estimates correlate
@@ -248,7 +292,7 @@ def _robustness_checks(metrics: dict, policy: GatePolicy, variants: list[str]) -
                         se=math.hypot(se, _num(ref.get("abs_diff_se"))),
                         df=_sum_df(se, df, _num(ref.get("abs_diff_se")),
                                    _df(ref.get("abs_diff_df"))),
-                        tolerance=pol.max_excess_drop, unit="points")
+                        bounds=RATE_CHANGE_DIFF, tolerance=pol.max_excess_drop, unit="points")
 
 
 def _baseline_checks(metrics: dict, baseline: dict, policy: GatePolicy,
@@ -261,7 +305,7 @@ def _baseline_checks(metrics: dict, baseline: dict, policy: GatePolicy,
         if (key not in old or row["metric"] not in wanted or row["n"] < policy.min_subgroup_size
                 or not _selected(row["variant"], policy, variants)):
             continue
-        sign = -1.0 if row["metric"] == "accuracy" else 1.0
+        sign = _harm_sign(row["metric"])
         prev = old[key]
         yield Check(id=f"{'/'.join(key)}/vs_baseline", kind="baseline", variant=row["variant"],
                     subject=row["subgroup"], metric=row["metric"],
@@ -269,7 +313,7 @@ def _baseline_checks(metrics: dict, baseline: dict, policy: GatePolicy,
                     se=math.hypot(_num(row.get("abs_diff_se")), _num(prev.get("abs_diff_se"))),
                     df=_sum_df(_num(row.get("abs_diff_se")), _df(row.get("abs_diff_df")),
                                _num(prev.get("abs_diff_se")), _df(prev.get("abs_diff_df"))),
-                    tolerance=pol.max_abs_increase, unit="points")
+                    bounds=RATE_CHANGE_DIFF, tolerance=pol.max_abs_increase, unit="points")
 
 
 def _dissection_checks(metrics: dict, policy: GatePolicy, variants: list[str]) -> Iterator[Check]:
@@ -299,7 +343,7 @@ def _dissection_checks(metrics: dict, policy: GatePolicy, variants: list[str]) -
             check = Check(id=f"{variant}/dissection/{metric}", kind="dissection",
                           variant=variant, subject=subject, metric=metric, estimate=100 * mean,
                           se=100 * se, tolerance=100 * tolerance, unit="%",
-                          df=n - 1 if n >= 2 else None)
+                          df=n - 1 if n >= 2 else None, bounds=(None, 100.0))
             if not n:
                 check.reason = "the dense model has no interpretable unit to lose"
             elif n == 1:
@@ -319,7 +363,8 @@ def _decide(check: Check, z: float, tail: float) -> None:
         hi = check.log_estimate + z * check.se
         check.lo, check.hi = 100 * (math.exp(lo) - 1), 100 * (math.exp(hi) - 1)
     elif math.isfinite(check.se):
-        check.lo, check.hi = check.estimate - z * check.se, check.estimate + z * check.se
+        lo, hi = bounded_interval(check.estimate, check.se, z, check.bounds)
+        check.lo, check.hi = float(lo), float(hi)
     else:
         check.verdict = "inconclusive"
         check.reason = check.reason or "no standard error (bootstrap off?)"
@@ -332,7 +377,7 @@ def _decide(check: Check, z: float, tail: float) -> None:
     else:
         check.verdict = "inconclusive"
         check.reason = f"interval contains the tolerance {check.tolerance:g} {check.unit}"
-        if check.kind == "subgroup_rate" and check.n is not None:
+        if check.kind in ("subgroup_rate", "accuracy") and check.n is not None:
             check.reason += "; " + detectable(check, z)
 
 
@@ -343,9 +388,13 @@ def detectable(check: Check, crit: float) -> str:
     q_power = (critical_value(1 - DETECT_POWER) if check.df is None
                else critical_value(1 - DETECT_POWER, df=check.df))
     size = (crit + q_power) * check.se
-    amount = f"{100 * size:.1f} pp" if check.unit == "points" else f"{size:.1f} {check.unit}"
     k = check.replicas
     replicas = f"{k} replica{'s' if k != 1 else ''}" if k is not None else "the replicas"
+    top = check.bounds[1]
+    if top is not None and size >= top - check.tolerance:
+        # No increase the parameter's range allows above the tolerance could be found.
+        return f"cannot be decided with {replicas} and {check.n:,} examples"
+    amount = f"{100 * size:.1f} pp" if check.unit == "points" else f"{size:.1f} {check.unit}"
     return f"this cell can detect only ≥ {amount} with {check.n:,} examples and {replicas}"
 
 
@@ -389,7 +438,10 @@ def run_gate(metrics: dict, policy: GatePolicy | None = None, *,
                 check.reason += " (policy: inconclusive passes)"
     points = operating_points(checks, variants, dense=str(metrics["options"]["dense"]),
                               variants_info=variants_info, inconclusive=policy.inconclusive)
-    return GateResult(checks=checks, policy=policy, z=z, notes=notes, operating_points=points)
+    method = metrics.get("subgroup_method")
+    inference = str(method.get("note", "")) if isinstance(method, dict) else ""
+    return GateResult(checks=checks, policy=policy, z=z, notes=notes, operating_points=points,
+                      inference=inference)
 
 
 def _compressed_variants(metrics: dict) -> list[str]:
@@ -411,7 +463,7 @@ def _check_baseline(baseline: dict, variants: list[str]) -> None:
 
 #: Each policy section and the function producing its checks.
 _SECTIONS: dict[str, Callable[..., Iterator[Check]]] = {
-    "subgroup_rate": _subgroup_checks, "disparity": _disparity_checks,
+    "accuracy": _accuracy_checks, "subgroup_rate": _subgroup_checks, "disparity": _disparity_checks,
     "pie_overindex": _overindex_checks, "pie_within_label": _within_label_checks,
     "robustness": _robustness_checks,
     "dissection": _dissection_checks,

@@ -66,6 +66,8 @@ def format_table(result: GateResult, *, show_passed: bool = False, limit: int = 
     if len(shown) > limit:
         lines.append(f"... and {len(shown) - limit} more (see the JUnit or JSON output)")
     lines += [f"note: {note}" for note in result.notes]
+    if result.inference:
+        lines.append(f"inference: {result.inference}.")
     lines += [f"operating point: {line}" for line in _point_lines(result)]
     return "\n".join(lines)
 
@@ -113,6 +115,8 @@ def to_markdown(result: GateResult, *, limit: int = 25) -> str:
         "",
         *[f"> note: {_md_escape(note)}" for note in result.notes],
     ]
+    if result.inference:
+        lines += [f"_{_md_escape(result.inference)}._", ""]
     if result.operating_points:
         lines += ["", "### Recommended operating point", "",
                   "| method family | most compressed variant passing every check | "
@@ -143,7 +147,7 @@ def write_gate_outputs(result: GateResult, out_dir: str | Path) -> dict[str, Pat
     make_folder(out, what="gate output folder")
     paths = gate_files(out)
     doc = {"verdict": result.verdict, "exit_code": result.exit_code, "z": result.z,
-           "notes": result.notes,
+           "notes": result.notes, "inference": result.inference,
            "operating_points": [p.as_dict() for p in result.operating_points],
            "checks": [c.as_dict() for c in result.checks]}
     atomic_write_text(paths["json"], json.dumps(doc, indent=2, allow_nan=False) + "\n")

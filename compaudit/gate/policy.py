@@ -8,6 +8,9 @@ A policy is the ``[gate]`` table of an audit spec, or a file of its own::
     variants = []             # compressed variants to check; empty = all
     min_subgroup_size = 30    # smaller subgroups are not checked
 
+    [gate.accuracy]           # overall accuracy lost vs dense (balanced accuracy if binary)
+    max_drop = 0.01           # in rate units (0.01 = 1 point)
+
     [gate.subgroup_rate]      # per-subgroup increase of an error rate vs dense
     metrics = ["fpr", "fnr"]
     max_abs_increase = 0.02   # in rate units (0.02 = 2 points)
@@ -54,6 +57,7 @@ from compaudit.errors import AuditInputError
 
 __all__ = [
     "GatePolicy",
+    "AccuracyPolicy",
     "SubgroupRatePolicy",
     "DisparityPolicy",
     "OverindexPolicy",
@@ -65,12 +69,21 @@ __all__ = [
     "policy_from_dict",
 ]
 
-RateMetric = Literal["fpr", "fnr", "selection_rate", "accuracy"]
+RateMetric = Literal["fpr", "fnr", "selection_rate", "accuracy", "balanced_accuracy"]
 
 
 def _tolerance(default: float | None) -> float | None:
     """An optional tolerance >= 0; ``false`` in TOML turns its check off."""
     return setting(default, ge=0, off=True)
+
+
+@dataclass(frozen=True)
+class AccuracyPolicy(Checked):
+    """Tolerance on the overall accuracy a variant loses against dense: top-1 for
+    many-class tasks, balanced accuracy (the mean of TPR and TNR) for binary ones, so a
+    variant cannot pass by trading one error for the other on an unbalanced label."""
+
+    max_drop: float = setting(0.01, ge=0)
 
 
 @dataclass(frozen=True)
@@ -157,6 +170,7 @@ class GatePolicy(Checked):
     inconclusive: Literal["warn", "fail", "pass"] = "warn"
     variants: tuple[str, ...] = ()
     min_subgroup_size: int = setting(30, ge=0)
+    accuracy: AccuracyPolicy | None = setting(factory=AccuracyPolicy)
     subgroup_rate: SubgroupRatePolicy | None = setting(factory=SubgroupRatePolicy)
     disparity: DisparityPolicy | None = setting(factory=DisparityPolicy)
     pie_overindex: OverindexPolicy | None = setting(factory=OverindexPolicy)
@@ -167,8 +181,8 @@ class GatePolicy(Checked):
 
 
 #: The check sections of a policy; a policy table turns off those it does not name.
-SECTIONS = ("subgroup_rate", "disparity", "pie_overindex", "pie_within_label", "robustness",
-            "baseline", "dissection")
+SECTIONS = ("accuracy", "subgroup_rate", "disparity", "pie_overindex", "pie_within_label",
+            "robustness", "baseline", "dissection")
 
 
 def policy_from_dict(table: dict, *, source: str = "policy") -> GatePolicy:

@@ -68,7 +68,12 @@ def test_accuracy_by_severity_matches_scipy_t_interval():
     assert list(zip(table["variant"], table["shift"], table["severity"])) == [
         ("v", "clean", 0), ("v", "fog", 2), ("w", "fog", 2)]
     fog = [0.7, 0.74, 0.69]
-    lo, hi = stats.t.interval(0.9, 2, loc=np.mean(fog), scale=stats.sem(fog))
+    # scipy's t-interval on the logit scale of the accuracy (a rate stays in [0, 1]):
+    # atanh(2m - 1) = logit(m) / 2, with the delta-method scale.
+    m = np.mean(fog)
+    z_lo, z_hi = stats.t.interval(0.9, 2, loc=np.arctanh(2 * m - 1),
+                                  scale=stats.sem(fog) * 2 / (1 - (2 * m - 1) ** 2))
+    lo, hi = (np.tanh(z_lo) + 1) / 2, (np.tanh(z_hi) + 1) / 2
     row = table.iloc[1]
     assert row["replicas"] == 3
     assert row["mean"] == pytest.approx(np.mean(fog))

@@ -52,7 +52,13 @@ def test_control_without_harm_does_not_fail(control):
     assert not result.failed and result.exit_code == 0
 
 
-def test_intervals_are_bonferroni_wald_intervals(planted):
+def _fisher_z(est, half):
+    """A Wald interval of half-width ``half`` built on atanh(est), mapped back (by hand)."""
+    z, dz = np.arctanh(est), 1 / (1 - est**2)
+    return np.tanh(z - dz * half), np.tanh(z + dz * half)
+
+
+def test_intervals_are_bonferroni_intervals_on_fishers_z_scale(planted):
     result = run_gate(planted)
     m = len(result.checks)
     assert result.z == pytest.approx(sps.norm.ppf(1 - 0.05 / (2 * m)))
@@ -63,8 +69,12 @@ def test_intervals_are_bonferroni_wald_intervals(planted):
     # at the Bonferroni tail (the example-only se of earlier versions took z).
     q = sps.t.ppf(1 - 0.05 / (2 * m), row["abs_diff_df"])
     assert 3 <= row["abs_diff_df"] <= 1000 and check.df == row["abs_diff_df"]
-    assert check.lo == pytest.approx(row["abs_diff"] - q * row["abs_diff_se"])
-    assert check.hi == pytest.approx(row["abs_diff"] + q * row["abs_diff_se"])
+    lo, hi = _fisher_z(row["abs_diff"], q * row["abs_diff_se"])
+    assert (check.lo, check.hi) == pytest.approx((lo, hi), rel=1e-12)
+    # Away from the bounds it is the Wald interval to within 5% of its half-width.
+    half = q * row["abs_diff_se"]
+    assert (check.lo, check.hi) == pytest.approx(
+        (row["abs_diff"] - half, row["abs_diff"] + half), abs=0.05 * half)
 
 
 def test_inconclusive_subgroup_check_states_what_its_cell_can_detect():
@@ -87,7 +97,8 @@ def _handmade(abs_diff, se, n=500):
 
 
 ONLY_RATES = GatePolicy(subgroup_rate=SubgroupRatePolicy(metrics=("fpr",), max_abs_increase=0.02),
-                        disparity=None, pie_overindex=None, robustness=None, baseline=None)
+                        accuracy=None, disparity=None, pie_overindex=None, robustness=None,
+                        baseline=None)
 
 
 @pytest.mark.parametrize(
@@ -100,7 +111,7 @@ def test_verdict_rule(abs_diff, se, verdict):
     z = sps.norm.ppf(1 - 0.05 / 2)  # a single check: no widening
     assert check.verdict == verdict
     if verdict != "inconclusive" or math.isfinite(abs_diff):
-        assert check.lo == pytest.approx(abs_diff - z * se)
+        assert check.lo == pytest.approx(_fisher_z(abs_diff, z * se)[0], rel=1e-12)
 
 
 def test_inconclusive_policy_decides_the_exit_code():
@@ -224,7 +235,11 @@ def test_dissection_check_is_a_t_interval_over_replicas(variant_counts, verdict)
     metrics = _dissected((20, 20, 20, 20), variant_counts)
     (check,) = run_gate(metrics, ONLY_DISSECTION).checks
     drops = 100 * (1 - np.array(variant_counts) / 20)
-    lo, hi = sps.t.interval(0.95, len(drops) - 1, loc=drops.mean(), scale=sps.sem(drops))
+    # A drop is at most 100%: scipy's t-interval on -log(100 - drop), mapped back.
+    m = drops.mean()
+    g_lo, g_hi = sps.t.interval(0.95, len(drops) - 1, loc=-np.log(100 - m),
+                                scale=sps.sem(drops) / (100 - m))
+    lo, hi = 100 - np.exp(-g_lo), 100 - np.exp(-g_hi)
     assert (check.kind, check.metric, check.unit) == ("dissection", "interpretable_drop", "%")
     assert check.estimate == pytest.approx(drops.mean())
     assert (check.lo, check.hi) == (pytest.approx(lo), pytest.approx(hi))
@@ -312,3 +327,67 @@ def test_within_label_check_on_a_planted_run(planted):
     check = next(c for c in checks if c.id == "gmp-90/Male=True & Young=False/pie_within_label")
     assert check.lo == pytest.approx(
         100 * (row["rr_mh"] * math.exp(-result.z * row["log_rr_se"]) - 1))
+
+
+def _loaded_artifacts(about):
+    """Three fixed dense models, a variant flipping half of their predictions and a
+    float16 variant that changes none, analysed as a team's artifacts or a procedure."""
+    ex, pr = simulate_binary(n_examples=3000, n_replicas=3, variants=("dense",), seed=4,
+                             replica_logit_sd=0.5)
+    dense = pr[pr["variant"] == "dense"]
+    flip = np.random.default_rng(0).random(len(dense)) < 0.5
+    flipped = dense.assign(variant="flip-50", pred=np.where(flip, 1 - dense["pred"],
+                                                            dense["pred"]))
+    flipped["p_pos"] = np.where(flipped["pred"] == 1, 0.9, 0.1).astype(np.float32)
+    flipped["p_true"] = np.where(ex.set_index("example_id").loc[flipped["example_id"],
+                                                               "label"].to_numpy() == 1,
+                                 flipped["p_pos"], 1 - flipped["p_pos"]).astype(np.float32)
+    import pandas as pd
+
+    pr = pd.concat([dense, flipped, dense.assign(variant="float16")], ignore_index=True)
+    ex = validate_examples(ex)
+    return analyze(ex, validate_predictions(pr, ex),
+                   AnalysisOptions(bootstrap=300, about=about)).metrics
+
+
+def test_a_team_s_artifacts_are_judged_flipping_half_fails_and_an_identical_one_passes():
+    metrics = _loaded_artifacts("models")
+    assert metrics["subgroup_method"]["about"] == "models"
+    result = run_gate(metrics)  # the default policy, accuracy check included
+    flip = [c for c in result.checks if c.variant == "flip-50"]
+    fp16 = [c for c in result.checks if c.variant == "float16"]
+    assert {c.verdict for c in fp16} == {"pass"}
+    (acc,) = [c for c in flip if c.kind == "accuracy"]
+    # Half the predictions flipped: balanced accuracy falls to about 0.5.
+    assert acc.metric == "balanced accuracy drop" and acc.estimate > 0.3
+    assert acc.verdict == "fail" and acc.lo > 0.01
+    assert sum(c.verdict == "fail" for c in flip) > len(flip) / 2
+    assert result.verdict == "fail"
+    assert "About the models at hand" in result.inference
+    for c in result.checks:
+        if c.unit == "points":
+            assert -2 <= c.lo <= c.estimate <= c.hi <= 2
+    op = {p.family: p for p in result.operating_points}
+    assert any(p.first_failing == "flip-50" for p in op.values())
+
+
+def test_accuracy_check_reads_top1_of_many_class_runs_and_is_off_when_named_off():
+    metrics = _handmade(0.0, 0.01)
+    metrics["task"] = {"binary": False}
+    metrics["deltas"].append({"variant": "c", "subgroup": "overall", "metric": "accuracy",
+                              "n": 500, "abs_diff": -0.05, "abs_diff_se": 0.005,
+                              "replicas": 2})
+    only = policy_from_dict({"accuracy": {"max_drop": 0.01}})
+    (check,) = run_gate(metrics, only).checks
+    assert (check.kind, check.metric, check.verdict) == ("accuracy", "top-1 drop", "fail")
+    assert check.estimate == pytest.approx(0.05)
+    assert "accuracy" not in {c.kind for c in run_gate(metrics, ONLY_RATES).checks}
+
+
+def test_an_undecidable_cell_says_so_instead_of_a_size_beyond_the_range():
+    metrics = _handmade(0.03, 0.4)  # se of 40 pp: no increase within [-1, 1] detectable
+    metrics["deltas"][0].update({"abs_diff_df": 2.0, "replicas": 3})
+    (check,) = run_gate(metrics, ONLY_RATES).checks
+    assert check.verdict == "inconclusive"
+    assert check.reason.endswith("cannot be decided with 3 replicas and 500 examples")
+    assert -1 <= check.lo < check.hi <= 1

@@ -126,7 +126,14 @@ def _timings(timings: Any) -> list[Html]:
 def render_methodology(run: RunData, options: ReportOptions) -> Html:
     """Definitions, then provenance: run.json, analysis inputs and options, environment."""
     m = run.metrics
-    parts: list[Html] = [tag("h3", "Definitions"), tag(
+    method = m.get("subgroup_method") or {}
+    parts: list[Html] = []
+    if method.get("note"):
+        parts += [tag("h3", "What the intervals are about"),
+                  tag("p", f"{method['note']}.")]
+        if method.get("warning"):
+            parts.append(tag("p", tag("strong", "Warning: "), f"{method['warning']}."))
+    parts += [tag("h3", "Definitions"), tag(
         "dl", *(join([tag("dt", term), tag("dd", text)]) for term, text in DEFINITIONS),
         class_="defs")]
     parts += _run_info(run)

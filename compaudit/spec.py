@@ -402,7 +402,7 @@ def load_spec(path: str | Path) -> AuditSpec:
     if not path.is_file():
         raise AuditInputError(f"{path}: audit spec not found; expected a TOML file such as "
                               "audits/demo.toml")
-    return parse_spec(read_utf8(path), source=str(path), base=path.parent)
+    return parse_spec(read_utf8(path), source=str(path), base=path.absolute().parent)
 
 
 def demo_spec(*, spurious: bool = True) -> AuditSpec:

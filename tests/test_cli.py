@@ -211,8 +211,11 @@ def test_check_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     import torch
 
     text = resources.files("compaudit").joinpath("demo.toml").read_text(encoding="utf-8")
-    for k in range(2):
-        torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / f"r{k}.pt")
+    from compaudit.models.architectures import build_model
+
+    for k in range(2):  # check loads them: weights of the spec's architecture
+        torch.save(build_model("small_cnn", num_classes=2, small_input=True).state_dict(),
+                   tmp_path / f"r{k}.pt")
     spec = tmp_path / "mine.toml"
     spec.write_text(text.replace("replicas = 5", 'replicas = 2\nweights = ["r0.pt", "r1.pt"]'))
     before = sorted(tmp_path.rglob("*"))

@@ -15,22 +15,27 @@ __all__ = ["LOAD", "file_problems", "with_files"]
 LOAD = "load"
 
 
-def _resolve(path: str, base: Path | None) -> str:
-    """A path from the spec: absolute as given, relative against the spec's folder."""
+def _resolve(path: str, base: Path) -> str:
+    """A path from the spec: absolute as given, relative against ``base`` (absolute)."""
     p = Path(path).expanduser()
-    return str(p if p.is_absolute() or base is None else base / p)
+    return str(p if p.is_absolute() else base / p)
 
 
 def with_files(parts: dict[str, Any], base: Path | None) -> None:
-    """The user's inputs resolved against the spec's folder: model files, dataset
-    folders (not the generated synthetic faces, which live in the run folder) and the
-    manifest (when it is there; else the dataset reads it from its root)."""
+    """The user's inputs resolved against the spec's folder (``None``: the working
+    directory), made absolute so that no later step reads them against another folder:
+    model files, dataset folders (not the generated synthetic faces, which live in the
+    run folder), the manifest (when it is there; else the dataset reads it from its
+    root), shift datasets and the dissection's concept folder."""
+    # Absolute now: a spec given as "spec.toml" has the folder "." (which the run would
+    # otherwise read against the run folder), and workers may start elsewhere.
+    base = (base if base is not None else Path.cwd()).expanduser().absolute()
     model, data = parts["model"], parts["data"]
     parts["model"] = replace(model, weights=tuple(_resolve(w, base) for w in model.weights))
     if data.dataset != "synthetic-faces":
         data = replace(data, root=_resolve(data.root, base),
                        train_root=data.train_root and _resolve(data.train_root, base))
-    if data.manifest and base is not None and (base / data.manifest).is_file():
+    if data.manifest and (base / data.manifest).is_file():
         data = replace(data, manifest=_resolve(data.manifest, base))
     parts["data"] = data
     parts["shifts"] = tuple(replace(s, root=_resolve(s.root, base)) if s.root else s
@@ -39,6 +44,10 @@ def with_files(parts: dict[str, Any], base: Path | None) -> None:
         replace(v, config=replace(v.config, files=tuple(_resolve(f, base)
                                                         for f in v.config.files)))
         if v.method == LOAD else v for v in parts["variants"])
+    dx = parts["dissection"]
+    generated = dx is not None and dx.concepts == data.dataset == "synthetic-faces"
+    if dx is not None and dx.root and not generated:  # generated masks: the run folder
+        parts["dissection"] = replace(dx, root=_resolve(dx.root, base))
 
 
 def file_problems(parts: dict[str, Any], source: str) -> list[str]:

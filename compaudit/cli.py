@@ -250,7 +250,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     out = args.out or Path("reports") / spec.name
-    preflight(spec, out)
+    preflight(spec, out, executor=getattr(args, "executor", None),
+              ray_address=getattr(args, "ray_address", None))
     print(describe_plan(spec, out))
     print("\nspec OK: nothing was run or written")
     return EXIT_OK

@@ -51,7 +51,7 @@ RAY_EXTRA_MESSAGE = (
     "the 'ray' executor needs Ray, which is the optional extra 'ray'; install it with "
     "pip install -e \".[ray]\" (or pip install \"compaudit[ray]\")"
 )
-_JOB_TEXT = 120  # characters of a job's repr quoted in an error
+_JOB_TEXT = 60  # characters of a plain job value quoted in an error
 
 
 class Executor(Protocol):
@@ -72,15 +72,28 @@ class JobError(RuntimeError):
 
 
 def _describe(job: Any) -> str:
-    text = repr(job)
-    return text if len(text) <= _JOB_TEXT else text[: _JOB_TEXT - 3] + "..."
+    """A job's short human label: its ``label`` attribute (the pipeline's jobs say which
+    variant or replica they are), a short plain value as written, else its type."""
+    label = getattr(job, "label", None)
+    if isinstance(label, str) and label:
+        return label
+    if isinstance(job, (str, int, float)) and len(repr(job)) <= _JOB_TEXT:
+        return repr(job)
+    return type(job).__name__
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def _job_failed(index: int, job: Any, err: BaseException) -> BaseException:
     where = f"job {index} ({_describe(job)})"
     if isinstance(err, AuditInputError):
         return AuditInputError([f"{where}: {p}" for p in err.problems])
-    return JobError(f"{where} failed: {type(err).__name__}: {err}", index=index, job=_describe(job))
+    # One line: the whole text and traceback stay on the chained cause.
+    return JobError(f"{where} failed: {type(err).__name__}: {_first_line(err)}", index=index,
+                    job=_describe(job))
 
 
 def _available_cpus() -> int:

@@ -69,7 +69,10 @@ class DataSpec(Checked):
     existing files from ``root`` (relative paths resolve against the spec's folder, as
     every input path of a spec does). ``target``: the attribute predicted where labels are
     attributes (CelebA, synthetic faces; empty: their default, Blond_Hair); datasets
-    with class labels take none. ``train_root``: a separate folder for the training
+    with class labels take none. ``train_split`` (default ``train``) and
+    ``eval_split`` (default: the dataset's evaluation split, ``val`` for ImageNet,
+    else ``test``) name splits the dataset has (checked before anything runs).
+    ``train_root``: a separate folder for the training
     split (e.g. ImageNet train). ``max_train``/``max_eval``: a seeded subset (0: all).
     ``n``, ``splits`` (train, valid, test fractions), ``spurious`` (strength of the
     planted harm: the link between gender and hair length), ``label_noise`` and
@@ -96,7 +99,7 @@ class DataSpec(Checked):
     protected: tuple[str, ...] = ("Male", "Young")
     image_size: int = setting(32, ge=16)
     train_split: str = "train"
-    eval_split: str = "test"
+    eval_split: str = ""
     train_root: str = ""
     max_train: int = setting(0, ge=0)
     max_eval: int = setting(0, ge=0)
@@ -406,7 +409,7 @@ def load_spec(path: str | Path) -> AuditSpec:
     if not path.is_file():
         raise AuditInputError(f"{path}: audit spec not found; expected a TOML file such as "
                               "audits/demo.toml")
-    return parse_spec(read_utf8(path), source=str(path), base=path.parent)
+    return parse_spec(read_utf8(path), source=str(path), base=path.absolute().parent)
 
 
 def demo_spec(*, spurious: bool = True) -> AuditSpec:

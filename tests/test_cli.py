@@ -211,8 +211,11 @@ def test_check_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     import torch
 
     text = resources.files("compaudit").joinpath("demo.toml").read_text(encoding="utf-8")
-    for k in range(2):
-        torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / f"r{k}.pt")
+    from compaudit.models.architectures import build_model
+
+    for k in range(2):  # check loads them: weights of the spec's architecture
+        torch.save(build_model("small_cnn", num_classes=2, small_input=True).state_dict(),
+                   tmp_path / f"r{k}.pt")
     spec = tmp_path / "mine.toml"
     spec.write_text(text.replace("replicas = 5", 'replicas = 2\nweights = ["r0.pt", "r1.pt"]'))
     before = sorted(tmp_path.rglob("*"))
@@ -235,3 +238,40 @@ def test_check_reports_preflight_problems_together(tmp_path, capsys):
     assert any("[model].arch: unknown architecture 'nonet'" in line for line in err)
     assert any("[data].root:" in line and "does not exist" in line for line in err)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("form", ["./spec.toml", "spec.toml", "absolute"])
+def test_relative_paths_resolve_against_the_specs_folder_from_any_folder(
+        tmp_path, monkeypatch, capsys, form):
+    """`cd myaudit && compaudit check spec.toml` with `root = "val"` reads myaudit/val,
+    however the spec path is written, and so does a call from another folder."""
+    import torch
+
+    from compaudit.models.architectures import build_model
+
+    audit = tmp_path / "myaudit"
+    (audit / "val" / "a").mkdir(parents=True)
+    from PIL import Image
+
+    rows = []
+    for i in range(4):
+        Image.new("RGB", (36, 36), (60 * i, 90, 160)).save(audit / "val" / "a" / f"{i}.png")
+        rows.append(f"a/{i}.png,{i % 2},test")
+    (audit / "val" / "manifest.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    torch.save(build_model("small_cnn", num_classes=2, small_input=True).state_dict(),
+               audit / "dense.pt")
+    (audit / "spec.toml").write_text(
+        '[data]\ndataset = "manifest"\nroot = "val"\nprotected = []\nimage_size = 32\n'
+        '[model]\nreplicas = 1\nweights = ["dense.pt"]\n'
+        '[[variants]]\nname = "f16"\nmethod = "float16"\n[executor]\nkind = "serial"\n')
+    out = tmp_path / "elsewhere" / "run"
+    for cwd, arg in ((audit, form), (tmp_path / "elsewhere", None)):
+        cwd.mkdir(exist_ok=True)
+        monkeypatch.chdir(cwd)
+        spec_arg = str(audit / "spec.toml") if arg in (None, "absolute") else arg
+        code = main(["check", spec_arg, "--out", str(out)])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        assert f"manifest read from {audit / 'val'}" in captured.out
+        assert f"{audit / 'dense.pt'}  (state_dict)" in captured.out
+    assert not out.exists()

@@ -121,3 +121,23 @@ def test_missing_ray_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(AuditInputError, match=r'pip install -e "\.\[ray\]"'):
         RayExecutor(progress=False).map(math.sqrt, [1.0])
+
+
+def _fails_on_cuda(job):
+    raise RuntimeError("Attempting to deserialize object on CUDA device 7\nbut there are 0")
+
+
+def test_a_pipeline_job_is_named_by_its_label_in_one_line_never_its_repr(tmp_path):
+    from pathlib import Path
+
+    from compaudit.models.population import ReplicaJob
+    from compaudit.models.train_config import TrainConfig
+
+    job = ReplicaJob(replica=3, seed=7, arch="small_cnn", num_classes=2, small_input=True,
+                     dataset=functools.partial(dict), config=TrainConfig(),
+                     out_path=Path("r.pt"), checkpoint_dir=Path("c"))
+    with pytest.raises(JobError) as info:
+        SerialExecutor(progress=False).map(_fails_on_cuda, [job])
+    assert str(info.value) == ("job 0 (dense replica 3 (seed 7, small_cnn)) failed: "
+                               "RuntimeError: Attempting to deserialize object on CUDA device 7")
+    assert "\n" in str(info.value.__cause__)  # the whole text stays on the cause

@@ -103,13 +103,13 @@ class ImageFiles(AuditDataset):
     num_classes = 1000
     default_transform: ClassVar[TransformSpec] = TransformSpec()
     _shift = "clean"
-    #: The one split of the dataset (``split`` must equal it).
-    _split = "val"
-
     def _check_arguments(self, split: str, target: str | None, protected: object) -> None:
-        """Validate the shared constructor arguments: one split, no attributes."""
+        """Validate the shared constructor arguments: a declared split, no attributes."""
+        from compaudit.data.base import dataset_splits
+
         source = type(self).__name__
-        check_choice(split, (self._split,), field="argument split", source=source)
+        check_choice(split, dataset_splits(type(self)) or (), field="argument split",
+                     source=source)
         check_no_attributes(source, target=target, protected=protected,
                             why="labels are the ImageNet classes of the image folders")
         self.split = split
@@ -139,7 +139,7 @@ class ImageFiles(AuditDataset):
             {
                 "example_id": self._ids,
                 "label": self._labels,
-                "split": self._split,
+                "split": self.split,
                 "source_id": self._ids,
                 "shift": self._shift,
                 "severity": np.zeros(len(self._ids), dtype=np.int8),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, ClassVar, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,7 @@ __all__ = [
     "get_dataset",
     "list_datasets",
     "dataset_length",
+    "dataset_splits",
     "EXAMPLE_COLUMNS",
     "clean_examples",
 ]
@@ -104,6 +105,11 @@ class AuditDataset(Dataset):
 
     num_classes: int
     class_mask: np.ndarray | None = None
+    #: The split an audit evaluates when ``[data].eval_split`` is not set.
+    eval_split: ClassVar[str] = "test"
+    #: Whether each split is a folder of its own (ImageNet), so that a spec reads its
+    #: training split from ``[data].train_root``, never from the evaluation root.
+    split_folders: ClassVar[bool] = False
 
     def __init__(self, root: str | Path, *,
                  transform: Callable | TransformSpec | None = None) -> None:
@@ -159,6 +165,14 @@ def dataset_options(cls: type[AuditDataset]) -> list[str]:
     """The keyword arguments ``cls`` takes after ``root`` (``split``, ``target``, ...)."""
     params = inspect.signature(cls.__init__).parameters.values()
     return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def dataset_splits(cls: type[AuditDataset]) -> tuple[str, ...] | None:
+    """The splits ``cls`` has: the values its ``split`` argument declares
+    (``Literal[...]``), or ``None`` when they come from its files (a manifest's
+    ``split`` column, ImageNet-C's folders)."""
+    hint = get_type_hints(cls.__init__).get("split")
+    return tuple(get_args(hint)) if get_origin(hint) is Literal else None
 
 
 def get_dataset(name: str, root: str | Path, **kwargs) -> AuditDataset:

@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, ClassVar, Literal
 
 import numpy as np
 
@@ -50,14 +50,16 @@ _LAYOUTS = ("auto", "folders", "devkit", "loc")
 
 @register_dataset("imagenet")
 class ImageNetVal(ImageFiles):
-    """The 50,000-image ImageNet-1k (ILSVRC2012) validation set.
+    """The 50,000-image ImageNet-1k (ILSVRC2012) validation set (or the training images).
 
     Parameters
     ----------
     root
         Folder holding the validation images.
     split
-        ``"val"``, the only split read.
+        ``"val"`` (the default), or ``"train"``: the training images, one folder per
+        wnid, in a root of their own (``[data].train_root`` of a spec) for
+        fine-tuning and calibration.
     target, protected
         Accepted for the shared constructor shape; only ``None`` and ``()`` (the images
         have class labels and no attributes).
@@ -81,11 +83,15 @@ class ImageNetVal(ImageFiles):
     >>> image, label, example_id = ds[0]  # doctest: +SKIP
     """
 
+    eval_split: ClassVar[str] = "val"
+    #: Each split is a folder of its own: a spec's training split needs its train_root.
+    split_folders: ClassVar[bool] = True
+
     def __init__(
         self,
         root: str | Path,
         *,
-        split: Literal["val"] = "val",
+        split: Literal["val", "train"] = "val",
         target: str | None = None,
         protected: Sequence[str] = (),
         transform: Callable | TransformSpec | None = None,

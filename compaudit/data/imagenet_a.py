@@ -53,7 +53,6 @@ class ImageNetA(ImageFiles):
 
     class_mask = _IMAGENET_A_MASK
     _shift = "imagenet-a"
-    _split = "test"
 
     def __init__(
         self,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from compaudit.errors import AuditInputError
 
@@ -72,9 +72,59 @@ def artifact_format(path: str | Path) -> ArtifactFormat:
     if head.startswith(_LEGACY_TORCH):
         return "state_dict"
     if path.suffix.lower() == ".onnx" and head[0] in _ONNX_FIRST:
+        _check_onnx_complete(path)
         return "onnx"
     raise AuditInputError(f"{path}: not a recognised model file (first bytes "
                           f"{head[:4].hex()}); {_EXPECTED}")
+
+
+def _varint(fh: BinaryIO) -> int | None:
+    """A protobuf varint read from ``fh``; ``None`` at the end of the file."""
+    value, shift = 0, 0
+    while True:
+        byte = fh.read(1)
+        if not byte:
+            return None
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+        shift += 7
+        if shift > 63:
+            raise ValueError("a varint longer than 10 bytes")
+
+
+def _check_onnx_complete(path: Path) -> None:
+    """Walk the top-level fields of the ``ModelProto`` (seeking over their contents):
+    a truncated or damaged file ends inside a field, or has no graph."""
+    size = path.stat().st_size
+    fields: set[int] = set()
+    problem = None
+    with path.open("rb") as fh:
+        while fh.tell() < size and problem is None:
+            start = fh.tell()
+            tag = _varint(fh)
+            wire = tag & 7 if tag is not None else None
+            if wire == 0:
+                end = fh.tell() if _varint(fh) is not None else size + 1
+            elif wire == 2:
+                length = _varint(fh)
+                end = fh.tell() + length if length is not None else size + 1
+            elif wire in (1, 5):
+                end = fh.tell() + (8 if wire == 1 else 4)
+            else:
+                problem = f"byte {start} holds no protobuf field (wire type {wire})"
+                break
+            if end > size:
+                problem = (f"field {tag >> 3} at byte {start} runs past the end of the file "
+                           f"({size} bytes)")
+                break
+            fields.add(tag >> 3)
+            fh.seek(end)
+    if problem is None and 7 not in fields:
+        problem = "it has no graph (ModelProto field 7)"
+    if problem:
+        raise AuditInputError(f"{path}: a truncated or damaged ONNX model ({problem}); "
+                              "expected a complete ONNX model: copy or export the file again")
 
 
 def _zip_format(path: Path) -> ArtifactFormat:
@@ -82,7 +132,8 @@ def _zip_format(path: Path) -> ArtifactFormat:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
     except zipfile.BadZipFile as err:
-        raise AuditInputError(f"{path}: a damaged zip archive ({err}); {_EXPECTED}") from err
+        raise AuditInputError(f"{path}: a truncated or damaged zip archive ({err}); "
+                              f"{_EXPECTED}") from err
     if any(n.endswith("/archive_format") or n == "archive_format" for n in names):
         return "pt2"
     if any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):

@@ -62,6 +62,11 @@ class ReplicaJob:
     options: Mapping[str, Any] = field(default_factory=dict)
     search_path: str | None = None
 
+    @property
+    def label(self) -> str:
+        """How errors name this job (never its repr, which quotes the dataset)."""
+        return f"dense replica {self.replica} (seed {self.seed}, {self.arch})"
+
 
 def train_replica(job: ReplicaJob) -> Path:
     """Train one replica from its seed and write its files; the executor's job function.

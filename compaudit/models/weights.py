@@ -49,6 +49,8 @@ SHOW = 5
 CHECKPOINT_KEYS = ("state_dict", "model", "model_state_dict")
 # Prefixes added by DataParallel / DistributedDataParallel and torch.compile.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# BatchNorm's step counter, absent from checkpoints of torch < 0.4.1.
+_BN_COUNTER = "num_batches_tracked"
 # Suffixes of torch.nn.utils.prune's reparametrisation (weight -> weight_orig, weight_mask).
 _ORIG, _MASK = "_orig", "_mask"
 _ENUM_NAME = re.compile(r"^[A-Za-z0-9]+_Weights\.[A-Za-z0-9_]+$")
@@ -291,10 +293,19 @@ def load_weights(model: nn.Module, *, source: WeightsSource, strict: bool = True
 
 def check_compatible(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str,
                      strict: bool = True) -> None:
-    """Raise one message listing missing, unexpected and mis-shaped keys (first few each)."""
+    """Raise one message listing missing, unexpected and mis-shaped keys (first few each).
+
+    Accepts what torch's ``load_state_dict`` accepts from a file: a checkpoint without
+    BatchNorm ``num_batches_tracked`` buffers (torch < 0.4.1) loads, the counters
+    filled by torch.
+    """
     expected = model.state_dict()
     problems: list[str] = []
-    missing = [k for k in expected if k not in state]
+    # BatchNorm's step counter came in torch 0.4.1; for checkpoints written before it
+    # (no version in their metadata, as every state dict read here) torch's own
+    # load_state_dict fills the counter, so its absence is no mismatch.
+    missing = [k for k in expected if k not in state
+               and k.rpartition(".")[2] != _BN_COUNTER]
     unexpected = [k for k in state if k not in expected]
     shapes = [f"{k} {tuple(state[k].shape)} vs model {tuple(v.shape)}"
               for k, v in expected.items() if k in state and state[k].shape != v.shape]

@@ -19,8 +19,8 @@ from compaudit.pipeline.stages import StageCache, fingerprint, stage_key
 from compaudit.rundir import RunFolder, write_json
 from compaudit.spec import AuditSpec
 
-__all__ = ["DataStage", "ShiftStage", "prepare_data", "prepare_shifts", "write_examples",
-           "write_class_names"]
+__all__ = ["DataStage", "ShiftStage", "eval_split", "prepare_data", "prepare_shifts",
+           "split_factories", "split_problems", "write_examples", "write_class_names"]
 
 Factory = Callable[[], Any]
 
@@ -95,6 +95,46 @@ def check_dataset(spec: AuditSpec) -> str:
     return name
 
 
+def eval_split(spec: AuditSpec) -> str:
+    """``[data].eval_split``, or the dataset's own evaluation split (ImageNet: ``val``)."""
+    from compaudit.data import DATASETS
+
+    return spec.data.eval_split or DATASETS.get(check_dataset(spec)).eval_split
+
+
+def split_problems(spec: AuditSpec, *, training: bool) -> list[str]:
+    """The splits the spec names must be splits the dataset has; the training split of
+    a dataset whose splits are folders of their own (ImageNet) needs its train_root."""
+    from compaudit.data import DATASETS
+    from compaudit.data.base import dataset_splits
+
+    cls = DATASETS.get(check_dataset(spec))
+    valid = dataset_splits(cls)
+    named = [("eval_split", eval_split(spec))] + ([("train_split", spec.data.train_split)]
+                                                    if training else [])
+    problems = [f"{spec.source}: [data].{key}: got {split!r}; the {spec.data.dataset} dataset "
+                f"has the splits {', '.join(map(repr, valid))}"
+                + ("" if spec.data.eval_split or key != "eval_split"
+                   else " (this is its default; set [data].eval_split)")
+                for key, split in named if valid is not None and split not in valid]
+    if training and cls.split_folders and not spec.data.train_root:
+        problems.append(f"{spec.source}: [data].train_root: missing; the {spec.data.dataset} "
+                        f"training split ({spec.data.train_split!r}) is a folder of its own, "
+                        "needed to fine-tune or calibrate; expected the folder of training "
+                        "images")
+    return problems
+
+
+def split_factories(spec: AuditSpec, folder: RunFolder, transform: Any
+                    ) -> tuple[Factory, Factory]:
+    """(train, eval) factories of the spec's dataset, before any subset or caching."""
+    d = spec.data
+    root = resolve(folder, d.root)
+    train_root = resolve(folder, d.train_root) if d.train_root else root
+    return (dataset_factory(spec, train_root, d.train_split, transform),
+            dataset_factory(spec, root, eval_split(spec), transform))
+
+
 def dataset_factory(spec: AuditSpec, root: Path, split: str, transform: Any) -> Factory:
     """A picklable zero-argument factory building the spec's dataset for one split."""
     from compaudit.data import DATASETS
@@ -126,12 +166,10 @@ def prepare_data(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
     elif not root.exists():
         raise AuditInputError(f"{spec.source}: [data].root: {root} does not exist; compaudit "
                               "never downloads data: put the dataset there or fix the path")
-    train_root = resolve(folder, d.train_root) if d.train_root else root
+    train_factory, eval_factory = split_factories(spec, folder, transform)
     # Kept in memory once read: a replica trains on it for every epoch.
-    train = partial(in_memory, partial(subset, dataset_factory(spec, train_root, d.train_split,
-                                                               transform), d.max_train, spec.seed))
-    evaluation = partial(subset, dataset_factory(spec, root, d.eval_split, transform),
-                         d.max_eval, spec.seed)
+    train = partial(in_memory, partial(subset, train_factory, d.max_train, spec.seed))
+    evaluation = partial(subset, eval_factory, d.max_eval, spec.seed)
     return DataStage(root=root, key=key, train=train, eval=evaluation, transform=transform)
 
 

@@ -67,6 +67,14 @@ class VariantJob:
     dissection: Any = None  # a compaudit.dissection.audit.DissectionPlan, or None
     options: Mapping[str, Any] = field(default_factory=dict)
     search_path: str | None = None
+    #: Where the variant is in the spec, e.g. ``"spec.toml: [[variants]] #2"``.
+    spec_key: str = ""
+
+    @property
+    def label(self) -> str:
+        """How errors name this job: the variant and its spec key, never a repr."""
+        name = "dense population" if self.config is None else f"variant {self.name!r}"
+        return f"{name}, {self.spec_key}" if self.spec_key else name
 
 
 def dense_models(arch: str, num_classes: int, small_input: bool, paths: Sequence[Path], *,
@@ -156,7 +164,10 @@ def run_variant_job(job: VariantJob) -> dict[str, Any]:
                 device=job.device,
                 replica=k,
             )
-            out = compress(dense, job.config, context=context)
+            try:
+                out = compress(dense, job.config, context=context)
+            except AuditInputError as err:  # say which replica
+                raise AuditInputError([f"replica {k}: {p}" for p in err.problems]) from err
             compressed.append(out.model)
             if k == 0:
                 info, masks = out.info, out.masks or None

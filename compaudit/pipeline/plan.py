@@ -1,41 +1,203 @@
-"""Before anything runs: the checks that need torch, and the plan a spec describes.
+"""Before anything runs: the one validation entry, and the plan a spec describes.
 
-:func:`preflight` is what :func:`~compaudit.pipeline.run.run_audit` checks before it
-writes anything (the spec itself was validated when parsed): the architecture can be
-built, the dataset is registered and, unless generated, its folder exists; the
-preprocessing agrees with pretrained weights. :func:`describe_plan` lists the stages,
-replicas, variants and files, for ``compaudit check`` / ``compaudit run --dry-run``.
+:func:`preflight` is what ``compaudit check``, ``run --dry-run`` and
+:func:`~compaudit.pipeline.run.run_audit` check before anything is written: every
+input ``run`` would refuse (options, device, architecture, dataset and its splits,
+the datasets' index files, model files, dissection, schedules), so that ``check``
+passing means the run raises no input error. :func:`describe_plan` lists the stages,
+replicas, variants and files.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from compaudit.config import plain
 from compaudit.errors import AuditInputError
 from compaudit.spec import LOAD, AuditSpec
 
-__all__ = ["describe_plan", "preflight"]
+__all__ = ["describe_plan", "device_problems", "executor_problems", "needs_training_set",
+           "preflight"]
 
 
-def preflight(spec: AuditSpec, run_dir: Path) -> None:
-    """Every check possible without data or training; one error listing them all."""
-    from compaudit.pipeline.data import check_dataset, eval_transform, resolve
+def preflight(spec: AuditSpec, run_dir: Path, *, executor: str | None = None,
+              ray_address: str | None = None) -> None:
+    """Everything ``run`` refuses on input, before it writes anything; one error
+    listing every problem.
+
+    The one validation entry of ``compaudit check``, ``run --dry-run`` and
+    :func:`~compaudit.pipeline.run.run_audit` (the spec itself was validated when
+    parsed). In order: contradictory options (before any data is looked at); the
+    device; the architecture, dataset, splits and preprocessing; the datasets
+    themselves, built as the run builds them (their index files, not their pixels;
+    generated synthetic faces excepted); every model file loaded into the
+    architecture; the dissection's layers and concept masks; pruning schedules.
+    """
+    from compaudit.pipeline.data import check_dataset, eval_transform, resolve, split_problems
     from compaudit.pipeline.train import check_architecture
     from compaudit.rundir import RunFolder
 
-    problems: list[str] = []
-    for check in (check_architecture, check_dataset, eval_transform):
+    problems = executor_problems(spec, executor, ray_address)
+    if problems:  # a contradiction on the command line comes first, before any data
+        raise AuditInputError(problems)
+    problems = device_problems(spec)
+    failed: set[str] = set()
+    for name, check in (("model", check_architecture), ("data", check_dataset),
+                        ("transform", eval_transform)):
         try:
             check(spec)
         except AuditInputError as err:
             problems += err.problems
-    root = resolve(RunFolder(run_dir), spec.data.root)
+            failed.add(name)
+    folder = RunFolder(run_dir)
+    root = resolve(folder, spec.data.root)
+    training = needs_training_set(spec)
+    if "data" not in failed:
+        problems += split_problems(spec, training=training)
     if spec.data.dataset != "synthetic-faces" and not root.exists():
         problems.append(f"{spec.source}: [data].root: {root} does not exist; compaudit never "
                         "downloads data: put the dataset there or fix the path")
+    elif not problems:
+        problems += _data_problems(spec, folder, training)
+    if "model" not in failed:
+        problems += _model_problems(spec)
     if problems:
         raise AuditInputError(problems)
+
+
+def needs_training_set(spec: AuditSpec) -> bool:
+    """Whether a run reads the training split: to train the dense population, or for a
+    method that fine-tunes or calibrates."""
+    from compaudit.pipeline.jobs import READS_TRAINING_SET
+
+    return (not (spec.model.weights or spec.model.pretrained)
+            or any(v.method in READS_TRAINING_SET for v in spec.variants))
+
+
+def executor_problems(spec: AuditSpec, kind: str | None, ray_address: str | None
+                      ) -> list[str]:
+    """The executor the run would use, from the spec and the command line: options that
+    contradict each other, and Ray when it is not installed."""
+    import importlib.util
+
+    from compaudit.executors import RAY_EXTRA_MESSAGE
+
+    kind = kind or spec.executor.kind
+    if ray_address and kind != "ray":
+        return [f"--ray-address {ray_address}: the executor is {kind!r}; expected "
+                "--executor ray (or [executor].kind = \"ray\"), or no --ray-address"]
+    if kind == "ray" and importlib.util.find_spec("ray") is None:
+        return [f"{spec.source}: [executor].kind: {RAY_EXTRA_MESSAGE}"]
+    return []
+
+
+def device_problems(spec: AuditSpec) -> list[str]:
+    """``[train].device`` (also the device of inference and dissection) must exist here."""
+    import torch
+
+    name = spec.train.device
+    where = f"{spec.source}: [train].device: got {name!r}"
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        return [f"{where}; {_first_line(err)}; expected a torch device such as 'cpu'"]
+    if device.type == "cpu":
+        return []
+    backend = getattr(torch, device.type, None)
+    available = bool(backend is not None and getattr(backend, "is_available", bool)())
+    count = int(getattr(backend, "device_count", lambda: 1)()) if available else 0
+    if available and (device.index is None or device.index < count):
+        return []
+    have = (f"{count} {device.type} device(s), {device.type}:0 to {device.type}:{count - 1}"
+            if count else f"no {device.type} device")
+    return [f"{where}; this machine has {have}; expected 'cpu'"
+            + (f" or one of its {device.type} devices" if count else "")]
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
+def _data_problems(spec: AuditSpec, folder: Any, training: bool) -> list[str]:
+    """Build the datasets as the run does (index files only), and what depends on them:
+    shift datasets, the dissection plan, pruning schedules."""
+    from compaudit.data import get_dataset
+    from compaudit.data.base import dataset_length
+    from compaudit.pipeline.data import eval_transform, split_factories
+    from compaudit.pipeline.variants import check_schedules, dissection_plan
+
+    problems: list[str] = []
+    transform = eval_transform(spec)
+    d = spec.data
+    n_train = None
+    if d.dataset != "synthetic-faces":  # generated by the run: nothing to read yet
+        train, evaluation = split_factories(spec, folder, transform)
+        for key, factory in (("eval_split", evaluation),) + ((("train_split", train),)
+                                                            if training else ()):
+            try:
+                n = dataset_length(factory())
+            except AuditInputError as err:
+                problems += [f"{spec.source}: [data] ({key} {factory.keywords['split']!r}): "
+                             f"{p}" for p in err.problems]
+                continue
+            if key == "train_split":
+                n_train = min(n, d.max_train) if d.max_train else n
+    for i, shift in enumerate(spec.shifts, 1):
+        if shift.kind == "dataset":
+            try:
+                dataset_length(get_dataset(shift.dataset, shift.root, transform=transform))
+            except AuditInputError as err:
+                problems += [f"{spec.source}: [[shifts]] #{i}: {p}" for p in err.problems]
+    checks = [lambda: dissection_plan(spec, folder, transform=transform, load_concepts=not (
+        spec.dissection is not None and not spec.dissection.root
+        and d.dataset == "synthetic-faces"))]
+    if n_train is not None:
+        checks.append(lambda: check_schedules(spec, lambda: n_train))
+    for check in checks:
+        try:
+            check()
+        except AuditInputError as err:
+            problems += err.problems
+    return problems
+
+
+def _model_problems(spec: AuditSpec) -> list[str]:
+    """Every model file loaded as the run loads it: dense replicas into the
+    architecture, loaded variants paired with their dense replica (truncated files,
+    weights that do not fit, pretrained weights missing from the local cache)."""
+    from compaudit.models.architectures import build_model
+    from compaudit.models.artifacts import load_artifact
+    from compaudit.pipeline.train import dense_paths, model_search_path
+
+    m = spec.model
+    if not (m.weights or m.pretrained):
+        return []
+    try:
+        paths = dense_paths(spec)
+    except AuditInputError as err:
+        return list(err.problems)
+    structure = build_model(m.arch, num_classes=m.num_classes, small_input=m.small_input,
+                            options=m.options, search_path=model_search_path(spec))
+    problems: list[str] = []
+    key = "[model].pretrained" if m.pretrained else "[model].weights"
+    dense = []
+    for k, path in enumerate(paths):
+        try:
+            dense.append(load_artifact(path, structure=structure))
+        except AuditInputError as err:
+            problems += [f"{spec.source}: {key}[{k}]: {p}" for p in err.problems]
+    if len(dense) != len(paths):
+        return problems
+    for i, v in enumerate(spec.variants, 1):
+        for k, path in enumerate(getattr(v.config, "files", ()) if v.method == LOAD else ()):
+            try:
+                load_artifact(path, structure=dense[min(k, len(dense) - 1)])
+            except AuditInputError as err:
+                problems += [f"{spec.source}: [[variants]] #{i}.files[{k}]: {p}"
+                             for p in err.problems]
+    return problems
 
 
 def _settings(params: dict) -> str:
@@ -50,7 +212,7 @@ def _files(paths: tuple[str, ...]) -> list[str]:
 
 def describe_plan(spec: AuditSpec, run_dir: Path) -> str:
     """What running ``spec`` into ``run_dir`` would do, as readable lines."""
-    from compaudit.pipeline.data import resolve
+    from compaudit.pipeline.data import eval_split, resolve
     from compaudit.rundir import RunFolder
 
     d, m, t = spec.data, spec.model, spec.train
@@ -66,7 +228,7 @@ def describe_plan(spec: AuditSpec, run_dir: Path) -> str:
                      + (f"; train split from {d.train_root}" if d.train_root else ""))
     lines += [f"  target {d.target or '(dataset default)'}; protected "
               f"{', '.join(d.protected) or '(none)'}; train split {d.train_split!r}, eval "
-              f"split {d.eval_split!r}"
+              f"split {eval_split(spec)!r}"
               + (f"; at most {d.max_train} train / {d.max_eval} eval images"
                  if d.max_train or d.max_eval else ""),
               f"  preprocessing: resize {d.resize or d.input_size}, crop {d.input_size}, mean "

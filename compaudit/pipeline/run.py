@@ -56,7 +56,8 @@ def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: str | None = No
     """Run every stage of ``spec`` into ``out_dir``; skip stages that are up to date."""
     from compaudit.gate import format_table
 
-    preflight(spec, Path(out_dir))  # before the run folder is created
+    # Every input check, before the run folder is created.
+    preflight(spec, Path(out_dir), executor=executor, ray_address=ray_address)
     folder = RunFolder(Path(out_dir))
     folder.create()
     cache = StageCache(folder.stages_json)
@@ -71,8 +72,8 @@ def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: str | None = No
         with cache.timed("examples"):
             write_class_names(spec, folder, data)
             examples_key = write_examples(folder, cache, data, shifts)
-            plan = dissection_plan(spec, folder, data)
-            check_schedules(spec, data)
+            plan = dissection_plan(spec, folder, transform=data.transform)
+            check_schedules(spec, lambda: len(data.train()))
         with RunDecoder(folder, pool, log) as decoder:
             with cache.timed("train"):
                 dense = dense_population(spec, folder, cache, data, pool=pool,
@@ -98,13 +99,9 @@ def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: str | None = No
 def _executor(spec: AuditSpec, kind: str | None, ray_address: str | None, *,
               progress: bool) -> Iterator[Any]:
     """The spec's executor (or the command line's), closed when the jobs are done."""
-    from compaudit.errors import AuditInputError
     from compaudit.executors import get_executor
 
-    kind = kind or spec.executor.kind
-    if ray_address and kind != "ray":
-        raise AuditInputError(f"--ray-address {ray_address}: the executor is {kind!r}; "
-                              "expected --executor ray (or [executor].kind = \"ray\")")
+    kind = kind or spec.executor.kind  # preflight refused contradictory options
     options: dict[str, Any] = {"progress": progress}
     if kind == "local":
         options["max_workers"] = spec.executor.workers

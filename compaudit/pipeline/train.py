@@ -14,7 +14,8 @@ from compaudit.pipeline.stages import StageCache, fingerprint, stage_key
 from compaudit.rundir import RunFolder
 from compaudit.spec import AuditSpec
 
-__all__ = ["DenseStage", "check_architecture", "dense_population", "model_search_path"]
+__all__ = ["DenseStage", "check_architecture", "dense_paths", "dense_population",
+           "model_search_path"]
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,8 @@ def dense_population(spec: AuditSpec, folder: RunFolder, cache: StageCache, data
     key = stage_key(data.key, spec.section("model"), spec.section("train"), spec.seed,
                     [fingerprint(Path(w)) for w in m.weights],
                     *([fingerprint(source)] if source is not None else []))
-    if m.pretrained:
-        return DenseStage(paths=(_pretrained(spec),), key=key)
-    if m.weights:
-        return DenseStage(paths=_weight_files(spec), key=key)
+    if m.pretrained or m.weights:
+        return DenseStage(paths=dense_paths(spec), key=key)
     from compaudit.models.population import replica_path, train_population
 
     out = folder.dense_models
@@ -91,6 +90,12 @@ def check_architecture(spec: AuditSpec) -> None:
                         options=m.options, search_path=model_search_path(spec))
     except AuditInputError as err:
         raise AuditInputError([f"{spec.source}: {p}" for p in err.problems]) from err
+
+
+def dense_paths(spec: AuditSpec) -> tuple[Path, ...]:
+    """The dense replicas' files: the pretrained weights in the local torch hub cache,
+    or ``[model].weights`` (an error names a missing one)."""
+    return (_pretrained(spec),) if spec.model.pretrained else _weight_files(spec)
 
 
 def _pretrained(spec: AuditSpec) -> Path:

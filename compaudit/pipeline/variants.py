@@ -35,7 +35,7 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
     """Run the jobs of the variants that are not up to date; returns every variant's key."""
     m = spec.model
     keys, jobs = {}, []
-    for variant in (DENSE, *spec.variants):
+    for i, variant in enumerate((DENSE, *spec.variants)):
         files = getattr(variant.config, "files", ())  # loaded artifacts: their contents
         key = stage_key(dense.key, examples_key, variant.name, variant.method, variant.params,
                         spec.section("train"), spec.section("dissection"), VARIANTS_SCHEMA,
@@ -50,7 +50,8 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
             predictions_path=folder.variant_predictions(variant.name),
             record_path=folder.variant_record(variant.name),
             examples_path=folder.examples, dissection=plan, options=m.options,
-            search_path=model_search_path(spec))
+            search_path=model_search_path(spec),
+            spec_key=f"{spec.source}: " + ("[model]" if i == 0 else f"[[variants]] #{i}"))
         outputs = [job.predictions_path, job.record_path]
         if plan is not None:
             outputs.append(folder.variant_units(variant.name))
@@ -73,9 +74,10 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
     return keys
 
 
-def check_schedules(spec: AuditSpec, data: DataStage) -> None:
-    """Pruning schedules in optimizer steps must end within the fine-tuning run
-    (checked before anything trains; schedules in fractions always fit)."""
+def check_schedules(spec: AuditSpec, n_train: Callable[[], int]) -> None:
+    """Pruning schedules in optimizer steps must end within the fine-tuning run on
+    ``n_train()`` training images, called only for such schedules (checked before
+    anything trains; schedules in fractions always fit)."""
     from compaudit.compress.configs import GradualMagnitudeConfig
 
     gradual = [(i, v) for i, v in enumerate(spec.variants, 1)
@@ -83,7 +85,7 @@ def check_schedules(spec: AuditSpec, data: DataStage) -> None:
     if not gradual:
         return
     t = spec.train
-    per_epoch = math.ceil(len(data.train()) / t.batch_size)
+    per_epoch = math.ceil(n_train() / t.batch_size)
     planned = t.fine_tune_epochs * per_epoch
     problems = [f"{spec.source}: [[variants]] #{i}.end_step: got {v.config.end_step}; the "
                 f"fine-tuning run has {planned} optimizer steps ([train].fine_tune_epochs = "
@@ -94,8 +96,12 @@ def check_schedules(spec: AuditSpec, data: DataStage) -> None:
         raise AuditInputError(problems)
 
 
-def dissection_plan(spec: AuditSpec, folder: RunFolder, data: DataStage) -> Any:
-    """The variant jobs' :class:`DissectionPlan`, checked before any training (or None)."""
+def dissection_plan(spec: AuditSpec, folder: RunFolder, *, transform: Any,
+                    load_concepts: bool = True) -> Any:
+    """The variant jobs' :class:`DissectionPlan`, checked before any training (or None).
+
+    ``load_concepts=False`` skips reading the concept masks (the preflight of generated
+    synthetic faces, whose masks the run writes)."""
     dx = spec.dissection
     if dx is None:
         return None
@@ -110,11 +116,12 @@ def dissection_plan(spec: AuditSpec, folder: RunFolder, data: DataStage) -> Any:
                               "ONNX Runtime, which has no layers to hook; set backend = "
                               "\"simulated\" (the same int8 arithmetic in torch) or remove "
                               "[dissection]")
-    # Relative roots resolve against the run folder, as [data].root does.
-    root = resolve(folder, dx.root) if dx.root else data.root
+    # The spec's roots are absolute (or, generated faces, in the run folder).
+    root = resolve(folder, dx.root or spec.data.root)
     factory = partial(concept_dataset, dx.concepts, root, split=dx.split,
-                      transform=data.transform, max_images=dx.max_images, seed=spec.seed)
-    factory()  # fail now, before training, on missing or inconsistent mask files
+                      transform=transform, max_images=dx.max_images, seed=spec.seed)
+    if load_concepts:
+        factory()  # fail now, before training, on missing or inconsistent mask files
     config = narrow(dx, DissectionConfig, layers=layers, device=spec.train.device)
     return DissectionPlan(dataset=factory, config=config, concepts=dx.concepts)
 

@@ -51,3 +51,49 @@ def test_a_zip_that_is_no_model_is_refused(tmp_path):
         archive.writestr("readme.txt", "hi")
     with pytest.raises(AuditInputError, match="neither data.pkl"):
         artifact_format(tmp_path / "data.pt")
+
+
+def test_a_truncated_onnx_model_is_named_as_such_where_onnx_cannot_read_it(tmp_path):
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    from compaudit.spec import parse_spec
+
+    model, x = _model(), torch.zeros(1, 3, 8, 8)
+    torch.onnx.export(model, (x,), tmp_path / "model.onnx", dynamo=False)
+    data = (tmp_path / "model.onnx").read_bytes()
+    for cut in (len(data) // 3, len(data) // 2, len(data) - 3):
+        path = tmp_path / f"cut{cut}.onnx"
+        path.write_bytes(data[:cut])
+        with pytest.raises(DecodeError):  # the reference: onnx cannot parse it either
+            onnx.load(str(path))
+        with pytest.raises(AuditInputError, match=r"a truncated or damaged ONNX model"):
+            artifact_format(path)
+    # In a spec: the dense file is named as truncated, not as an ONNX model that a
+    # compressing method cannot use.
+    with pytest.raises(AuditInputError) as err:
+        parse_spec('[model]\nreplicas = 1\nweights = ["cut%d.onnx"]\n[[variants]]\n'
+                   'name = "f16"\nmethod = "float16"\n' % (len(data) // 2),
+                   source="s.toml", base=tmp_path)
+    assert err.value.problems == [
+        f"s.toml: [model].weights: {tmp_path / f'cut{len(data) // 2}.onnx'}: a truncated or "
+        f"damaged ONNX model (field 7 at byte {_graph_start(data)} runs past the end of the "
+        f"file ({len(data) // 2} bytes)); expected a complete ONNX model: copy or export the "
+        "file again"]
+
+
+def _graph_start(data: bytes) -> int:
+    """Byte offset of the ModelProto's graph field (tag 0x3a), found with onnx's own
+    parse: the serialized fields before it."""
+    import onnx
+
+    model = onnx.load_from_string(data)
+    graph = model.graph
+    model.ClearField("graph")
+    before = onnx.ModelProto()
+    for f in ("ir_version", "producer_name", "producer_version", "domain", "model_version",
+              "doc_string"):
+        if model.HasField(f):
+            setattr(before, f, getattr(model, f))
+    del graph
+    return len(before.SerializeToString())

@@ -66,6 +66,57 @@ def test_checkpoint_dicts_and_wrapper_prefixes_are_accepted(tmp_path, wrap):
     assert _same_weights(load_weights(_model(seed=5), source=tmp_path / "ckpt.pt"), model)
 
 
+def _old_cifar_checkpoint(path, model) -> dict:
+    """``path`` written the way torch 0.4-1.x training scripts wrote CIFAR ResNets
+    (e.g. resnet20-12fca82f.th): the legacy pickle format, a DataParallel state dict
+    (``module.`` prefixes) without BatchNorm ``num_batches_tracked`` and without
+    version metadata, under ``state_dict`` beside the best accuracy."""
+    from collections import OrderedDict
+
+    state = OrderedDict((f"module.{k}", v.clone()) for k, v in model.state_dict().items()
+                        if not k.endswith("num_batches_tracked"))
+    checkpoint = {"state_dict": state, "best_prec1": 91.73}
+    torch.save(checkpoint, path, _use_new_zipfile_serialization=False)
+    return checkpoint
+
+
+def test_an_old_dataparallel_checkpoint_loads_as_torch_loads_it(tmp_path):
+    from compaudit.models.artifacts import load_artifact
+
+    torch.manual_seed(0)
+    trained = build_model("resnet18", num_classes=10, small_input=True)
+    with torch.no_grad():  # BatchNorm statistics of their own, not the initial 0/1
+        for _ in range(3):
+            trained(torch.randn(16, 3, 32, 32) * 2 + 0.5)
+    path = tmp_path / "resnet-cifar.th"
+    checkpoint = _old_cifar_checkpoint(path, trained.eval())
+    assert "module.bn1.num_batches_tracked" not in checkpoint["state_dict"]
+
+    # torch's own answer: the DataParallel-wrapped model loads the state dict strictly.
+    reference = torch.nn.DataParallel(build_model("resnet18", num_classes=10,
+                                                  small_input=True))
+    reference.load_state_dict(torch.load(path, weights_only=True)["state_dict"])
+    structure = build_model("resnet18", num_classes=10, small_input=True)
+    mine = load_artifact(path, structure=structure)
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        expected = reference.module.eval()(x)
+        assert torch.equal(mine(x), expected)
+        assert torch.equal(mine(x), trained(x))
+    assert load_weights(build_model("resnet18", num_classes=10, small_input=True),
+                        source=path).bn1.num_batches_tracked.item() == 0  # filled by torch
+
+    # A real mismatch still names the keys (and not the counters torch fills).
+    del checkpoint["state_dict"]["module.layer1.0.conv1.weight"]
+    torch.save(checkpoint, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(AuditInputError) as info:
+        load_artifact(path, structure=structure)
+    assert str(info.value).endswith(("missing keys layer1.0.conv1.weight; build the model "
+                                     "with the architecture, num_classes and small_input "
+                                     "the weights were trained with"))
+    assert "num_batches_tracked" not in str(info.value)
+
+
 def test_mismatched_weights_name_the_first_keys_and_shapes(tmp_path):
     path = save_state_dict(_model(num_classes=10), tmp_path / "w10.pt")
     with pytest.raises(AuditInputError) as info:
@@ -78,8 +129,10 @@ def test_mismatched_weights_name_the_first_keys_and_shapes(tmp_path):
     with pytest.raises(AuditInputError) as info:
         load_weights(resnet, source=path)
     msg = str(info.value)
-    # fc.weight and fc.bias exist in both (shape mismatch); the rest of ResNet is missing.
-    n_missing = len(resnet.state_dict()) - 2
+    # fc.weight and fc.bias exist in both (shape mismatch); the rest of ResNet is missing
+    # (BatchNorm's step counters aside, which torch fills for old checkpoints).
+    n_missing = len([k for k in resnet.state_dict()
+                     if not k.endswith("num_batches_tracked")]) - 2
     assert f"missing keys conv1.weight, bn1.weight, bn1.bias, bn1.running_mean, " \
            f"bn1.running_var (and {n_missing - 5} more)" in msg
     assert "unexpected keys features.0.weight" in msg

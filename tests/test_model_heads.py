@@ -161,15 +161,19 @@ kind = "serial"
 '''
 
 
-def _run(team: Path, name: str, capsys, **fields: str) -> tuple[pd.DataFrame, dict]:
+def _run(team: Path, name: str, capsys, **fields: str) -> tuple[pd.DataFrame, dict, str]:
+    """``compaudit check`` (its plan) then ``compaudit run`` of the spec."""
     spec = team / f"{name}.toml"
     spec.write_text(SPEC.format(name=name, **fields))
     run = team / f"{name}-run"
+    capsys.readouterr()
+    assert main(["check", str(spec)]) == 0
+    plan = capsys.readouterr().out
     code = main(["run", str(spec), "--out", str(run), "--no-progress"])
     assert code in (0, 1), capsys.readouterr().err
     predictions = pd.read_parquet(run / "predictions.parquet")
     variants = json.loads((run / "variants.json").read_text())["variants"]
-    return predictions, variants
+    return predictions, variants, plan
 
 
 def _rows(predictions: pd.DataFrame, variant: str, names: list[str]) -> pd.DataFrame:
@@ -189,8 +193,9 @@ def _check_binary(rows: pd.DataFrame, p_pos: np.ndarray, labels: np.ndarray) -> 
 
 
 def test_a_single_logit_bce_model_is_audited_as_it_is(team, capsys):
-    predictions, variants = _run(team, "single", capsys, outputs="", weights="single.pt",
-                                 extra="")
+    predictions, variants, plan = _run(team, "single", capsys, outputs="",
+                                       weights="single.pt", extra="")
+    assert "1 output(s), head sigmoid on its one logit" in plan
     x, y, names = _load(team / "celeba", 2)
     model = _net(1)
     model.load_state_dict(torch.load(team / "single.pt", weights_only=True))
@@ -222,8 +227,10 @@ onnx_dir = "{team / 'int8'}"
 name = "team-onnx"
 method = "load"
 files = ["multi.onnx"]'''
-    predictions, variants = _run(team, "multi", capsys, outputs=f"outputs = 40\noutput = {BLOND}",
-                                 weights="multi.pt", extra=extra)
+    predictions, variants, plan = _run(team, "multi", capsys,
+                                       outputs=f"outputs = 40\noutput = {BLOND}",
+                                       weights="multi.pt", extra=extra)
+    assert "40 output(s), head sigmoid on logit 9 of 40" in plan
     x, y, names = _load(team / "celeba", 2)
     labels = y[:, BLOND].numpy().astype(np.int64)
     model = _net(40)

@@ -36,6 +36,7 @@ from compaudit.dissection.config import DEFAULT_LAYERS, DissectionSpec
 from compaudit.errors import AuditInputError
 from compaudit._spec_files import LOAD, file_problems, with_files  # noqa: F401 - LOAD re-exported
 from compaudit.gate.policy import GatePolicy, policy_from_dict
+from compaudit.models.head import Head
 from compaudit.models.train_config import TrainConfig
 
 __all__ = [
@@ -187,6 +188,17 @@ class ModelSpec(Checked):
     ``method = "load"`` variants, and no dissection; ``.pt2`` programs are refused);
     ``pretrained``: one torchvision weights enum found in the local torch hub cache
     (e.g. ``"ResNet50_Weights.IMAGENET1K_V2"``; never downloaded).
+
+    ``head``: how the outputs become probabilities (:mod:`compaudit.models.head`).
+    ``"softmax"`` (default): one logit per class, softmax. ``"sigmoid"``: a binary task
+    (``num_classes = 2``) read from one logit ``z``: ``p_pos = sigmoid(z)``, ``pred =
+    p_pos >= 0.5``, trained and fine-tuned with binary cross-entropy on ``z``; a model
+    trained with ``BCEWithLogitsLoss`` on one output needs nothing else. ``outputs``:
+    the model's output width, what the architecture is built with (default: ``num_classes``
+    for softmax, 1 for sigmoid); a multi-label model, e.g. a 40-attribute CelebA head,
+    sets ``outputs = 40`` with ``head = "sigmoid"`` and ``output = k``, the index of the
+    audited attribute's logit (required then, and only then). ``num_classes`` stays the
+    task's class count.
     """
 
     arch: str = setting("small_cnn", nonempty=True)
@@ -196,14 +208,52 @@ class ModelSpec(Checked):
     weights: tuple[str, ...] = ()
     pretrained: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    head: Literal["softmax", "sigmoid"] = "softmax"
+    outputs: int = setting(0, ge=0)
+    output: int | None = setting(None, ge=0)
+
+    @property
+    def n_outputs(self) -> int:
+        """The model's output width: ``outputs``, else 1 (sigmoid) or ``num_classes``."""
+        return self.outputs or (1 if self.head == "sigmoid" else self.num_classes)
+
+    def task_head(self) -> Head:
+        """The :class:`~compaudit.models.head.Head` that prediction and training apply."""
+        return Head(kind=self.head, outputs=self.n_outputs, output=self.output or 0)
 
     def _problems(self):
+        yield from _head_problems(self)
         if self.weights and len(self.weights) != self.replicas:
             yield "weights", (f"got {len(self.weights)} file(s); expected one file per "
                               f"replica ({self.replicas})")
         if self.pretrained and (self.replicas != 1 or self.weights):
             yield "pretrained", ("expected replicas = 1 and no [model].weights (one "
                                  "pretrained model)")
+
+
+def _head_problems(model: ModelSpec):
+    """``head``, ``outputs`` and ``output`` against each other and ``num_classes``."""
+    if model.head == "sigmoid" and model.num_classes != 2:
+        yield "head", (f"got 'sigmoid' with num_classes = {model.num_classes}; a sigmoid head "
+                       "reads one binary attribute: expected num_classes = 2, or head = "
+                       "\"softmax\" for a many-class task")
+    if model.head == "softmax" and model.outputs not in (0, model.num_classes):
+        yield "outputs", (f"got {model.outputs} with head = 'softmax' and num_classes = "
+                          f"{model.num_classes}; a softmax head has one logit per class: "
+                          "expected outputs = num_classes (or leave it out), or head = "
+                          "\"sigmoid\" with output = k to read logit k of a multi-label model")
+    multi = model.head == "sigmoid" and model.n_outputs > 1
+    if model.output is not None and not multi:
+        yield "output", (f"got {model.output}; it picks one logit of a multi-label model: "
+                         "expected it only with head = \"sigmoid\" and outputs > 1 "
+                         "(or remove it)")
+    elif multi and model.output is None:
+        yield "output", (f"missing; head = 'sigmoid' with outputs = {model.n_outputs} needs "
+                         "the index of the audited attribute's logit: expected output = k, "
+                         f"0 <= k < {model.n_outputs}")
+    elif multi and model.output is not None and model.output >= model.n_outputs:
+        yield "output", (f"got {model.output}; expected the index of a logit, 0 <= output < "
+                         f"outputs ({model.n_outputs})")
 
 
 @dataclass(frozen=True, kw_only=True)

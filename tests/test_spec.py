@@ -317,3 +317,34 @@ def test_spurious_of_one_is_refused_at_parse_time():
                                               r"number in \[0, 1\)"):
         parse_spec(text, source="s.toml")
     assert parse_spec(text.replace("spurious = 1.0 ", "spurious = 0.99 "), source="s.toml")
+
+
+MODEL_ONLY = '[[variants]]\nname = "fp16"\nmethod = "float16"\n[model]\n'
+
+
+@pytest.mark.parametrize("lines, key, message", [
+    ('head = "sigmoid"\nnum_classes = 3', "[model].head",
+     "got 'sigmoid' with num_classes = 3"),
+    ('head = "tanh"', "[model].head", "expected one of 'softmax', 'sigmoid'"),
+    ("outputs = 40", "[model].outputs", "a softmax head has one logit per class"),
+    ('head = "sigmoid"\noutputs = 40', "[model].output", "missing"),
+    ('head = "sigmoid"\noutputs = 40\noutput = 40', "[model].output", "0 <= output < outputs (40)"),
+    ('head = "sigmoid"\noutput = 0', "[model].output", "only with head = \"sigmoid\" and outputs > 1"),
+    ("output = 1", "[model].output", "only with head = \"sigmoid\" and outputs > 1"),
+])
+def test_heads_are_checked_against_num_classes_and_outputs_by_key(lines, key, message):
+    with pytest.raises(AuditInputError) as info:
+        parse_spec(MODEL_ONLY + lines, source="h.toml")
+    assert len(info.value.problems) == 1
+    assert info.value.problems[0].startswith(f"h.toml: {key}: ")
+    assert message in info.value.problems[0]
+
+
+def test_a_head_sets_the_models_output_width():
+    softmax = parse_spec(MODEL_ONLY + "num_classes = 10", source="h.toml").model
+    single = parse_spec(MODEL_ONLY + 'head = "sigmoid"', source="h.toml").model
+    multi = parse_spec(MODEL_ONLY + 'head = "sigmoid"\noutputs = 40\noutput = 9',
+                       source="h.toml").model
+    assert [m.n_outputs for m in (softmax, single, multi)] == [10, 1, 40]
+    assert (multi.task_head().output, multi.task_head().sigmoid) == (9, True)
+    assert not softmax.task_head().sigmoid

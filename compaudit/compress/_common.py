@@ -6,13 +6,13 @@ import dataclasses
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
 from compaudit.compress.masks import sparsity_report
 from compaudit.compress.registry import CompressionContext
 from compaudit.errors import AuditInputError
+from compaudit.models.head import Head
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -60,15 +60,18 @@ def draw_sample(dataset: Any, *, n_batches: int, batch_size: int, seed: int) -> 
 
 
 @torch.no_grad()
-def mean_loss(model: nn.Module, batches: list[Batch], *, device: str | torch.device) -> float:
-    """Mean cross-entropy of ``model`` in eval mode over the sample."""
+def mean_loss(model: nn.Module, batches: list[Batch], *, device: str | torch.device,
+              head: Head | None = None) -> float:
+    """Mean cross-entropy of ``model`` in eval mode over the sample (binary cross-entropy
+    on the task's logit with a sigmoid ``head``)."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     try:
         for x, y in batches:
             logits = model(x.to(device))
-            total += float(F.cross_entropy(logits.float(), y.to(device), reduction="sum"))
+            total += float((head or Head()).loss(logits.float(), y.to(device),
+                                                 reduction="sum"))
             count += len(y)
     finally:
         model.train(was_training)

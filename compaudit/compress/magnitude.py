@@ -177,9 +177,9 @@ def _prune_then_fine_tune(
     sample = optional_penalty(
         context, n_batches=config.penalty_batches, batch_size=config.batch_size
     )
-    before = mean_loss(model, sample, device=context.device) if sample else None
+    before = mean_loss(model, sample, device=context.device, head=context.head) if sample else None
     apply_masks(model, masks)
-    after = mean_loss(model, sample, device=context.device) if sample else None
+    after = mean_loss(model, sample, device=context.device, head=context.head) if sample else None
     if config.fine_tune:
         context.fine_tune(model, [MaskCallback(masks)])  # type: ignore[misc]
         apply_masks(model, masks)

@@ -46,6 +46,10 @@ class CompressionContext:
     replica
         Index k of the dense replica being compressed, counted from 0 (``load`` pairs
         its file k with it).
+    head
+        How the model's outputs are read (:class:`~compaudit.models.head.Head`): the
+        loss of pruning scores and penalties (``None``: softmax cross-entropy). Give
+        ``fine_tune`` the same head.
     """
 
     train_dataset: Any = None
@@ -56,6 +60,7 @@ class CompressionContext:
     progress: bool = False
     fine_tune_steps: int | None = None
     replica: int = 0
+    head: Any = None
 
 
 @dataclass

@@ -59,7 +59,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -74,6 +73,7 @@ from compaudit.compress._unit_graph import UnitLayer, find_unit_layers
 from compaudit.compress.configs import UNIT_SCORES, UnitPruningConfig, UnitScore
 from compaudit.compress.registry import CompressedModel, CompressionContext, register_compression
 from compaudit.errors import AuditInputError
+from compaudit.models.head import Head
 
 __all__ = [
     "UnitPruningConfig",
@@ -114,22 +114,24 @@ class UnitStatistics:
 
 
 def unit_statistics(
-    model: nn.Module, layer: UnitLayer, batches: Sequence[Batch], *, device: str | torch.device
+    model: nn.Module, layer: UnitLayer, batches: Sequence[Batch], *, device: str | torch.device,
+    head: Head | None = None,
 ) -> UnitStatistics:
     """Measure ``ā``, ``rs`` and ``mrs`` of every unit of ``layer`` over ``batches``.
 
     The activations are taken at the input of ``layer.consumer`` with a forward
     pre-hook; the loss is each example's cross-entropy (summed over the batch, so the
-    gradient of an example's activation is the gradient of that example's own loss).
+    gradient of an example's activation is the gradient of that example's own loss),
+    or its binary cross-entropy on the task's logit with a sigmoid ``head``.
     One forward and one backward per batch; :func:`unit_statistics_all` measures many
     layers in the same passes.
     """
-    return _scoring_pass(model, [layer], batches, device=device)[0][layer.producer]
+    return _scoring_pass(model, [layer], batches, device=device, head=head)[0][layer.producer]
 
 
 def unit_statistics_all(
     model: nn.Module, layers: Sequence[UnitLayer], batches: Sequence[Batch], *,
-    device: str | torch.device,
+    device: str | torch.device, head: Head | None = None,
 ) -> dict[str, UnitStatistics]:
     """:func:`unit_statistics` of every layer in ``layers``, in one pass per batch.
 
@@ -138,7 +140,7 @@ def unit_statistics_all(
     :func:`unit_statistics` called layer by layer on the same network, at the cost of
     a single call. Returns ``{producer name: UnitStatistics}`` in the order of ``layers``.
     """
-    return _scoring_pass(model, layers, batches, device=device)[0]
+    return _scoring_pass(model, layers, batches, device=device, head=head)[0]
 
 
 def _units_last(model: nn.Module, layer: UnitLayer) -> bool:
@@ -148,7 +150,7 @@ def _units_last(model: nn.Module, layer: UnitLayer) -> bool:
 
 def _scoring_pass(
     model: nn.Module, layers: Sequence[UnitLayer], batches: Sequence[Batch], *,
-    device: str | torch.device,
+    device: str | torch.device, head: Head | None = None,
 ) -> tuple[dict[str, UnitStatistics], float]:
     """Statistics of ``layers`` and the mean loss, from one forward + backward per batch."""
     by_consumer = {layer.consumer: layer for layer in layers}
@@ -181,7 +183,7 @@ def _scoring_pass(
             captured.clear()
             with torch.enable_grad():
                 logits = model(x.to(device))
-                loss = F.cross_entropy(logits.float(), y.to(device), reduction="sum")
+                loss = (head or Head()).loss(logits.float(), y.to(device), reduction="sum")
                 names = list(captured)
                 grads = torch.autograd.grad(loss, [captured[c] for c in names],
                                             allow_unused=True)
@@ -374,7 +376,8 @@ def _simultaneous(model: nn.Module, config: UnitPruningConfig, context: Compress
                  batches: list[Batch], layers: list[UnitLayer], counts: dict[str, int],
                  masks: dict[str, torch.Tensor]) -> tuple[float, float, dict[str, dict]]:
     """Score every layer in one pass per batch, then remove all their units."""
-    stats, loss_before = _scoring_pass(model, layers, batches, device=context.device)
+    stats, loss_before = _scoring_pass(model, layers, batches, device=context.device,
+                                       head=context.head)
     gen = torch.Generator().manual_seed(int(context.seed))
     # Every layer is scored (l2 included) on the unpruned network, before any removal.
     picks = {layer.producer: _choose_units(
@@ -391,7 +394,7 @@ def _simultaneous(model: nn.Module, config: UnitPruningConfig, context: Compress
         per_layer[layer.producer] = {
             "consumer": layer.consumer, "num_units": layer.num_units,
             "removed_units": removed, "pruning_penalty": None, "estimated_penalty": estimate}
-    return loss_before, mean_loss(model, batches, device=context.device), per_layer
+    return loss_before, mean_loss(model, batches, device=context.device, head=context.head), per_layer
 
 
 def _sequential(model: nn.Module, config: UnitPruningConfig, context: CompressionContext,
@@ -399,16 +402,16 @@ def _sequential(model: nn.Module, config: UnitPruningConfig, context: Compressio
                masks: dict[str, torch.Tensor]) -> tuple[float, float, dict[str, dict]]:
     """Score, remove and measure one layer at a time, each on what its predecessors left."""
     gen = torch.Generator().manual_seed(int(context.seed))
-    loss_before = current = mean_loss(model, batches, device=context.device)
+    loss_before = current = mean_loss(model, batches, device=context.device, head=context.head)
     per_layer = {}
     for layer in tqdm(layers, desc="unit pruning", disable=None, leave=False):
-        stats = unit_statistics(model, layer, batches, device=context.device)
+        stats = unit_statistics(model, layer, batches, device=context.device, head=context.head)
         removed, estimate = _choose_units(config, layer, stats,
                                           model.get_submodule(layer.producer).weight,
                                           counts[layer.producer], gen)
         _merge(masks, remove_units(model, layer, removed,
                                    mean=stats.mean if config.mean_replacement else None))
-        after = mean_loss(model, batches, device=context.device)
+        after = mean_loss(model, batches, device=context.device, head=context.head)
         per_layer[layer.producer] = {
             "consumer": layer.consumer, "num_units": layer.num_units,
             "removed_units": removed, "pruning_penalty": after - current,

@@ -28,6 +28,7 @@ from compaudit._atomic import atomic_write_text
 from compaudit.errors import AuditInputError
 from compaudit.executors import Executor, SerialExecutor, get_executor
 from compaudit.models.architectures import build_model, resolve_architecture
+from compaudit.models.head import Head
 from compaudit.models.training import TrainConfig, train
 from compaudit.models.weights import save_state_dict
 
@@ -61,6 +62,7 @@ class ReplicaJob:
     checkpoint_dir: Path
     options: Mapping[str, Any] = field(default_factory=dict)
     search_path: str | None = None
+    head: Head | None = None
 
     @property
     def label(self) -> str:
@@ -81,11 +83,13 @@ def train_replica(job: ReplicaJob) -> Path:
     torch.manual_seed(job.seed)  # initial weights come from the replica's seed
     model = build_model(job.arch, num_classes=job.num_classes, small_input=job.small_input,
                         options=job.options, search_path=job.search_path)
-    result = train(model, dataset, job.config, checkpoint_dir=job.checkpoint_dir, progress=False)
+    result = train(model, dataset, job.config, checkpoint_dir=job.checkpoint_dir, progress=False,
+                   head=job.head)
     meta = {
         "replica": job.replica, "seed": job.seed, "arch": job.arch,
         "num_classes": job.num_classes, "small_input": job.small_input,
-        "options": dict(job.options), "config": asdict(job.config), "losses": result.losses,
+        "options": dict(job.options), "config": asdict(job.config),
+        "head": asdict(job.head or Head()), "losses": result.losses,
         "accuracies": result.accuracies, "global_step": result.global_step,
         # Process CPU time counts every torch thread of this worker.
         "timing": {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
@@ -115,6 +119,7 @@ def train_population(
     small_input: bool = False,
     options: Mapping[str, Any] | None = None,
     search_path: str | Path | None = None,
+    head: Head | None = None,
 ) -> list[Path]:
     """Train ``replicas`` independent models and write one state-dict file per replica.
 
@@ -136,13 +141,16 @@ def train_population(
     out_dir
         Folder for ``replica-XXX.pt`` / ``.json`` and in-progress checkpoints.
     num_classes
-        Output width; default ``dataset.num_classes``.
+        Output width; default ``dataset.num_classes`` (a sigmoid head: ``head.outputs``).
     small_input
         Small-image stem for ResNets (see :func:`~compaudit.models.architectures.build_model`).
     options, search_path
         Builder keyword arguments and the folder a ``"package.module:callable"``
         architecture is imported from (absolute: workers may start elsewhere); see
         :func:`~compaudit.models.architectures.build_model`.
+    head
+        The training loss's head (:func:`~compaudit.models.training.train`); default
+        softmax cross-entropy.
 
     Returns
     -------
@@ -150,6 +158,8 @@ def train_population(
         The state-dict files, in replica order (existing ones included).
     """
     seeds = _check_population_args(arch, config, replicas, seeds, search_path)
+    if num_classes is None and head is not None and head.sigmoid:
+        num_classes = head.outputs
     if num_classes is None:
         probe = dataset() if _is_factory(dataset) else dataset
         num_classes = getattr(probe, "num_classes", None)
@@ -165,7 +175,7 @@ def train_population(
     jobs = [
         ReplicaJob(replica=k, seed=seed, arch=arch, num_classes=num_classes,
                    small_input=small_input, dataset=dataset, options=dict(options or {}),
-                   search_path=None if search_path is None else str(search_path),
+                   search_path=None if search_path is None else str(search_path), head=head,
                    config=replace(config, seed=seed, num_threads=threads),
                    out_path=replica_path(out_dir, k),
                    checkpoint_dir=out_dir / "checkpoints" / f"replica-{k:03d}")

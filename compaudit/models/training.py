@@ -47,6 +47,7 @@ from compaudit.models._checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from compaudit.models.head import Head
 from compaudit.models.train_config import TrainConfig
 
 __all__ = [
@@ -99,6 +100,7 @@ def train(
     step_callbacks: Sequence[StepCallback] = (),
     epoch_callbacks: Sequence[EpochCallback] = (),
     progress: bool = True,
+    head: Head | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; resume from ``checkpoint_dir`` when it holds a checkpoint.
 
@@ -116,6 +118,10 @@ def train(
         Called as ``cb(step, model)`` / ``cb(epoch, model)``; see the module docstring.
     progress
         Show a tqdm bar per epoch.
+    head
+        The loss and the prediction of the training accuracy
+        (:class:`~compaudit.models.head.Head`): cross-entropy over class logits
+        (default), or binary cross-entropy with logits on one logit (sigmoid head).
 
     Returns
     -------
@@ -153,8 +159,8 @@ def train(
         else:
             _seed_everything(config.seed)
 
-        loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        step = _Step(model, optimizer, scheduler, scaler, loss_fn, device, amp_dtype,
+        step = _Step(model, optimizer, scheduler, scaler, head or Head(),
+                     config.label_smoothing, device, amp_dtype,
                      channels_last=use_cuda and config.channels_last)
         started = time.perf_counter()
         seen = 0
@@ -190,7 +196,8 @@ class _Step:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
-    loss_fn: nn.Module
+    head: Head
+    label_smoothing: float
     device: torch.device
     amp_dtype: torch.dtype | None
     channels_last: bool
@@ -213,7 +220,8 @@ def _train_epoch(step: _Step, batches: Iterable[Any], step_callbacks: Sequence[S
             # GoogLeNet and Inception v3 return (logits, aux logits...) in training mode:
             # the main head is trained, as in evaluation.
             logits = getattr(out, "logits", out)
-            loss = step.loss_fn(logits.float(), labels)
+            loss = step.head.loss(logits.float(), labels,
+                                  label_smoothing=step.label_smoothing)
         step.optimizer.zero_grad(set_to_none=True)
         step.scaler.scale(loss).backward()
         step.scaler.step(step.optimizer)
@@ -224,7 +232,7 @@ def _train_epoch(step: _Step, batches: Iterable[Any], step_callbacks: Sequence[S
             for cb in step_callbacks:
                 cb(result.global_step, model)
             total_loss += loss.detach().double() * labels.shape[0]
-            correct += (logits.argmax(1) == labels).sum()
+            correct += (step.head.predict(logits) == labels).sum()
         seen += labels.shape[0]
     return total_loss, correct, seen
 
@@ -256,18 +264,21 @@ class FineTuner:
         Makes fine-tuning resumable, like :func:`train`'s argument.
     progress
         Show progress bars.
+    head
+        The loss's head (default softmax cross-entropy); see :func:`train`.
     """
 
     dataset: Any
     config: TrainConfig
     checkpoint_dir: Path | None = None
     progress: bool = False
+    head: Head | None = None
 
     def __call__(self, model: nn.Module,
                  step_callbacks: Sequence[StepCallback] = ()) -> TrainResult:
         """Train ``model`` in place, calling ``step_callbacks`` after every step."""
         return train(model, self.dataset, self.config, checkpoint_dir=self.checkpoint_dir,
-                     step_callbacks=step_callbacks, progress=self.progress)
+                     step_callbacks=step_callbacks, progress=self.progress, head=self.head)
 
 
 def _resume(path: Path, config: TrainConfig, stateful: dict[str, Any],

@@ -24,6 +24,7 @@ from compaudit.compress.registry import CompressionContext, compress
 from compaudit.errors import AuditInputError
 from compaudit.models.architectures import build_model
 from compaudit.models.artifacts import has_torch_weights, load_artifact
+from compaudit.models.head import Head
 from compaudit.models.training import TrainConfig, train
 from compaudit.predict import predict_population, write_predictions
 from compaudit.rundir import jsonable, write_json
@@ -43,8 +44,10 @@ class VariantJob:
     """Compress every dense replica with one method, predict, and measure the footprint.
 
     ``name == "dense"`` with ``config=None`` predicts the dense population itself.
-    ``arch``, ``num_classes``, ``small_input``, ``options`` and ``search_path`` rebuild
-    the dense replicas in the worker (:func:`dense_models`).
+    ``arch``, ``num_classes`` (the architecture's output width, ``[model].outputs``),
+    ``small_input``, ``options`` and ``search_path`` rebuild the dense replicas in the
+    worker (:func:`dense_models`); ``head`` says how their outputs are read (prediction,
+    fine-tuning, pruning losses).
     """
 
     name: str
@@ -67,6 +70,7 @@ class VariantJob:
     dissection: Any = None  # a compaudit.dissection.audit.DissectionPlan, or None
     options: Mapping[str, Any] = field(default_factory=dict)
     search_path: str | None = None
+    head: Head | None = None
     #: Where the variant is in the spec, e.g. ``"spec.toml: [[variants]] #2"``.
     spec_key: str = ""
 
@@ -121,8 +125,8 @@ def _check_dissectable(job: VariantJob, models: Sequence[nn.Module]) -> None:
 
 
 def _fine_tune(model: nn.Module, callbacks: Sequence[Any], *, data: Any,
-               config: TrainConfig) -> None:
-    train(model, data, config, step_callbacks=callbacks, progress=False)
+               config: TrainConfig, head: Head | None = None) -> None:
+    train(model, data, config, step_callbacks=callbacks, progress=False, head=head)
 
 
 def run_variant_job(job: VariantJob) -> dict[str, Any]:
@@ -157,12 +161,13 @@ def run_variant_job(job: VariantJob) -> dict[str, Any]:
         for k, dense in enumerate(models):
             context = CompressionContext(
                 train_dataset=train_data, fine_tune_steps=steps,
-                fine_tune=partial(_fine_tune, data=train_data,
+                fine_tune=partial(_fine_tune, data=train_data, head=job.head,
                                   config=replace(job.fine_tune, seed=job.seed + k)),
                 calibration_dataset=train_data,
                 seed=job.seed + k,
                 device=job.device,
                 replica=k,
+                head=job.head,
             )
             try:
                 out = compress(dense, job.config, context=context)
@@ -174,7 +179,7 @@ def run_variant_job(job: VariantJob) -> dict[str, Any]:
         models = compressed
         _check_dissectable(job, models)  # before predicting, not after
     frames = [predict_population({job.name: models}, factory(), device=job.device,
-                                 progress=False) for factory in job.eval_data]
+                                 progress=False, head=job.head) for factory in job.eval_data]
     predictions = pd.concat(frames, ignore_index=True)
     examples = tables.read_examples(job.examples_path)
     predictions["variant"] = predictions["variant"].astype(str)

@@ -236,7 +236,7 @@ def describe_plan(spec: AuditSpec, run_dir: Path) -> str:
               + (" (pretrained: the weights' own statistics and resize ratio)"
                  if m.pretrained else ""),
               "", f"dense population: {m.arch}, {m.num_classes} classes, {m.replicas} "
-                  f"replica(s)"]
+                  f"replica(s); {m.n_outputs} output(s), head {m.task_head().describe()}"]
     if m.pretrained:
         lines.append(f"  pretrained {m.pretrained} from the local torch hub cache")
     elif m.weights:

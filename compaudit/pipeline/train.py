@@ -57,9 +57,9 @@ def dense_population(spec: AuditSpec, folder: RunFolder, cache: StageCache, data
     log(f"[train] {m.replicas} x {m.arch} ({t.epochs} epochs each)")
     paths = train_population(m.arch, decoder.get("train", data.train), t.dense(),
                              replicas=m.replicas,
-                             executor=pool, out_dir=out, num_classes=m.num_classes,
+                             executor=pool, out_dir=out, num_classes=m.n_outputs,
                              small_input=m.small_input, options=m.options,
-                             search_path=model_search_path(spec))
+                             search_path=model_search_path(spec), head=m.task_head())
     return DenseStage(paths=tuple(paths), key=key)
 
 
@@ -86,7 +86,7 @@ def check_architecture(spec: AuditSpec) -> None:
     try:
         # Building draws from the global RNG: leave it as it was for what follows.
         with torch.random.fork_rng(devices=[]):
-            build_model(m.arch, num_classes=m.num_classes, small_input=m.small_input,
+            build_model(m.arch, num_classes=m.n_outputs, small_input=m.small_input,
                         options=m.options, search_path=model_search_path(spec))
     except AuditInputError as err:
         raise AuditInputError([f"{spec.source}: {p}" for p in err.problems]) from err

@@ -43,14 +43,14 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
         keys[variant.name] = key
         job = VariantJob(
             name=variant.name, config=variant.config, method=variant.method,
-            params=variant.params, arch=m.arch, num_classes=m.num_classes,
+            params=variant.params, arch=m.arch, num_classes=m.n_outputs,
             small_input=m.small_input, dense_paths=dense.paths, train_data=data.train,
             eval_data=(data.eval, *shifts.factories), fine_tune=spec.train.fine_tune(),
             seed=spec.seed, device=spec.train.device, image_size=spec.data.input_size,
             predictions_path=folder.variant_predictions(variant.name),
             record_path=folder.variant_record(variant.name),
             examples_path=folder.examples, dissection=plan, options=m.options,
-            search_path=model_search_path(spec),
+            search_path=model_search_path(spec), head=m.task_head(),
             spec_key=f"{spec.source}: " + ("[model]" if i == 0 else f"[[variants]] #{i}"))
         outputs = [job.predictions_path, job.record_path]
         if plan is not None:
@@ -130,7 +130,7 @@ def _check_layers(spec: AuditSpec, layers: tuple[str, ...]) -> None:
     from compaudit.models.architectures import build_model
 
     m = spec.model
-    model = build_model(m.arch, num_classes=m.num_classes, small_input=m.small_input,
+    model = build_model(m.arch, num_classes=m.n_outputs, small_input=m.small_input,
                         options=m.options, search_path=model_search_path(spec))
     modules = {n for n, _ in model.named_modules() if n}
     unknown = [n for n in layers if n not in modules]

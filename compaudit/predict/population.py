@@ -34,6 +34,7 @@ from compaudit.predict.stacking import Member, Runner, plan_runners, restore_mod
 from compaudit.config import check_int
 from compaudit.data.base import dataset_length
 from compaudit.errors import AuditInputError
+from compaudit.models.head import Head
 
 __all__ = ["predict_population", "write_predictions", "StackMode"]
 
@@ -173,6 +174,7 @@ def predict_population(
     max_stacked: int = 32,
     num_workers: int = 0,
     progress: bool = True,
+    head: Head | None = None,
 ) -> pd.DataFrame:
     """Predict every example of ``dataset`` with every replica of every variant.
 
@@ -210,6 +212,11 @@ def predict_population(
         DataLoader worker processes.
     progress
         Show a progress bar over batches.
+    head
+        How the models' outputs become probabilities (:class:`~compaudit.models.head.Head`;
+        default softmax over class logits). A sigmoid head reads a binary task from one
+        logit of each model's ``head.outputs``: ``p_pos`` is its sigmoid, ``pred`` is
+        ``p_pos >= 0.5``.
 
     Returns
     -------
@@ -247,7 +254,7 @@ def predict_population(
         runners = plan_runners(members, device=dev, stack=use_stack, max_stacked=max_stacked)
         out = _run(runners, loader, members=members, n_examples=n_examples, mask=mask,
                    known_classes=getattr(dataset, "num_classes", None), top_k=top_k,
-                   device=dev, progress=progress)
+                   device=dev, progress=progress, head=head or Head())
     frame = to_frame(out, members)
     frame.attrs["stacked"] = [
         (members[i].variant, members[i].replica)
@@ -258,7 +265,7 @@ def predict_population(
 
 def _run(runners: list[Runner], loader: DataLoader, *, members: list[Member],
          n_examples: int, mask: np.ndarray | None, known_classes: int | None,
-         top_k: int | None, device: torch.device, progress: bool) -> Outputs:
+         top_k: int | None, device: torch.device, progress: bool, head: Head) -> Outputs:
     out = Outputs(len(members), n_examples)
     task = None
     offset = 0
@@ -270,10 +277,10 @@ def _run(runners: list[Runner], loader: DataLoader, *, members: list[Member],
             for i, runner in enumerate(runners):
                 logits = runner(images)
                 check_logits(logits, [members[j] for j in runner.indices],
-                             task.num_classes if task else known_classes)
+                             task.num_classes if task else known_classes, head)
                 if task is None:  # the class count is known once a model has answered
                     task = Task(num_classes=logits.shape[-1], mask=mask, top_k=top_k,
-                                device=device)
+                                device=device, head=head)
                 if i == 0:
                     check_labels(labels, ids, task)
                 out.store(runner.indices, offset, task.summarize(logits, labels.to(device)))

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from compaudit import tables
+from compaudit.models.head import Head
 from compaudit.predict.stacking import Member
 from compaudit.errors import AuditInputError
 
@@ -52,10 +53,21 @@ class Task:
         Requested top-k width (``None``: no top-k columns).
     device
         Where the logits live.
+    head
+        How outputs become probabilities (default softmax). A sigmoid head makes a
+        binary task (``num_classes`` 2) from one logit of the outputs.
     """
 
     def __init__(self, *, num_classes: int, mask: np.ndarray | None, top_k: int | None,
-                 device: torch.device) -> None:
+                 device: torch.device, head: Head | None = None) -> None:
+        self.head = head or Head()
+        if self.head.sigmoid and mask is not None:
+            raise AuditInputError(
+                "the dataset restricts predictions to a class_mask, but the head is "
+                "'sigmoid' (one binary logit); expected head = \"softmax\" over the "
+                "dataset's classes")
+        if self.head.sigmoid:
+            num_classes = 2
         if mask is not None and mask.max() >= num_classes:
             raise AuditInputError(
                 f"the dataset's class_mask names class {int(mask.max())} but the models "
@@ -80,6 +92,8 @@ class Task:
         softmax, argmax and top-k run over the masked classes only.
         """
         logits = logits.float()
+        if self.head.sigmoid:
+            return self._sigmoid(logits, labels)
         lab = labels if self.mask_pos is None else self.mask_pos[labels]
         sub = logits if self.mask is None else logits.index_select(-1, self.mask)
         probs = torch.softmax(sub, dim=-1)
@@ -102,15 +116,39 @@ class Task:
             out["top"] = top.to(torch.int32)
         return {k: v.cpu() for k, v in out.items()}
 
+    def _sigmoid(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A sigmoid head: ``p_pos = sigmoid(z)`` of the task's logit, ``pred = p_pos >= 0.5``."""
+        p_pos = torch.sigmoid(self.head.logit(logits))
+        pred = (p_pos >= 0.5).long()
+        p_neg = 1 - p_pos
+        positive = labels.expand(pred.shape) == 1
+        return {k: v.cpu() for k, v in {
+            "pred": pred,
+            "p_true": torch.where(positive, p_pos, p_neg),
+            "p_pred": torch.where(pred == 1, p_pos, p_neg),
+            "p_pos": p_pos,
+        }.items()}
 
-def check_logits(logits: torch.Tensor, members: list[Member], num_classes: int | None) -> None:
-    """Raise unless ``logits`` is ``(models, batch, num_classes)``, finite, 2+ classes."""
-    if logits.ndim != 3 or logits.shape[-1] < 2:
+
+def check_logits(logits: torch.Tensor, members: list[Member], num_classes: int | None,
+                 head: Head | None = None) -> None:
+    """Raise unless ``logits`` is ``(models, batch, num_classes)``, finite, 2+ classes
+    (a sigmoid head: ``(models, batch, head.outputs)``)."""
+    if head is not None and head.sigmoid:
+        if logits.ndim != 3 or logits.shape[-1] != head.outputs:
+            who = members[0]
+            raise AuditInputError(
+                f"models[{who.variant!r}] replica {who.replica} returned output of shape "
+                f"{tuple(logits.shape[1:])}; the head is {head.describe()}: expected shape "
+                f"(batch, {head.outputs}) ([model].outputs)")
+        num_classes = None
+    elif logits.ndim != 3 or logits.shape[-1] < 2:
         who = members[0]
         raise AuditInputError(
             f"models[{who.variant!r}] replica {who.replica} returned output of shape "
             f"{tuple(logits.shape[1:])}; expected logits of shape (batch, num_classes) "
-            "with num_classes >= 2 (binary tasks: two logits)"
+            "with num_classes >= 2 (binary tasks: two logits, or one with [model].head = "
+            "\"sigmoid\")"
         )
     if num_classes is not None and logits.shape[-1] != num_classes:
         who = members[0]

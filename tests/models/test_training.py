@@ -325,3 +325,29 @@ def test_models_with_auxiliary_heads_train_their_main_head():
     with torch.no_grad():
         expected = reference.fc.weight - 0.1 * reference.fc.weight.grad
     torch.testing.assert_close(model.fc.weight, expected)
+
+
+@pytest.mark.parametrize("outputs, output, smoothing", [(1, 0, 0.0), (3, 2, 0.0), (3, 1, 0.2)])
+def test_a_sigmoid_head_steps_on_bce_with_logits_of_its_logit(outputs, output, smoothing):
+    """One full-batch SGD step with a sigmoid head is w - lr * grad of torch's own
+    BCEWithLogitsLoss on the chosen logit (smoothed targets y (1 - e) + e / 2)."""
+    from compaudit.models.head import Head
+
+    ds = ToyImages(16, size=2)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, outputs))
+    ref = nn.Sequential(nn.Flatten(), nn.Linear(12, outputs))
+    ref.load_state_dict(model.state_dict())
+    target = ds.y.float() * (1 - smoothing) + smoothing / 2
+    nn.BCEWithLogitsLoss()(ref(ds.x)[:, output], target).backward()
+    lr = 0.3
+    result = train(model, ds, _cfg(batch_size=16, lr=lr, momentum=0.0,
+                                   label_smoothing=smoothing),
+                   head=Head(kind="sigmoid", outputs=outputs, output=output), progress=False)
+    for p, p0 in zip(model.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p, p0.detach() - lr * p0.grad, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        before = ref(ds.x)[:, output]
+    # The recorded accuracy is the sigmoid head's: sigmoid(z) >= 0.5 against the label.
+    assert result.accuracies == [float(((torch.sigmoid(before) >= 0.5).long() == ds.y)
+                                       .float().mean())]

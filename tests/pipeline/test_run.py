@@ -286,3 +286,46 @@ workers = 1
     assert {"variant:dense", "variant:f16"} <= set(edited.stages_run)
     record = json.loads(RunFolder(tmp_path / "run").variant_record("f16").read_text())
     assert record["method"] == "float16"
+
+
+def test_a_sigmoid_head_trains_prunes_and_dissects_with_bce(tmp_path):
+    """compaudit trains a one-logit population with binary cross-entropy, prunes it (unit
+    scores from BCE gradients, BCE fine-tuning) and dissects every variant."""
+    import pandas as pd
+    import torch
+
+    from compaudit.data import get_dataset
+    from compaudit.models.architectures import build_model
+    from compaudit.models.weights import read_state_dict
+    from compaudit.pipeline.data import eval_transform
+
+    text = (TINY.replace('arch = "small_cnn"\nreplicas = 2',
+                         'arch = "small_cnn"\nreplicas = 1\nhead = "sigmoid"')
+            .replace("n = 800", "n = 400")
+            .replace('name = "float16"\nmethod = "float16"',
+                     'name = "units"\nmethod = "unit"\nfraction = 0.25\nn_batches = 2'))
+    spec = parse_spec(text, source="tiny.toml")
+    assert spec.model.n_outputs == 1 and spec.model.task_head().sigmoid
+    result = run_audit(spec, tmp_path, progress=False, log=_quiet)
+    assert set(result.metrics["variants"]) == {"dense", "gmp-50", "units"}
+    # The replica has one output and was trained with BCE: its own sigmoid is p_pos.
+    state = read_state_dict(tmp_path / "models" / "dense" / "replica-000.pt")
+    model = build_model("small_cnn", num_classes=1, small_input=True)
+    model.load_state_dict(state)
+    meta = json.loads((tmp_path / "models" / "dense" / "replica-000.json").read_text())
+    assert meta["head"]["kind"] == "sigmoid"
+    ds = get_dataset("celeba", tmp_path / "data" / "faces", split="test",
+        transform=eval_transform(spec))
+    x = torch.stack([ds[i][0] for i in range(16)])
+    ids = [ds[i][2] for i in range(16)]
+    with torch.no_grad():
+        p_pos = torch.sigmoid(model.eval()(x)[:, 0]).numpy()
+    predictions = pd.read_parquet(tmp_path / "predictions.parquet")
+    dense = predictions[predictions["variant"] == "dense"].set_index("example_id").loc[ids]
+    assert dense["p_pos"].to_numpy() == pytest.approx(p_pos, rel=1e-5, abs=1e-6)
+    variants = json.loads((tmp_path / "variants.json").read_text())["variants"]
+    assert variants["gmp-50"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    # BCE through the head (softmax cross-entropy over one logit would be 0 or fail)
+    assert variants["units"]["loss_before"] > 0
+    block = result.metrics["dissection"]
+    assert {r["variant"] for r in block["replicas"]} == {"dense", "gmp-50", "units"}

@@ -544,3 +544,41 @@ def test_models_pruned_with_torch_prune_hooks_stack():
     for k, model in enumerate(models):
         np.testing.assert_allclose(rows(stacked, "dense", k)["p_true"],
                                    reference(model, ds)["p_true"], atol=1e-5)
+
+
+@pytest.mark.parametrize("outputs, output", [(1, 0), (40, 9)])
+def test_a_sigmoid_head_reads_p_pos_from_one_logit(outputs, output):
+    """p_pos is torch.sigmoid of the chosen logit, pred is p_pos >= 0.5, and p_true /
+    p_pred follow; replicas of a 40-output model run stacked or looped alike."""
+    from compaudit.models.head import Head
+
+    ds = random_dataset(50, num_classes=2, seed=4)
+    models = make_models("small_cnn", 2, num_classes=outputs, seed=40)
+    head = Head(kind="sigmoid", outputs=outputs, output=output)
+    for stack in (False, True):
+        frame = predict_population({"dense": models}, ds, batch_size=16, progress=False,
+                                   head=head, stack=stack)
+        labels = np.asarray(ds.labels)
+        for k, model in enumerate(models):
+            with torch.no_grad():
+                p_pos = torch.sigmoid(model.eval()(ds.images)[:, output]).numpy()
+            got = rows(frame, "dense", k)
+            np.testing.assert_allclose(got["p_pos"], p_pos, rtol=1e-5, atol=1e-6)
+            np.testing.assert_array_equal(got["pred"], (got["p_pos"] >= 0.5).astype(np.int64))
+            np.testing.assert_allclose(got["p_true"], np.where(labels == 1, p_pos, 1 - p_pos),
+                                       rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(got["p_pred"], np.maximum(p_pos, 1 - p_pos),
+                                       rtol=1e-5, atol=1e-6)
+        assert 0 < frame["pred"].sum() < len(frame)
+        validate_predictions(frame, validate_examples(ds.examples()))
+
+
+def test_a_sigmoid_head_refuses_outputs_of_another_width():
+    from compaudit.models.head import Head
+
+    ds = random_dataset(8, num_classes=2, seed=4)
+    models = make_models("small_cnn", 1, num_classes=2, seed=40)
+    with pytest.raises(AuditInputError, match=r"expected shape \(batch, 40\) \(\[model\]"
+                                              r"\.outputs\)"):
+        predict_population({"dense": models}, ds, progress=False,
+                           head=Head(kind="sigmoid", outputs=40, output=3))

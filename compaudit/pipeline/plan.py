@@ -178,7 +178,7 @@ def _model_problems(spec: AuditSpec) -> list[str]:
         paths = dense_paths(spec)
     except AuditInputError as err:
         return list(err.problems)
-    structure = build_model(m.arch, num_classes=m.num_classes, small_input=m.small_input,
+    structure = build_model(m.arch, num_classes=m.n_outputs, small_input=m.small_input,
                             options=m.options, search_path=model_search_path(spec))
     problems: list[str] = []
     key = "[model].pretrained" if m.pretrained else "[model].weights"

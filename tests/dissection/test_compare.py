@@ -75,8 +75,12 @@ def test_relative_drops_and_t_intervals(frame):
     assert rep.loc[("dense", 1), "interpretable_drop"] == 0.0
     row = tables["summary"].set_index(["variant", "metric"]).loc[("gmp-90", "concept_drop")]
     values = [1 / 3, 0.5]
-    lo, hi = stats.t.interval(0.9, 1, loc=np.mean(values), scale=stats.sem(values))
+    # A drop is at most 1: scipy's t-interval on -log(1 - drop), mapped back.
+    m = np.mean(values)
+    g_lo, g_hi = stats.t.interval(0.9, 1, loc=-np.log(1 - m), scale=stats.sem(values) / (1 - m))
+    lo, hi = 1 - np.exp(-g_lo), 1 - np.exp(-g_hi)
     assert (row["lo"], row["hi"]) == (pytest.approx(lo), pytest.approx(hi))
+    assert row["hi"] < 1
     metrics = comparison_metrics(tables)["gmp-90"]["concept_drop"]
     assert (metrics["lo"], metrics["hi"]) == (pytest.approx(lo), pytest.approx(hi))
 

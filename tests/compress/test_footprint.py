@@ -10,6 +10,7 @@ import math
 import os
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -173,11 +174,55 @@ def test_onnxruntime_module_is_sized_by_its_file(tmp_path):
     assert fp["latency_kernel"] == "onnxruntime"
 
 
-def test_latency_is_a_median_with_the_batch_size_stated():
-    model = nn.Linear(4, 2)
-    lat = measure_latency(model, input_size=(4,), batch_size=3, repeats=5, warmup=1)
-    assert lat["batch_size"] == 3 and lat["repeats"] == 5 and lat["device"] == "cpu"
-    assert 0 < lat["min_ms"] <= lat["median_ms"]
+class _Clock:
+    """A stand-in for ``time.perf_counter`` that moves only when the model runs: each
+    forward pass takes the next of ``costs`` seconds, so the true timings are known."""
+
+    def __init__(self, costs):
+        self.now, self.costs = 100.0, list(costs)
+
+    def __call__(self):
+        return self.now
+
+
+class _Timed(nn.Module):
+    """A linear model whose forward passes advance ``clock`` and record their batch size."""
+
+    def __init__(self, clock):
+        super().__init__()
+        self.fc, self.clock, self.batches = nn.Linear(4, 2), clock, []
+
+    def forward(self, x):
+        self.batches.append(x.shape[0])
+        self.clock.now += self.clock.costs[len(self.batches) - 1]
+        return self.fc(x)
+
+
+def test_latency_is_a_median_with_the_batch_size_stated(monkeypatch):
+    from types import SimpleNamespace
+
+    from compaudit.compress import latency
+
+    # Two warm-up runs that are slow (a cold start), then five timed runs.
+    warmup, timed = [5.0, 3.0], [0.004, 0.001, 0.009, 0.002, 0.0035]
+    clock = _Clock(warmup + timed)
+    # latency.py reads the clock through its module name ``time``; only that one is replaced.
+    monkeypatch.setattr(latency, "time", SimpleNamespace(perf_counter=clock))
+    model = _Timed(clock)
+    lat = measure_latency(model, input_size=(4,), batch_size=3, repeats=5, warmup=2)
+    assert model.batches == [3] * 7  # every run used the stated batch size
+    # numpy's median and minimum of the timed runs only, in milliseconds.
+    assert lat["median_ms"] == pytest.approx(1000 * np.median(timed), rel=1e-9)  # 3.5 ms
+    assert lat["min_ms"] == pytest.approx(1000 * min(timed), rel=1e-9)
+    assert lat["batch_size"] == 3 and lat["repeats"] == 5 and lat["warmup"] == 2
+    assert lat["device"] == "cpu" and lat["kernel"] == "torch"
+    assert lat["threads"] == torch.get_num_threads()
+    # An even number of runs: the median is the mean of the middle two, as numpy's.
+    clock = _Clock([0.0] + timed[:4])
+    monkeypatch.setattr(latency, "time", SimpleNamespace(perf_counter=clock))
+    lat = measure_latency(_Timed(clock), input_size=(4,), repeats=4, warmup=1)
+    assert lat["median_ms"] == pytest.approx(1000 * np.median(timed[:4]), rel=1e-9)
+    assert lat["batch_size"] == 1
     with pytest.raises(AuditInputError, match="repeats"):
         measure_latency(model, input_size=(4,), repeats=0)
 

@@ -402,12 +402,44 @@ def test_check_architecture_leaves_the_global_rng_as_it_was():
     assert torch.equal(after, torch.rand(3))
 
 
-def test_train_population_accepts_every_form_that_build_model_accepts(tmp_path):
-    from compaudit.models.population import train_population
-    from compaudit.models.training import TrainConfig
+def _timm_form():
+    pytest.importorskip("timm", reason='timm:NAME needs the optional timm extra '
+                                       '(pip install -e ".[timm]")')
+    return f"timm:{TIMM_NAME}", None
 
-    data = [(torch.randn(3, 32, 32), k % 2, f"x{k}") for k in range(2)]
-    config = TrainConfig(epochs=1, batch_size=2, lr=0.01, seed=0)
-    (path,) = train_population("mobilenet_v3_small", data, config, replicas=1,
-                               out_dir=tmp_path, num_classes=2)
-    assert path.is_file()
+
+@pytest.mark.parametrize("form", ["registered", "torchvision", "timm", "user"])
+def test_train_population_accepts_every_form_that_build_model_accepts(form, tmp_path,
+                                                                      user_folder):
+    from dataclasses import replace
+
+    from compaudit.models.population import train_population
+    from compaudit.models.training import TrainConfig, train
+
+    arch, options = {"registered": ("small_cnn", None),
+                     "torchvision": ("mobilenet_v3_small", None),
+                     "user": (f"{USER_MODULE}:factory", {"width": 6})}.get(form) or _timm_form()
+    search = user_folder if form == "user" else None
+    gen = torch.Generator().manual_seed(0)
+    data = [(torch.randn(3, 32, 32, generator=gen), k % 2, f"x{k}") for k in range(4)]
+    config = TrainConfig(epochs=1, batch_size=2, lr=0.05, seed=0)
+    (path,) = train_population(arch, data, config, replicas=1, seeds=[7], out_dir=tmp_path / "p",
+                               num_classes=2, options=options, search_path=search)
+
+    # torch's own loader, strict: the file holds exactly the architecture's tensors.
+    saved = torch.load(path, weights_only=True)
+    loaded = build_model(arch, num_classes=2, options=options, search_path=search)
+    loaded.load_state_dict(saved, strict=True)
+    # The reference: the same architecture trained directly, from the replica's seed.
+    torch.manual_seed(7)
+    fresh = build_model(arch, num_classes=2, options=options, search_path=search)
+    initial = {k: v.clone() for k, v in fresh.state_dict().items()}
+    train(fresh, data, replace(config, seed=7, num_threads=1), progress=False)
+    x = torch.randn(3, 3, 32, 32, generator=gen)
+    with torch.no_grad():
+        out, expected = loaded.eval()(x), fresh.eval()(x)
+    assert out.shape == (3, 2)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    # Training moved the weights: the file is not the initialisation.
+    assert any(not torch.equal(saved[k], v) for k, v in initial.items()
+               if v.is_floating_point())

@@ -93,16 +93,43 @@ def test_other_plots_draw_nothing_without_data():
     assert severity_plot(pd.DataFrame(), variants=["v"], alt="a") is None
 
 
-def test_plots_draw_hostile_names_as_plain_text_in_the_report_style():
-    # "$x_{$" is broken TeX: drawn as text only because the report style turns math off.
-    matrix = pd.DataFrame([[1.0, -4.0]], index=[EVIL], columns=["$x_{$", "b"])
-    rows = pd.DataFrame({"panel": ["p", "p"], "row": [EVIL, "b"], "hue": ["$x_{$", "h"],
+def _heatmap(row: str, col: str, alt: str = "a") -> str:
+    matrix = pd.DataFrame([[1.0, -4.0]], index=[row], columns=[col, "b"])
+    return heatmap_plot(matrix, pd.DataFrame([["+100%", "-100%"]]), alt=alt, colorbar="c")
+
+
+def _forest(row: str, hue: str) -> str:
+    rows = pd.DataFrame({"panel": ["p", "p"], "row": [row, "b"], "hue": [hue, "h"],
                          "est": [0.1, -0.1], "lo": [0.0, np.nan], "hi": [0.2, np.nan],
                          "sig": [True, False]})
+    return forest_plot(rows, alt="a", xlabel="x")
+
+
+def _bytes(img: str) -> bytes:
+    return base64.b64decode(re.search(r'src="data:image/png;base64,([^"]+)"', img).group(1))
+
+
+@pytest.mark.parametrize("draw", [_heatmap, _forest])
+def test_plots_draw_hostile_names_as_plain_text_in_the_report_style(draw):
+    # "$x_{$" is broken TeX and "$\alpha$" valid TeX; names are data, drawn as typed.
+    with pytest.raises(ValueError):  # matplotlib's default style parses them as TeX
+        _bytes(draw("$\\alpha$", "$x_{$"))
     with report_style():
-        img = heatmap_plot(matrix, pd.DataFrame([["+100%", "-100%"]]), alt="a", colorbar="c")
-        assert img is not None and _png(img).width > 0
-        assert forest_plot(rows, alt="a", xlabel="x") is not None
+        drawn = _bytes(draw("$\\alpha$", "$x_{$"))
+        with matplotlib.rc_context({"text.parse_math": True}):
+            # The reference: the same characters, escaped so matplotlib draws them as text.
+            literal = _bytes(draw(r"\$\alpha\$", r"\$x_{\$"))
+            as_tex = _bytes(draw("$\\alpha$", "x_{"))
+    assert drawn == literal  # pixel for pixel
+    assert drawn != as_tex   # and not what TeX would draw (the check can tell)
+    image = np.asarray(Image.open(io.BytesIO(drawn)).convert("L"))
+    assert image.min() < 64 and image.max() == 255  # dark text on a white page
+
+
+def test_plot_alt_text_is_escaped():
+    with report_style():
+        img = _heatmap("a", "b", alt=EVIL)
+    assert 'alt="&lt;script&gt;alert(1)&lt;/script&gt;"' in img and EVIL not in img
 
 
 def test_report_style_restores_rcparams_and_figures_skip_pyplot():

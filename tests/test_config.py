@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -135,8 +134,8 @@ _OWN_FILE = {"compaudit.compress.configs"}  # tests/compress/test_configs.py
 
 
 def _config_classes() -> list[type]:
-    """Every dataclass of the package with a ``setting(...)`` limit, from the modules that
-    call ``setting(``, read as text so that a new module is found without a list."""
+    """Every dataclass of the modules that call ``setting(`` (read as text, so that a new
+    module is found without a list); those without limits add no cases."""
     classes: dict[str, type] = {}
     for path in sorted(_ROOT.rglob("*.py")):
         module = ".".join(path.relative_to(_ROOT.parent).with_suffix("").parts)
@@ -145,58 +144,9 @@ def _config_classes() -> list[type]:
             continue
         for obj in vars(importlib.import_module(module)).values():
             if isinstance(obj, type) and dataclasses.is_dataclass(obj) and \
-                    obj.__module__ == module and _limited_fields(obj):
+                    obj.__module__ == module:
                 classes[f"{module}.{obj.__qualname__}"] = obj
     return list(classes.values())
-
-
-def _limited_fields(cls: type) -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(cls) if f.metadata.get("range") not in (None, Range())
-            or f.metadata.get("nonempty") or f.metadata.get("slug")]
-
-
-def _scalar(hint):
-    """``int``, ``float``, ``str`` or a tuple's element type, under Optional."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) in (typing.Union, __import__("types").UnionType):
-        return _scalar(args[0])
-    if typing.get_origin(hint) is tuple:
-        return _scalar(args[0])
-    return hint
-
-
-def limit_cases(classes: list[type]) -> list:
-    """One case per limit of each field: a value just outside it, and the words expected."""
-    cases = []
-    for cls in classes:
-        hints = typing.get_type_hints(cls)
-        for f in _limited_fields(cls):
-            hint, kind = hints[f.name], _scalar(hints[f.name])
-            many = typing.get_origin(hint) is tuple or any(
-                typing.get_origin(a) is tuple for a in typing.get_args(hint))
-            bounds: Range = f.metadata["range"]
-            bad: list = []
-            if kind in (int, float):
-                cast = float if kind is float else int
-                if bounds.ge is not None:
-                    bad.append(cast(bounds.ge - 1))
-                if bounds.gt is not None:
-                    bad.append(cast(bounds.gt))
-                if bounds.le is not None:
-                    bad.append(cast(bounds.le + 1))
-                if bounds.lt is not None:
-                    bad.append(cast(bounds.lt))
-                what = "values" if many else "an integer" if kind is int else "a number"
-                words = f"expected {what} {bounds.describe()}"
-            if f.metadata.get("nonempty"):
-                bad, words = [[] if many else ""], "expected a non-empty"
-            if f.metadata.get("slug"):
-                bad, words = ["../x"], "expected a name of letters, digits"
-            for value in bad:
-                value = [value] if many and value != [] else value
-                cases.append(pytest.param(cls, f.name, value, words,
-                                          id=f"{cls.__name__}.{f.name}={value!r}"))
-    return cases
 
 
 def test_introspection_finds_the_configs_of_every_stage():
@@ -206,8 +156,11 @@ def test_introspection_finds_the_configs_of_every_stage():
     assert not names & {"GradualMagnitudeConfig", "UnitPruningConfig"}  # their own file
 
 
-@pytest.mark.parametrize("cls, key, value, words", limit_cases(_config_classes()))
-def test_every_declared_limit_is_refused_with_its_message(cls, key, value, words):
+LIMIT_CLASSES = _config_classes()  # the limit_case parameters (tests/conftest.py)
+
+
+def test_every_declared_limit_is_refused_with_its_message(limit_case):
+    cls, key, value, words = limit_case
     problems: list[str] = []
     assert from_table(cls, {key: value}, where="a.toml: [t]", problems=problems) is None
     assert len(problems) == 1, problems

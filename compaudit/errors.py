@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-__all__ = ["AuditInputError", "EXIT_OK", "EXIT_REGRESSION", "EXIT_BAD_INPUT", "EXIT_INTERNAL"]
+__all__ = ["AuditInputError", "EXIT_OK", "EXIT_REGRESSION", "EXIT_BAD_INPUT", "EXIT_INTERNAL",
+           "NEVER_DOWNLOADS"]
 
 EXIT_OK = 0
 EXIT_REGRESSION = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
+
+#: The start of every message about data or weights that are not where the user said:
+#: nothing is fetched at run time, the fix is always to put the files there.
+NEVER_DOWNLOADS = "compaudit never downloads"
 
 
 class AuditInputError(ValueError):

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit, logit
 
+from compaudit.analysis._cells import cell_label
 from compaudit.references import CELEBA_TEST_JOINT  # re-exported: the old home
 
 __all__ = ["PlantedHarm", "CELEBA_TEST_JOINT", "simulate_binary", "simulate_fixed_models",
@@ -208,7 +209,7 @@ def simulate_fixed_models(
     subgroups: list[dict[str, bool]] = [{}] + [{a: b} for a, b in levels] + [
         {"Male": m, "Young": y} for m in (True, False) for y in (True, False)]
     for cell in subgroups:
-        name = " & ".join(f"{a}={b}" for a, b in cell.items()) or "overall"
+        name = cell_label(cell.items()) or "overall"
         # Share of the subgroup's positives in the harmed cell.
         p_harm = (float(cell[attr] == value) if attr in cell
                   else (share[attr] if value else 1 - share[attr]))

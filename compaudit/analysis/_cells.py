@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import combinations, product
 from math import comb
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -25,7 +26,23 @@ from scipy import sparse
 
 from compaudit.errors import AuditInputError
 
-__all__ = ["Cells", "DEFAULT_MAX_CELLS", "default_order", "subgroup_cells"]
+__all__ = ["Cells", "DEFAULT_MAX_CELLS", "cell_label", "default_order", "subgroup_cells"]
+
+
+def cell_label(pairs: Iterable[tuple[str, Any]]) -> str:
+    """The name of a subgroup cell from its ``(attribute, value)`` pairs, in the order given.
+
+    The one spelling of a cell across tables, metrics.json, gate checks and the report.
+
+    Examples
+    --------
+    >>> cell_label([("Male", True), ("Young", False)])
+    'Male=True & Young=False'
+    >>> cell_label([])
+    ''
+    """
+    return " & ".join(f"{name}={value}" for name, value in pairs)
+
 
 #: Up to this many protected attributes, every intersection is analysed by default.
 ALL_ORDERS_UP_TO = 4
@@ -198,7 +215,7 @@ def subgroup_cells(
         grouping = " x ".join(attributes[a] for a in subset)
         for lv in levels:
             s = len(names)
-            names.append(" & ".join(f"{attributes[a]}={level_names[a][v]}"
+            names.append(cell_label((attributes[a], level_names[a][v])
                                     for a, v in zip(subset, lv)))
             groupings.append(grouping)
             orders.append(len(subset))

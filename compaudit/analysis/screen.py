@@ -41,6 +41,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from compaudit._atomic import atomic_path, atomic_write_text
+from compaudit.analysis._cells import cell_label
 from compaudit.analysis.pie import modal_prediction, overindex_within_label
 from compaudit.analysis.population import Population, build_population
 from compaudit.errors import AuditInputError
@@ -253,7 +254,7 @@ def format_screen(result: ScreenResult, *, limit: int = 12) -> str:
         lines.append(f"{'cell':<34}{'n':>8}{'at risk':>9}{'rate ratio':>12}"
                      f"{'expected within-label growth':>34}")
         for r in g.head(limit).to_dict("records"):
-            cell = " & ".join(f"{k.removeprefix('attr.')}={r[k]}" for k in keys)
+            cell = cell_label((k.removeprefix("attr."), r[k]) for k in keys)
             growth = (f"{r['expected_growth_pct']:+.0f}% [{r['lo']:+.0f}, {r['hi']:+.0f}]"
                       if np.isfinite(r["expected_growth_pct"]) else "n/a")
             lines.append(f"{cell[:33]:<34}{r['n']:>8}{r['n_at_risk']:>9}"

@@ -29,7 +29,7 @@ from compaudit.data._checks import (
     open_image,
 )
 from compaudit.data.base import AuditDataset, TransformSpec, clean_examples, register_dataset
-from compaudit.errors import AuditInputError
+from compaudit.errors import NEVER_DOWNLOADS, AuditInputError
 
 __all__ = ["CelebA", "CELEBA_ATTRIBUTES", "CELEBA_SPLITS", "find_celeba_root", "read_celeba_tables"]
 
@@ -53,9 +53,8 @@ DEFAULT_TARGET = "Blond_Hair"
 IMAGE_DIR = "img_align_celeba"
 ATTR_FILE = "list_attr_celeba.txt"
 PARTITION_FILE = "list_eval_partition.txt"
-_NO_DOWNLOAD = "compaudit never downloads"
 _FIX_FILES = (
-    f"{_NO_DOWNLOAD}; get img_align_celeba.zip, list_attr_celeba.txt and "
+    f"{NEVER_DOWNLOADS}; get img_align_celeba.zip, list_attr_celeba.txt and "
     "list_eval_partition.txt from the CelebA site and unpack them there"
 )
 
@@ -248,7 +247,7 @@ class CelebA(AuditDataset):
         self._attrs = table.loc[keep, list(self.attributes)].reset_index(drop=True)
         check_files_present(
             self.image_dir, self._names, listed_in=f"{ATTR_FILE} (split {split!r})",
-            fix=f"Unpack img_align_celeba.zip into {self.image_dir} ({_NO_DOWNLOAD}).",
+            fix=f"Unpack img_align_celeba.zip into {self.image_dir} ({NEVER_DOWNLOADS}).",
         )
 
     def __len__(self) -> int:

@@ -52,7 +52,7 @@ from compaudit.data._demographics import (
     coarsen_ages,
 )
 from compaudit.data.base import TransformSpec, register_dataset
-from compaudit.errors import AuditInputError
+from compaudit.errors import NEVER_DOWNLOADS, AuditInputError
 
 __all__ = ["FAIRFACE_CLASSES", "FAIRFACE_LABEL_FILES", "FairFace", "read_fairface_labels"]
 
@@ -69,7 +69,7 @@ SPLITS = ("train", "val", "test", "all")
 #: The label when ``target`` is left unset.
 DEFAULT_TARGET = "gender"
 REQUIRED_COLUMNS = ("file", "age", "gender", "race")
-_FIX = ("compaudit never downloads; get the FairFace images (train/ and val/) and "
+_FIX = (f"{NEVER_DOWNLOADS}; get the FairFace images (train/ and val/) and "
         "fairface_label_train.csv / fairface_label_val.csv and put them in")
 
 

@@ -60,7 +60,7 @@ from compaudit.data._demographics import (
     coarsen_ages,
 )
 from compaudit.data.base import TransformSpec, register_dataset
-from compaudit.errors import AuditInputError
+from compaudit.errors import NEVER_DOWNLOADS, AuditInputError
 
 __all__ = ["UTKFACE_CLASSES", "UTKFace", "UTKFaceNameWarning", "parse_utkface_name"]
 
@@ -217,7 +217,7 @@ class UTKFace(DemographicFaces):
         if not self.root.is_dir():
             raise AuditInputError(
                 f"{self.root}: UTKFace folder not found; expected a folder of images named "
-                f"{PATTERN}; compaudit never downloads, unpack UTKFace.tar.gz (or the "
+                f"{PATTERN}; {NEVER_DOWNLOADS}, unpack UTKFace.tar.gz (or the "
                 "in-the-wild parts) there"
             )
         names = _scan(self.root)

@@ -30,7 +30,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from compaudit.data._checks import first_few, open_image
-from compaudit.errors import AuditInputError
+from compaudit.errors import NEVER_DOWNLOADS, AuditInputError
 
 __all__ = [
     "ConceptDataset",
@@ -248,7 +248,7 @@ class Broden(ConceptDataset):
             if not path.is_file():
                 raise AuditInputError(
                     f"{path}: not found; expected the Broden layout (index.csv, label.csv, "
-                    f"images/) in {self.root}. compaudit never downloads: unpack broden1_224 "
+                    f"images/) in {self.root}. {NEVER_DOWNLOADS}: unpack broden1_224 "
                     "there"
                 )
         index = pd.read_csv(index_path, dtype=str, keep_default_na=False)

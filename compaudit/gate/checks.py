@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
+from compaudit.analysis._cells import cell_label
 from compaudit.analysis.stats import (
     GROWTH_PCT,
     RATE_CHANGE,
@@ -224,7 +225,7 @@ def _overindex_checks(metrics: dict, policy: GatePolicy, variants: list[str]) ->
         if not _selected(row["variant"], policy, variants) or a + c < pol.min_cell_size:
             continue
         n1, n2 = totals[row["variant"]]
-        cell = " & ".join(f"{k.removeprefix('attr.')}={row[k]}" for k in row
+        cell = cell_label((k.removeprefix("attr."), row[k]) for k in row
                           if k == "label" or k.startswith("attr."))
         check = Check(id=f"{row['variant']}/{cell}/pie_overindex", kind="pie_overindex",
                       variant=row["variant"], subject=cell, metric="relative_growth_pct",
@@ -252,7 +253,7 @@ def _within_label_checks(metrics: dict, policy: GatePolicy,
         if (not _selected(row["variant"], policy, variants) or n < pol.min_cell_size
                 or not row.get("strata") or pies[row["variant"]] < pol.min_pies):
             continue
-        cell = " & ".join(f"{k.removeprefix('attr.')}={row[k]}" for k in row
+        cell = cell_label((k.removeprefix("attr."), row[k]) for k in row
                           if k.startswith("attr.")) or "all"
         rr, se = _num(row.get("rr_mh")), _num(row.get("log_rr_se"))
         check = Check(id=f"{row['variant']}/{cell}/pie_within_label", kind="pie_within_label",

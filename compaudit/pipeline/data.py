@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from compaudit.errors import AuditInputError
+from compaudit.errors import NEVER_DOWNLOADS, AuditInputError
 from compaudit.pipeline.stages import StageCache, fingerprint, stage_key
 from compaudit.rundir import RunFolder, write_json
 from compaudit.spec import AuditSpec
@@ -164,8 +164,8 @@ def prepare_data(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
             _generate(spec, root)
             cache.finish("data", key)
     elif not root.exists():
-        raise AuditInputError(f"{spec.source}: [data].root: {root} does not exist; compaudit "
-                              "never downloads data: put the dataset there or fix the path")
+        raise AuditInputError(f"{spec.source}: [data].root: {root} does not exist; "
+                              f"{NEVER_DOWNLOADS} data: put the dataset there or fix the path")
     train_factory, eval_factory = split_factories(spec, folder, transform)
     # Kept in memory once read: a replica trains on it for every epoch.
     train = partial(in_memory, partial(subset, train_factory, d.max_train, spec.seed))

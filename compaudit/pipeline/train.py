@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from compaudit.errors import AuditInputError
+from compaudit.errors import NEVER_DOWNLOADS, AuditInputError
 from compaudit.pipeline.data import DataStage
 from compaudit.pipeline.decoding import RunDecoder
 from compaudit.pipeline.stages import StageCache, fingerprint, stage_key
@@ -105,7 +105,7 @@ def _pretrained(spec: AuditSpec) -> Path:
     if not path.is_file():
         raise AuditInputError(
             f"{spec.source}: [model].pretrained: {spec.model.pretrained} is not in the local "
-            f"cache; compaudit never downloads weights: put the file at {path}")
+            f"cache; {NEVER_DOWNLOADS} weights: put the file at {path}")
     return path
 
 

@@ -67,6 +67,7 @@ class VariantJob:
     dissection: Any = None  # a compaudit.dissection.audit.DissectionPlan, or None
     options: Mapping[str, Any] = field(default_factory=dict)
     search_path: str | None = None
+    batch_size: int = 0  # [predict].batch_size; 0 chooses it from the models
 
 
 def dense_models(arch: str, num_classes: int, small_input: bool, paths: Sequence[Path], *,
@@ -163,7 +164,8 @@ def run_variant_job(job: VariantJob) -> dict[str, Any]:
         models = compressed
         _check_dissectable(job, models)  # before predicting, not after
     frames = [predict_population({job.name: models}, factory(), device=job.device,
-                                 progress=False) for factory in job.eval_data]
+                                 batch_size=job.batch_size or "auto", progress=False)
+              for factory in job.eval_data]
     predictions = pd.concat(frames, ignore_index=True)
     examples = tables.read_examples(job.examples_path)
     predictions["variant"] = predictions["variant"].astype(str)

@@ -38,7 +38,8 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
     for variant in (DENSE, *spec.variants):
         files = getattr(variant.config, "files", ())  # loaded artifacts: their contents
         key = stage_key(dense.key, examples_key, variant.name, variant.method, variant.params,
-                        spec.section("train"), spec.section("dissection"), VARIANTS_SCHEMA,
+                        spec.section("train"), spec.section("dissection"),
+                        spec.section("predict"), VARIANTS_SCHEMA,
                         [fingerprint(Path(f)) for f in files])
         keys[variant.name] = key
         job = VariantJob(
@@ -50,7 +51,7 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
             predictions_path=folder.variant_predictions(variant.name),
             record_path=folder.variant_record(variant.name),
             examples_path=folder.examples, dissection=plan, options=m.options,
-            search_path=model_search_path(spec))
+            search_path=model_search_path(spec), batch_size=spec.predict.batch_size)
         outputs = [job.predictions_path, job.record_path]
         if plan is not None:
             outputs.append(folder.variant_units(variant.name))

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compaudit._malloc import reuse_freed_memory
 from compaudit.compress.configs import LoadConfig
 from compaudit.compress.footprint import footprint, variant_record
 from compaudit.compress.registry import CompressionContext, compress
@@ -120,6 +121,14 @@ def _fine_tune(model: nn.Module, callbacks: Sequence[Any], *, data: Any,
 
 def run_variant_job(job: VariantJob) -> dict[str, Any]:
     """Run one variant job; returns its ``variants.json`` record."""
+    # Calibration, fine-tuning, prediction and the latency probe free and allocate
+    # activations of the same sizes again and again: keep freed memory in the heap
+    # instead of faulting it in anew each time (see compaudit/_malloc.py).
+    with reuse_freed_memory():
+        return _variant_job(job)
+
+
+def _variant_job(job: VariantJob) -> dict[str, Any]:
     import pandas as pd
 
     from compaudit import tables

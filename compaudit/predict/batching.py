@@ -2,7 +2,7 @@
 
 On a CPU, a forward pass is memory-bound once a layer's input and output no longer fit
 in the caches. On one thread of this 2-core Xeon (2 MiB L2 per core), with system time
-already removed (:mod:`compaudit.predict._malloc`), a torchvision ``mobilenet_v2`` at
+already removed (:mod:`compaudit._malloc`), a torchvision ``mobilenet_v2`` at
 224 px ran at 11.7-12.6 ms per image at batches 2-8 and 14.3-14.8 ms at 16-64, and a
 ``resnet50`` at 65.7 ms at batches 4-8 and 68.5 ms at 2; small CNNs at 32 px keep
 gaining up to a few hundred images per batch, where per-call overhead dominates.

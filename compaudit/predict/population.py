@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from compaudit import tables
-from compaudit.predict._malloc import reuse_freed_memory
+from compaudit._malloc import reuse_freed_memory
 from compaudit.predict.batching import choose_batch_size
 from compaudit.predict.rows import Outputs, Task, check_labels, check_logits, to_frame
 from compaudit.predict.stacking import Member, Runner, plan_runners, restore_modes
@@ -273,7 +273,7 @@ def predict_population(
     mask = _check_class_mask(dataset)
     n_examples = dataset_length(dataset)
 
-    # Freed activations stay in the heap for the next batch (see predict/_malloc.py).
+    # Freed activations stay in the heap for the next batch (see compaudit/_malloc.py).
     with restore_modes([m.module for m in members]), reuse_freed_memory():
         use_stack = stack is True or (stack == "auto" and dev.type != "cpu")
         runners = plan_runners(members, device=dev, stack=use_stack, max_stacked=max_stacked)

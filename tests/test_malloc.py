@@ -7,7 +7,7 @@ import resource
 import pytest
 import torch
 
-from compaudit.predict._malloc import _LIBC, reuse_freed_memory
+from compaudit._malloc import _LIBC, reuse_freed_memory
 
 pytestmark = pytest.mark.skipif(_LIBC is None, reason="glibc's mallopt only")
 

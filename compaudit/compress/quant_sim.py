@@ -150,12 +150,19 @@ def _round_output(dtype: torch.dtype, module: nn.Module, args: tuple, output: An
     # Other outputs that share memory with an input (views, Identity) are rounded into
     # a new tensor: the input may be read elsewhere.
     if isinstance(output, torch.Tensor) and output.is_floating_point() \
-            and output.dtype != dtype and output.is_contiguous():
-        own = (getattr(module, "inplace", False) is True and args and output is args[0]) \
-            or output.untyped_storage().data_ptr() not in _storages(args)
-        if own:
-            return output.copy_(output.to(dtype))
+            and output.dtype != dtype and output.is_contiguous() \
+            and _owns(module, args, output):
+        return output.copy_(output.to(dtype))
     return _round_tensor(output, dtype)
+
+
+def _owns(module: nn.Module, args: tuple, output: torch.Tensor) -> bool:
+    if getattr(module, "inplace", False) is True and args and output is args[0]:
+        return True
+    try:
+        return output.untyped_storage().data_ptr() not in _storages(args)
+    except (NotImplementedError, RuntimeError):  # no storage: vmap's batched tensors
+        return False
 
 
 def _cast_inputs_hook(dtype: torch.dtype, module: nn.Module, args: tuple) -> tuple:

@@ -515,3 +515,36 @@ def test_fake_quantize_equals_quantize_then_dequantize_written_out():
         want = (torch.clamp(torch.round(xc / sc[:, None]) + zc[:, None], qmin, qmax)
                 - zc[:, None]) * sc[:, None]
         assert torch.equal(fake_quantize(xc, sc, zc, qmin=qmin, qmax=qmax, axis=0), want)
+
+
+def test_simulated_float16_replicas_stack_and_predict_what_they_do_one_at_a_time():
+    import warnings
+
+    from compaudit.data.base import AuditDataset
+    from compaudit.predict import predict_population
+
+    class Images(AuditDataset):
+        num_classes = 3
+
+        def __init__(self) -> None:
+            super().__init__("unused")
+            self.x = 2 * torch.randn(20, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+
+        def __len__(self) -> int:
+            return 20
+
+        def __getitem__(self, i):
+            return self.x[i], i % 3, f"i/{i}"
+
+    torch.manual_seed(0)
+    models = [round_float_precision(build_model("small_cnn", num_classes=3).eval(),
+                                    torch.float16) for _ in range(3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fall-back to looping
+        stacked = predict_population({"f16": models}, Images(), stack=True, batch_size=8,
+                                     progress=False)
+    looped = predict_population({"f16": models}, Images(), stack=False, batch_size=8,
+                                progress=False)
+    assert len(stacked.attrs["stacked"]) == 3
+    assert stacked["pred"].tolist() == looped["pred"].tolist()
+    np.testing.assert_allclose(stacked["p_true"], looped["p_true"], rtol=1e-5, atol=1e-7)

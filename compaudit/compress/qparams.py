@@ -190,8 +190,11 @@ def fake_quantize(
     qmin: int,
     qmax: int,
     axis: int | None = None,
+    inplace: bool = False,
 ) -> torch.Tensor:
     """``dequantize(quantize(x))`` in float32 on ``x``'s device: QuantizeLinear + DequantizeLinear.
+
+    ``inplace`` overwrites ``x`` (float32) with the result instead of a new tensor.
 
     Examples
     --------
@@ -213,7 +216,7 @@ def fake_quantize(
     # clamp(r, qmin - z, qmax - z) for the integer r = round(x / s), exact in float32
     # below 2**24 (larger r clamp either way). Only a zero's sign may differ (round()
     # keeps -0.0 where "- z" gave +0.0; -0.0 == 0.0 in every later sum and product).
-    q = torch.div(x.float(), s)
+    q = x.div_(s) if inplace else torch.div(x.float(), s)
     q.round_().clamp_(qmin - z, qmax - z)
     return q.mul_(s)
 

@@ -548,3 +548,36 @@ def test_simulated_float16_replicas_stack_and_predict_what_they_do_one_at_a_time
     assert len(stacked.attrs["stacked"]) == 3
     assert stacked["pred"].tolist() == looped["pred"].tolist()
     np.testing.assert_allclose(stacked["p_true"], looped["p_true"], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v2", "resnet18"])
+def test_quantizers_of_unshared_tensors_work_in_place_and_change_nothing_else(arch):
+    import torchvision
+
+    from compaudit.compress.quant_static import calibrate, convert_static, prepare_static
+
+    torch.manual_seed(4)
+    model = getattr(torchvision.models, arch)(num_classes=5).eval()
+    x = torch.randn(2, 3, 48, 48)
+    gm, plan = prepare_static(model)
+    calibrate(gm, lambda: [x], device="cpu")
+    convert_static(gm, plan)
+    quantizers = {n.target: (n, gm.get_submodule(n.target)) for n in gm.graph.nodes
+                  if n.op == "call_module" and isinstance(gm.get_submodule(n.target),
+                                                          ActivationQuantizer)}
+    inplace = {name for name, (_, q) in quantizers.items() if q.inplace}
+    # the model's input and the residual sums are shared: quantized into a new tensor
+    for name, (node, _) in quantizers.items():
+        if node.args[0].op != "call_module":
+            assert name not in inplace
+    assert len(inplace) > len(quantizers) // 2
+    images = x.clone()
+    with torch.inference_mode():
+        got = gm(images)
+    assert torch.equal(images, x)  # the caller's batch is left alone
+    for _, q in quantizers.values():
+        q.inplace = False
+    with torch.inference_mode():
+        assert torch.equal(gm(x), got)
+    with torch.no_grad():
+        assert torch.equal(gm(x), got)

@@ -29,9 +29,16 @@ def test_a_freed_block_is_reused_inside_and_returned_to_the_system_after() -> No
     nbytes = 64 * 2**20  # above glibc's largest mmap threshold (32 MiB)
     pages = nbytes // resource.getpagesize()
     assert _faults_of_second_allocation(nbytes) > pages // 2  # mmap'd anew, faulted in
+    assert _faults_of_second_allocation(nbytes) > pages // 2  # every time
     with reuse_freed_memory() as active:
         assert active
+        # The first blocks may be new heap: small objects allocated beside a freed
+        # block keep it a little smaller than the next aligned request. After a few
+        # rounds the free space has merged and every round reuses it.
+        for _ in range(6):
+            _faults_of_second_allocation(nbytes)
         with reuse_freed_memory():  # nests
-            assert _faults_of_second_allocation(nbytes) < pages // 20
+            assert [_faults_of_second_allocation(nbytes) < pages // 20 for _ in range(3)] \
+                == [True] * 3
         assert _faults_of_second_allocation(nbytes) < pages // 20  # still inside
     assert _faults_of_second_allocation(nbytes) > pages // 2  # defaults restored

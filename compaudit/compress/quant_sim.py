@@ -11,7 +11,7 @@ Transforms that modify ``model`` in place (callers pass a copy):
   float32 on CPUs without native FP16/BF16 arithmetic. It rounds a module's own output
   in place (one half-size temporary per layer) and skips the ReLU/ReLU6/pooling that an
   ``nn.Sequential`` applies to a rounded output (their values are already rounded):
-  the same logits bit for bit, at 1.5x dense instead of 1.7x for ``mobilenet_v2`` on
+  the same logits bit for bit, at 1.5x dense instead of 1.74x for ``mobilenet_v2`` on
   one CPU thread; the float16 conversions themselves are the rest.
 * :func:`quantize_weights_int8`: int8 weights (per output channel, symmetric by
   default) of every conv and linear layer, stored dequantized; activations stay float.

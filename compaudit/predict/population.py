@@ -261,6 +261,9 @@ def predict_population(
     >>> frame = predict_population({"dense": [m0, m1], "gmp-90": [p0, p1]}, ds)  # doctest: +SKIP
     """
     members = _check_models(models)
+    if isinstance(batch_size, str) and batch_size != "auto":
+        raise AuditInputError(f"batch_size must be 'auto' or an integer >= 1, got "
+                              f"{batch_size!r}")
     if batch_size != "auto":
         batch_size = _check_int(batch_size, name="batch_size", low=1)
     max_stacked = _check_int(max_stacked, name="max_stacked", low=1)

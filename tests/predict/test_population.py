@@ -480,6 +480,7 @@ _LOGITS6 = torch.zeros(3, 6)
         ({"dense": Scaled(1)}, None, {}, "must be a list of nn.Module replicas"),
         (None, None, {"batch_size": 0}, "batch_size: got 0; expected an integer >= 1"),
         (None, None, {"batch_size": True}, "batch_size: got True; expected an integer >= 1"),
+        (None, None, {"batch_size": "big"}, "batch_size must be 'auto' or an integer >= 1"),
         (None, None, {"num_workers": -1}, "num_workers: got -1; expected an integer >= 0"),
         (None, None, {"top_k": 0}, "top_k: got 0; expected an integer >= 1"),
         (None, None, {"max_stacked": 0}, "max_stacked: got 0; expected an integer >= 1"),

@@ -6,9 +6,10 @@ Each section builds the config its stage uses, with one coercer
 options, ``[[variants]]`` each compression method's config
 (:data:`compaudit.compress.configs.METHODS`), ``[dissection]`` a
 :class:`~compaudit.dissection.config.DissectionConfig`, ``[gate]`` the
-:class:`~compaudit.gate.policy.GatePolicy`, ``[predict]`` the inference batch size. Every setting has one default, declared
-where its field is. Every mistake is collected and reported at once, each naming the
-file, the key and what was expected, before anything runs; parsing imports no torch.
+:class:`~compaudit.gate.policy.GatePolicy`, ``[predict]`` the inference batch size.
+Every setting has one default, declared where its field is. Every mistake is
+collected and reported at once, each naming the file, the key and what was expected,
+before anything runs; parsing imports no torch.
 See ``audits/demo.toml`` for an annotated example of every section.
 """
 

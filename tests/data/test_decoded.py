@@ -92,7 +92,8 @@ def _equal_items(decoded: DecodedDataset, source: AuditDataset) -> None:
         assert (label, example_id) == ref[1:]
 
 
-def test_a_totensor_normalize_set_is_stored_as_uint8_pixels_at_the_crop_size(tmp_path: Path) -> None:
+def test_a_totensor_normalize_set_is_stored_as_uint8_pixels_at_the_crop_size(
+        tmp_path: Path) -> None:
     spec = TransformSpec(resize=18, crop=16, mean=(0.485, 0.456, 0.406),
                          std=(0.229, 0.224, 0.225))
     factory = partial(Plain, tmp_path, transform=spec)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compaudit._malloc import reuse_freed_memory
 from compaudit.compress.configs import LoadConfig
 from compaudit.compress.footprint import footprint, variant_record
 from compaudit.compress.registry import CompressionContext, compress
@@ -71,6 +72,7 @@ class VariantJob:
     options: Mapping[str, Any] = field(default_factory=dict)
     search_path: str | None = None
     head: Head | None = None
+    batch_size: int = 0  # [predict].batch_size; 0 chooses it from the models
     #: Where the variant is in the spec, e.g. ``"spec.toml: [[variants]] #2"``.
     spec_key: str = ""
 
@@ -131,6 +133,14 @@ def _fine_tune(model: nn.Module, callbacks: Sequence[Any], *, data: Any,
 
 def run_variant_job(job: VariantJob) -> dict[str, Any]:
     """Run one variant job; returns its ``variants.json`` record."""
+    # Calibration, fine-tuning, prediction and the latency probe free and allocate
+    # activations of the same sizes again and again: keep freed memory in the heap
+    # instead of faulting it in anew each time (see compaudit/_malloc.py).
+    with reuse_freed_memory():
+        return _variant_job(job)
+
+
+def _variant_job(job: VariantJob) -> dict[str, Any]:
     import pandas as pd
 
     from compaudit import tables
@@ -179,7 +189,9 @@ def run_variant_job(job: VariantJob) -> dict[str, Any]:
         models = compressed
         _check_dissectable(job, models)  # before predicting, not after
     frames = [predict_population({job.name: models}, factory(), device=job.device,
-                                 progress=False, head=job.head) for factory in job.eval_data]
+                                 batch_size=job.batch_size or "auto", progress=False,
+                                 head=job.head)
+              for factory in job.eval_data]
     predictions = pd.concat(frames, ignore_index=True)
     examples = tables.read_examples(job.examples_path)
     predictions["variant"] = predictions["variant"].astype(str)

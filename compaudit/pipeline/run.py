@@ -74,7 +74,7 @@ def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: str | None = No
             examples_key = write_examples(folder, cache, data, shifts)
             plan = dissection_plan(spec, folder, transform=data.transform)
             check_schedules(spec, lambda: len(data.train()))
-        with RunDecoder(folder, pool, log) as decoder:
+        with RunDecoder(folder, pool, log, budget=int(spec.data.cache_gib * 2**30)) as decoder:
             with cache.timed("train"):
                 dense = dense_population(spec, folder, cache, data, pool=pool,
                                          decoder=decoder, log=log)

@@ -38,7 +38,8 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
     for i, variant in enumerate((DENSE, *spec.variants)):
         files = getattr(variant.config, "files", ())  # loaded artifacts: their contents
         key = stage_key(dense.key, examples_key, variant.name, variant.method, variant.params,
-                        spec.section("train"), spec.section("dissection"), VARIANTS_SCHEMA,
+                        spec.section("train"), spec.section("dissection"),
+                        spec.section("predict"), VARIANTS_SCHEMA,
                         [fingerprint(Path(f)) for f in files])
         keys[variant.name] = key
         job = VariantJob(
@@ -51,6 +52,7 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
             record_path=folder.variant_record(variant.name),
             examples_path=folder.examples, dissection=plan, options=m.options,
             search_path=model_search_path(spec), head=m.task_head(),
+            batch_size=spec.predict.batch_size,
             spec_key=f"{spec.source}: " + ("[model]" if i == 0 else f"[[variants]] #{i}"))
         outputs = [job.predictions_path, job.record_path]
         if plan is not None:

@@ -263,9 +263,9 @@ def predict_population(
         many-class tasks). ``attrs["stacked"]`` lists the ``(variant, replica)``
         pairs that were evaluated stacked; ``attrs["batch_size"]`` the batch size used.
 
-    Examples
-    --------
-    >>> frame = predict_population({"dense": [m0, m1], "gmp-90": [p0, p1]}, ds)  # doctest: +SKIP
+    Example (not run here: it needs files on disk)::
+
+        frame = predict_population({"dense": [m0, m1], "gmp-90": [p0, p1]}, ds)
     """
     members = _check_models(models)
     if isinstance(batch_size, str) and batch_size != "auto":

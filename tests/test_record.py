@@ -147,3 +147,86 @@ def test_the_policy_table_reads_back_to_the_same_policy():
         assert policy_from_dict(policy_table(policy)) == policy
     assert "disparity" not in policy_table(custom)
     assert policy_table(custom)["subgroup_rate"]["max_abs_increase"] is False
+
+
+TINY_RUN = """[audit]
+name = "tiny-record"
+seed = 1
+[data]
+dataset = "synthetic-faces"
+root = "data/faces"
+image_size = 32
+n = 240
+splits = [0.5, 0.1, 0.4]
+[model]
+arch = "small_cnn"
+replicas = 1
+{weights}
+[[variants]]
+name = "f16"
+method = "float16"
+{loaded}
+[analysis]
+bootstrap = 20
+[executor]
+kind = "serial"
+"""
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory):
+    """One real ``compaudit run`` that reads a dense weights file and a loaded artifact."""
+    from compaudit.models.architectures import build_model
+    from compaudit.models.weights import save_state_dict
+    from compaudit.spec import parse_spec
+
+    base = tmp_path_factory.mktemp("realrun")
+    m = parse_spec(TINY_RUN.format(weights="", loaded=""), source="t.toml").model
+    for name, seed in (("dense.pt", 0), ("theirs.pt", 1)):
+        import torch
+
+        torch.manual_seed(seed)
+        save_state_dict(build_model(m.arch, num_classes=m.n_outputs, small_input=m.small_input,
+                                    options=m.options), base / "team" / name)
+    spec = base / "audit.toml"
+    spec.write_text(TINY_RUN.format(
+        weights=f'weights = ["{base / "team" / "dense.pt"}"]',
+        loaded=f'[[variants]]\nname = "theirs"\nmethod = "load"\n'
+               f'files = ["{base / "team" / "theirs.pt"}"]'), encoding="utf-8")
+    code = main(["run", str(spec), "--out", str(base / "run"), "--no-progress"])
+    assert code in (0, 1)
+    return base
+
+
+def test_a_run_records_its_model_files_and_verifies(real_run, tmp_path, capsys):
+    run = real_run / "run"
+    doc = json.loads((run / "audit_record.json").read_text())
+    roles = {}
+    for stored, entry in doc["files"].items():
+        roles.setdefault(entry["role"], []).append(stored)
+    assert sorted(roles["model"]) == [str(real_run / "team" / "dense.pt"),
+                                      str(real_run / "team" / "theirs.pt")]
+    assert roles["spec"] == [str(real_run / "audit.toml")]
+    assert {"examples.parquet", "predictions.parquet", "metrics.json", "report.html",
+            "gate/gate.json", "run.json"} <= set(doc["files"])
+    assert "variants/f16/predictions.parquet" in roles["artifact"]
+    assert "variants/theirs/record.json" in roles["artifact"]
+    run_json = json.loads((run / "run.json").read_text())
+    assert doc["seeds"] == run_json["seeds"] and doc["written_by"] == "run"
+    assert doc["verdict"] == json.loads((run / "gate" / "gate.json").read_text())["verdict"]
+    # a moved run folder verifies; a changed byte in a model file is caught and named
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved)
+    assert main(["verify", str(moved)]) == 0
+    saved = (real_run / "team" / "theirs.pt").read_bytes()
+    try:
+        _flip_byte(real_run / "team" / "theirs.pt")
+        assert main(["verify", str(moved)]) == 1
+        err = capsys.readouterr().err
+        assert f"{real_run / 'team' / 'theirs.pt'}: changed (model" in err
+    finally:
+        (real_run / "team" / "theirs.pt").write_bytes(saved)
+    _flip_byte(moved / "variants" / "f16" / "predictions.parquet")
+    problems = verify(moved).problems
+    assert len(problems) == 1 and problems[0].startswith(
+        f"{moved / 'variants' / 'f16' / 'predictions.parquet'}: changed (artifact: sha256 ")

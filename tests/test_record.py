@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from compaudit.cli import main
-from compaudit.gate.policy import GatePolicy, load_policy, policy_from_dict, policy_table
+from compaudit.gate.policy import (
+    GatePolicy,
+    load_policy,
+    policy_from_dict,
+    policy_table,
+)
 from compaudit.record import RECORD_SCHEMA, _digest, verify
 from compaudit.simulate import PlantedHarm, simulate_binary
 

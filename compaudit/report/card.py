@@ -24,7 +24,7 @@ from compaudit._atomic import atomic_path
 from compaudit.errors import AuditInputError
 from compaudit.rundir import RunFolder, gate_files, read_json, read_metrics
 
-__all__ = ["MARKER_BEGIN", "MARKER_END", "SECTIONS", "write_card", "card_results"]
+__all__ = ["MARKER_BEGIN", "MARKER_END", "SECTIONS", "card_results", "write_card"]
 
 #: Body sections compaudit owns, in order; each lies between its two markers.
 SECTIONS = ("evaluation", "limitations", "audit")

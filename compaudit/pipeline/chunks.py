@@ -33,7 +33,11 @@ from torch import nn
 
 from compaudit.data.base import dataset_length
 from compaudit.models.head import Head
-from compaudit.pipeline.jobs import VariantJob, compress_variant_job, write_variant_predictions
+from compaudit.pipeline.jobs import (
+    VariantJob,
+    compress_variant_job,
+    write_variant_predictions,
+)
 from compaudit.predict.batching import MAX_BATCH
 from compaudit.rundir import write_json
 

@@ -320,9 +320,17 @@ class PredictSpec(Checked):
     on the CPU, the largest power of two whose largest layer input + output stays
     within 64 MiB (:mod:`compaudit.predict.batching`: 4 for ``mobilenet_v2`` and 8
     for ``resnet50`` at 224 px, 256 for small CNNs at 32 px), and 256 on a GPU.
+
+    ``chunk_examples``: 0 (the default) predicts each variant in its own job; N > 0
+    splits each variant's evaluation into chunks of about N examples of one evaluation
+    set, which the executor spreads over its workers (so N Ray workers divide one
+    variant's wall time; :mod:`compaudit.pipeline.chunks`). The variant's job then only
+    compresses; N is rounded up to a multiple of the batch size (of 256 when it is
+    chosen automatically), so predictions are identical to the unchunked run's.
     """
 
     batch_size: int = setting(0, ge=0)
+    chunk_examples: int = setting(0, ge=0)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -116,7 +116,7 @@ def _load(path: Path | tuple[Path, ...], *, dense: nn.Module | None = None, repl
 
 
 def test_load_is_a_method_with_a_nonempty_file_list():
-    assert METHODS.get("load") is LoadConfig
+    assert METHODS.get("load").config is LoadConfig
     problems: list[str] = []
     config = from_table(LoadConfig, {"files": ["a.onnx", "b.pt"]}, where="s.toml: [[variants]] #1",
                         problems=problems)

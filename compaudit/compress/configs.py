@@ -72,7 +72,9 @@ class Method:
         measured sparsity), ``"bits"`` (the record's bit width) or ``None`` (placed by
         size on disk).
     family
-        Operating-point family its variants are grouped in; the name when not given.
+        Operating-point family its variants are grouped in; the name when not given;
+        ``None``: each variant is its own family (``load``: files made elsewhere, by
+        methods compaudit does not know, are not points of one curve).
     artifacts
         The config field listing model files made elsewhere (``load``): the method
         compresses no dense weights, and the stage cache fingerprints these files.
@@ -89,12 +91,12 @@ class Method:
     prunes: bool = False
     quantizes: bool = False
     axis: Axis | None = None
-    family: str = ""
+    family: str | None = ""
     artifacts: str | None = None
     torch_layers: Callable[[Any], bool] = field(default=_torch_layers)
 
     def __post_init__(self) -> None:
-        if not self.family:
+        if self.family == "":
             object.__setattr__(self, "family", self.name)
         if self.axis not in AXES:
             raise ValueError(f"method {self.name!r}: axis {self.axis!r} is not one of {AXES}")
@@ -111,6 +113,10 @@ class Method:
     def files(self, config: Any) -> tuple[str, ...]:
         """The model files made elsewhere that ``config`` reads (none for most methods)."""
         return tuple(getattr(config, self.artifacts)) if self.artifacts else ()
+
+    def family_of(self, variant: str) -> str:
+        """The operating-point family of a variant of this method called ``variant``."""
+        return variant if self.family is None else self.family
 
     @property
     def compresses_weights(self) -> bool:
@@ -472,7 +478,7 @@ class Int8StaticConfig(Checked):
 
 
 @method("load", handler=_HANDLERS + "loaded:load_compressed", axis="sparsity",
-        artifacts="files")
+        family=None, artifacts="files")
 @dataclass(frozen=True, kw_only=True)
 class LoadConfig(Checked):
     """Compressed models made elsewhere: the team's own artifacts, audited as they ship.

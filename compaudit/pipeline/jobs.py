@@ -181,7 +181,7 @@ def run_variant_job(job: VariantJob) -> dict[str, Any]:
     record = variant_record(method=info.get("method", job.method),
                             parameters=info.get("parameters", job.params),
                             derives_from=None if entry is None else "dense",
-                            family=None if entry is None else entry.family,
+                            family=None if entry is None else entry.family_of(job.name),
                             axis=None if entry is None else entry.axis,
                             bits=info.get("bits"), footprint=fp, **jsonable(extra))
     if job.dissection is not None:

@@ -312,6 +312,7 @@ def test_a_load_job_pairs_files_with_torch_dense_replicas(files, tmp_path):
     config = LoadConfig(files=(str(files["qdq"]), str(files["qoperator"])))
     record = run_variant_job(_job(tmp_path, config=config, dense=dense))
     assert record["method"] == "load" and record["derives_from"] == "dense"
+    assert (record["family"], record["axis"], record["bits"]) == ("mine", "sparsity", None)
     assert record["artifact"] == str(files["qdq"]) and record["format"] == "onnx"
     assert record["parameters"] == {"files": [str(files["qdq"]), str(files["qoperator"])]}
     assert record["parameter_count"] == sum(p.numel() for p in _dense().parameters())

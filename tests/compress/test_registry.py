@@ -122,6 +122,8 @@ def test_every_methods_flags_agree_with_what_its_handler_does(tmp_path):
         else:
             assert "bits" not in out.info, name
         assert entry.compresses_weights == (entry.files(config) == ()), name
+        # A method compaudit does not run itself puts each variant in its own family.
+        assert (entry.family_of("v") == "v") == (not entry.compresses_weights), name
 
 
 def test_a_method_reading_no_training_set_runs_without_one(tmp_path):

@@ -9,10 +9,14 @@ from typing import Any
 
 from compaudit.errors import AuditInputError
 
-__all__ = ["LOAD", "file_problems", "with_files"]
+__all__ = ["file_problems", "with_files"]
 
-#: The method of loaded artifacts (``[[variants]] method = "load"``).
-LOAD = "load"
+
+def _artifacts(variant: Any) -> str | None:
+    """The config field of a variant's model files made elsewhere (``load``), if any."""
+    from compaudit.compress.configs import METHODS
+
+    return METHODS.get(variant.method).artifacts
 
 
 def _resolve(path: str, base: Path) -> str:
@@ -41,9 +45,9 @@ def with_files(parts: dict[str, Any], base: Path | None) -> None:
     parts["shifts"] = tuple(replace(s, root=_resolve(s.root, base)) if s.root else s
                             for s in parts["shifts"])
     parts["variants"] = tuple(
-        replace(v, config=replace(v.config, files=tuple(_resolve(f, base)
-                                                        for f in v.config.files)))
-        if v.method == LOAD else v for v in parts["variants"])
+        replace(v, config=replace(v.config, **{field: tuple(
+            _resolve(f, base) for f in getattr(v.config, field))}))
+        if (field := _artifacts(v)) else v for v in parts["variants"])
     dx = parts["dissection"]
     generated = dx is not None and dx.concepts == data.dataset == "synthetic-faces"
     if dx is not None and dx.root and not generated:  # generated masks: the run folder
@@ -75,15 +79,17 @@ def file_problems(parts: dict[str, Any], source: str) -> list[str]:
     exported = sorted(dense - {"state_dict"})
     for i, v in enumerate(parts["variants"], 1):
         at = f"{source}: [[variants]] #{i}"
-        if v.method == LOAD:
-            formats(v.config.files, f"[[variants]] #{i}.files")
+        field = _artifacts(v)
+        if field:
+            files = getattr(v.config, field)
+            formats(files, f"[[variants]] #{i}.{field}")
             if not (model.weights or model.pretrained):
-                problems.append(f"{at}.method: 'load' pairs each file with a dense replica "
-                                "given as a file; expected [model].weights (or "
+                problems.append(f"{at}.method: {v.method!r} pairs each file with a dense "
+                                "replica given as a file; expected [model].weights (or "
                                 "[model].pretrained) naming the dense model the artifacts "
                                 "were compressed from")
-            elif len(v.config.files) != model.replicas:
-                problems.append(f"{at}.files: got {len(v.config.files)} file(s); expected one "
+            elif len(files) != model.replicas:
+                problems.append(f"{at}.{field}: got {len(files)} file(s); expected one "
                                 f"per dense replica ({model.replicas}), file k paired with "
                                 "[model].weights[k]")
         elif exported:

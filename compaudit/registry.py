@@ -1,7 +1,9 @@
 """One small registry helper: names → objects, filled by a decorator.
 
-Architectures, datasets, compression methods and executors each keep one
-:class:`Registry`; a lookup of an unknown name fails with the list of valid names.
+Architectures, datasets, compression methods (each name to its whole
+:class:`~compaudit.compress.configs.Method` entry), executors and gate sections each
+keep one :class:`Registry`; a lookup of an unknown name fails with the list of valid
+names.
 
 Examples
 --------

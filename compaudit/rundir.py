@@ -34,6 +34,7 @@ from compaudit.errors import AuditInputError
 __all__ = [
     "METRICS_SCHEMA",
     "VARIANTS_SCHEMA",
+    "AXES",
     "UNITS_FILE",
     "CONCEPTS_FILE",
     "gate_files",
@@ -53,8 +54,12 @@ METRICS_SCHEMA = "compaudit.metrics/1"
 #: docs/outputs.md). /2: ``size_bytes`` is the deployable artifact (int8 weights as int8,
 #: float16 as float16, an ONNX model's file), new ``int8_weight_share``, ``int8_op_share``
 #: and ``latency_kernel``; in /1 ``size_bytes`` was the float32 state dict of the
-#: simulated model.
-VARIANTS_SCHEMA = "compaudit.variants/2"
+#: simulated model. /3: ``method`` is the spec's method name (``gradual_magnitude``, not
+#: ``gmp``), new ``family``, ``axis`` and ``bits`` from the method's entry; the schema is
+#: part of every variant's stage key, so a run folder of /2 recompresses its variants.
+VARIANTS_SCHEMA = "compaudit.variants/3"
+#: Operating-point axes a ``variants.json`` record may name (``None``: placed by size).
+AXES = ("sparsity", "bits", None)
 #: A variant's dissection tables (per unit, and the concepts), in its folder.
 UNITS_FILE = "dissection.parquet"
 CONCEPTS_FILE = "dissection_concepts.csv"

@@ -35,7 +35,7 @@ from compaudit.config import (
 )
 from compaudit.dissection.config import DEFAULT_LAYERS, DissectionSpec
 from compaudit.errors import AuditInputError
-from compaudit._spec_files import LOAD, file_problems, with_files  # noqa: F401 - LOAD re-exported
+from compaudit._spec_files import file_problems, with_files
 from compaudit.gate.policy import GatePolicy, policy_from_dict
 from compaudit.models.head import Head
 from compaudit.models.train_config import TrainConfig
@@ -399,7 +399,7 @@ def _variants(items: Any, where: str, problems: list[str]) -> tuple[VariantSpec,
                             f"{', '.join(METHODS.names())}")
             continue
         params = {k: v for k, v in item.items() if k not in ("name", "method")}
-        config = from_table(METHODS.get(method), params, where=at, problems=problems)
+        config = from_table(METHODS.get(method).config, params, where=at, problems=problems)
         if config is not None:
             out.append(VariantSpec(name=str(name), method=method, config=config, params=params))
     return tuple(out)

@@ -151,10 +151,13 @@ def test_the_template_audits_a_teams_own_artifacts(team, capsys):
     assert record["nonzero_count"] == int((values != 0).sum())
     assert variants["variants"]["int8-ort"]["size_bytes"] == (
         team / "own_model" / "int8.onnx").stat().st_size
-    # operating points: loaded artifacts are grouped by their names, not as one "load"
-    # family; fp16 by its method (variants.json)
+    # operating points: each loaded artifact is its own family (made by methods compaudit
+    # does not know), not one "load" curve; fp16 by its method (variants.json)
     gate = json.loads((run / "gate" / "gate.json").read_text())
-    assert {p["family"] for p in gate["operating_points"]} == {"pruned", "int8-ort", "float16"}
+    assert {p["family"] for p in gate["operating_points"]} == {"pruned-50", "int8-ort",
+                                                                 "float16"}
+    assert variants["variants"]["pruned-50"]["method"] == "load"
+    assert variants["variants"]["fp16"]["family"] == "float16"
 
 
 USER_MODULE = '''

@@ -3,7 +3,7 @@
 ``compress(model, config, context=...)`` applies the method a config dataclass
 describes (:mod:`compaudit.compress.configs`, which imports no torch). The names below
 are imported on first use, so reading a config never loads torch; :func:`compress`
-loads every method's handler.
+imports the handler named by the config's method entry (:data:`METHODS`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 from compaudit.compress.configs import (
     METHODS,
+    Method,
     BFloat16Config,
     Float16Config,
     GradualMagnitudeConfig,
@@ -23,6 +24,7 @@ from compaudit.compress.configs import (
     OneShotMagnitudeConfig,
     RandomPruningConfig,
     UnitPruningConfig,
+    method_of,
 )
 
 #: Torch-side names and the module each comes from.
@@ -31,11 +33,12 @@ _LAZY = {
     "apply_masks": "pruning", "magnitude_masks": "pruning", "random_masks": "pruning",
     "sparsity_report": "pruning",
     "CompressedModel": "registry", "CompressionContext": "registry", "compress": "registry",
-    "register_compression": "registry", "registered_configs": "registry",
 }
 
 __all__ = [
     "METHODS",
+    "Method",
+    "method_of",
     "BFloat16Config",
     "Float16Config",
     "GradualMagnitudeConfig",

@@ -82,16 +82,15 @@ def mean_loss(model: nn.Module, batches: list[Batch], *, device: str | torch.dev
 
 
 def pruning_info(
-    method: str,
     config: Any,
     model: nn.Module,
     masks: Mapping[str, torch.Tensor],
     **extra: Any,
 ) -> dict[str, Any]:
-    """``CompressedModel.info``: method, parameters, achieved sparsity and extras."""
+    """``CompressedModel.info``: parameters, achieved sparsity and extras (:func:`compress`
+    adds the method's name)."""
     report = sparsity_report(model, masks).to_dict()
     return {
-        "method": method,
         "parameters": dataclasses.asdict(config),
         "sparsity": report["sparsity"],
         "model_sparsity": report["model_sparsity"],

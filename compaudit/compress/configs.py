@@ -1,22 +1,29 @@
-"""Every compression method's parameters: a config dataclass per method, and their names.
+"""Every compression method's identity: its name, config dataclass, handler and flags.
 
-``METHODS`` maps the names used in ``[[variants]] method = "..."`` to these classes;
-the handlers that act on them are registered for each class in the modules that import
-torch (:func:`compaudit.compress.compress`). A config is checked when it is built, so
+``METHODS`` maps the names used in ``[[variants]] method = "..."`` to a :class:`Method`
+entry, the method's whole identity: the config class the spec builds, the handler that
+:func:`compaudit.compress.compress` runs (named by import path, so reading a spec
+imports no torch), whether it trains, reads the training set, prunes or quantizes, and
+where its variants sit on the gate's operating points (family and axis). Nothing else
+in the package keeps a list of method names. A config is checked when it is built, so
 a spec with ``sparsity = 1.5`` is refused at parse time, before anything trains.
 This module imports no torch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Iterator, Literal
+import importlib
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterator, Literal, TypeVar
 
 from compaudit.config import Checked, setting
 from compaudit.registry import Registry
+from compaudit.rundir import AXES
 
 __all__ = [
     "METHODS",
+    "Method",
+    "method_of",
     "BFloat16Config",
     "Float16Config",
     "GradualMagnitudeConfig",
@@ -31,8 +38,121 @@ __all__ = [
     "DEFAULT_OPSET",
 ]
 
-#: Names accepted by ``[[variants]] method``, each with the config class it builds.
-METHODS: Registry[type] = Registry("compression method")
+Axis = Literal["sparsity", "bits"]
+
+
+def _torch_layers(config: Any) -> bool:
+    return True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Method:
+    """One compression method's identity, registered under its spec name.
+
+    Attributes
+    ----------
+    name
+        The ``[[variants]] method`` name; also ``method`` in ``variants.json``, the
+        gate's family and the report's.
+    config
+        The config dataclass the spec's table builds.
+    handler
+        ``handler(model, config, context) -> CompressedModel``, or its import path
+        ``"module:function"`` (imported when a model is compressed).
+    trains
+        Its job trains every replica again (``context.fine_tune``): the long jobs.
+    reads_training_set
+        Its job reads the training set (fine-tuning, scores, calibration); the others
+        get no training data.
+    prunes, quantizes
+        It sets weights to zero / lowers their bit width; a pruning method's record has
+        ``sparsity > 0``, a quantizing one's a ``bits``.
+    axis
+        Where its variants sit on the operating points: ``"sparsity"`` (the record's
+        measured sparsity), ``"bits"`` (the record's bit width) or ``None`` (placed by
+        size on disk).
+    family
+        Operating-point family its variants are grouped in; the name when not given;
+        ``None``: each variant is its own family (``load``: files made elsewhere, by
+        methods compaudit does not know, are not points of one curve).
+    artifacts
+        The config field listing model files made elsewhere (``load``): the method
+        compresses no dense weights, and the stage cache fingerprints these files.
+    torch_layers
+        ``torch_layers(config)``: whether its models keep torch layers that dissection
+        can hook (false for models run by ONNX Runtime).
+    """
+
+    name: str
+    config: type
+    handler: str | Callable[..., Any]
+    trains: bool = False
+    reads_training_set: bool = False
+    prunes: bool = False
+    quantizes: bool = False
+    axis: Axis | None = None
+    family: str | None = ""
+    artifacts: str | None = None
+    torch_layers: Callable[[Any], bool] = field(default=_torch_layers)
+
+    def __post_init__(self) -> None:
+        if self.family == "":
+            object.__setattr__(self, "family", self.name)
+        if self.axis not in AXES:
+            raise ValueError(f"method {self.name!r}: axis {self.axis!r} is not one of {AXES}")
+        if self.trains and not self.reads_training_set:
+            raise ValueError(f"method {self.name!r} trains, so it reads the training set")
+
+    def resolve_handler(self) -> Callable[..., Any]:
+        """The handler function (imports its module when given by path)."""
+        if callable(self.handler):
+            return self.handler
+        module, _, attr = self.handler.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def files(self, config: Any) -> tuple[str, ...]:
+        """The model files made elsewhere that ``config`` reads (none for most methods)."""
+        return tuple(getattr(config, self.artifacts)) if self.artifacts else ()
+
+    def family_of(self, variant: str) -> str:
+        """The operating-point family of a variant of this method called ``variant``."""
+        return variant if self.family is None else self.family
+
+    @property
+    def compresses_weights(self) -> bool:
+        """Whether it transforms the dense replica's torch weights (all but ``load``)."""
+        return self.artifacts is None
+
+
+#: Names accepted by ``[[variants]] method``, each with its :class:`Method` entry.
+METHODS: Registry[Method] = Registry("compression method")
+
+_C = TypeVar("_C", bound=type)
+#: Package of the handler modules (they import torch).
+_HANDLERS = "compaudit.compress."
+
+
+def method(name: str, *, handler: str, **flags: Any) -> Callable[[_C], _C]:
+    """Class decorator registering a config class as method ``name`` (see :class:`Method`)."""
+
+    def wrap(config: _C) -> _C:
+        METHODS.add(name, Method(name=name, config=config, handler=handler, **flags))
+        return config
+
+    return wrap
+
+
+def method_of(config: Any) -> Method:
+    """The entry whose config class is exactly ``type(config)``.
+
+    >>> method_of(Float16Config()).name
+    'float16'
+    """
+    for _, entry in METHODS.items():
+        if type(config) is entry.config:
+            return entry
+    raise TypeError(f"no compression method for {type(config).__name__}; valid: "
+                    f"{', '.join(e.config.__name__ for _, e in METHODS.items())}")
 
 Scope = Literal["global", "layer"]
 Execution = Literal["auto", "native", "simulated"]
@@ -55,7 +175,8 @@ def schedule_problems(*, initial: float, final: float, begin: int, end: int,
         yield "end_step", f"got {end!r}; expected an integer greater than begin_step ({begin!r})"
 
 
-@METHODS.register("gradual_magnitude")
+@method("gradual_magnitude", handler=_HANDLERS + "magnitude:_gradual_magnitude", trains=True,
+        reads_training_set=True, prunes=True, axis="sparsity")
 @dataclass(frozen=True, kw_only=True)
 class GradualMagnitudeConfig(Checked):
     """Gradual magnitude pruning during training (Zhu & Gupta).
@@ -134,7 +255,8 @@ class GradualMagnitudeConfig(Checked):
         )
 
 
-@METHODS.register("one_shot_magnitude")
+@method("one_shot_magnitude", handler=_HANDLERS + "magnitude:_one_shot_magnitude", trains=True,
+        reads_training_set=True, prunes=True, axis="sparsity")
 @dataclass(frozen=True, kw_only=True)
 class OneShotMagnitudeConfig(Checked):
     """Prune a trained model once by magnitude, then fine-tune with the mask fixed.
@@ -163,7 +285,8 @@ class OneShotMagnitudeConfig(Checked):
     batch_size: int = setting(64, ge=1)
 
 
-@METHODS.register("random")
+@method("random", handler=_HANDLERS + "magnitude:_random_pruning", trains=True,
+        reads_training_set=True, prunes=True, axis="sparsity")
 @dataclass(frozen=True, kw_only=True)
 class RandomPruningConfig(OneShotMagnitudeConfig):
     """The control: prune a uniformly random set of weights, then (optionally) fine-tune.
@@ -175,7 +298,8 @@ class RandomPruningConfig(OneShotMagnitudeConfig):
     seed: int | None = setting(None, ge=0)
 
 
-@METHODS.register("unit")
+@method("unit", handler=_HANDLERS + "units:_unit_pruning", reads_training_set=True, prunes=True,
+        axis="sparsity")
 @dataclass(frozen=True, kw_only=True)
 class UnitPruningConfig(Checked):
     """Remove units of conv/linear layers, optionally folding their means into biases.
@@ -223,7 +347,8 @@ class UnitPruningConfig(Checked):
                          f"count={self.count!r}")
 
 
-@METHODS.register("lottery")
+@method("lottery", handler=_HANDLERS + "lottery:_lottery_ticket", trains=True,
+        reads_training_set=True, prunes=True, axis="sparsity")
 @dataclass(frozen=True, kw_only=True)
 class LotteryTicketConfig(Checked):
     """Iterative magnitude pruning with rewinding.
@@ -261,7 +386,7 @@ class LotteryTicketConfig(Checked):
                          f"{self.per_round_fraction!r} and {self.rounds!r})")
 
 
-@METHODS.register("float16")
+@method("float16", handler=_HANDLERS + "quantization:_float16", quantizes=True, axis="bits")
 @dataclass(frozen=True, kw_only=True)
 class Float16Config(Checked):
     """Cast to float16 (IEEE half).
@@ -278,13 +403,14 @@ class Float16Config(Checked):
     execution: Execution = "auto"
 
 
-@METHODS.register("bfloat16")
+@method("bfloat16", handler=_HANDLERS + "quantization:_bfloat16", quantizes=True, axis="bits")
 @dataclass(frozen=True, kw_only=True)
 class BFloat16Config(Float16Config):
     """Cast to bfloat16 (8-bit exponent, 7-bit mantissa); ``execution`` as for float16."""
 
 
-@METHODS.register("int8_weight_only")
+@method("int8_weight_only", handler=_HANDLERS + "quantization:_int8_weight_only",
+        quantizes=True, axis="bits")
 @dataclass(frozen=True, kw_only=True)
 class Int8WeightOnlyConfig(Checked):
     """int8 weights of every conv and linear layer; activations stay float32.
@@ -302,7 +428,12 @@ class Int8WeightOnlyConfig(Checked):
     symmetric: bool = True
 
 
-@METHODS.register("int8_static")
+def _runs_in_torch(config: Int8StaticConfig) -> bool:
+    return config.backend != "onnxruntime"
+
+
+@method("int8_static", handler=_HANDLERS + "quantization:_int8_static", reads_training_set=True,
+        quantizes=True, axis="bits", torch_layers=_runs_in_torch)
 @dataclass(frozen=True, kw_only=True)
 class Int8StaticConfig(Checked):
     """int8 weights (per channel, symmetric) and activations (per tensor) calibrated on data.
@@ -346,7 +477,8 @@ class Int8StaticConfig(Checked):
     num_threads: int | None = setting(None, ge=1)
 
 
-@METHODS.register("load")
+@method("load", handler=_HANDLERS + "loaded:load_compressed", axis="sparsity",
+        family=None, artifacts="files")
 @dataclass(frozen=True, kw_only=True)
 class LoadConfig(Checked):
     """Compressed models made elsewhere: the team's own artifacts, audited as they ship.

@@ -96,7 +96,7 @@ from compaudit.compress.storage import (
     write_encoded,
 )
 from compaudit.errors import AuditInputError
-from compaudit.rundir import VARIANTS_SCHEMA, jsonable
+from compaudit.rundir import AXES, VARIANTS_SCHEMA, jsonable
 
 __all__ = [
     "VARIANTS_SCHEMA",
@@ -109,7 +109,7 @@ __all__ = [
 
 #: Fields every record of ``variants.json`` has (``null`` when not measured).
 VARIANT_FIELDS = (
-    "method", "parameters", "derives_from", "sparsity", "parameter_count", "nonzero_count",
+    "method", "family", "axis", "bits", "parameters", "derives_from", "sparsity", "parameter_count", "nonzero_count",
     "size_bytes", "compressed_size_bytes", "int8_weight_share", "int8_op_share", "macs",
     "theoretical_speedup", "latency_ms", "latency_batch_size", "latency_kernel",
 )
@@ -346,19 +346,26 @@ def footprint(
 
 def variant_record(*, method: str, parameters: Mapping[str, Any] | None,
                    derives_from: str | None, footprint: Mapping[str, Any],
-                   **extra: Any) -> dict[str, Any]:
+                   family: str | None = None, axis: str | None = None,
+                   bits: int | None = None, **extra: Any) -> dict[str, Any]:
     """One ``variants.json`` record from a footprint and how the variant was made.
 
     Parameters
     ----------
     method
-        E.g. ``"dense"``, ``"gmp"``, ``"int8-static"`` (``CompressedModel.info["method"]``).
+        ``"dense"``, or the method's name in the spec (``"gradual_magnitude"``,
+        ``"int8_static"``: ``CompressedModel.info["method"]``).
     parameters
         The method's parameters (``info["parameters"]``).
     derives_from
         Name of the dense variant it was derived from (``None`` for a dense variant).
     footprint
         The result of :func:`footprint`.
+    family, axis
+        The method entry's operating-point family and axis (``"sparsity"``, ``"bits"``
+        or ``None``; :class:`~compaudit.compress.configs.Method`); ``None`` for dense.
+    bits
+        Bit width of a quantizing method's weights (``info["bits"]``).
     extra
         More JSON-ready fields (e.g. ``execution``, ``pruning_penalty``).
 
@@ -372,6 +379,9 @@ def variant_record(*, method: str, parameters: Mapping[str, Any] | None,
     latency = footprint.get("latency") or {}
     return {
         "method": method,
+        "family": family,
+        "axis": axis,
+        "bits": bits,
         "parameters": dict(parameters or {}),
         "derives_from": derives_from,
         "sparsity": footprint.get("weight_sparsity"),
@@ -427,6 +437,10 @@ def write_variants_json(path: str | Path, variants: Mapping[str, Mapping[str, An
                                               and 0.0 <= share <= 1.0):
                     problems.append(f"variants.json: variant {name!r} {field} must be a "
                                     f"share in [0, 1] or null, got {share!r}")
+            axis = record.get("axis")
+            if axis not in AXES:
+                problems.append(f"variants.json: variant {name!r} axis must be one of "
+                                f"{', '.join(map(str, AXES))}, got {axis!r}")
             kernel = record.get("latency_kernel")
             if kernel is not None and kernel not in LATENCY_KERNELS:
                 problems.append(f"variants.json: variant {name!r} latency_kernel must be one "

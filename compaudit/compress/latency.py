@@ -5,12 +5,12 @@ Median wall time of ``repeats`` forward passes of a batch of
 ``latency_kernel`` (:func:`latency_kernel`) says what was timed:
 
 - ``"onnxruntime"``: ONNX Runtime's CPU execution provider on the ONNX file (real
-  int8 kernels for an int8 model, e.g. ``int8-static`` with ``backend="onnxruntime"``);
+  int8 kernels for an int8 model, e.g. ``int8_static`` with ``backend="onnxruntime"``);
 - ``"torch"``: real torch kernels in the model's own dtype: dense and pruned
   float32 (pruned zeros are multiplied like any weight: no sparse speedup), and
   float16/bfloat16 with ``execution="native"`` (the default on CUDA);
 - ``"simulated"``: fake-quant arithmetic in float32 torch: ``int8-weight-only``,
-  ``int8-static`` with ``backend="simulated"``, float16/bfloat16 with
+  ``int8_static`` with ``backend="simulated"``, float16/bfloat16 with
   ``execution="simulated"`` (the default on CPU). The time is that of float32
   kernels plus rounding; it does **not** reflect int8 or half-precision speed.
 """

@@ -12,11 +12,7 @@ from pathlib import Path
 from torch import nn
 
 from compaudit.compress.configs import LoadConfig
-from compaudit.compress.registry import (
-    CompressedModel,
-    CompressionContext,
-    register_compression,
-)
+from compaudit.compress.registry import CompressedModel, CompressionContext
 from compaudit.errors import AuditInputError
 from compaudit.models.artifact_format import artifact_format
 from compaudit.models.artifacts import load_artifact
@@ -44,15 +40,17 @@ def file_for_replica(config: LoadConfig, replica: int) -> Path:
     return Path(config.files[replica])
 
 
-@register_compression(LoadConfig)
 def load_compressed(model: nn.Module, config: LoadConfig,
                     context: CompressionContext) -> CompressedModel:
     """Load the artifact of replica ``context.replica``; ``model`` (the dense replica) only
-    lends its architecture and is not changed."""
+    lends its architecture and is not changed. ``context.replicas``, when given, must
+    equal the number of files (:func:`check_pairing`)."""
+    if context.replicas is not None:
+        check_pairing(config, context.replicas)
     path = file_for_replica(config, context.replica)
     fmt = artifact_format(path)
     loaded = load_artifact(path, structure=model)
     # No masks: a loaded state dict carries its zeros, and the footprint counts them.
     return CompressedModel(model=loaded, info={
-        "method": "load", "parameters": {"files": [str(f) for f in config.files]},
+        "parameters": {"files": [str(f) for f in config.files]},
         "artifact": str(path), "format": fmt})

@@ -31,7 +31,7 @@ from compaudit.compress._common import (
 )
 from compaudit.compress.masks import MaskCallback, apply_masks, magnitude_masks, prunable_parameters
 from compaudit.compress.configs import LotteryTicketConfig
-from compaudit.compress.registry import CompressedModel, CompressionContext, register_compression
+from compaudit.compress.registry import CompressedModel, CompressionContext
 from compaudit.errors import AuditInputError
 
 __all__ = ["LotteryTicketConfig", "RewindPoint", "rewind_weights", "lottery_round_targets"]
@@ -116,7 +116,6 @@ def rewind_weights(
     apply_masks(model, masks)
 
 
-@register_compression(LotteryTicketConfig)
 def _lottery_ticket(
     model: nn.Module, config: LotteryTicketConfig, context: CompressionContext
 ) -> CompressedModel:
@@ -145,6 +144,6 @@ def _lottery_ticket(
         apply_masks(model, masks)
     if masks is None:  # pragma: no cover - lottery_round_targets never returns []
         raise RuntimeError("no pruning round ran")
-    info = pruning_info("lottery_ticket", config, model, masks, round_targets=targets,
+    info = pruning_info(config, model, masks, round_targets=targets,
                         rounds=len(targets))
     return CompressedModel(model=model, masks=masks, info=info)

@@ -44,7 +44,6 @@ from compaudit.compress.masks import (
 from compaudit.compress.registry import (
     CompressedModel,
     CompressionContext,
-    register_compression,
 )
 from compaudit.errors import AuditInputError
 
@@ -138,7 +137,6 @@ class GradualPruningCallback:
         self.updates.append((step, target))
 
 
-@register_compression(GradualMagnitudeConfig)
 def _gradual_magnitude(
     model: nn.Module, config: GradualMagnitudeConfig, context: CompressionContext
 ) -> CompressedModel:
@@ -161,7 +159,7 @@ def _gradual_magnitude(
         )
     apply_masks(model, callback.masks)
     info = pruning_info(
-        "gmp", config, model, callback.masks,
+        config, model, callback.masks,
         mask_updates=[{"step": s, "target_sparsity": t} for s, t in callback.updates],
     )
     return CompressedModel(model=model, masks=callback.masks, info=info)
@@ -172,7 +170,6 @@ def _prune_then_fine_tune(
     config: OneShotMagnitudeConfig | RandomPruningConfig,
     context: CompressionContext,
     masks: dict[str, torch.Tensor],
-    method: str,
 ) -> CompressedModel:
     sample = optional_penalty(
         context, n_batches=config.penalty_batches, batch_size=config.batch_size
@@ -185,7 +182,7 @@ def _prune_then_fine_tune(
         apply_masks(model, masks)
     penalty = None if before is None else after - before  # type: ignore[operator]
     info = pruning_info(
-        method, config, model, masks,
+        config, model, masks,
         loss_before=before, loss_after_pruning=after, pruning_penalty=penalty,
         fine_tuned=config.fine_tune,
     )
@@ -202,20 +199,18 @@ def _checked_params(model: nn.Module, config: Any, context: CompressionContext) 
     )
 
 
-@register_compression(OneShotMagnitudeConfig)
 def _one_shot_magnitude(
     model: nn.Module, config: OneShotMagnitudeConfig, context: CompressionContext
 ) -> CompressedModel:
     params = _checked_params(model, config, context)
     masks = magnitude_masks(params, sparsity=config.sparsity, scope=config.scope)
-    return _prune_then_fine_tune(model, config, context, masks, "one_shot_magnitude")
+    return _prune_then_fine_tune(model, config, context, masks)
 
 
-@register_compression(RandomPruningConfig)
 def _random_pruning(
     model: nn.Module, config: RandomPruningConfig, context: CompressionContext
 ) -> CompressedModel:
     params = _checked_params(model, config, context)
     seed = context.seed if config.seed is None else config.seed
     masks = random_masks(params, sparsity=config.sparsity, scope=config.scope, seed=seed)
-    return _prune_then_fine_tune(model, config, context, masks, "random")
+    return _prune_then_fine_tune(model, config, context, masks)

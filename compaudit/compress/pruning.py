@@ -27,6 +27,7 @@ Examples
 
 from __future__ import annotations
 
+from compaudit.compress.configs import METHODS
 from compaudit.compress.lottery import (
     LotteryTicketConfig,
     RewindPoint,
@@ -76,11 +77,5 @@ __all__ = [
     "PRUNING_CONFIGS",
 ]
 
-#: The pruning config types, for spec parsers and documentation.
-PRUNING_CONFIGS: tuple[type, ...] = (
-    GradualMagnitudeConfig,
-    OneShotMagnitudeConfig,
-    RandomPruningConfig,
-    UnitPruningConfig,
-    LotteryTicketConfig,
-)
+#: The pruning config types (methods whose entry ``prunes``), for documentation.
+PRUNING_CONFIGS: tuple[type, ...] = tuple(e.config for _, e in METHODS.items() if e.prunes)

@@ -1,11 +1,12 @@
 """Post-training quantization methods: configs registered with :func:`compress`.
 
-* :class:`Float16Config` (``info["method"] = "float16"``): float16 weights and activations.
-* :class:`BFloat16Config` (``"bfloat16"``): bfloat16 weights and activations.
-* :class:`Int8WeightOnlyConfig` (``"int8-weight-only"``): int8 weights per output
+* :class:`Float16Config` (method ``float16``, ``info["bits"] = 16``): float16 weights
+  and activations.
+* :class:`BFloat16Config` (``bfloat16``, 16 bits): bfloat16 weights and activations.
+* :class:`Int8WeightOnlyConfig` (``int8_weight_only``, 8 bits): int8 weights per output
   channel, float32 activations.
-* :class:`Int8StaticConfig` (``"int8-static"``): int8 weights, uint8/int8 activations
-  calibrated on training images.
+* :class:`Int8StaticConfig` (``int8_static``, 8 bits): int8 weights, uint8/int8
+  activations calibrated on training images.
 
 Float16/bfloat16 run natively on CUDA and are simulated in float32 on the CPU (see
 :mod:`compaudit.compress.quant_sim`); ``execution`` forces either. Int8 static has two
@@ -18,8 +19,8 @@ Examples
 >>> from compaudit.compress.registry import compress, CompressionContext
 >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2))
 >>> out = compress(model, Int8WeightOnlyConfig(), context=CompressionContext())
->>> out.info["method"]
-'int8-weight-only'
+>>> out.info["method"], out.info["bits"]
+('int8_weight_only', 8)
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from compaudit.compress.quant_sim import (
     round_float_precision,
 )
 from compaudit.compress.quant_static import calibrate, convert_static, prepare_static
-from compaudit.compress.registry import CompressedModel, CompressionContext, register_compression
+from compaudit.compress.registry import CompressedModel, CompressionContext
 from compaudit.errors import AuditInputError
 
 __all__ = [
@@ -61,8 +62,10 @@ Execution = Literal["auto", "native", "simulated"]
 _EXECUTIONS = ("auto", "native", "simulated")
 
 
-def _method_info(method: str, config: Any, **extra: Any) -> dict[str, Any]:
-    return {"method": method, "parameters": dataclasses.asdict(config), **extra}
+def _method_info(config: Any, *, bits: int, **extra: Any) -> dict[str, Any]:
+    """``CompressedModel.info``: parameters and the weights' bit width (:func:`compress`
+    adds the method's name)."""
+    return {"parameters": dataclasses.asdict(config), "bits": bits, **extra}
 
 
 def _copy_for(model: nn.Module, device: str) -> nn.Module:
@@ -70,7 +73,7 @@ def _copy_for(model: nn.Module, device: str) -> nn.Module:
 
 
 def _reduced_precision(model: nn.Module, config: Float16Config, context: CompressionContext,
-                       *, dtype: torch.dtype, method: str) -> CompressedModel:
+                       *, dtype: torch.dtype) -> CompressedModel:
     device = torch.device(context.device)
     execution = config.execution
     if execution == "auto":
@@ -81,22 +84,20 @@ def _reduced_precision(model: nn.Module, config: Float16Config, context: Compres
     else:
         round_float_precision(out, dtype)
     return CompressedModel(model=out, info=_method_info(
-        method, config, execution=execution, dtype=str(dtype).removeprefix("torch.")))
+        config, bits=dtype.itemsize * 8, execution=execution,
+        dtype=str(dtype).removeprefix("torch.")))
 
 
-@register_compression(Float16Config)
 def _float16(model: nn.Module, config: Float16Config,
              context: CompressionContext) -> CompressedModel:
-    return _reduced_precision(model, config, context, dtype=torch.float16, method="float16")
+    return _reduced_precision(model, config, context, dtype=torch.float16)
 
 
-@register_compression(BFloat16Config)
 def _bfloat16(model: nn.Module, config: BFloat16Config,
               context: CompressionContext) -> CompressedModel:
-    return _reduced_precision(model, config, context, dtype=torch.bfloat16, method="bfloat16")
+    return _reduced_precision(model, config, context, dtype=torch.bfloat16)
 
 
-@register_compression(Int8WeightOnlyConfig)
 def _int8_weight_only(model: nn.Module, config: Int8WeightOnlyConfig,
                       context: CompressionContext) -> CompressedModel:
     out = _copy_for(model, context.device)
@@ -108,7 +109,7 @@ def _int8_weight_only(model: nn.Module, config: Int8WeightOnlyConfig,
             "quantizes the weights of convolutional and linear layers"
         )
     return CompressedModel(model=out, info=_method_info(
-        "int8-weight-only", config, execution="simulated", quantized_layers=layers))
+        config, bits=8, execution="simulated", quantized_layers=layers))
 
 
 def calibration_batches(dataset: Any, *, n_images: int, batch_size: int,
@@ -146,14 +147,13 @@ def _calibration_dataset(context: CompressionContext) -> Any:
     return dataset
 
 
-@register_compression(Int8StaticConfig)
 def _int8_static(model: nn.Module, config: Int8StaticConfig,
                  context: CompressionContext) -> CompressedModel:
     batches = calibration_batches(
         _calibration_dataset(context), n_images=config.calibration_images,
         batch_size=config.calibration_batch_size, seed=context.seed)
     n_images = sum(len(b) for b in batches)
-    info = _method_info("int8-static", config, calibration_images_used=n_images)
+    info = _method_info(config, bits=8, calibration_images_used=n_images)
     if config.backend == "onnxruntime":
         if config.activation_observer == "percentile" and len({len(b) for b in batches}) > 1:
             raise AuditInputError(

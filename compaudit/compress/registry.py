@@ -1,22 +1,22 @@
-"""Compression methods as data: a config dataclass per method plus a registered handler.
+"""Compression methods as data: ``compress(model, config, context=...)``.
 
-``compress(model, config, context=...)`` looks up the handler registered for
-``type(config)``; the audit spec parser only builds config dataclasses.
+The method entry of ``type(config)`` (:data:`compaudit.compress.configs.METHODS`) names
+the handler; the audit spec parser only builds config dataclasses.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Sequence
 
 from torch import nn
+
+from compaudit.compress.configs import method_of
 
 __all__ = [
     "CompressionContext",
     "CompressedModel",
-    "register_compression",
     "compress",
-    "registered_configs",
 ]
 
 StepCallback = Callable[[int, nn.Module], None]
@@ -50,6 +50,9 @@ class CompressionContext:
         How the model's outputs are read (:class:`~compaudit.models.head.Head`): the
         loss of pruning scores and penalties (``None``: softmax cross-entropy). Give
         ``fine_tune`` the same head.
+    replicas
+        How many dense replicas the method is applied to, when known (``load`` checks
+        that it has one file for each).
     """
 
     train_dataset: Any = None
@@ -61,6 +64,7 @@ class CompressionContext:
     fine_tune_steps: int | None = None
     replica: int = 0
     head: Any = None
+    replicas: int | None = None
 
 
 @dataclass
@@ -72,33 +76,6 @@ class CompressedModel:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-_C = TypeVar("_C")
-_HANDLERS: dict[type, Callable[..., CompressedModel]] = {}
-
-
-def register_compression(config_type: type) -> Callable[[_C], _C]:
-    """Decorator registering ``fn(model, config, context) -> CompressedModel`` for a config type."""
-
-    def wrap(fn: _C) -> _C:
-        if config_type in _HANDLERS:
-            raise ValueError(f"a handler for {config_type.__name__} is registered twice")
-        _HANDLERS[config_type] = fn  # type: ignore[assignment]
-        return fn
-
-    return wrap
-
-
-def _load_handlers() -> None:
-    """Import the modules that register every method's handler (once)."""
-    from compaudit.compress import loaded, pruning, quantization  # noqa: F401
-
-
-def registered_configs() -> list[type]:
-    """Config types that :func:`compress` accepts."""
-    _load_handlers()
-    return list(_HANDLERS)
-
-
 def compress(
     model: nn.Module, config: Any, *, context: CompressionContext | None = None
 ) -> CompressedModel:
@@ -108,9 +85,8 @@ def compress(
     itself and return it; quantization methods return a new module and leave ``model``
     unchanged. To compress one dense model several ways, pass ``copy.deepcopy(model)``.
     """
-    _load_handlers()
-    handler = _HANDLERS.get(type(config))
-    if handler is None:
-        valid = ", ".join(sorted(t.__name__ for t in _HANDLERS)) or "none registered"
-        raise TypeError(f"no compression method for {type(config).__name__}; valid: {valid}")
-    return handler(model, config, context or CompressionContext())
+    entry = method_of(config)
+    out = entry.resolve_handler()(model, config, context or CompressionContext())
+    # The entry names the method: the name a spec gives it, and variants.json records.
+    out.info = {"method": entry.name, **{k: v for k, v in out.info.items() if k != "method"}}
+    return out

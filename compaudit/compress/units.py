@@ -71,7 +71,7 @@ from compaudit.compress._common import (
 )
 from compaudit.compress._unit_graph import UnitLayer, find_unit_layers
 from compaudit.compress.configs import UNIT_SCORES, UnitPruningConfig, UnitScore
-from compaudit.compress.registry import CompressedModel, CompressionContext, register_compression
+from compaudit.compress.registry import CompressedModel, CompressionContext
 from compaudit.errors import AuditInputError
 from compaudit.models.head import Head
 
@@ -344,7 +344,6 @@ def _choose_units(config: UnitPruningConfig, layer: UnitLayer, stats: UnitStatis
     return removed, float(change[removed].sum())
 
 
-@register_compression(UnitPruningConfig)
 def _unit_pruning(
     model: nn.Module, config: UnitPruningConfig, context: CompressionContext
 ) -> CompressedModel:
@@ -359,7 +358,7 @@ def _unit_pruning(
     loss_before, loss_after, per_layer = run(model, config, context, batches,
                                              [eligible[n] for n in chosen], counts, masks)
     info = pruning_info(
-        "unit", config, model, masks,
+        config, model, masks,
         loss_before=loss_before, loss_after_pruning=loss_after,
         pruning_penalty=loss_after - loss_before, units=per_layer,
         sample_examples=sum(len(y) for _, y in batches),

@@ -40,9 +40,10 @@ from compaudit.analysis.stats import (
 from compaudit.errors import AuditInputError
 from compaudit.gate.operating import OperatingPoint, operating_points
 from compaudit.gate.policy import GatePolicy
+from compaudit.registry import Registry
 from compaudit.rundir import check_metrics_schema
 
-__all__ = ["Check", "GateResult", "run_gate"]
+__all__ = ["SECTIONS", "Check", "GateResult", "run_gate"]
 
 #: Power at which an inconclusive subgroup check states what its cell could detect.
 DETECT_POWER = 0.8
@@ -462,13 +463,13 @@ def _check_baseline(baseline: dict, variants: list[str]) -> None:
                               "expected a baseline run with the same compressed variants")
 
 
-#: Each policy section and the function producing its checks.
-_SECTIONS: dict[str, Callable[..., Iterator[Check]]] = {
-    "accuracy": _accuracy_checks, "subgroup_rate": _subgroup_checks, "disparity": _disparity_checks,
-    "pie_overindex": _overindex_checks, "pie_within_label": _within_label_checks,
-    "robustness": _robustness_checks,
-    "dissection": _dissection_checks,
-}
+#: Each policy section and the function producing its checks, in the order they run.
+SECTIONS: Registry[Callable[..., Iterator[Check]]] = Registry("gate section")
+for _name, _fn in (("accuracy", _accuracy_checks), ("subgroup_rate", _subgroup_checks),
+                   ("disparity", _disparity_checks), ("pie_overindex", _overindex_checks),
+                   ("pie_within_label", _within_label_checks),
+                   ("robustness", _robustness_checks), ("dissection", _dissection_checks)):
+    SECTIONS.add(_name, _fn)
 
 
 def _collect(metrics: dict, policy: GatePolicy, variants: list[str],
@@ -477,7 +478,7 @@ def _collect(metrics: dict, policy: GatePolicy, variants: list[str],
     checks: list[Check] = []
     notes: list[str] = []
     sections = [(name, lambda f=fn: f(metrics, policy, variants))
-                for name, fn in _SECTIONS.items() if getattr(policy, name) is not None]
+                for name, fn in SECTIONS.items() if getattr(policy, name) is not None]
     if baseline is not None and policy.baseline is not None:
         sections.append(("baseline",
                          lambda: _baseline_checks(metrics, baseline, policy, variants)))

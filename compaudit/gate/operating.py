@@ -1,11 +1,16 @@
 """Recommended operating point: per compression family, how far compression can go.
 
-Variants of one family share a method and differ in how much they compress (gmp-50 and
-gmp-90: gradual magnitude pruning to 50% and 90% sparsity). The family and the sparsity
-come from ``variants.json`` (``method``, ``sparsity``) when the gate has it, else from the
-name (``gmp-90`` -> family ``gmp``, sparsity 0.9). Within a family, variants are ordered
-from least to most compressed: by sparsity, then (quantized variants, no sparsity) by
-``compressed_size_bytes``, largest first, then by name.
+Variants of one family share a method and differ in how much they compress (two
+``gradual_magnitude`` variants at 50% and 90% sparsity). Family and axis come from the
+method's entry (:class:`~compaudit.compress.configs.Method`) through ``variants.json``
+(``family``, ``axis``, ``sparsity``, ``bits`` of each record); nothing is read from a
+variant's name. Within a family, variants are ordered from least to most compressed:
+on the ``sparsity`` axis by the measured sparsity, on the ``bits`` axis by bit width,
+widest first, then by ``compressed_size_bytes``, largest first, then by name.
+
+Without ``variants.json`` (``compaudit gate`` on a folder holding only ``metrics.json``)
+nothing says which variants share a method: **each variant is its own family**, placed
+categorically, and is recommended or not on its own checks.
 
 The **recommended** variant is the most compressed one whose every gate check passes
 (inconclusive checks count as passing only under an ``inconclusive = "pass"`` policy);
@@ -16,13 +21,13 @@ one with no failed check (an inconclusive check allowed): how far the evidence l
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from compaudit.errors import AuditInputError
+from compaudit.rundir import AXES
 
 __all__ = [
     "OperatingPoint",
@@ -33,12 +38,10 @@ __all__ = [
     "variant_point",
 ]
 
-_SUFFIX = re.compile(r"^(?P<family>.*?)[-_](?P<num>\d+(?:\.\d+)?)$")
-#: Method or variant names of quantization: never on the sparsity axis, whatever share of
-#: weights rounding happened to zero.
-_QUANTIZED = re.compile(r"int\d|uint\d|float\d|fp\d|bf16|quant", re.IGNORECASE)
 #: Below this sparsity a variant is not a pruned one (zeros from rounding, say).
 MIN_PRUNED_SPARSITY = 0.01
+#: The fields of a ``variants.json`` record that place a variant on the operating points.
+_PLACEMENT = ("method", "family", "axis")
 
 
 @dataclass(frozen=True)
@@ -46,14 +49,15 @@ class VariantPoint:
     """Where a variant sits on the trade-off axis.
 
     ``sparsity`` is a fraction in [0, 1] or ``None`` (placed categorically); ``family``
-    groups variants into one curve (the method, or the name without its number).
-    Quantized variants (``int8``, ``float16``... in the method or name) and variants
-    below 1% sparsity are placed categorically: they are not points of a pruning curve.
+    groups variants into one curve (the method's family from ``variants.json``, else
+    the variant alone). Only a method on the ``sparsity`` axis has a sparsity here, and
+    only from 1%: below that, zeros come from rounding, not pruning.
     """
 
     name: str
     sparsity: float | None
     family: str
+    bits: int | None = None
 
 
 @dataclass(frozen=True)
@@ -79,29 +83,26 @@ class OperatingPoint:
 
 
 def variant_point(name: str, dense: str, info: Mapping[str, Any] | None) -> VariantPoint:
-    """Family and sparsity of a variant, from ``variants.json`` or else its name."""
+    """Family, sparsity and bit width of a variant from its ``variants.json`` record
+    (checked by :func:`read_variants_info`); without one, the variant is its own family.
+
+    >>> variant_point("q", "dense", {"family": "int8_static", "axis": "bits", "bits": 8,
+    ...                              "sparsity": 0.02}).sparsity is None
+    True
+    >>> variant_point("pruned-50", "dense", None).family
+    'pruned-50'
+    """
     if name == dense:
         return VariantPoint(name, 0.0, "")
-    match = _SUFFIX.match(name)
-    method = (info or {}).get("method")
-    # Loaded artifacts all have method "load": their names say which family they are.
-    family = str(method if method and method != "load" else
-                 (match["family"] if match else name))
-    sparsity: float | None = None
-    if info is not None and info.get("sparsity") is not None:
-        try:
-            sparsity = float(info["sparsity"])
-        except (TypeError, ValueError):
-            sparsity = None
-    elif match:
-        # gmp-90 -> 0.90; prune-0.9 -> 0.9; anything else is not a sparsity.
-        num = float(match["num"])
-        sparsity = num if "." in match["num"] and num <= 1 else num / 100
-    quantized = bool(_QUANTIZED.search(family) or _QUANTIZED.search(name))
-    if sparsity is not None and (quantized or not MIN_PRUNED_SPARSITY <= sparsity <= 1):
+    if info is None:
+        return VariantPoint(name, None, name)
+    sparsity = info.get("sparsity") if info["axis"] == "sparsity" else None
+    if sparsity is not None and not MIN_PRUNED_SPARSITY <= float(sparsity) <= 1:
         # On the axis it would sit on top of dense and read as a pruning level.
         sparsity = None
-    return VariantPoint(name, sparsity, family)
+    bits = info.get("bits") if info["axis"] == "bits" else None
+    return VariantPoint(name, None if sparsity is None else float(sparsity),
+                        str(info["family"] or name), None if bits is None else int(bits))
 
 
 def _status(verdicts: list[str], inconclusive: str) -> str:
@@ -128,8 +129,9 @@ def operating_points(checks: Iterable[Any], variants: list[str], *, dense: str,
     dense
         Name of the dense variant (never part of a family).
     variants_info
-        ``variants.json`` entries by variant name (``method``, ``sparsity``,
-        ``compressed_size_bytes``), if available.
+        ``variants.json`` entries by variant name (``family``, ``axis``, ``sparsity``,
+        ``bits``, ``compressed_size_bytes``), if available; without them each variant
+        is its own family.
     inconclusive
         The policy's ``inconclusive`` setting.
     """
@@ -147,7 +149,8 @@ def operating_points(checks: Iterable[Any], variants: list[str], *, dense: str,
         def order(p: VariantPoint) -> tuple:
             size = (info.get(p.name) or {}).get("compressed_size_bytes")
             size = -float(size) if isinstance(size, (int, float)) else 0.0
-            return (p.sparsity if p.sparsity is not None else -1.0, size, p.name)
+            bits = -p.bits if p.bits is not None else 0
+            return (p.sparsity if p.sparsity is not None else -1.0, bits, size, p.name)
         points = sorted(points, key=order)
         status = tuple(_status(verdicts[p.name], inconclusive) for p in points)
         passing = [p.name for p, s in zip(points, status) if s == "pass"]
@@ -181,13 +184,21 @@ def read_variants_info(doc: Any, path: str | Path) -> dict[str, dict[str, Any]]:
                 f"{path}: field 'variants': expected one object per variant (keyed by "
                 f"variant name, or with a 'name' field); got {type(entry).__name__}; "
                 "re-write it with compaudit.compress.footprint.write_variants_json")
+        missing = [f for f in _PLACEMENT if f not in entry]
+        if missing or entry.get("axis") not in AXES:
+            raise AuditInputError(
+                f"{path}: variant {name!r}: field(s) {', '.join(missing or ['axis'])}: "
+                f"expected {', '.join(_PLACEMENT)} with axis one of "
+                f"{', '.join(map(str, AXES))} (got {entry.get('axis', 'none')!r}); a "
+                "variants.json from an older compaudit: re-run the compress stage")
         entries[str(name)] = entry
     return entries
 
 
 def variants_info(run_dir: Path) -> dict[str, dict[str, Any]] | None:
-    """A run folder's ``variants.json`` (method, sparsity of each variant), or ``None``
-    when it has none; the gate's operating points read it (else the variants' names)."""
+    """A run folder's ``variants.json`` (method, family, axis, sparsity of each variant),
+    or ``None`` when it has none; the gate's operating points read it (without it, each
+    variant is its own family)."""
     from compaudit.rundir import RunFolder, read_json
 
     path = RunFolder(run_dir).variants_json

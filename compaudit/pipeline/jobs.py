@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from compaudit._malloc import reuse_freed_memory
-from compaudit.compress.configs import LoadConfig
+from compaudit.compress.configs import method_of
 from compaudit.compress.footprint import footprint, variant_record
 from compaudit.compress.registry import CompressionContext, compress
 from compaudit.errors import AuditInputError
@@ -30,14 +30,8 @@ from compaudit.models.training import TrainConfig, train
 from compaudit.predict import predict_population, write_predictions
 from compaudit.rundir import jsonable, write_json
 
-__all__ = ["READS_TRAINING_SET", "TRAINING_METHODS", "VariantJob", "run_variant_job",
-           "compress_variant_job", "write_variant_predictions", "dense_models"]
-
-#: Compression methods that train every replica again (the long variant jobs).
-TRAINING_METHODS = frozenset({"gradual_magnitude", "one_shot_magnitude", "random",
-                              "lottery", "unit"})
-#: Methods whose jobs read the training set: fine-tuning, and int8 calibration.
-READS_TRAINING_SET = TRAINING_METHODS | {"int8_static"}
+__all__ = ["VariantJob", "compress_variant_job", "dense_models", "run_variant_job",
+           "write_variant_predictions"]
 
 
 @dataclass(frozen=True)
@@ -107,7 +101,7 @@ def _check_dense_fits(job: VariantJob, models: Sequence[nn.Module]) -> None:
     if k is None:
         return
     where, path = f"variant {job.name!r}", job.dense_paths[k]
-    if job.config is not None and not isinstance(job.config, LoadConfig):
+    if job.config is not None and method_of(job.config).compresses_weights:
         raise AuditInputError(
             f"{where}: method {job.method!r} compresses the dense model's torch weights, but "
             f"dense replica {k} ({path}) is an ONNX model without them; give the dense "
@@ -173,15 +167,11 @@ def _variant_job(job: VariantJob, *, predict: bool = True
     structure = models[0] if has_torch_weights(models[0]) else None
     info: dict[str, Any] = {"method": "dense", "parameters": {}}
     masks = None
-    if job.config is not None:
+    entry = None if job.config is None else method_of(job.config)
+    if entry is not None:
         compressed = []
-        if isinstance(job.config, LoadConfig):
-            from compaudit.compress.loaded import check_pairing
-
-            check_pairing(job.config, len(models))
-            # Loading needs no data: do not decode the training set.
-            train_data, steps = None, None
-        else:
+        train_data, steps = None, None  # a method that reads no training set gets none
+        if entry.reads_training_set:
             # One dataset for every replica: the pipeline's training set keeps its
             # decoded images (in memory, or in the run's decoded array).
             train_data = job.train_data()
@@ -196,6 +186,7 @@ def _variant_job(job: VariantJob, *, predict: bool = True
                 device=job.device,
                 replica=k,
                 head=job.head,
+                replicas=len(models),
             )
             try:
                 out = compress(dense, job.config, context=context)
@@ -214,11 +205,13 @@ def _variant_job(job: VariantJob, *, predict: bool = True
             for factory in job.eval_data])
     fp = footprint(models[0], input_size=(3, job.image_size, job.image_size), masks=masks,
                    structure=structure if not list(models[0].parameters()) else None)
-    extra = {k: v for k, v in info.items() if k not in ("method", "parameters")}
+    extra = {k: v for k, v in info.items() if k not in ("method", "parameters", "bits")}
     record = variant_record(method=info.get("method", job.method),
                             parameters=info.get("parameters", job.params),
-                            derives_from=None if job.config is None else "dense",
-                            footprint=fp, **jsonable(extra))
+                            derives_from=None if entry is None else "dense",
+                            family=None if entry is None else entry.family_of(job.name),
+                            axis=None if entry is None else entry.axis,
+                            bits=info.get("bits"), footprint=fp, **jsonable(extra))
     if job.dissection is not None:
         from compaudit.dissection.audit import dissect_population
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from compaudit.compress.configs import METHODS
 from compaudit.config import plain
 from compaudit.errors import AuditInputError
-from compaudit.spec import LOAD, AuditSpec
+from compaudit.spec import AuditSpec
 
 __all__ = ["describe_plan", "device_problems", "executor_problems", "needs_training_set",
            "preflight"]
@@ -69,10 +70,8 @@ def preflight(spec: AuditSpec, run_dir: Path, *, executor: str | None = None,
 def needs_training_set(spec: AuditSpec) -> bool:
     """Whether a run reads the training split: to train the dense population, or for a
     method that fine-tunes or calibrates."""
-    from compaudit.pipeline.jobs import READS_TRAINING_SET
-
     return (not (spec.model.weights or spec.model.pretrained)
-            or any(v.method in READS_TRAINING_SET for v in spec.variants))
+            or any(METHODS.get(v.method).reads_training_set for v in spec.variants))
 
 
 def executor_problems(spec: AuditSpec, kind: str | None, ray_address: str | None
@@ -191,7 +190,7 @@ def _model_problems(spec: AuditSpec) -> list[str]:
     if len(dense) != len(paths):
         return problems
     for i, v in enumerate(spec.variants, 1):
-        for k, path in enumerate(getattr(v.config, "files", ()) if v.method == LOAD else ()):
+        for k, path in enumerate(METHODS.get(v.method).files(v.config)):
             try:
                 load_artifact(path, structure=dense[min(k, len(dense) - 1)])
             except AuditInputError as err:
@@ -246,9 +245,10 @@ def describe_plan(spec: AuditSpec, run_dir: Path) -> str:
                      f"{t.lr}, device {t.device}")
     lines += ["", f"variants ({len(spec.variants)}):"]
     for v in spec.variants:
-        if v.method == LOAD:
+        files = METHODS.get(v.method).files(v.config)
+        if files:
             lines += [f"  {v.name}: loaded artifacts, replica k paired with file k:",
-                      *_files(v.config.files)]
+                      *_files(files)]
         else:
             lines.append(f"  {v.name}: {v.method} ({_settings(v.params)})")
     lines += ["", f"shifts ({len(spec.shifts)}):"]

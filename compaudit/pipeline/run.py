@@ -31,7 +31,8 @@ from compaudit.pipeline.train import dense_population
 from compaudit.pipeline.variants import check_schedules, dissection_plan, run_variants
 from compaudit.record import record_run
 from compaudit.rundir import RunFolder, read_metrics
-from compaudit.spec import LOAD, AuditSpec
+from compaudit.compress.configs import method_of
+from compaudit.spec import AuditSpec
 
 __all__ = ["RunResult", "run_audit"]
 
@@ -99,8 +100,8 @@ def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: str | None = No
 
 
 def _loaded_files(spec: AuditSpec) -> list[Path]:
-    """The compressed artifacts a run loads (``method = "load"`` variants)."""
-    return [Path(f) for v in spec.variants if v.method == LOAD for f in v.config.files]
+    """The model files made elsewhere that a run loads (``method = "load"`` variants)."""
+    return [Path(f) for v in spec.variants for f in method_of(v.config).files(v.config)]
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
+from compaudit.compress.configs import method_of
 from compaudit.config import narrow
 from compaudit.errors import AuditInputError
 from compaudit.pipeline.data import DataStage, ShiftStage, resolve
@@ -36,7 +37,8 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
     m = spec.model
     keys, jobs = {}, []
     for i, variant in enumerate((DENSE, *spec.variants)):
-        files = getattr(variant.config, "files", ())  # loaded artifacts: their contents
+        # Model files made elsewhere (method = "load"): their contents are inputs too.
+        files = () if variant.config is None else method_of(variant.config).files(variant.config)
         key = stage_key(dense.key, examples_key, variant.name, variant.method, variant.params,
                         spec.section("train"), spec.section("dissection"),
                         _predict_key(spec), VARIANTS_SCHEMA,
@@ -62,12 +64,11 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
     if jobs:
         # Longest first (the methods that fine-tune every replica), so the last jobs to
         # finish are short ones and no worker idles while one long job runs alone.
-        from compaudit.pipeline.jobs import READS_TRAINING_SET, TRAINING_METHODS
-
-        jobs.sort(key=lambda j: j.method not in TRAINING_METHODS)
+        jobs.sort(key=lambda j: _length(j.config))
         log(f"[variants] {', '.join(j.name for j in jobs)}")
         eval_data = tuple(decoder.get(f"eval-{i}", f) for i, f in enumerate(jobs[0].eval_data))
-        reads_train = any(j.method in READS_TRAINING_SET for j in jobs)
+        reads_train = any(j.config is not None and method_of(j.config).reads_training_set
+                          for j in jobs)
         train_data = decoder.get("train", data.train) if reads_train else data.train
         jobs = [replace(j, eval_data=eval_data, train_data=train_data) for j in jobs]
         if spec.predict.chunk_examples:
@@ -85,6 +86,15 @@ def _predict_key(spec: AuditSpec) -> dict[str, Any]:
     """``[predict]`` as it changes predictions: chunks give the unchunked predictions
     (compaudit/pipeline/chunks.py), so their size stays out of the key."""
     return {k: v for k, v in spec.section("predict").items() if k != "chunk_examples"}
+
+
+def _length(config: Any) -> tuple[bool, bool]:
+    """Sort key, longest jobs first: training methods, then those reading the training
+    set (scores, calibration), then the rest."""
+    if config is None:
+        return (True, True)
+    entry = method_of(config)
+    return (not entry.trains, not entry.reads_training_set)
 
 
 def check_schedules(spec: AuditSpec, n_train: Callable[[], int]) -> None:
@@ -123,7 +133,7 @@ def dissection_plan(spec: AuditSpec, folder: RunFolder, *, transform: Any,
 
     layers = tuple(dx.layers) or DEFAULT_LAYERS[spec.model.arch]
     _check_layers(spec, layers)
-    onnx = [v.name for v in spec.variants if getattr(v.config, "backend", None) == "onnxruntime"]
+    onnx = [v.name for v in spec.variants if not method_of(v.config).torch_layers(v.config)]
     if onnx:
         raise AuditInputError(f"{spec.source}: [dissection]: variant(s) {', '.join(onnx)} run in "
                               "ONNX Runtime, which has no layers to hook; set backend = "

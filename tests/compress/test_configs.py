@@ -14,7 +14,7 @@ from compaudit.compress.configs import (
 from compaudit.compress.schedules import CubicSparsitySchedule
 from compaudit.config import ConfigError, from_table
 
-LIMIT_CLASSES = [METHODS.get(name) for name in METHODS.names()]  # limit_case (tests/conftest.py)
+LIMIT_CLASSES = [METHODS.get(name).config for name in METHODS.names()]  # limit_case (tests/conftest.py)
 
 
 def test_every_declared_limit_is_refused_with_its_message(limit_case):

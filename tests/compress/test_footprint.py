@@ -250,7 +250,7 @@ def test_variants_json_is_valid_json_written_atomically(tmp_path):
     path = tmp_path / "run" / "variants.json"
     write_variants_json(path, _records())
     doc = json.loads(path.read_text())
-    assert doc["schema"] == VARIANTS_SCHEMA == "compaudit.variants/2"
+    assert doc["schema"] == VARIANTS_SCHEMA == "compaudit.variants/3"
     assert list(doc["variants"]) == ["dense", "int8-static"]
     for record in doc["variants"].values():
         assert set(VARIANT_FIELDS) <= set(record)
@@ -274,9 +274,11 @@ def test_variants_json_rejects_incomplete_records(tmp_path):
     records = _records()
     del records["int8-static"]["macs"]
     records["int8-static"]["derives_from"] = "dense-typo"
+    records["dense"]["axis"] = "width"
     with pytest.raises(AuditInputError) as err:
         write_variants_json(tmp_path / "variants.json", records)
     assert "lacks macs" in str(err.value) and "dense-typo" in str(err.value)
+    assert "variant 'dense' axis must be one of sparsity, bits, None, got 'width'" in str(err.value)
     assert not (tmp_path / "variants.json").exists()
 
 

@@ -116,7 +116,7 @@ def _load(path: Path | tuple[Path, ...], *, dense: nn.Module | None = None, repl
 
 
 def test_load_is_a_method_with_a_nonempty_file_list():
-    assert METHODS.get("load") is LoadConfig
+    assert METHODS.get("load").config is LoadConfig
     problems: list[str] = []
     config = from_table(LoadConfig, {"files": ["a.onnx", "b.pt"]}, where="s.toml: [[variants]] #1",
                         problems=problems)
@@ -312,6 +312,7 @@ def test_a_load_job_pairs_files_with_torch_dense_replicas(files, tmp_path):
     config = LoadConfig(files=(str(files["qdq"]), str(files["qoperator"])))
     record = run_variant_job(_job(tmp_path, config=config, dense=dense))
     assert record["method"] == "load" and record["derives_from"] == "dense"
+    assert (record["family"], record["axis"], record["bits"]) == ("mine", "sparsity", None)
     assert record["artifact"] == str(files["qdq"]) and record["format"] == "onnx"
     assert record["parameters"] == {"files": [str(files["qdq"]), str(files["qoperator"])]}
     assert record["parameter_count"] == sum(p.numel() for p in _dense().parameters())

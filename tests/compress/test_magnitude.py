@@ -90,7 +90,7 @@ def test_gmp_handler_reaches_target_and_reports(tiny):
         fine_tune=tiny.make_fine_tune(data, steps=40)))
     total = sum(model.get_parameter(n).numel() for n in out.masks)
     assert sum(int((~m).sum()) for m in out.masks.values()) == round(0.75 * total)
-    assert out.info["method"] == "gmp"
+    assert out.info["method"] == "gradual_magnitude"
     assert out.info["sparsity"] == pytest.approx(round(0.75 * total) / total)
     assert out.info["parameters"]["begin_step"] == 5
     assert [u["step"] for u in out.info["mask_updates"]] == [5, 10, 15, 20, 25]

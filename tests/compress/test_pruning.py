@@ -9,13 +9,22 @@ import pytest
 import torch
 
 from compaudit.compress import pruning
-from compaudit.compress.registry import CompressedModel, CompressionContext, compress, registered_configs
+from compaudit.compress.configs import (
+    GradualMagnitudeConfig,
+    LotteryTicketConfig,
+    OneShotMagnitudeConfig,
+    RandomPruningConfig,
+    UnitPruningConfig,
+)
+from compaudit.compress.registry import CompressedModel, CompressionContext, compress
 from compaudit.models.architectures import build_model
 from compaudit.models.training import TrainConfig, train
 
 
 def test_every_pruning_config_is_registered():
-    assert set(pruning.PRUNING_CONFIGS) <= set(registered_configs())
+    assert set(pruning.PRUNING_CONFIGS) == {
+        GradualMagnitudeConfig, OneShotMagnitudeConfig, RandomPruningConfig,
+        UnitPruningConfig, LotteryTicketConfig}
     assert set(pruning.__all__) <= set(dir(pruning))
 
 

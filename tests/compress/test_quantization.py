@@ -108,7 +108,7 @@ def test_int8_weight_only_quantizes_every_layer_and_leaves_the_original():
             assert torch.equal(q.get_submodule(name).weight.detach(), expected), name
         elif isinstance(module, nn.BatchNorm2d):
             assert torch.equal(q.get_submodule(name).running_var, module.running_var)
-    assert out.info["method"] == "int8-weight-only"
+    assert out.info["method"] == "int8_weight_only" and out.info["bits"] == 8
     assert out.info["parameters"] == {"per_channel": True, "symmetric": True}
 
 

@@ -391,3 +391,16 @@ def test_an_undecidable_cell_says_so_instead_of_a_size_beyond_the_range():
     assert check.verdict == "inconclusive"
     assert check.reason.endswith("cannot be decided with 3 replicas and 500 examples")
     assert -1 <= check.lo < check.hi <= 1
+
+
+def test_every_policy_section_but_baseline_has_one_registered_check_function():
+    import dataclasses
+
+    from compaudit.gate.checks import SECTIONS
+    from compaudit.gate.policy import GatePolicy
+
+    sections = [f.name for f in dataclasses.fields(GatePolicy)
+                if dataclasses.is_dataclass(getattr(GatePolicy(), f.name))]
+    # baseline compares two runs, so it is not a section of one run's metrics
+    assert SECTIONS.names() == sorted(set(sections) - {"baseline"})
+    assert [name for name, _ in SECTIONS.items()][:2] == ["accuracy", "subgroup_rate"]

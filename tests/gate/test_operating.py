@@ -9,7 +9,9 @@ import pytest
 
 from compaudit.cli import main
 from compaudit.gate import run_gate, to_markdown
-from compaudit.gate.operating import operating_points, variant_point
+from compaudit.compress.configs import METHODS
+from compaudit.errors import AuditInputError
+from compaudit.gate.operating import VariantPoint, operating_points, variant_point, variants_info
 from compaudit.gate.outputs import format_table, write_gate_outputs
 from compaudit.gate.policy import policy_from_dict
 
@@ -18,42 +20,98 @@ def _c(variant, verdict):
     return SimpleNamespace(variant=variant, verdict=verdict)
 
 
+def _record(method, *, sparsity=None, bits=None, size=None):
+    """A variants.json record placed as the pipeline places it: from the method's entry."""
+    entry = METHODS.get(method)
+    return {"method": method, "family": entry.family, "axis": entry.axis, "bits": bits,
+            "sparsity": sparsity, "compressed_size_bytes": size}
+
+
+GMP = {f"gmp-{s}": _record("gradual_magnitude", sparsity=s / 100) for s in (30, 50, 70, 90)}
+
+
 def test_family_order_recommendation_and_first_failure():
     checks = [_c("gmp-30", "pass"), _c("gmp-50", "pass"), _c("gmp-50", "pass"),
               _c("gmp-70", "inconclusive"), _c("gmp-90", "fail"), _c("gmp-90", "pass"),
               _c("int8", "pass"), _c("rnd-50", "fail")]
     variants = ["gmp-90", "gmp-50", "int8", "gmp-70", "gmp-30", "rnd-50"]
-    points = {p.family: p for p in operating_points(checks, variants, dense="dense")}
-    gmp = points["gmp"]
+    info = {**GMP, "int8": _record("int8_static", bits=8, sparsity=0.003),
+            "rnd-50": _record("random", sparsity=0.5)}
+    points = {p.family: p for p in operating_points(checks, variants, dense="dense",
+                                                    variants_info=info)}
+    gmp = points["gradual_magnitude"]
     assert gmp.variants == ("gmp-30", "gmp-50", "gmp-70", "gmp-90")  # by sparsity
     assert gmp.status == ("pass", "pass", "inconclusive", "fail")
     assert (gmp.recommended, gmp.first_failing, gmp.without_failure) == ("gmp-50", "gmp-90",
                                                                          "gmp-70")
-    assert points["int8"].recommended == "int8" and points["int8"].first_failing is None
-    rnd = points["rnd"]
+    int8 = points["int8_static"]
+    assert int8.recommended == "int8" and int8.first_failing is None
+    assert int8.sparsity == (None,)  # a quantized variant is not a pruning level
+    rnd = points["random"]
     assert (rnd.recommended, rnd.first_failing, rnd.without_failure) == (None, "rnd-50", None)
 
 
 def test_inconclusive_passes_only_under_a_pass_policy():
     checks = [_c("gmp-50", "pass"), _c("gmp-90", "inconclusive")]
-    (warn,) = operating_points(checks, ["gmp-50", "gmp-90"], dense="dense")
+    (warn,) = operating_points(checks, ["gmp-50", "gmp-90"], dense="dense", variants_info=GMP)
     (lenient,) = operating_points(checks, ["gmp-50", "gmp-90"], dense="dense",
-                                  inconclusive="pass")
+                                  inconclusive="pass", variants_info=GMP)
     assert warn.recommended == "gmp-50" and lenient.recommended == "gmp-90"
 
 
+def test_families_come_from_the_method_not_the_name():
+    # Named like quantized variants, made by pruning: grouped and placed by their method.
+    info = {"int8-ish": _record("one_shot_magnitude", sparsity=0.9),
+            "fp16-a": _record("one_shot_magnitude", sparsity=0.5),
+            "gmp-90": _record("float16", bits=16, sparsity=0.0)}
+    checks = [_c("int8-ish", "fail"), _c("fp16-a", "pass"), _c("gmp-90", "pass")]
+    points = {p.family: p for p in operating_points(checks, list(info), dense="dense",
+                                                    variants_info=info)}
+    assert set(points) == {"one_shot_magnitude", "float16"}
+    pruned = points["one_shot_magnitude"]
+    assert pruned.variants == ("fp16-a", "int8-ish") and pruned.sparsity == (0.5, 0.9)
+    assert (pruned.recommended, pruned.first_failing) == ("fp16-a", "int8-ish")
+    assert points["float16"].sparsity == (None,)
+
+
+def test_without_variants_json_each_variant_is_its_own_family():
+    checks = [_c("gmp-50", "pass"), _c("gmp-90", "fail")]
+    points = operating_points(checks, ["gmp-90", "gmp-50"], dense="dense")
+    assert [(p.family, p.variants, p.sparsity) for p in points] == [
+        ("gmp-90", ("gmp-90",), (None,)), ("gmp-50", ("gmp-50",), (None,))]
+    assert variant_point("gmp-90", "dense", None) == VariantPoint("gmp-90", None, "gmp-90")
+
+
 def test_variants_json_gives_the_family_and_the_order():
-    info = {"a": {"method": "gmp", "sparsity": 0.9}, "b": {"method": "gmp", "sparsity": 0.5},
-            "q8": {"method": "int8_static", "sparsity": 0.0, "compressed_size_bytes": 30},
-            "q16": {"method": "int8_static", "sparsity": 0.0, "compressed_size_bytes": 60}}
-    checks = [_c("a", "fail"), _c("b", "pass"), _c("q8", "fail"), _c("q16", "pass")]
+    info = {"a": _record("gradual_magnitude", sparsity=0.9),
+            "b": _record("gradual_magnitude", sparsity=0.5),
+            "q8": _record("int8_static", bits=8, sparsity=0.0, size=30),
+            "q8-big": _record("int8_static", bits=8, sparsity=0.0, size=60),
+            "w8": _record("int8_weight_only", bits=8, size=100),
+            "w16": _record("int8_weight_only", bits=16, size=10)}
+    checks = [_c("a", "fail"), _c("b", "pass"), _c("q8", "fail"), _c("q8-big", "pass")]
     points = {p.family: p for p in operating_points(checks, list(info), dense="d",
                                                     variants_info=info)}
-    assert points["gmp"].variants == ("b", "a") and points["gmp"].recommended == "b"
-    # Quantized: no sparsity; the larger file is the less compressed one.
-    assert points["int8_static"].variants == ("q16", "q8")
+    assert points["gradual_magnitude"].variants == ("b", "a")
+    assert points["gradual_magnitude"].recommended == "b"
+    # Same bit width: the larger file is the less compressed one.
+    assert points["int8_static"].variants == ("q8-big", "q8")
     assert points["int8_static"].first_failing == "q8"
-    assert variant_point("gmp-90", "dense", None).family == "gmp"
+    # On the bits axis the wider weights come first, whatever the file sizes.
+    assert points["int8_weight_only"].variants == ("w16", "w8")
+
+
+@pytest.mark.parametrize("record, field", [
+    ({"method": "gradual_magnitude", "sparsity": 0.5}, "family, axis"),
+    ({"method": "gmp", "family": "gmp", "axis": "sparse", "sparsity": 0.5}, "axis"),
+])
+def test_variants_json_without_the_placement_is_refused(tmp_path, record, field):
+    path = tmp_path / "variants.json"
+    path.write_text(json.dumps({"variants": {"v": record}}))
+    with pytest.raises(AuditInputError, match=f"variants.json: variant 'v': field\\(s\\) "
+                                              f"{field}: expected method, family, axis.*"
+                                              "re-run the compress stage"):
+        variants_info(tmp_path)
 
 
 def _metrics():
@@ -67,13 +125,14 @@ POLICY = policy_from_dict({"subgroup_rate": {"max_abs_increase": 0.02}})
 
 
 def test_gate_outputs_carry_the_operating_point(tmp_path):
-    result = run_gate(_metrics(), POLICY)
+    result = run_gate(_metrics(), POLICY, variants_info=GMP)
     (point,) = result.operating_points
     assert (point.recommended, point.first_failing) == ("gmp-50", "gmp-90")
     md = to_markdown(result)
     assert "### Recommended operating point" in md
-    assert "| gmp | gmp-50 (50% sparse) | gmp-90 (90% sparse) |" in md
-    assert "operating point: gmp: recommended gmp-50 (50% sparse)" in format_table(result)
+    assert "| gradual_magnitude | gmp-50 (50% sparse) | gmp-90 (90% sparse) |" in md
+    assert ("operating point: gradual_magnitude: recommended gmp-50 (50% sparse)"
+            in format_table(result))
     doc = json.loads(write_gate_outputs(result, tmp_path)["json"].read_text())
     assert doc["operating_points"][0]["recommended"] == "gmp-50"
     assert doc["operating_points"][0]["variants"][1] == {"name": "gmp-90", "status": "fail",
@@ -83,10 +142,11 @@ def test_gate_outputs_carry_the_operating_point(tmp_path):
 def test_cli_gate_reads_variants_json(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps(_metrics()))
     (tmp_path / "variants.json").write_text(json.dumps({"variants": {
-        "gmp-50": {"method": "magnitude", "sparsity": 0.5},
-        "gmp-90": {"method": "magnitude", "sparsity": 0.9}}}))
+        "gmp-50": _record("one_shot_magnitude", sparsity=0.5),
+        "gmp-90": _record("one_shot_magnitude", sparsity=0.9)}}))
     policy = tmp_path / "p.toml"
     policy.write_text("[gate.subgroup_rate]\nmax_abs_increase = 0.02\n")
     assert main(["gate", str(tmp_path), "--policy", str(policy)]) == 1
     doc = json.loads((tmp_path / "gate" / "gate.json").read_text())
-    assert doc["operating_points"][0]["family"] == "magnitude"
+    assert doc["operating_points"][0]["family"] == "one_shot_magnitude"
+    assert [v["sparsity"] for v in doc["operating_points"][0]["variants"]] == [0.5, 0.9]

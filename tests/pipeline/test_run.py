@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from compaudit.compress.configs import METHODS
 from compaudit.pipeline import run_audit
 from compaudit.spec import parse_spec
 
@@ -88,6 +89,16 @@ def test_run_writes_every_output(first_run):
     assert len(written["checks"]) == len(gate.checks) > 0
     variants = json.loads((out / "variants.json").read_text())["variants"]
     assert variants["gmp-50"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    # One identity per method: the spec's name, and its entry's family, axis and bits.
+    for v in spec.variants:
+        entry = METHODS.get(v.method)
+        assert (variants[v.name]["method"], variants[v.name]["family"],
+                variants[v.name]["axis"]) == (v.method, entry.family, entry.axis)
+    assert (variants["gmp-50"]["bits"], variants["float16"]["bits"]) == (None, 16)
+    assert variants["dense"]["method"] == "dense" and variants["dense"]["family"] is None
+    families = {p["family"]: [x["name"] for x in p["variants"]]
+                for p in written["operating_points"]}
+    assert families == {"gradual_magnitude": ["gmp-50"], "float16": ["float16"]}
     run = json.loads((out / "run.json").read_text())
     assert run["seeds"]["replicas"] == [3, 4] and run["data"]["fingerprint"]
     # Time accounting: every step is timed; the serial executor runs the jobs inside
@@ -164,6 +175,21 @@ def test_changed_variant_recomputes_only_that_variant(first_run, tmp_path):
     assert "data" in again.stages_skipped
     recorded = json.loads((out / "variants.json").read_text())["variants"]["gmp-50"]
     assert recorded["sparsity"] == pytest.approx(0.6, abs=0.01)
+
+
+def test_a_new_variants_schema_recompresses_every_variant(first_run, tmp_path, monkeypatch):
+    # A run folder of an older compaudit (another variants.json schema) is not reused:
+    # the schema is part of each variant's stage key, so variants.json is rewritten.
+    import compaudit.pipeline.variants as stage
+
+    out = _copy(first_run, tmp_path)
+    (out / "variants.json").write_text('{"schema": "old", "variants": {}}')
+    monkeypatch.setattr(stage, "VARIANTS_SCHEMA", "compaudit.variants/older")
+    again = run_audit(parse_spec(TINY, source="tiny.toml"), out, progress=False, log=_quiet)
+    assert {"variant:dense", "variant:gmp-50", "variant:float16"} <= set(again.stages_run)
+    assert "train" in again.stages_skipped
+    written = json.loads((out / "variants.json").read_text())
+    assert set(written["variants"]) == {"dense", "gmp-50", "float16"}
 
 
 def test_killed_run_resumes_to_the_same_numbers(first_run, tmp_path):

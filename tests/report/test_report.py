@@ -22,6 +22,7 @@ from compaudit.errors import AuditInputError
 from compaudit.gate import run_gate
 from compaudit.gate.outputs import write_gate_outputs
 from compaudit.report import SECTIONS, ReportOptions, load_run, render_html, render_report
+from compaudit.report.rundata import VariantPoint
 from compaudit.report.sections.dissection import PANELS, dissection_points
 from compaudit.report.sections.gallery import top_pies
 from compaudit.report.sections.pie import overindex_matrix
@@ -140,22 +141,25 @@ def full_run(tmp_path_factory) -> Path:
 
     def record(**kw):
         # The fields of compaudit.compress.footprint.VARIANT_FIELDS; None where not measured.
-        fields = ("method", "parameters", "derives_from", "sparsity", "parameter_count",
+        fields = ("method", "family", "axis", "bits", "parameters", "derives_from",
+                  "sparsity", "parameter_count",
                   "nonzero_count", "size_bytes", "compressed_size_bytes", "int8_weight_share",
                   "int8_op_share", "macs", "theoretical_speedup", "latency_ms",
                   "latency_batch_size", "latency_kernel")
         return {f: kw.get(f) for f in fields} | kw
 
-    (root / "variants.json").write_text(json.dumps({"schema": "compaudit.variants/2",
+    (root / "variants.json").write_text(json.dumps({"schema": "compaudit.variants/3",
                                                     "variants": {
         "dense": record(method="dense", parameters={}, sparsity=0.0, parameter_count=1000,
                         nonzero_count=1000, size_bytes=4000, macs=5e6, theoretical_speedup=1.0,
                         latency_ms=1.25, latency_batch_size=32, int8_weight_share=0.0,
                         latency_kernel="torch"),
-        "gmp-50": record(method="gmp", parameters={"final_sparsity": 0.5}, derives_from="dense",
+        "gmp-50": record(method="gradual_magnitude", family="gradual_magnitude",
+                         axis="sparsity", parameters={"final_sparsity": 0.5}, derives_from="dense",
                          sparsity=0.5, parameter_count=1000, nonzero_count=500,
                          pruning_penalty=0.125),
-        EVIL_VARIANT: record(method="gmp", derives_from="dense", sparsity=0.9,
+        EVIL_VARIANT: record(method="gradual_magnitude", family="gradual_magnitude",
+                             axis="sparsity", derives_from="dense", sparsity=0.9,
                              parameter_count=1000, nonzero_count=100, theoretical_speedup=10.0),
     }}))
     (root / "run.json").write_text(json.dumps({
@@ -322,7 +326,8 @@ def test_footprint_accepts_a_list_of_records_with_older_field_names(bare_run, tm
     root = tmp_path / "run"
     shutil.copytree(bare_run, root)
     (root / "variants.json").write_text(json.dumps([
-        {"name": "gmp-90", "method": "gmp", "sparsity": 0.9, "params": 2_000_000,
+        {"name": "gmp-90", "method": "gradual_magnitude", "family": "gradual_magnitude",
+         "axis": "sparsity", "sparsity": 0.9, "params": 2_000_000,
          "nonzeros": 200_000, "size_bytes": 3 * 2**20}]))
     footprint = _sections(render_html(load_run(root)))["footprint"]
     assert "200k" in footprint and "of 2M" in footprint and "3.00 MiB" in footprint
@@ -348,22 +353,23 @@ def test_tradeoff_points_use_variants_json_sparsity(full_run):
     assert acc.loc["gmp-50", "mean"] == m["top1_mean"] and acc.loc["gmp-50", "lo"] == m["top1_lo"]
 
 
-def test_sparsity_is_parsed_from_names_without_variants_json(bare_run):
+def test_without_variants_json_each_variant_is_its_own_family(bare_run):
     run = load_run(bare_run)
-    assert run.points["gmp-90"].sparsity == pytest.approx(0.9)
-    assert run.points["gmp-90"].family == "gmp"
+    # Nothing says which variants share a method, and names are not read.
+    assert run.points["gmp-90"] == VariantPoint("gmp-90", None, "gmp-90")
     assert run.points["dense"].sparsity == 0.0
     from compaudit.report.rundata import _point
-    assert _point("int8", "dense", None).sparsity is None        # no separator: not a sparsity
-    assert _point("int8-static", "dense", None).sparsity is None
-    assert _point("prune_0.75", "dense", None).sparsity == pytest.approx(0.75)
-    assert _point("fp16", "dense", {"method": "float16", "sparsity": 0.0}).sparsity is None
+
+    def rec(method, axis, sparsity, bits=None):
+        return {"method": method, "family": method, "axis": axis, "sparsity": sparsity,
+                "bits": bits}
+
+    assert _point("fp16", "dense", rec("float16", "bits", 0.0, 16)).sparsity is None
     # Quantization rounds some weights to zero; that is not a pruning level.
-    assert _point("int8-static", "dense", {"method": "int8-static",
-                                           "sparsity": 0.0047}).sparsity is None
-    assert _point("w", "dense", {"method": "int8", "sparsity": 0.3}).sparsity is None
-    assert _point("tiny", "dense", {"method": "gmp", "sparsity": 0.005}).sparsity is None
-    assert _point("gmp-30", "dense", {"method": "gmp", "sparsity": 0.2998}).sparsity == 0.2998
+    assert _point("int8-static", "dense", rec("int8_static", "bits", 0.3, 8)).sparsity is None
+    assert _point("tiny", "dense", rec("one_shot_magnitude", "sparsity", 0.005)).sparsity is None
+    assert _point("int8-ish", "dense",
+                  rec("one_shot_magnitude", "sparsity", 0.2998)).sparsity == 0.2998
 
 
 def test_severity_curves_are_the_analysis_table(full_run, full_html):

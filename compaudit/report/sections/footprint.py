@@ -12,9 +12,10 @@ from compaudit.report.sections._common import NOT_AVAILABLE, ReportOptions
 
 __all__ = ["render_footprint"]
 
-#: variants.json fields the table shows in its own columns (with older aliases).
+#: variants.json fields the table shows in its own columns (with older aliases); the
+#: operating-point family and axis are the method's (its column).
 _SHOWN = frozenset({
-    "name", "variant", "method", "parameters", "derives_from", "sparsity", "parameter_count",
+    "name", "variant", "method", "family", "axis", "parameters", "derives_from", "sparsity", "parameter_count",
     "params", "nonzero_count", "nonzeros", "size_bytes", "compressed_size_bytes", "macs",
     "nonzero_macs", "theoretical_speedup", "latency_ms", "latency_batch_size",
     "int8_weight_share", "int8_op_share", "latency_kernel",

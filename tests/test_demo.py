@@ -47,6 +47,19 @@ def test_demo_flags_the_rare_subgroup_and_the_control_passes(tmp_path):
              and c["verdict"] != "pass"]
     assert rates and all(c["estimate"] > c["tolerance"] for c in rates)
     assert all(c["variant"] != "float16" for c in failed)
+    # The compliance record: the demo's run verifies, and its model card parses back.
+    assert (tmp_path / "demo" / "audit_record.json").is_file()
+    verify = subprocess.run([sys.executable, "-m", "compaudit.cli", "verify",
+                             str(tmp_path / "demo")], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    card_path = tmp_path / "model_card.md"
+    card = subprocess.run([sys.executable, "-m", "compaudit.cli", "card", str(tmp_path / "demo"),
+                           "--out", str(card_path)], capture_output=True, text=True)
+    assert card.returncode == 0, card.stdout + card.stderr
+    from huggingface_hub import ModelCard
+
+    results = ModelCard.load(card_path).data.eval_results
+    assert results and any(r.metric_type == "accuracy" for r in results)
 
     control = _demo(tmp_path / "control", "--no-spurious")
     assert control.returncode == 0, control.stdout[-3000:] + control.stderr[-3000:]

@@ -29,7 +29,8 @@ from compaudit.pipeline.plan import preflight
 from compaudit.pipeline.stages import StageCache
 from compaudit.pipeline.train import dense_population
 from compaudit.pipeline.variants import check_schedules, dissection_plan, run_variants
-from compaudit.rundir import RunFolder, read_metrics
+from compaudit.rundir import RunFolder
+from compaudit.schema import Metrics, read_metrics
 from compaudit.spec import AuditSpec
 
 __all__ = ["RunResult", "run_audit"]
@@ -40,7 +41,7 @@ class RunResult:
     """Where a run wrote its outputs, and the gate's verdict."""
 
     run_dir: Path
-    metrics: dict[str, Any]
+    metrics: Metrics
     verdict: str
     exit_code: int
     report: Path | None

@@ -300,7 +300,7 @@ class DissectionReplicaRow(_Record):
 class Dissection(_Record):
     """The ``dissection`` block (docs/outputs.md)."""
 
-    config: Mapping[str, Any]
+    config: Mapping[str, Any] = field(default_factory=dict)
     n_images: int = 0
     concepts: tuple[Mapping[str, Any], ...] = ()
     unreachable: tuple[str, ...] = ()

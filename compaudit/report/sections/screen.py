@@ -87,7 +87,7 @@ def _groups(run: RunData) -> Html:
 def render_screen(run: RunData, options: ReportOptions) -> Html:
     """What the dense model alone predicted, and how it held up against the PIEs."""
     summary = run.metrics.screen_summary
-    if not isinstance(summary, dict):
+    if not summary:
         return note(f"{NOT_AVAILABLE}: no screen in metrics.json; re-run compaudit analyze "
                     "into this folder to add it.")
     score = _CANDIDATES.get(str(summary.get("score")), str(summary.get("score")))

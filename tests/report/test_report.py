@@ -163,7 +163,7 @@ def full_run(tmp_path_factory) -> Path:
                              parameter_count=1000, nonzero_count=100, theoretical_speedup=10.0),
     }}))
     (root / "run.json").write_text(json.dumps({
-        "spec": EVIL_SPEC, "spec_sha256": "0" * 64, "seeds": [0, 1, 2],
+        "spec": EVIL_SPEC, "spec_sha256": "0" * 64, "seeds": {"audit": 0, "replicas": [0, 1, 2], "bootstrap": 0},
         "versions": {"compaudit": "0.1.0", "torch": "2.x"},
         "data": {"name": "celeba-synthetic", "root": "/data/<celeba>", "fingerprint": "f" * 64}}))
     # "$" would start TeX in matplotlib labels: names must be drawn as plain text.

@@ -71,15 +71,17 @@ class _Record:
         if unknown:
             raise AuditInputError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}; "
                                   f"expected {', '.join(n for n in fields if n != 'cell')}")
-        for name, f in fields.items():
-            if name == "cell":
-                continue
-            if name not in data:
-                if (f.default is dataclasses.MISSING
-                        and f.default_factory is dataclasses.MISSING):
-                    raise AuditInputError(f"{where}: field {name!r} missing")
-                continue
-            values[name] = _coerce(data[name], hints[name], where=f"{where}: field {name!r}")
+        missing = [name for name, f in fields.items()
+                   if name != "cell" and name not in data and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        if missing:
+            # Every one at once: the file is fixed in one go.
+            raise AuditInputError(f"{where}: "
+                                  + "; ".join(f"field {name!r} missing" for name in missing))
+        for name in fields:
+            if name != "cell" and name in data:
+                values[name] = _coerce(data[name], hints[name],
+                                       where=f"{where}: field {name!r}")
         return cls(**values)
 
     def as_dict(self) -> dict[str, Any]:

@@ -12,7 +12,13 @@ import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
-from compaudit.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, AuditInputError
+from compaudit.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_REGRESSION,
+    AuditInputError,
+)
 
 __all__ = ["main"]
 
@@ -36,7 +42,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="compaudit", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_analyze, _add_screen, _add_gate, _add_run, _add_report):
+    for add in (_add_analyze, _add_screen, _add_gate, _add_run, _add_report, _add_record):
         add(sub)
     return parser
 
@@ -156,6 +162,30 @@ def _add_report(sub: Any) -> None:
     rp.set_defaults(func=_cmd_report)
 
 
+def _add_record(sub: Any) -> None:
+    vf = sub.add_parser(
+        "verify", help="check a run folder against its audit_record.json; exit 1 on a change",
+        description="Re-hash every file of RUN_DIR/audit_record.json and re-judge "
+                    "metrics.json under the recorded policy. Exit 0 when everything "
+                    "matches, 1 naming each changed file or a differing verdict, 2 when "
+                    "the folder has no record.")
+    vf.add_argument("run_dir", type=Path, help="run folder holding audit_record.json")
+    vf.set_defaults(func=_cmd_verify)
+
+    cd = sub.add_parser(
+        "card", help="write the model card sections an audit fills (needs the 'card' extra)",
+        description="Write a Hugging Face model card from a run folder: evaluation results "
+                    "in the YAML front matter, bias, risks and limitations, and what the "
+                    "audit covered. Nothing is fetched from the network.")
+    cd.add_argument("run_dir", type=Path, help="run folder holding metrics.json and gate/")
+    cd.add_argument("--out", type=Path, default=None,
+                    help="card to write (default RUN_DIR/model_card.md; with --into: that file)")
+    cd.add_argument("--into", type=Path, default=None, metavar="EXISTING.md",
+                    help="fill or replace compaudit's sections of an existing card, leaving "
+                         "the rest byte for byte")
+    cd.set_defaults(func=_cmd_card)
+
+
 def _run_options(p: argparse.ArgumentParser, *, default_out: Path | None) -> None:
     p.add_argument("--out", type=Path, default=default_out,
                    help="run folder (default: reports/<audit name>)")
@@ -181,6 +211,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from compaudit.analysis.dissection import read_dissection_config
     from compaudit.analysis.summary import format_summary
     from compaudit.config import check_int
+    from compaudit.record import record_analysis
 
     if args.max_order is not None and check_int("option --max-order", args.max_order, minimum=1):
         raise AuditInputError(check_int("option --max-order", args.max_order, minimum=1))
@@ -197,8 +228,11 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                            dissection_concepts=args.dissection_concepts,
                            dissection_config=config)
     path = result.write(args.out)
+    record = record_analysis(args.out, examples=args.examples, predictions=args.predictions,
+                             seed=args.seed)
     print(format_summary(result.metrics))
-    print(f"\nwrote {path} and {len(result.tables)} tables in {Path(args.out) / 'tables'}")
+    print(f"\nwrote {path}, {len(result.tables)} tables in {Path(args.out) / 'tables'} "
+          f"and {record}")
     return EXIT_OK
 
 
@@ -267,8 +301,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from compaudit.report import render_report
 
+    from compaudit.record import record_outputs
+    from compaudit.rundir import RunFolder
+
     path = render_report(args.run_dir, out=args.out, pdf=args.pdf,
                          progress=not args.no_progress)
+    if Path(path).absolute() == RunFolder(args.run_dir).report.absolute():
+        record_outputs(args.run_dir, "report", [path])  # the record follows its report
     print(f"wrote {path}" + (f" and {path.with_suffix('.pdf')}" if args.pdf else ""))
     return EXIT_OK
 
@@ -280,6 +319,7 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     from compaudit.gate.operating import variants_info
     from compaudit.gate.outputs import format_table, to_markdown, write_gate_outputs
     from compaudit.gate.policy import GatePolicy, load_policy
+    from compaudit.record import record_gate
     from compaudit.schema import read_metrics
 
     metrics = read_metrics(args.run_dir)
@@ -287,14 +327,41 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy) if args.policy else GatePolicy()
     run_dir = args.run_dir if args.run_dir.is_dir() else args.run_dir.parent
     result = run_gate(metrics, policy, baseline=baseline, variants_info=variants_info(run_dir))
-    paths = write_gate_outputs(result, args.out or run_dir / "gate")
+    gate_dir = args.out or run_dir / "gate"
+    paths = write_gate_outputs(result, gate_dir)
+    record = record_gate(run_dir, gate_dir=gate_dir, policy=policy,
+                         policy_source=str(args.policy or "built-in policy"),
+                         policy_file=args.policy, baseline=args.baseline,
+                         verdict=result.verdict)
     print(format_table(result, show_passed=args.show_passed))
-    print(f"\nwrote {paths['junit']}, {paths['markdown']} and {paths['json']}")
+    print(f"\nwrote {paths['junit']}, {paths['markdown']}, {paths['json']} and {record}")
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a", encoding="utf-8") as f:
             f.write(to_markdown(result))
     return result.exit_code
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from compaudit.record import verify
+
+    result = verify(args.run_dir)
+    for problem in result.problems:
+        print(f"compaudit: changed: {_one_line(problem)}", file=sys.stderr)
+    if not result.ok:
+        print(f"verify: FAILED: {len(result.problems)} problem(s) in {result.record}")
+        return EXIT_REGRESSION
+    verdict = f"; verdict {result.verdict.upper()} re-judged" if result.verdict else ""
+    print(f"verify: OK: {result.files} files match {result.record}{verdict}")
+    return EXIT_OK
+
+
+def _cmd_card(args: argparse.Namespace) -> int:
+    from compaudit.report.card import write_card
+
+    path = write_card(args.run_dir, out=args.out, into=args.into)
+    print(f"wrote {path}")
+    return EXIT_OK
 
 
 def _one_line(text: str) -> str:

@@ -12,6 +12,7 @@ here and nowhere else::
     RUN/metrics.json, tables/ the analysis
     RUN/gate/                 gate.json, junit.xml, summary.md
     RUN/report.html
+    RUN/audit_record.json     SHA-256 of every input and output, versions, seeds, verdict
 
 This module imports no torch.
 """
@@ -153,6 +154,11 @@ class RunFolder:
     @property
     def report(self) -> Path:
         return self.root / "report.html"
+
+    @property
+    def audit_record(self) -> Path:
+        """The verifiable record of the run (:mod:`compaudit.record`)."""
+        return self.root / "audit_record.json"
 
 
 def make_folder(path: Path, *, what: str) -> None:

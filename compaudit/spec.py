@@ -6,9 +6,10 @@ Each section builds the config its stage uses, with one coercer
 options, ``[[variants]]`` each compression method's config
 (:data:`compaudit.compress.configs.METHODS`), ``[dissection]`` a
 :class:`~compaudit.dissection.config.DissectionConfig`, ``[gate]`` the
-:class:`~compaudit.gate.policy.GatePolicy`. Every setting has one default, declared
-where its field is. Every mistake is collected and reported at once, each naming the
-file, the key and what was expected, before anything runs; parsing imports no torch.
+:class:`~compaudit.gate.policy.GatePolicy`, ``[predict]`` the inference batch size.
+Every setting has one default, declared where its field is. Every mistake is
+collected and reported at once, each naming the file, the key and what was expected,
+before anything runs; parsing imports no torch.
 See ``audits/demo.toml`` for an annotated example of every section.
 """
 
@@ -47,6 +48,7 @@ __all__ = [
     "VariantSpec",
     "ShiftSpec",
     "ExecutorSpec",
+    "PredictSpec",
     "demo_spec",
     "load_spec",
     "parse_spec",
@@ -86,6 +88,11 @@ class DataSpec(Checked):
     FairFace and UTKFace, ``{ test_fraction = 0.2 }`` for UTKFace (checked against the
     dataset's signature before anything runs).
 
+    ``cache_gib``: disk (and page cache) the run may fill with decoded images, in GiB:
+    each set is decoded once per run into a memory-mapped array that every job reads,
+    as uint8 pixels at the crop size (ImageNet val at 224 px: 7.0 GiB); a set that no
+    longer fits is decoded again in every job that reads it (0: never cached).
+
     Preprocessing (the evaluation transform, also used for training): resize the
     shorter side to ``resize``, centre-crop ``crop`` (the model's input side; default
     ``image_size``), normalise with ``mean``/``std`` (three values each). Defaults:
@@ -115,6 +122,8 @@ class DataSpec(Checked):
     crop: int = setting(0, ge=0)
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
+    # the default of compaudit.data.decoded.DEFAULT_BUDGET (that module imports torch)
+    cache_gib: float = setting(8.0, ge=0)
 
     @property
     def input_size(self) -> int:
@@ -304,6 +313,27 @@ class ShiftSpec(Checked):
 
 
 @dataclass(frozen=True, kw_only=True)
+class PredictSpec(Checked):
+    """``[predict]``: how the variant jobs run inference.
+
+    ``batch_size``: images per forward pass; 0 (the default) chooses it from the models
+    on the CPU, the largest power of two whose largest layer input + output stays
+    within 64 MiB (:mod:`compaudit.predict.batching`: 4 for ``mobilenet_v2`` and 8
+    for ``resnet50`` at 224 px, 256 for small CNNs at 32 px), and 256 on a GPU.
+
+    ``chunk_examples``: 0 (the default) predicts each variant in its own job; N > 0
+    splits each variant's evaluation into chunks of about N examples of one evaluation
+    set, which the executor spreads over its workers (so N Ray workers divide one
+    variant's wall time; :mod:`compaudit.pipeline.chunks`). The variant's job then only
+    compresses; N is rounded up to a multiple of the batch size (of 256 when it is
+    chosen automatically), so predictions are identical to the unchunked run's.
+    """
+
+    batch_size: int = setting(0, ge=0)
+    chunk_examples: int = setting(0, ge=0)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ExecutorSpec(Checked):
     """Where the independent jobs run: this process, local processes, or Ray."""
 
@@ -316,7 +346,7 @@ class ExecutorSpec(Checked):
 ANALYSIS_KEYS = ("bootstrap", "positive_label", "alpha", "level", "seed",
                  "max_intersection_order", "about")
 SECTIONS = ("audit", "data", "model", "train", "variants", "shifts", "analysis", "gate",
-            "executor", "dissection")
+            "executor", "dissection", "predict")
 
 
 @dataclass(frozen=True)
@@ -336,6 +366,7 @@ class AuditSpec:
     gate: GatePolicy
     executor: ExecutorSpec
     dissection: DissectionSpec | None = None
+    predict: PredictSpec = PredictSpec()
 
     @property
     def sha256(self) -> str:
@@ -408,6 +439,7 @@ def _sections(doc: dict[str, Any], source: str, problems: list[str]) -> dict[str
         "data": build(DataSpec, "data"), "model": build(ModelSpec, "model"),
         "train": build(TrainSpec, "train", base={"seed": audit.seed}),
         "executor": build(ExecutorSpec, "executor"),
+        "predict": build(PredictSpec, "predict"),
         "dissection": build(DissectionSpec, "dissection") if "dissection" in doc else None,
     }
     data, model = parts["data"] or DataSpec(), parts["model"] or ModelSpec()

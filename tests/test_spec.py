@@ -348,3 +348,19 @@ def test_a_head_sets_the_models_output_width():
     assert [m.n_outputs for m in (softmax, single, multi)] == [10, 1, 40]
     assert (multi.task_head().output, multi.task_head().sigmoid) == (9, True)
     assert not softmax.task_head().sigmoid
+
+
+def test_predict_batch_size_and_cache_budget_are_settings_with_ranges():
+    base = '[[variants]]\nname = "f"\nmethod = "float16"\n'
+    spec = parse_spec(base, source="s.toml")
+    assert spec.predict.batch_size == 0 and spec.data.cache_gib == 8.0  # 0: chosen
+    spec = parse_spec(base + "[predict]\nbatch_size = 16\n[data]\ncache_gib = 0.5\n",
+                      source="s.toml")
+    assert spec.predict.batch_size == 16 and spec.data.cache_gib == 0.5
+    with pytest.raises(AuditInputError) as exc:
+        parse_spec(base + "[predict]\nbatch_size = -1\nbatch = 3\n[data]\ncache_gib = -2\n",
+                   source="s.toml")
+    joined = "\n".join(exc.value.problems)
+    assert "s.toml: [predict].batch_size: got -1; expected an integer >= 0" in joined
+    assert "s.toml: [predict].batch" in joined and "unknown" in joined.lower()
+    assert "s.toml: [data].cache_gib: got -2" in joined

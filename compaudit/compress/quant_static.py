@@ -77,13 +77,18 @@ class ActivationQuantizer(nn.Module):
         self.qmin, self.qmax = rng.qmin, rng.qmax
         self.register_buffer("scale", torch.tensor(1.0))
         self.register_buffer("zero_point", torch.tensor(0))
+        #: Set by :func:`prepare_static` when no other value shares the input tensor
+        #: (a conv output read by this quantizer only): quantized in place, without
+        #: grad, saving an activation-sized tensor per call.
+        self.inplace = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         if self.observer is not None:
             self.observer.observe(x, self.pass_index)
             return x
+        inplace = self.inplace and not torch.is_grad_enabled() and x.dtype == torch.float32
         return fake_quantize(x, self.scale, self.zero_point, qmin=self.qmin,
-                             qmax=self.qmax).to(x.dtype)
+                             qmax=self.qmax, inplace=inplace).to(x.dtype)
 
     def freeze(self) -> None:
         """Turn the observed range into scale and zero point and start quantizing."""
@@ -153,6 +158,22 @@ def _insert_quantizer(gm: fx.GraphModule, node: fx.Node, name: str,
     node.replace_all_uses_with(q, delete_user_cb=lambda user: user is not q)
 
 
+def _owns_output(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Whether ``node``'s output tensor is its own: a conv/linear or quantizer output,
+    or an activation of such a tensor that nothing else reads. Anything else (the
+    graph's input, views, in-place sums) may share memory with a value read later."""
+    if node.op != "call_module":
+        return False
+    module = modules[str(node.target)]
+    if isinstance(module, (*QUANTIZABLE, ActivationQuantizer)):
+        return True
+    if isinstance(module, (nn.ReLU, nn.Hardtanh)):  # ReLU6 is a Hardtanh
+        source = node.args[0]
+        return not module.inplace or (isinstance(source, fx.Node) and len(source.users) == 1
+                                      and _owns_output(source, modules))
+    return False
+
+
 def prepare_static(model: nn.Module, *, observer: str = "minmax", percentile: float = 99.999,
                    activation_dtype: QDType = "uint8",
                    ) -> tuple[fx.GraphModule, list[StaticLayer]]:
@@ -194,6 +215,12 @@ def prepare_static(model: nn.Module, *, observer: str = "minmax", percentile: fl
     for tensor, name in points.items():
         _insert_quantizer(gm, tensor, name, ActivationQuantizer(
             make_observer(observer, percentile=percentile), dtype=activation_dtype))
+    modules = dict(gm.named_modules())
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and isinstance(modules[str(node.target)], ActivationQuantizer):
+            source = node.args[0]
+            modules[str(node.target)].inplace = isinstance(source, fx.Node) and \
+                len(source.users) == 1 and _owns_output(source, modules)
     gm.graph.lint()
     gm.recompile()
     return gm, plan

@@ -182,9 +182,9 @@ def get_dataset(name: str, root: str | Path, **kwargs) -> AuditDataset:
     its own options; an unknown name or keyword is an :class:`AuditInputError` that
     lists the valid ones.
 
-    Examples
-    --------
-    >>> get_dataset("cifar10", "/data/cifar10", split="test")  # doctest: +SKIP
+    Example (not run here: it needs files on disk)::
+
+        get_dataset("cifar10", "/data/cifar10", split="test")
     """
     cls = DATASETS.get(name)
     valid = dataset_options(cls)

@@ -202,10 +202,10 @@ class CelebA(AuditDataset):
     attributes
         Further attributes to describe examples with (also ``attr.<Name>``).
 
-    Examples
-    --------
-    >>> ds = CelebA("data/celeba", split="test", protected=("Male",))  # doctest: +SKIP
-    >>> ds.examples()[["example_id", "label", "attr.Male"]].head(1)  # doctest: +SKIP
+    Example (not run here: it needs files on disk)::
+
+        ds = CelebA("data/celeba", split="test", protected=("Male",))
+        ds.examples()[["example_id", "label", "attr.Male"]].head(1)
     """
 
     num_classes = 2

@@ -161,11 +161,11 @@ class CIFAR10(AuditDataset):
         the PIL image. :attr:`default_transform` (:data:`CIFAR10_TRANSFORM`) is the
         usual choice.
 
-    Examples
-    --------
-    >>> ds = CIFAR10("/data/cifar10", split="test")  # doctest: +SKIP
-    >>> ds.examples().example_id[0]  # doctest: +SKIP
-    'cifar10/test/0'
+    Example (not run here: it needs files on disk)::
+
+        ds = CIFAR10("/data/cifar10", split="test")
+        ds.examples().example_id[0]
+        # -> 'cifar10/test/0'
     """
 
     num_classes = _NUM_CLASSES

@@ -171,11 +171,11 @@ class ManifestDataset(AuditDataset):
     num_classes
         Number of classes; default the largest label + 1.
 
-    Examples
-    --------
-    >>> ds = ManifestDataset("data/faces", manifest="manifest.csv",
-    ...                      protected=["Male"])  # doctest: +SKIP
-    >>> ds.examples()[["example_id", "label", "attr.Male"]].head(1)  # doctest: +SKIP
+    Example (not run here: it needs files on disk)::
+
+        ds = ManifestDataset("data/faces", manifest="manifest.csv",
+                             protected=["Male"])
+        ds.examples()[["example_id", "label", "attr.Male"]].head(1)
     """
 
     def __init__(

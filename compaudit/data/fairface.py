@@ -205,10 +205,10 @@ class FairFace(DemographicFaces):
         ``fine`` (the nine published bins) or ``coarse`` (0-19, 20-39, 40-59, 60+);
         applies to the age label and ``attr.age``.
 
-    Examples
-    --------
-    >>> ds = FairFace("data/fairface", split="val", target="race")  # doctest: +SKIP
-    >>> ds.examples()[["example_id", "label", "attr.gender"]].head(1)  # doctest: +SKIP
+    Example (not run here: it needs files on disk)::
+
+        ds = FairFace("data/fairface", split="val", target="race")
+        ds.examples()[["example_id", "label", "attr.gender"]].head(1)
     """
 
     prefix = "fairface"

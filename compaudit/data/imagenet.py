@@ -77,10 +77,10 @@ class ImageNetVal(ImageFiles):
         The devkit folder or the csv; by default searched for in ``root`` and up to
         four parent folders (Kaggle keeps the csv four levels above the images).
 
-    Examples
-    --------
-    >>> ds = ImageNetVal("/data/imagenet/val")  # doctest: +SKIP
-    >>> image, label, example_id = ds[0]  # doctest: +SKIP
+    Example (not run here: it needs files on disk)::
+
+        ds = ImageNetVal("/data/imagenet/val")
+        image, label, example_id = ds[0]
     """
 
     eval_split: ClassVar[str] = "val"

@@ -45,10 +45,10 @@ class ImageNetA(ImageFiles):
     transform
         Callable or :class:`TransformSpec`; ``None`` returns the PIL image.
 
-    Examples
-    --------
-    >>> ds = ImageNetA("/data/imagenet-a")  # doctest: +SKIP
-    >>> pred = ds.class_mask[logits[:, ds.class_mask].argmax(1)]  # doctest: +SKIP
+    Example (not run here: it needs files on disk)::
+
+        ds = ImageNetA("/data/imagenet-a")
+        pred = ds.class_mask[logits[:, ds.class_mask].argmax(1)]
     """
 
     class_mask = _IMAGENET_A_MASK

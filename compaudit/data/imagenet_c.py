@@ -159,11 +159,11 @@ class ImageNetC(AuditDataset):
     severities
         Severities to read; each must have a folder under every chosen corruption.
 
-    Examples
-    --------
-    >>> ds = ImageNetC("/data/ImageNet-C", corruptions=["fog"], severities=[3])  # doctest: +SKIP
-    >>> ds.examples().iloc[0]["example_id"]  # doctest: +SKIP
-    'imagenet-c/fog/3/ILSVRC2012_val_00000001'
+    Example (not run here: it needs files on disk)::
+
+        ds = ImageNetC("/data/ImageNet-C", corruptions=["fog"], severities=[3])
+        ds.examples().iloc[0]["example_id"]
+        # -> 'imagenet-c/fog/3/ILSVRC2012_val_00000001'
     """
 
     num_classes = 1000

@@ -285,10 +285,11 @@ def generate_synthetic_faces(
 
     Examples
     --------
+    >>> import tempfile
     >>> from compaudit.data.celeba import CelebA
-    >>> root = generate_synthetic_faces("/tmp/faces", n=200, overwrite=True)
-    >>> len(CelebA(root, split="test"))
-    20
+    >>> root = generate_synthetic_faces(f"{tempfile.mkdtemp()}/faces", n=200)
+    >>> sum(len(CelebA(root, split=s)) for s in ("train", "valid", "test"))
+    200
     """
     joint = CELEBA_TEST_JOINT if joint is None else joint
     _check_args(n, image_size, spurious, ambiguous, label_noise, joint, split_fractions)

@@ -168,11 +168,11 @@ class UTKFace(DemographicFaces):
     strict
         Make malformed file names an error instead of a warning.
 
-    Examples
-    --------
-    >>> ds = UTKFace("data/UTKFace", split="test", target="race")  # doctest: +SKIP
-    >>> ds.malformed  # doctest: +SKIP
-    {'39_1_20170116174525125.jpg.chip.jpg': '3 fields, expected 4', ...}
+    Example (not run here: it needs files on disk)::
+
+        ds = UTKFace("data/UTKFace", split="test", target="race")
+        ds.malformed
+        # -> {'39_1_20170116174525125.jpg.chip.jpg': '3 fields, expected 4', ...}
     """
 
     prefix = "utkface"

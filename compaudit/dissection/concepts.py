@@ -133,10 +133,10 @@ class SyntheticFaceConcepts(ConceptDataset):
         Applied to each PIL image (use the model's evaluation transform); default:
         RGB in [0, 1].
 
-    Examples
-    --------
-    >>> ds = SyntheticFaceConcepts("data/synthetic-faces", split="test")  # doctest: +SKIP
-    >>> image, labels = ds[0]  # labels: (1, H, W) concept codes  # doctest: +SKIP
+    Example (not run here: it needs files on disk)::
+
+        ds = SyntheticFaceConcepts("data/synthetic-faces", split="test")
+        image, labels = ds[0]  # labels: (1, H, W) concept codes
     """
 
     def __init__(self, root: str | Path, *, split: str = "test",

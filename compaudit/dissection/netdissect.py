@@ -324,10 +324,10 @@ def dissect(model: nn.Module, dataset: ConceptDataset, *, config: DissectionConf
     DissectionResult
         Per-unit thresholds, best concepts, IoUs and interpretability.
 
-    Examples
-    --------
-    >>> cfg = DissectionConfig(layers=("features.11",))  # doctest: +SKIP
-    >>> dissect(model, SyntheticFaceConcepts(root), config=cfg).units.head()  # doctest: +SKIP
+    Example (not run here: it needs files on disk)::
+
+        cfg = DissectionConfig(layers=("features.11",))
+        dissect(model, SyntheticFaceConcepts(root), config=cfg).units.head()
     """
     _check_inputs(model, dataset, config)
     was_training = model.training

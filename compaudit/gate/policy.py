@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from compaudit.config import Checked, from_table, parse_toml, read_utf8, setting
+from compaudit.config import Checked, from_table, parse_toml, plain, read_utf8, setting
 from compaudit.errors import AuditInputError
 
 __all__ = [
@@ -67,6 +67,7 @@ __all__ = [
     "DissectionPolicy",
     "load_policy",
     "policy_from_dict",
+    "policy_table",
 ]
 
 RateMetric = Literal["fpr", "fnr", "selection_rate", "accuracy", "balanced_accuracy"]
@@ -209,3 +210,21 @@ def load_policy(path: str | Path) -> GatePolicy:
     if not isinstance(doc.get("gate"), dict):
         raise AuditInputError(f"{path}: no [gate] table; expected the policy under [gate]")
     return policy_from_dict(doc["gate"], source=str(path))
+
+
+def policy_table(policy: GatePolicy) -> dict:
+    """``policy`` as the ``[gate]`` table that :func:`policy_from_dict` reads back to an
+    equal policy: sections that are off are left out, tolerances that are off are
+    ``false``. The audit record stores it so that ``compaudit verify`` re-judges a run
+    under the policy it was judged by.
+
+    >>> policy_from_dict(policy_table(GatePolicy())) == GatePolicy()
+    True
+    """
+    table = plain(policy)
+    for name in SECTIONS:
+        if table[name] is None:
+            del table[name]
+        else:
+            table[name] = {k: (False if v is None else v) for k, v in table[name].items()}
+    return table

@@ -7,10 +7,10 @@ runs no code from the file; a whole pickled model is refused with the fix (save
 missing file is reported with the exact path to put it at. Compressed models from
 other toolchains come in as ONNX (:class:`~compaudit.models.onnx_runtime.OnnxModule`).
 
-Examples
---------
->>> model = build_model("resnet50", num_classes=1000)        # doctest: +SKIP
->>> load_weights(model, source="ResNet50_Weights.IMAGENET1K_V2")  # doctest: +SKIP
+Example (not run here: it needs files on disk)::
+
+    model = build_model("resnet50", num_classes=1000)
+    load_weights(model, source="ResNet50_Weights.IMAGENET1K_V2")
 """
 
 from __future__ import annotations

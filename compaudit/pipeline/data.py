@@ -157,7 +157,9 @@ def prepare_data(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
     check_dataset(spec)
     transform = eval_transform(spec)  # checks preprocessing against pretrained weights
     root = resolve(folder, d.root)
-    key = stage_key(spec.section("data"), spec.seed)
+    # The cache budget changes where images are decoded, never what they are.
+    settings = {k: v for k, v in spec.section("data").items() if k != "cache_gib"}
+    key = stage_key(settings, spec.seed)
     if d.dataset == "synthetic-faces":
         if not cache.fresh("data", key, [root / "list_attr_celeba.txt"]):
             log(f"[data] generating {d.n} synthetic faces at {d.image_size} px into {root}")

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compaudit._malloc import reuse_freed_memory
 from compaudit.compress.configs import LoadConfig
 from compaudit.compress.footprint import footprint, variant_record
 from compaudit.compress.registry import CompressionContext, compress
@@ -30,7 +31,7 @@ from compaudit.predict import predict_population, write_predictions
 from compaudit.rundir import jsonable, write_json
 
 __all__ = ["READS_TRAINING_SET", "TRAINING_METHODS", "VariantJob", "run_variant_job",
-           "dense_models"]
+           "compress_variant_job", "write_variant_predictions", "dense_models"]
 
 #: Compression methods that train every replica again (the long variant jobs).
 TRAINING_METHODS = frozenset({"gradual_magnitude", "one_shot_magnitude", "random",
@@ -71,6 +72,7 @@ class VariantJob:
     options: Mapping[str, Any] = field(default_factory=dict)
     search_path: str | None = None
     head: Head | None = None
+    batch_size: int = 0  # [predict].batch_size; 0 chooses it from the models
     #: Where the variant is in the spec, e.g. ``"spec.toml: [[variants]] #2"``.
     spec_key: str = ""
 
@@ -131,10 +133,36 @@ def _fine_tune(model: nn.Module, callbacks: Sequence[Any], *, data: Any,
 
 def run_variant_job(job: VariantJob) -> dict[str, Any]:
     """Run one variant job; returns its ``variants.json`` record."""
+    # Calibration, fine-tuning, prediction and the latency probe free and allocate
+    # activations of the same sizes again and again: keep freed memory in the heap
+    # instead of faulting it in anew each time (see compaudit/_malloc.py).
+    with reuse_freed_memory():
+        return _variant_job(job)[0]
+
+
+def compress_variant_job(job: VariantJob) -> tuple[dict[str, Any], list[nn.Module]]:
+    """Run one variant job without predicting: compress (or load) the replicas, measure
+    the footprint, dissect, write the record; returns the record and the models, which
+    chunk jobs then predict range by range (:mod:`compaudit.pipeline.chunks`)."""
+    with reuse_freed_memory():
+        return _variant_job(job, predict=False)
+
+
+def write_variant_predictions(job: VariantJob, frames: Sequence[Any]) -> None:
+    """Write the variant's ``predictions.parquet`` from its frames, in evaluation-set order."""
     import pandas as pd
 
     from compaudit import tables
 
+    predictions = pd.concat(frames, ignore_index=True)
+    examples = tables.read_examples(job.examples_path)
+    predictions["variant"] = predictions["variant"].astype(str)
+    predictions["example_id"] = predictions["example_id"].astype(str)
+    write_predictions(predictions, job.predictions_path, examples=examples, dense=job.name)
+
+
+def _variant_job(job: VariantJob, *, predict: bool = True
+                 ) -> tuple[dict[str, Any], list[nn.Module]]:
     wall, cpu = time.perf_counter(), time.process_time()
     torch.manual_seed(job.seed)
     models = dense_models(job.arch, job.num_classes, job.small_input, job.dense_paths,
@@ -178,13 +206,12 @@ def run_variant_job(job: VariantJob) -> dict[str, Any]:
                 info, masks = out.info, out.masks or None
         models = compressed
         _check_dissectable(job, models)  # before predicting, not after
-    frames = [predict_population({job.name: models}, factory(), device=job.device,
-                                 progress=False, head=job.head) for factory in job.eval_data]
-    predictions = pd.concat(frames, ignore_index=True)
-    examples = tables.read_examples(job.examples_path)
-    predictions["variant"] = predictions["variant"].astype(str)
-    predictions["example_id"] = predictions["example_id"].astype(str)
-    write_predictions(predictions, job.predictions_path, examples=examples, dense=job.name)
+    if predict:  # else chunk jobs predict (compaudit/pipeline/chunks.py)
+        write_variant_predictions(job, [
+            predict_population({job.name: models}, factory(), device=job.device,
+                               batch_size=job.batch_size or "auto", progress=False,
+                               head=job.head)
+            for factory in job.eval_data])
     fp = footprint(models[0], input_size=(3, job.image_size, job.image_size), masks=masks,
                    structure=structure if not list(models[0].parameters()) else None)
     extra = {k: v for k, v in info.items() if k not in ("method", "parameters")}
@@ -202,4 +229,4 @@ def run_variant_job(job: VariantJob) -> dict[str, Any]:
     record["timing"] = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
                         "finished": time.time()}
     write_json(job.record_path, record)
-    return record
+    return record, models

@@ -29,9 +29,10 @@ from compaudit.pipeline.plan import preflight
 from compaudit.pipeline.stages import StageCache
 from compaudit.pipeline.train import dense_population
 from compaudit.pipeline.variants import check_schedules, dissection_plan, run_variants
+from compaudit.record import record_run
 from compaudit.rundir import RunFolder
 from compaudit.schema import Metrics, read_metrics
-from compaudit.spec import AuditSpec
+from compaudit.spec import LOAD, AuditSpec
 
 __all__ = ["RunResult", "run_audit"]
 
@@ -75,7 +76,7 @@ def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: str | None = No
             examples_key = write_examples(folder, cache, data, shifts)
             plan = dissection_plan(spec, folder, transform=data.transform)
             check_schedules(spec, lambda: len(data.train()))
-        with RunDecoder(folder, pool, log) as decoder:
+        with RunDecoder(folder, pool, log, budget=int(spec.data.cache_gib * 2**30)) as decoder:
             with cache.timed("train"):
                 dense = dense_population(spec, folder, cache, data, pool=pool,
                                          decoder=decoder, log=log)
@@ -89,11 +90,18 @@ def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: str | None = No
     write_provenance(spec, folder, data.root, started, timings=cache.timings, dense=dense)
     with cache.timed("gate + report"):
         gate, report_path = gate_and_report(spec, folder, report=report)
+    record_run(spec, folder, model_files=[*dense.paths, *_loaded_files(spec)],
+               verdict=gate.verdict, report=report_path)
     log(format_table(gate))
     return RunResult(run_dir=folder.root, metrics=read_metrics(folder.metrics),
                      verdict=gate.verdict, exit_code=gate.exit_code, report=report_path,
                      stages_run=cache.ran, stages_skipped=cache.skipped,
                      timings=cache.timings)
+
+
+def _loaded_files(spec: AuditSpec) -> list[Path]:
+    """The compressed artifacts a run loads (``method = "load"`` variants)."""
+    return [Path(f) for v in spec.variants if v.method == LOAD for f in v.config.files]
 
 
 @contextmanager

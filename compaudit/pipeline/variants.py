@@ -38,7 +38,8 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
     for i, variant in enumerate((DENSE, *spec.variants)):
         files = getattr(variant.config, "files", ())  # loaded artifacts: their contents
         key = stage_key(dense.key, examples_key, variant.name, variant.method, variant.params,
-                        spec.section("train"), spec.section("dissection"), VARIANTS_SCHEMA,
+                        spec.section("train"), spec.section("dissection"),
+                        _predict_key(spec), VARIANTS_SCHEMA,
                         [fingerprint(Path(f)) for f in files])
         keys[variant.name] = key
         job = VariantJob(
@@ -51,6 +52,7 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
             record_path=folder.variant_record(variant.name),
             examples_path=folder.examples, dissection=plan, options=m.options,
             search_path=model_search_path(spec), head=m.task_head(),
+            batch_size=spec.predict.batch_size,
             spec_key=f"{spec.source}: " + ("[model]" if i == 0 else f"[[variants]] #{i}"))
         outputs = [job.predictions_path, job.record_path]
         if plan is not None:
@@ -68,10 +70,21 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
         reads_train = any(j.method in READS_TRAINING_SET for j in jobs)
         train_data = decoder.get("train", data.train) if reads_train else data.train
         jobs = [replace(j, eval_data=eval_data, train_data=train_data) for j in jobs]
-        pool.map(run_variant_job, jobs, desc="compress + predict")
+        if spec.predict.chunk_examples:
+            from compaudit.pipeline.chunks import run_chunked
+
+            run_chunked(jobs, pool, chunk_examples=spec.predict.chunk_examples, log=log)
+        else:
+            pool.map(run_variant_job, jobs, desc="compress + predict")
         for job in jobs:
             cache.finish(f"variant:{job.name}", keys[job.name])
     return keys
+
+
+def _predict_key(spec: AuditSpec) -> dict[str, Any]:
+    """``[predict]`` as it changes predictions: chunks give the unchunked predictions
+    (compaudit/pipeline/chunks.py), so their size stays out of the key."""
+    return {k: v for k, v in spec.section("predict").items() if k != "chunk_examples"}
 
 
 def check_schedules(spec: AuditSpec, n_train: Callable[[], int]) -> None:

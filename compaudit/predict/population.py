@@ -17,7 +17,7 @@ them as the ``top5`` list column.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +29,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from compaudit import tables
+from compaudit._malloc import reuse_freed_memory
+from compaudit.predict.batching import choose_batch_size
 from compaudit.predict.rows import Outputs, Task, check_labels, check_logits, to_frame
 from compaudit.predict.stacking import Member, Runner, plan_runners, restore_modes
 from compaudit.config import check_int
@@ -152,6 +154,37 @@ def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     return torch.stack(images), torch.tensor(labels, dtype=torch.int64), ids
 
 
+def _batches(dataset: object, *, batch_size: int, n_examples: int, num_workers: int,
+             pin_memory: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
+    """``(images, labels, ids)`` batches in dataset order.
+
+    A dataset with ``read_batch(start, stop, out=)`` (a run's decoded array,
+    :class:`compaudit.data.decoded.DecodedDataset`) fills one reused image buffer per
+    batch; any other map-style dataset goes through a ``DataLoader``.
+    """
+    read = getattr(dataset, "read_batch", None)
+    if callable(read) and num_workers == 0:
+        buffer = None
+        for start in range(0, n_examples, batch_size):
+            images, labels, ids = read(start, min(start + batch_size, n_examples), out=buffer)
+            buffer = images if buffer is None else buffer
+            yield images, torch.tensor(labels, dtype=torch.int64), list(ids)
+        return
+    yield from DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        collate_fn=_collate, pin_memory=pin_memory, worker_init_fn=_seed_worker,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def _first_image(dataset: object) -> torch.Tensor:
+    """The first image, as a batch would hold it (checks the item like a batch does)."""
+    read = getattr(dataset, "read_batch", None)
+    if callable(read):
+        return read(0, 1)[0][0]
+    return _collate([dataset[0]])[0][0]  # type: ignore[index]
+
+
 def _seed_worker(worker_id: int) -> None:
     # torch seeds each worker from the loader's generator; align NumPy and random too,
     # so any randomness in a transform repeats from run to run.
@@ -167,7 +200,7 @@ def predict_population(
     models: Mapping[str, Sequence[nn.Module] | Mapping[int, nn.Module]],
     dataset,
     *,
-    batch_size: int = 256,
+    batch_size: int | Literal["auto"] = "auto",
     device: str | torch.device = "cpu",
     stack: StackMode = "auto",
     top_k: int | None = 5,
@@ -190,8 +223,10 @@ def predict_population(
         attribute (ImageNet-A) restricts predictions to those classes: argmax, top-k and
         softmax are taken over the subset and mapped back to full class indices.
     batch_size
-        Images per batch; a stacked group holds ``max_stacked`` times this many
-        activations at once.
+        Images per batch, or ``"auto"``: chosen from the models and the image size
+        (:func:`compaudit.predict.batching.choose_batch_size`: on the CPU, the largest
+        power of two up to 256 whose largest layer input + output fits 64 MiB; 256 on
+        accelerators). A stacked group holds its members' activations at once.
     device
         Torch device for the models and the batches.
     stack
@@ -226,14 +261,18 @@ def predict_population(
         ``p_true`` and ``p_pred`` (float32: probability of the true and of the predicted
         class), ``p_pos`` (float32, two-class tasks) and ``top5.0 ..`` (int32,
         many-class tasks). ``attrs["stacked"]`` lists the ``(variant, replica)``
-        pairs that were evaluated stacked.
+        pairs that were evaluated stacked; ``attrs["batch_size"]`` the batch size used.
 
-    Examples
-    --------
-    >>> frame = predict_population({"dense": [m0, m1], "gmp-90": [p0, p1]}, ds)  # doctest: +SKIP
+    Example (not run here: it needs files on disk)::
+
+        frame = predict_population({"dense": [m0, m1], "gmp-90": [p0, p1]}, ds)
     """
     members = _check_models(models)
-    batch_size = _check_int(batch_size, name="batch_size", low=1)
+    if isinstance(batch_size, str) and batch_size != "auto":
+        raise AuditInputError(f"batch_size must be 'auto' or an integer >= 1, got "
+                              f"{batch_size!r}")
+    if batch_size != "auto":
+        batch_size = _check_int(batch_size, name="batch_size", low=1)
     max_stacked = _check_int(max_stacked, name="max_stacked", low=1)
     num_workers = _check_int(num_workers, name="num_workers", low=0)
     if top_k is not None:
@@ -244,18 +283,20 @@ def predict_population(
     mask = _check_class_mask(dataset)
     n_examples = dataset_length(dataset)
 
-    loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-        collate_fn=_collate, pin_memory=dev.type == "cuda", worker_init_fn=_seed_worker,
-        generator=torch.Generator().manual_seed(0),
-    )
-    with restore_modes([m.module for m in members]):
+    # Freed activations stay in the heap for the next batch (see compaudit/_malloc.py).
+    with restore_modes([m.module for m in members]), reuse_freed_memory():
         use_stack = stack is True or (stack == "auto" and dev.type != "cpu")
         runners = plan_runners(members, device=dev, stack=use_stack, max_stacked=max_stacked)
-        out = _run(runners, loader, members=members, n_examples=n_examples, mask=mask,
+        if batch_size == "auto":
+            batch_size = choose_batch_size(runners, _first_image(dataset), device=dev)
+        batches = _batches(dataset, batch_size=batch_size, n_examples=n_examples,
+                           num_workers=num_workers, pin_memory=dev.type == "cuda")
+        out = _run(runners, batches, members=members, n_examples=n_examples, mask=mask,
                    known_classes=getattr(dataset, "num_classes", None), top_k=top_k,
-                   device=dev, progress=progress, head=head or Head())
+                   device=dev, progress=progress, head=head or Head(),
+                   n_batches=-(-n_examples // batch_size))
     frame = to_frame(out, members)
+    frame.attrs["batch_size"] = batch_size
     frame.attrs["stacked"] = [
         (members[i].variant, members[i].replica)
         for r in runners if r.stacked for i in r.indices
@@ -263,15 +304,16 @@ def predict_population(
     return frame
 
 
-def _run(runners: list[Runner], loader: DataLoader, *, members: list[Member],
+def _run(runners: list[Runner], batches: Iterator, *, members: list[Member],
          n_examples: int, mask: np.ndarray | None, known_classes: int | None,
-         top_k: int | None, device: torch.device, progress: bool, head: Head) -> Outputs:
+         top_k: int | None, device: torch.device, progress: bool, head: Head,
+         n_batches: int) -> Outputs:
     out = Outputs(len(members), n_examples)
     task = None
     offset = 0
     with torch.inference_mode():
-        for images, labels, ids in tqdm(loader, desc="predict", unit="batch",
-                                        disable=not progress):
+        for images, labels, ids in tqdm(batches, desc="predict", unit="batch",
+                                        total=n_batches, disable=not progress):
             images = images.to(device, non_blocking=True)
             n = len(ids)
             for i, runner in enumerate(runners):

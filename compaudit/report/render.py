@@ -118,11 +118,11 @@ def render_report(run_dir: str | Path, *, out: str | Path | None = None, pdf: bo
     Path
         The HTML file written.
 
-    Examples
-    --------
-    >>> from compaudit.report import render_report
-    >>> render_report("runs/celeba")  # doctest: +SKIP
-    PosixPath('runs/celeba/report.html')
+    Example (not run here: it needs files on disk)::
+
+        from compaudit.report import render_report
+        render_report("runs/celeba")
+        # -> PosixPath('runs/celeba/report.html')
     """
     (options or ReportOptions()).check()
     run = load_run(run_dir)

@@ -20,6 +20,7 @@ from compaudit.compress.qparams import (
     quantize_bias,
     weight_qparams,
 )
+from compaudit.compress.quant_sim import round_float_precision
 from compaudit.compress.quant_static import ActivationQuantizer
 from compaudit.compress.quantization import (
     BFloat16Config,
@@ -431,3 +432,152 @@ def test_onnxruntime_backend_quantizes_when_symbolic_shape_inference_fails(tmp_p
     assert calls == [False, True]
     with torch.no_grad():
         assert out.model(x[:2]).shape == (2, 2)
+
+
+# --- the faster simulation computes what the plain one does ---------------------------------
+
+
+def _round_every_leaf(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """The plain float16 simulation, written here: round weights, the input and every
+    leaf's output into new tensors."""
+    def r(t):
+        return t.to(dtype).float() if isinstance(t, torch.Tensor) and t.is_floating_point() \
+            else t
+
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            t.copy_(r(t))
+    model.register_forward_pre_hook(lambda m, args: tuple(r(a) for a in args))
+    for m in model.modules():
+        if not list(m.children()):
+            m.register_forward_hook(lambda m, args, out: r(out))
+    return model
+
+
+class _SharedActivation(nn.Module):
+    """Traps for rounding in place or skipping: a ReLU inside a Sequential also called
+    after an in-place residual add, a view, and an Identity on a functional result."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.act = nn.ReLU(inplace=True)
+        self.block = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), self.act,
+                                   nn.Identity(), nn.Flatten(2), nn.Unflatten(2, (12, 12)))
+        self.bn = nn.BatchNorm2d(6)
+        self.keep = nn.Identity()
+        self.head = nn.Linear(6 * 144, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x)
+        z = self.bn(y)
+        z += y * 1.001  # in place on a rounded output
+        z = self.act(z)  # the shared in-place ReLU: its input is not rounded
+        return self.head(self.keep(z * 0.999).flatten(1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("arch", ["mobilenet_v2", "resnet18", "shared"])
+def test_simulated_reduced_precision_equals_rounding_every_leaf_output(arch, dtype):
+    import torchvision
+
+    torch.manual_seed(3)
+    model = _SharedActivation() if arch == "shared" else \
+        getattr(torchvision.models, arch)(num_classes=7)
+    for m in model.modules():  # statistics that make BatchNorm do work
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    x = 3 * torch.randn(4, 3, 12 if arch == "shared" else 64, 12 if arch == "shared" else 64)
+    sim = round_float_precision(copy.deepcopy(model), dtype)
+    ref = _round_every_leaf(copy.deepcopy(model), dtype)
+    with torch.inference_mode():
+        got, want = sim(x), ref(x)
+        again = copy.deepcopy(sim)(x)  # copies run the same (no state kept between calls)
+    assert torch.equal(got, want) and torch.equal(again, want)
+    assert not torch.equal(got, model(x))
+
+
+def test_fake_quantize_equals_quantize_then_dequantize_written_out():
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([3 * torch.randn(200_000, generator=g),
+                   torch.tensor([0.0, -0.0, 1e30, -1e30, float("inf"), -float("inf"), 2.0**25,
+                                 -(2.0**25), 0.5, -0.5, 1.5, 2.5, -2.5, 1e-30, -1e-30])])
+    for scale, zp, qmin, qmax in [(0.05, 3, 0, 255), (0.01, 0, 0, 255), (0.02, 0, -128, 127),
+                                  (0.03, -5, -128, 127), (0.07, 128, 0, 255)]:
+        s, z = torch.tensor(scale), torch.tensor(zp)
+        want = (torch.clamp(torch.round(x / s) + z, qmin, qmax) - z) * s  # QuantizeLinear + DQ
+        got = fake_quantize(x, s, z, qmin=qmin, qmax=qmax)
+        assert torch.equal(got, want)  # equal values (a zero may be -0.0)
+        # per channel: the tensor path
+        xc = x[:200_000].reshape(4, -1)
+        sc, zc = torch.tensor([scale, 2 * scale, scale / 3, 1.0]), torch.tensor([zp, 0, 1, 2])
+        want = (torch.clamp(torch.round(xc / sc[:, None]) + zc[:, None], qmin, qmax)
+                - zc[:, None]) * sc[:, None]
+        assert torch.equal(fake_quantize(xc, sc, zc, qmin=qmin, qmax=qmax, axis=0), want)
+
+
+def test_simulated_float16_replicas_stack_and_predict_what_they_do_one_at_a_time():
+    import warnings
+
+    from compaudit.data.base import AuditDataset
+    from compaudit.predict import predict_population
+
+    class Images(AuditDataset):
+        num_classes = 3
+
+        def __init__(self) -> None:
+            super().__init__("unused")
+            self.x = 2 * torch.randn(20, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+
+        def __len__(self) -> int:
+            return 20
+
+        def __getitem__(self, i):
+            return self.x[i], i % 3, f"i/{i}"
+
+    torch.manual_seed(0)
+    models = [round_float_precision(build_model("small_cnn", num_classes=3).eval(),
+                                    torch.float16) for _ in range(3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fall-back to looping
+        stacked = predict_population({"f16": models}, Images(), stack=True, batch_size=8,
+                                     progress=False)
+    looped = predict_population({"f16": models}, Images(), stack=False, batch_size=8,
+                                progress=False)
+    assert len(stacked.attrs["stacked"]) == 3
+    assert stacked["pred"].tolist() == looped["pred"].tolist()
+    np.testing.assert_allclose(stacked["p_true"], looped["p_true"], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v2", "resnet18"])
+def test_quantizers_of_unshared_tensors_work_in_place_and_change_nothing_else(arch):
+    import torchvision
+
+    from compaudit.compress.quant_static import calibrate, convert_static, prepare_static
+
+    torch.manual_seed(4)
+    model = getattr(torchvision.models, arch)(num_classes=5).eval()
+    x = torch.randn(2, 3, 48, 48)
+    gm, plan = prepare_static(model)
+    calibrate(gm, lambda: [x], device="cpu")
+    convert_static(gm, plan)
+    quantizers = {n.target: (n, gm.get_submodule(n.target)) for n in gm.graph.nodes
+                  if n.op == "call_module" and isinstance(gm.get_submodule(n.target),
+                                                          ActivationQuantizer)}
+    inplace = {name for name, (_, q) in quantizers.items() if q.inplace}
+    # the model's input and the residual sums are shared: quantized into a new tensor
+    for name, (node, _) in quantizers.items():
+        if node.args[0].op != "call_module":
+            assert name not in inplace
+    assert len(inplace) > len(quantizers) // 2
+    images = x.clone()
+    with torch.inference_mode():
+        got = gm(images)
+    assert torch.equal(images, x)  # the caller's batch is left alone
+    for _, q in quantizers.values():
+        q.inplace = False
+    with torch.inference_mode():
+        assert torch.equal(gm(x), got)
+    with torch.no_grad():
+        assert torch.equal(gm(x), got)

@@ -94,3 +94,21 @@ def test_joint_is_for_the_synthetic_faces_only(tmp_path):
                                               r"'fairface'"):
         load_spec(_spec(tmp_path, 'dataset = "fairface"\nroot = "x"\njoint = '
                                   '[[true, true, false, 1]]'))
+
+
+def test_the_cache_budget_does_not_change_the_data_key(tmp_path):
+    from compaudit.pipeline.data import prepare_data
+    from compaudit.pipeline.stages import StageCache
+    from compaudit.rundir import RunFolder
+    from compaudit.spec import parse_spec
+
+    base = ('[data]\nn = 200\nimage_size = 16\n{extra}\n[model]\nreplicas = 1\n'
+            '[[variants]]\nname = "f"\nmethod = "float16"\n')
+    keys = []
+    for extra in ("", "cache_gib = 0.25", "max_eval = 50"):
+        folder = RunFolder(tmp_path / "run")
+        folder.create()
+        spec = parse_spec(base.format(extra=extra), source="s.toml")
+        keys.append(prepare_data(spec, folder, StageCache(folder.stages_json),
+                                 log=lambda _: None).key)
+    assert keys[0] == keys[1] != keys[2]  # a setting that changes the data does change it

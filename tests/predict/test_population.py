@@ -480,6 +480,7 @@ _LOGITS6 = torch.zeros(3, 6)
         ({"dense": Scaled(1)}, None, {}, "must be a list of nn.Module replicas"),
         (None, None, {"batch_size": 0}, "batch_size: got 0; expected an integer >= 1"),
         (None, None, {"batch_size": True}, "batch_size: got True; expected an integer >= 1"),
+        (None, None, {"batch_size": "big"}, "batch_size must be 'auto' or an integer >= 1"),
         (None, None, {"num_workers": -1}, "num_workers: got -1; expected an integer >= 0"),
         (None, None, {"top_k": 0}, "top_k: got 0; expected an integer >= 1"),
         (None, None, {"max_stacked": 0}, "max_stacked: got 0; expected an integer >= 1"),
@@ -582,3 +583,62 @@ def test_a_sigmoid_head_refuses_outputs_of_another_width():
                                               r"\.outputs\)"):
         predict_population({"dense": models}, ds, progress=False,
                            head=Head(kind="sigmoid", outputs=40, output=3))
+
+
+class Photos(AuditDataset):
+    """8-bit RGB images of odd sizes under the pipeline's transform (TransformSpec)."""
+
+    num_classes = 10
+
+    def __init__(self, root, *, transform=None, n: int = 37) -> None:
+        super().__init__(root, transform=transform)
+        rng = np.random.default_rng(1)
+        self._images = [rng.integers(0, 256, (30 + i % 5, 41, 3), dtype=np.uint8)
+                        for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def _load(self, index: int):
+        from PIL import Image
+
+        return Image.fromarray(self._images[index]), index % 10, f"photos/{index}"
+
+    def examples(self) -> pd.DataFrame:
+        return pd.DataFrame({"example_id": [f"photos/{i}" for i in range(len(self))],
+                             "label": [i % 10 for i in range(len(self))]})
+
+
+def test_the_decoded_uint8_cache_predicts_exactly_what_the_dataset_does(tmp_path) -> None:
+    from functools import partial
+
+    from compaudit.data.base import TransformSpec
+    from compaudit.data.decoded import DecodedDataset, decode_to_file
+
+    factory = partial(Photos, tmp_path, transform=TransformSpec(resize=28, crop=24))
+    path = decode_to_file(factory, tmp_path / "eval.npy")
+    assert np.load(path).dtype == np.uint8
+    torch.manual_seed(0)
+    models = {"dense": [build_model("small_cnn", num_classes=10, small_input=True)
+                        for _ in range(2)]}
+    for batch_size in (8, "auto"):
+        ref = predict_population(models, factory(), batch_size=batch_size, progress=False)
+        got = predict_population(models, DecodedDataset(factory, path),
+                                 batch_size=batch_size, progress=False)
+        pd.testing.assert_frame_equal(got, ref, check_exact=True)  # same floats, same logits
+        assert got.attrs["batch_size"] == ref.attrs["batch_size"]
+    assert ref.attrs["batch_size"] == 256  # small_cnn at 24 px: far within the budget
+
+
+def test_auto_batch_size_predicts_what_a_fixed_one_does() -> None:
+    images, labels = random_images(40), np.arange(40) % 3
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(64, 3))
+    # 3x16x16 in, 64x16x16 out: 3 KiB + 64 KiB per image; the ReLU 128 KiB: batch 256
+    auto = predict_population({"dense": [model]}, TensorDataset(images, labels), progress=False)
+    fixed = predict_population({"dense": [model]}, TensorDataset(images, labels),
+                               batch_size=7, progress=False)
+    assert auto.attrs["batch_size"] == 256 and fixed.attrs["batch_size"] == 7
+    assert auto["pred"].tolist() == fixed["pred"].tolist()
+    np.testing.assert_allclose(auto["p_true"], fixed["p_true"], rtol=1e-5)

@@ -257,11 +257,11 @@ def _run_spec(spec, args: argparse.Namespace) -> int:
     result = run_audit(spec, out, executor=args.executor, ray_address=args.ray_address,
                        progress=not args.no_progress)
     minutes, seconds = divmod(time.perf_counter() - start, 60)
-    method = result.metrics.get("subgroup_method") or {}
-    if method.get("note"):
-        print(f"\ninference: {method['note']}.")
-    if method.get("warning"):
-        print(f"compaudit: warning: {method['warning']}.", file=sys.stderr)
+    method = result.metrics.subgroup_method
+    if method is not None and method.note:
+        print(f"\ninference: {method.note}.")
+    if method is not None and method.warning:
+        print(f"compaudit: warning: {method.warning}.", file=sys.stderr)
     print("\ntime per step (wall / CPU): " + ", ".join(
         f"{step} {t['wall_s']:.0f} s / {t['cpu_s']:.0f} s" for step, t in result.timings.items()))
     print(f"verdict: {result.verdict.upper()} (exit {result.exit_code}) in "
@@ -320,7 +320,7 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     from compaudit.gate.outputs import format_table, to_markdown, write_gate_outputs
     from compaudit.gate.policy import GatePolicy, load_policy
     from compaudit.record import record_gate
-    from compaudit.rundir import read_metrics
+    from compaudit.schema import read_metrics
 
     metrics = read_metrics(args.run_dir)
     baseline = read_metrics(args.baseline, what="baseline metrics") if args.baseline else None

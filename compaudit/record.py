@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from compaudit.errors import AuditInputError
-from compaudit.rundir import RunFolder, gate_files, read_json, read_metrics, write_json
+from compaudit.rundir import RunFolder, gate_files, read_json, write_json
+from compaudit.schema import read_metrics
 
 __all__ = [
     "RECORD_SCHEMA",

@@ -43,13 +43,15 @@ __all__ = [
     "RunFolder",
     "check_metrics_schema",
     "read_json",
-    "read_metrics",
     "retire_metrics",
     "write_json",
 ]
 
-#: Version of ``metrics.json``; analyze writes it, report and gate accept exactly it.
-METRICS_SCHEMA = "compaudit.metrics/1"
+#: Version of ``metrics.json`` (records: :mod:`compaudit.schema`); analyze writes it,
+#: report and gate accept exactly it. /2: over-index rows carry ``log_rr`` and
+#: ``log_rr_se`` (the Katz interval the gate used to recompute); every delta and
+#: disparity row has every column (``null`` where undefined).
+METRICS_SCHEMA = "compaudit.metrics/2"
 #: Version of ``variants.json`` (fields: ``compaudit.compress.footprint.VARIANT_FIELDS``,
 #: docs/outputs.md). /2: ``size_bytes`` is the deployable artifact (int8 weights as int8,
 #: float16 as float16, an ONNX model's file), new ``int8_weight_share``, ``int8_op_share``
@@ -256,13 +258,3 @@ def retire_metrics(path: Path) -> None:
         raise AuditInputError(f"{path}: exists and was not written by compaudit; compaudit "
                               "never overwrites files it did not create (choose another --out)")
     path.unlink()
-
-
-def read_metrics(path: str | Path, *, what: str = "metrics") -> dict[str, Any]:
-    """Read a run's ``metrics.json`` (``path``: the file or its run folder), schema checked."""
-    path = Path(path)
-    file = RunFolder(path).metrics if path.is_dir() else path
-    metrics = read_json(file, what=what, fix="expected the metrics.json written by "
-                        "'compaudit analyze' or 'compaudit run'")
-    check_metrics_schema(metrics, source=str(file))
-    return metrics

@@ -110,8 +110,8 @@ def _dissection_files(root):
 
 
 def test_analyze_dissection_writes_the_block_dissection_block_builds(files, tmp_path):
-    from compaudit.analysis.audit import dumps_metrics
     from compaudit.analysis.dissection import dissection_block
+    from compaudit.rundir import jsonable
 
     units, concepts, config = _dissection_files(tmp_path)
     code = main(["analyze", "--examples", str(files / "examples.parquet"),
@@ -123,7 +123,7 @@ def test_analyze_dissection_writes_the_block_dissection_block_builds(files, tmp_
     assert code == 0
     block, _ = dissection_block(units, concepts, config)
     written = json.loads((tmp_path / "out" / "metrics.json").read_text())["dissection"]
-    assert written == json.loads(dumps_metrics(block))
+    assert written == json.loads(json.dumps(jsonable(block), allow_nan=False))
     assert (tmp_path / "out" / "tables" / "dissection_replicas.csv").is_file()
 
 

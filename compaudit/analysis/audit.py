@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,14 +36,34 @@ from compaudit.analysis.robustness import (
     shifted_population_metrics,
     subgroups_under_shift,
 )
-from compaudit.analysis.screen import dense_p_true, screen_population, validate_screen
+from compaudit.analysis.screen import (
+    ScreenResult,
+    dense_p_true,
+    screen_population,
+    validate_screen,
+)
 from compaudit.analysis.subgroups import DEFAULT_MAX_CELLS, subgroup_analysis, subgroup_cells
 from compaudit.config import Checked, setting
 from compaudit.errors import AuditInputError
 from compaudit.rundir import METRICS_SCHEMA, RunFolder, jsonable, retire_metrics
+from compaudit.schema import (
+    DeltaRow,
+    Dissection,
+    DisparityRow,
+    Metrics,
+    OverindexMHRow,
+    OverindexRow,
+    Robustness,
+    ScreenGroupRow,
+    ShiftDeltaRow,
+    SubgroupMethod,
+    Task,
+    dumps_metrics,
+)
 from compaudit.tables import read_examples, read_predictions
 
-__all__ = ["AnalysisOptions", "AnalysisResult", "analyze", "analyze_files", "METRICS_SCHEMA"]
+__all__ = ["AnalysisOptions", "AnalysisResult", "analyze", "analyze_files", "dumps_metrics",
+           "METRICS_SCHEMA"]
 
 TABLE_NAMES = (
     "accuracy", "classes", "pie", "overindex", "overindex_within_label", "overindex_mh",
@@ -126,10 +145,17 @@ class AnalysisOptions(Checked):
 
 @dataclass
 class AnalysisResult:
-    """Every table of an analysis and the ``metrics.json`` document built from them."""
+    """Every table of an analysis and the ``metrics.json`` record built from them."""
 
-    metrics: dict[str, Any]
+    metrics: Metrics
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def add_dissection(self, block: Mapping[str, Any], tables: dict[str, pd.DataFrame]) -> None:
+        """Add the ``dissection`` block and its tables
+        (:func:`compaudit.analysis.dissection.dissection_block`)."""
+        record = Dissection.from_dict(jsonable(block), where="dissection")
+        self.metrics = replace(self.metrics, dissection=record)
+        self.tables.update(tables)
 
     def write(self, out_dir: str | Path) -> Path:
         """Write ``tables/*.csv``, then ``metrics.json`` last, each atomically.
@@ -149,13 +175,14 @@ class AnalysisResult:
         return folder.metrics
 
 
-def dumps_metrics(metrics: dict[str, Any]) -> str:
-    """Serialize metrics as strict JSON (NaN and infinities become null)."""
-    return json.dumps(jsonable(metrics), indent=2, allow_nan=False) + "\n"
-
-
 def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
     return jsonable(table.to_dict(orient="records")) if not table.empty else []
+
+
+def _rows(table: pd.DataFrame, row: type[Any], where: str) -> tuple[Any, ...]:
+    """The table's rows as records of type ``row``."""
+    return tuple(row.from_dict(r, where=f"{where}[{i}]")
+                 for i, r in enumerate(_records(table)))
 
 
 def _check_attributes(pop: Population, options: AnalysisOptions) -> list[str]:
@@ -208,7 +235,7 @@ def analyze(
     pop = _analysed_shift(full, options.shift)
     classes = class_table(pop, alpha=options.alpha)
     steps.update()
-    pie = _pie_analyses(pop, predictions, attributes, options)
+    pie, screened = _pie_analyses(pop, predictions, attributes, options)
     steps.update()
     sub = subgroup_analysis(pop, attributes, positive_label=options.positive_label,
                             n_boot=options.bootstrap, seed=options.seed, level=options.level,
@@ -231,11 +258,10 @@ def analyze(
         "accuracy_by_severity": accuracy_by_severity(acc, level=options.level),
         "skipped_subgroups": sub.skipped,
     }
-    metrics = _metrics(full=full, pop=pop, tables=tables, sub=sub, robust=robust,
-                       attributes=attributes, options=options, inputs=inputs)
+    metrics = _metrics(full=full, pop=pop, tables=tables, screened=screened, sub=sub,
+                       robust=robust, attributes=attributes, options=options, inputs=inputs)
     steps.update()
     steps.close()
-    tables.pop("screened")
     return AnalysisResult(metrics=metrics, tables=tables)
 
 
@@ -266,67 +292,63 @@ def _analysed_shift(full: Population, shift: str) -> Population:
 
 
 def _pie_analyses(pop: Population, predictions: pd.DataFrame, attributes: list[str],
-                  options: AnalysisOptions) -> dict[str, Any]:
-    """PIEs, their over-index (Table 1 form and within label) and the risk screen."""
+                  options: AnalysisOptions) -> tuple[dict[str, pd.DataFrame], ScreenResult]:
+    """PIEs, their over-index (Table 1 form and within label) and the risk screen
+    (its tables, and the screen itself)."""
     pies = pie_table(pop)
     within, overindex_mh = overindex_within_label(pop, pies, attributes, level=options.level)
     screened = screen_population(pop, dense_p_true(pop, predictions), attributes,
                                  top=options.screen_top, level=options.level)
     return {"pie": pies, "overindex": overindex_table(pop, pies, attributes),
             "overindex_within_label": within, "overindex_mh": overindex_mh,
-            "screen_scores": screened.scores, "screen_groups": screened.groups,
-            "screened": screened}
+            "screen_scores": screened.scores, "screen_groups": screened.groups}, screened
 
 
-def _metrics(*, full: Population, pop: Population, tables: dict[str, Any], sub: Any,
-             robust: dict[str, Any], attributes: list[str], options: AnalysisOptions,
-             inputs: dict[str, Any] | None) -> dict[str, Any]:
-    """The ``metrics.json`` document from the analysis tables."""
+def _metrics(*, full: Population, pop: Population, tables: dict[str, pd.DataFrame],
+             screened: ScreenResult, sub: Any, robust: dict[str, Any], attributes: list[str],
+             options: AnalysisOptions, inputs: dict[str, Any] | None) -> Metrics:
+    """The ``metrics.json`` record from the analysis tables."""
     acc, summary = tables["accuracy"], tables["subgroup_summary"]
-    return {
-        "schema": METRICS_SCHEMA,
-        "created_by": f"compaudit {compaudit.__version__}",
-        "environment": {"python": platform.python_version(), "numpy": np.__version__,
-                        "pandas": pd.__version__},
-        "inputs": inputs or {},
-        "options": asdict(options),
-        "task": {
-            "num_classes": pop.num_classes, "binary": pop.is_binary,
-            "n_examples": len(pop.labels), "attributes": attributes,
-            "shifts": sorted(full.examples["shift"].unique().tolist()),
-        },
-        "variants": {name: {"replicas": v.replicas.tolist()}
-                     for name, v in full.variants.items()},
-        "accuracy": accuracy_summary(acc[(acc["shift"] == options.shift)]),
-        "accuracy_by_shift": _records(acc),
-        "classes": class_summary(tables["classes"]),
-        "pie": pie_summary(tables["pie"]),
-        "overindex": _records(tables["overindex"]),
+    return Metrics(
+        schema=METRICS_SCHEMA,
+        created_by=f"compaudit {compaudit.__version__}",
+        environment={"python": platform.python_version(), "numpy": np.__version__,
+                     "pandas": pd.__version__},
+        inputs=inputs or {},
+        options=jsonable(asdict(options)),
+        task=Task(num_classes=pop.num_classes, binary=pop.is_binary,
+                  n_examples=len(pop.labels), attributes=tuple(attributes),
+                  shifts=tuple(sorted(full.examples["shift"].unique().tolist()))),
+        variants={name: {"replicas": v.replicas.tolist()} for name, v in full.variants.items()},
+        accuracy=jsonable(accuracy_summary(acc[(acc["shift"] == options.shift)])),
+        accuracy_by_shift=tuple(_records(acc)),
+        classes=jsonable(class_summary(tables["classes"])),
+        pie=jsonable(pie_summary(tables["pie"])),
+        overindex=_rows(tables["overindex"], OverindexRow, "overindex"),
         # Per-label tables only for binary tasks: many-class ones are labels x cells long.
-        "overindex_within_label": (_records(tables["overindex_within_label"])
-                                   if pop.is_binary else []),
-        "overindex_mh": _records(tables["overindex_mh"]),
-        "screen_summary": tables["screened"].summary,
-        "screen": jsonable(validate_screen(tables["screened"], tables["pie"],
-                                           tables["overindex_mh"])),
-        "screen_groups": _records(tables["screen_groups"]),
-        "subgroup_cells": {
+        overindex_within_label=(_rows(tables["overindex_within_label"], OverindexRow,
+                                      "overindex_within_label") if pop.is_binary else ()),
+        overindex_mh=_rows(tables["overindex_mh"], OverindexMHRow, "overindex_mh"),
+        screen_summary=jsonable(screened.summary),
+        screen=jsonable(validate_screen(screened, tables["pie"], tables["overindex_mh"])),
+        screen_groups=_rows(tables["screen_groups"], ScreenGroupRow, "screen_groups"),
+        subgroup_cells={
             "attributes": len(attributes), "max_order": sub.max_order,
             "min_cell_size": options.min_cell_size, "max_cells": options.max_cells,
             "analysed": int(summary["subgroup"].nunique()) if not summary.empty else 0,
             "skipped": len(sub.skipped),
         },
-        "subgroups": _records(summary),
-        "subgroup_method": sub.method,
-        "deltas": _records(sub.deltas),
-        "disparity": _records(sub.disparity),
-        "robustness": {
-            "reference": robust["reference"],
-            "corruption_errors": _records(robust["corruption_errors"]),
-            "shift_metrics": _records(_shift_summary(robust["shift_metrics"])),
-            "shift_deltas": _records(robust["shift_deltas"]),
-        },
-    }
+        subgroups=tuple(_records(summary)),
+        subgroup_method=SubgroupMethod.from_dict(jsonable(sub.method), where="subgroup_method"),
+        deltas=_rows(sub.deltas, DeltaRow, "deltas"),
+        disparity=_rows(sub.disparity, DisparityRow, "disparity"),
+        robustness=Robustness(
+            reference=robust["reference"],
+            corruption_errors=tuple(_records(robust["corruption_errors"])),
+            shift_metrics=tuple(_records(_shift_summary(robust["shift_metrics"]))),
+            shift_deltas=_rows(robust["shift_deltas"], ShiftDeltaRow, "shift_deltas"),
+        ),
+    )
 
 
 def _robustness(full: Population, acc: pd.DataFrame, attributes: list[str],
@@ -462,8 +484,6 @@ def analyze_files(
         inputs["dissection_concepts"] = _file_info(Path(dissection_concepts), len(dissected[1]))
     result = analyze(ex, pr, options, progress=progress, inputs=inputs)
     if dissected is not None:
-        block, tables = dissection_block(*dissected, dissection_config, dense=options.dense,
-                                         level=options.level)
-        result.metrics["dissection"] = block
-        result.tables.update(tables)
+        result.add_dissection(*dissection_block(*dissected, dissection_config,
+                                                dense=options.dense, level=options.level))
     return result

@@ -135,6 +135,19 @@ def pie_summary(table: pd.DataFrame) -> dict[str, dict]:
     return out
 
 
+def _katz(pie: np.ndarray, non: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Log ratio of each cell's PIE share to its non-PIE share, and its Katz standard
+    error ``sqrt(1/a - 1/n1 + 1/c - 1/n2)`` (a, c: the cell's PIEs and non-PIEs; n1, n2:
+    all of them); NaN where the cell has no PIE or no non-PIE."""
+    a, c = pie.astype(float), non.astype(float)
+    n1, n2 = a.sum(), c.sum()
+    ok = (a > 0) & (c > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_rr = np.where(ok, np.log((a / n1) / (c / n2)), np.nan)
+        se = np.where(ok, np.sqrt(1 / a - 1 / n1 + 1 / c - 1 / n2), np.nan)
+    return log_rr, se
+
+
 def overindex_from_counts(
     cells: pd.DataFrame, *, round_shares: int | None = None
 ) -> pd.DataFrame:
@@ -152,8 +165,10 @@ def overindex_from_counts(
     Returns
     -------
     The table with ``non_pie_pct``, ``pie_pct``, ``relative_growth_pct`` (PIE share /
-    non-PIE share - 1, in %), ``odds_ratio``, ``p_value`` (two-sided Fisher exact test of
-    the cell against all other cells) and ``q_value`` (Benjamini-Hochberg over cells).
+    non-PIE share - 1, in %), ``log_rr`` and ``log_rr_se`` (log of that ratio of shares,
+    from exact counts, and its Katz standard error; NaN unless the cell has PIEs and
+    non-PIEs), ``odds_ratio``, ``p_value`` (two-sided Fisher exact test of the cell
+    against all other cells) and ``q_value`` (Benjamini-Hochberg over cells).
     """
     out = cells.copy()
     pie = out["n_pie"].to_numpy(np.int64)
@@ -174,6 +189,7 @@ def overindex_from_counts(
     out["non_pie_pct"] = non_pct
     out["pie_pct"] = pie_pct
     out["relative_growth_pct"] = growth
+    out["log_rr"], out["log_rr_se"] = _katz(pie, non)
     out["odds_ratio"] = odds
     out["p_value"] = p
     out["q_value"] = benjamini_hochberg(p)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from compaudit._atomic import atomic_write_text
 from compaudit.gate.checks import Check, GateResult
 from compaudit.rundir import gate_files, make_folder
+from compaudit.schema import GateDoc, dumps_gate
 
 __all__ = ["format_table", "to_junit", "to_markdown", "write_gate_outputs"]
 
@@ -146,11 +146,11 @@ def write_gate_outputs(result: GateResult, out_dir: str | Path) -> dict[str, Pat
     out = Path(out_dir)
     make_folder(out, what="gate output folder")
     paths = gate_files(out)
-    doc = {"verdict": result.verdict, "exit_code": result.exit_code, "z": result.z,
-           "notes": result.notes, "inference": result.inference,
-           "operating_points": [p.as_dict() for p in result.operating_points],
-           "checks": [c.as_dict() for c in result.checks]}
-    atomic_write_text(paths["json"], json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    doc = GateDoc(verdict=result.verdict, exit_code=result.exit_code, z=result.z,
+                  notes=tuple(result.notes), inference=result.inference,
+                  operating_points=tuple(p.as_dict() for p in result.operating_points),
+                  checks=tuple(c.record() for c in result.checks))
+    atomic_write_text(paths["json"], dumps_gate(doc))
     atomic_write_text(paths["junit"], to_junit(result))
     atomic_write_text(paths["markdown"], to_markdown(result))
     return paths

@@ -12,7 +12,8 @@ import pandas as pd
 
 from compaudit.pipeline.stages import StageCache, fingerprint, stage_key
 from compaudit.pipeline.variants import variant_names
-from compaudit.rundir import RunFolder, read_json, read_metrics, write_json
+from compaudit.rundir import RunFolder, read_json, write_json
+from compaudit.schema import read_metrics
 from compaudit.spec import AuditSpec
 
 __all__ = ["analyze_run", "gate_and_report", "write_provenance"]
@@ -45,10 +46,8 @@ def analyze_run(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
 
         log("[analyze] dissection")
         units, concepts = read_population({n: folder.variant(n) for n in names})
-        block, extra = dissection_block(units, concepts, plan.describe(),
-                                        level=spec.analysis.level)
-        analysis.metrics["dissection"] = block
-        analysis.tables.update(extra)
+        analysis.add_dissection(*dissection_block(units, concepts, plan.describe(),
+                                                  level=spec.analysis.level))
     analysis.write(folder.root)
     cache.finish("analyze", key)
 

@@ -30,8 +30,9 @@ from compaudit.pipeline.stages import StageCache
 from compaudit.pipeline.train import dense_population
 from compaudit.pipeline.variants import check_schedules, dissection_plan, run_variants
 from compaudit.record import record_run
-from compaudit.rundir import RunFolder, read_metrics
 from compaudit.compress.configs import method_of
+from compaudit.rundir import RunFolder
+from compaudit.schema import Metrics, read_metrics
 from compaudit.spec import AuditSpec
 
 __all__ = ["RunResult", "run_audit"]
@@ -42,7 +43,7 @@ class RunResult:
     """Where a run wrote its outputs, and the gate's verdict."""
 
     run_dir: Path
-    metrics: dict[str, Any]
+    metrics: Metrics
     verdict: str
     exit_code: int
     report: Path | None

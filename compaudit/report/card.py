@@ -15,6 +15,7 @@ Needs ``huggingface_hub`` (the ``card`` extra); nothing is fetched from the netw
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -22,7 +23,15 @@ from typing import Any
 
 from compaudit._atomic import atomic_path
 from compaudit.errors import AuditInputError
-from compaudit.rundir import RunFolder, gate_files, read_json, read_metrics
+from compaudit.rundir import RunFolder, gate_files
+from compaudit.schema import (
+    GateCheck,
+    GateDoc,
+    Metrics,
+    read_gate,
+    read_metrics,
+    read_run_info,
+)
 
 __all__ = ["MARKER_BEGIN", "MARKER_END", "SECTIONS", "card_results", "write_card"]
 
@@ -47,47 +56,48 @@ def _hub() -> Any:
     return huggingface_hub
 
 
+def _missing(value: float | None) -> bool:
+    return value is None or math.isnan(value)
+
+
 def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
+    return "n/a" if _missing(value) else f"{100 * value:.1f}%"
 
 
 def _amount(value: float | None, unit: str) -> str:
-    if value is None:
+    if _missing(value):
         return "n/a"
     return f"{100 * value:+.1f} pp" if unit == "points" else f"{value:+.1f}{unit}"
 
 
-def _gate(folder: RunFolder) -> dict[str, Any] | None:
+def _gate(folder: RunFolder) -> GateDoc | None:
     path = gate_files(folder.gate)["json"]
-    return read_json(path, what="gate result", fix="run 'compaudit gate'") if path.is_file() \
-        else None
+    return read_gate(path) if path.is_file() else None
 
 
-def _checked_rates(gate: dict[str, Any] | None) -> list[str]:
+def _checked_rates(gate: GateDoc | None) -> list[str]:
     """The rates the gate checked per subgroup (its policy's defaults without a gate)."""
     if gate is None:
         from compaudit.gate.policy import SubgroupRatePolicy
 
         return list(SubgroupRatePolicy().metrics)
-    return sorted({c["metric"] for c in gate["checks"] if c["kind"] == "subgroup_rate"})
+    return sorted({c.metric for c in gate.checks if c.kind == "subgroup_rate"})
 
 
 def _dataset(folder: RunFolder) -> str:
     if folder.run_json.is_file():
-        run = read_json(folder.run_json, what="provenance", fix="re-run 'compaudit run'")
-        name = (run.get("data") or {}).get("name") if isinstance(run, dict) else None
+        name = read_run_info(folder.run_json).data.get("name")
         if name:
             return str(name)
     return "audit-examples"
 
 
-def card_results(metrics: dict[str, Any], gate: dict[str, Any] | None, *,
+def card_results(metrics: Metrics, gate: GateDoc | None, *,
                  dataset: str) -> list[Any]:
     """The ``EvalResult`` entries of a run: top-1 per variant, then each checked rate
     per subgroup and variant, with the interval bounds in ``metric_args``."""
     hub = _hub()
-    level = metrics["options"]["level"]
-    shift = metrics["options"]["shift"]
+    level, shift = metrics.level, metrics.shift
 
     def result(metric: str, value: float, name: str, variant: str, **args: Any) -> Any:
         return hub.EvalResult(task_type=_TASK, dataset_type=dataset, dataset_name=dataset,
@@ -97,9 +107,9 @@ def card_results(metrics: dict[str, Any], gate: dict[str, Any] | None, *,
 
     out = [result("accuracy", acc["top1_mean"], f"top-1 accuracy ({variant})", variant,
                   lo=acc["top1_lo"], hi=acc["top1_hi"], replicas=acc["replicas"])
-           for variant, acc in metrics["accuracy"].items() if acc.get("top1_mean") is not None]
+           for variant, acc in metrics.accuracy.items() if acc.get("top1_mean") is not None]
     rates = _checked_rates(gate)
-    for row in metrics.get("subgroups", []):
+    for row in metrics.subgroups:
         if row["metric"] in rates and row.get("mean") is not None:
             out.append(result(row["metric"], row["mean"],
                               f"{row['metric']} {row['subgroup']} ({row['variant']})",
@@ -108,36 +118,36 @@ def card_results(metrics: dict[str, Any], gate: dict[str, Any] | None, *,
     return out
 
 
-def _evaluation(metrics: dict[str, Any], gate: dict[str, Any] | None) -> str:
-    level = 100 * metrics["options"]["level"]
+def _evaluation(metrics: Metrics, gate: GateDoc | None) -> str:
+    level = 100 * metrics.level
     lines = ["## Evaluation results", "",
-             f"Measured by compaudit on {metrics['task']['n_examples']:,} examples "
-             f"(shift `{metrics['options']['shift']}`); {level:g}% intervals. Per-subgroup "
+             f"Measured by compaudit on {metrics.task.n_examples:,} examples "
+             f"(shift `{metrics.shift}`); {level:g}% intervals. Per-subgroup "
              "rates are in the front matter (`model-index`) and in `report.html`.", "",
              "| variant | replicas | top-1 accuracy | interval |", "|---|---|---|---|"]
-    for variant, acc in metrics["accuracy"].items():
+    for variant, acc in metrics.accuracy.items():
         lines.append(f"| {variant} | {acc['replicas']} | {_pct(acc.get('top1_mean'))} | "
                      f"{_pct(acc.get('top1_lo'))} to {_pct(acc.get('top1_hi'))} |")
     if gate is not None:
-        lines += ["", f"Gate verdict: **{gate['verdict'].upper()}** "
-                      f"({len(gate['checks'])} checks)."]
+        lines += ["", f"Gate verdict: **{gate.verdict.upper()}** "
+                      f"({len(gate.checks)} checks)."]
     return "\n".join(lines)
 
 
-def _check_line(c: dict[str, Any]) -> str:
-    return (f"- {c['variant']}, {c['subject']}: {c['metric']} changed by "
-            f"{_amount(c['estimate'], c['unit'])} (interval {_amount(c['lo'], c['unit'])} "
-            f"to {_amount(c['hi'], c['unit'])}; tolerance "
-            f"{_amount(c['tolerance'], c['unit']).lstrip('+')})")
+def _check_line(c: GateCheck) -> str:
+    return (f"- {c.variant}, {c.subject}: {c.metric} changed by "
+            f"{_amount(c.estimate, c.unit)} (interval {_amount(c.lo, c.unit)} "
+            f"to {_amount(c.hi, c.unit)}; tolerance "
+            f"{_amount(c.tolerance, c.unit).lstrip('+')})")
 
 
-def _limitations(metrics: dict[str, Any], gate: dict[str, Any] | None, limit: int = 10) -> str:
+def _limitations(metrics: Metrics, gate: GateDoc | None, limit: int = 10) -> str:
     lines = ["## Bias, risks, and limitations", ""]
     if gate is None:
         lines.append("No gate was run on this audit: run `compaudit gate` for the checks.")
     else:
-        failed = [c for c in gate["checks"] if c["verdict"] == "fail"]
-        unsure = [c for c in gate["checks"] if c["verdict"] == "inconclusive"]
+        failed = [c for c in gate.checks if c.verdict == "fail"]
+        unsure = [c for c in gate.checks if c.verdict == "inconclusive"]
         lines.append(f"{len(failed)} check(s) failed: compression harmed these beyond the "
                      "tolerance, with the interval wholly past it:" if failed
                      else "No check failed.")
@@ -150,18 +160,18 @@ def _limitations(metrics: dict[str, Any], gate: dict[str, Any] | None, limit: in
                           "(more examples or replicas would)."]
         lines += ["", "Recommended operating point (most compressed variant of each "
                       "family that passes every check):"]
-        for p in gate.get("operating_points", []):
+        for p in gate.operating_points:
             lines.append(f"- {p['family']}: {p['recommended'] or 'none passes every check'}")
-    grown = sorted((r for r in metrics.get("overindex", [])
-                    if r.get("q_value") is not None and r["q_value"] < 0.05
-                    and r["relative_growth_pct"] > 0),
-                   key=lambda r: -r["relative_growth_pct"])
+    # NaN q (a cell without PIEs or non-PIEs) compares False: never listed.
+    grown = sorted((r for r in metrics.overindex
+                    if r.q_value < 0.05 and r.relative_growth_pct > 0),
+                   key=lambda r: -r.relative_growth_pct)
     lines += ["", "Pruning identified exemplars (PIE) over-index (label x attribute cells "
                   "over-represented among the examples compression changed, q < 0.05):"]
     for r in grown[:limit]:
-        cell = ", ".join(f"{k[5:]}={v}" for k, v in r.items() if k.startswith("attr."))
-        lines.append(f"- {r['variant']}: label {r['label']}, {cell}: "
-                     f"{r['relative_growth_pct']:+.0f}% ({r['n_pie']} PIEs)")
+        cell = ", ".join(f"{k[5:]}={v}" for k, v in r.cell.items() if k.startswith("attr."))
+        lines.append(f"- {r.variant}: label {r.cell['label']}, {cell}: "
+                     f"{r.relative_growth_pct:+.0f}% ({r.n_pie} PIEs)")
     if not grown:
         lines.append("- none")
     lines += ["", "Slice discovery (clusters of dense embeddings) is not part of this "
@@ -169,21 +179,21 @@ def _limitations(metrics: dict[str, Any], gate: dict[str, Any] | None, limit: in
     return "\n".join(lines)
 
 
-def _audit(metrics: dict[str, Any], gate: dict[str, Any] | None, dataset: str) -> str:
-    task = metrics["task"]
-    method = metrics.get("subgroup_method") or {}
-    shifts = [s for s in task["shifts"] if s != "clean"]
-    replicas = min((a["replicas"] for a in metrics["accuracy"].values()), default=0)
+def _audit(metrics: Metrics, gate: GateDoc | None, dataset: str) -> str:
+    task = metrics.task
+    kind = metrics.subgroup_method.kind if metrics.subgroup_method else "bootstrap"
+    shifts = [s for s in task.shifts if s != "clean"]
+    replicas = min((a["replicas"] for a in metrics.accuracy.values()), default=0)
     lines = ["## Audit: data, statistics and coverage", "",
-             f"Data: {dataset}, {task['n_examples']:,} evaluation examples; protected "
-             f"attributes audited: {', '.join(task['attributes']) or 'none'}; shifts: "
+             f"Data: {dataset}, {task.n_examples:,} evaluation examples; protected "
+             f"attributes audited: {', '.join(task.attributes) or 'none'}; shifts: "
              f"{', '.join(shifts) or 'none'}.", "",
              "Statistics: every rate is compared between each compressed variant and the "
              "dense model it derives from, per subgroup and intersection; intervals are "
-             f"{100 * metrics['options']['level']:g}% "
-             f"({method.get('kind', 'bootstrap')}); the gate's checks hold together "
+             f"{100 * metrics.level:g}% "
+             f"({kind}); the gate's checks hold together "
              "(Bonferroni). "
-             + (f"{gate['inference']}. " if gate and gate.get("inference") else "")
+             + (f"{gate.inference}. " if gate and gate.inference else "")
              + "The methods and every number are in `report.html`; `audit_record.json` "
                "holds the hashes that `compaudit verify` checks.", "",
              "Not covered by this audit:",
@@ -197,7 +207,7 @@ def _audit(metrics: dict[str, Any], gate: dict[str, Any] | None, dataset: str) -
     return "\n".join(lines)
 
 
-def _sections(metrics: dict[str, Any], gate: dict[str, Any] | None, dataset: str
+def _sections(metrics: Metrics, gate: GateDoc | None, dataset: str
               ) -> dict[str, str]:
     bodies = {"evaluation": _evaluation(metrics, gate),
               "limitations": _limitations(metrics, gate),

@@ -19,7 +19,8 @@ import pandas as pd
 from compaudit.errors import AuditInputError
 from compaudit.gate.operating import VariantPoint, read_variants_info
 from compaudit.gate.operating import variant_point as _point
-from compaudit.rundir import RunFolder, gate_files, read_json, read_metrics
+from compaudit.rundir import RunFolder, gate_files, read_json
+from compaudit.schema import GateDoc, Metrics, RunInfo, read_gate, read_metrics, read_run_info
 
 __all__ = ["RunData", "VariantPoint", "load_run"]
 
@@ -28,34 +29,34 @@ class RunData:
     """Everything the report reads from one run directory."""
 
     run_dir: Path
-    metrics: dict[str, Any]
-    gate: dict[str, Any] | None = None
+    metrics: Metrics
+    gate: GateDoc | None = None
     variants_info: dict[str, dict[str, Any]] | None = None
-    run_info: dict[str, Any] | None = None
+    run_info: RunInfo | None = None
     class_names: list[str] | None = None
     examples_file: Path | None = None
     _tables: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     @property
     def dense(self) -> str:
-        return str(self.metrics.get("options", {}).get("dense", "dense"))
+        return self.metrics.dense
 
     @property
     def alpha(self) -> float:
-        return float(self.metrics.get("options", {}).get("alpha", 0.05))
+        return self.metrics.alpha
 
     @property
     def level(self) -> float:
-        return float(self.metrics.get("options", {}).get("level", 0.95))
+        return self.metrics.level
 
     @property
     def binary(self) -> bool:
-        return bool(self.metrics.get("task", {}).get("binary", False))
+        return self.metrics.task.binary
 
     @property
     def variants(self) -> list[str]:
         """Every variant, dense first, in the order of ``metrics.json``."""
-        names = [str(v) for v in self.metrics.get("variants", {})]
+        names = [str(v) for v in self.metrics.variants]
         return sorted(names, key=lambda v: v != self.dense)
 
     @property
@@ -128,24 +129,16 @@ def load_run(run_dir: str | Path) -> RunData:
     run = RunData(run_dir=root, metrics=metrics)
     gate_path = gate_files(folder.gate)["json"]
     if gate_path.is_file():
-        gate = read_json(gate_path, what="gate result", fix="re-run 'compaudit gate RUN_DIR'")
-        if not isinstance(gate, dict) or "verdict" not in gate:
-            raise AuditInputError(f"{gate_path}: field 'verdict' missing; expected the "
-                                  "gate.json written by 'compaudit gate RUN_DIR'; re-run it")
-        run.gate = gate
+        run.gate = read_gate(gate_path)
     if folder.variants_json.is_file():
         doc = read_json(folder.variants_json, what="variant footprint", fix="re-run the compress stage")
         run.variants_info = read_variants_info(doc, folder.variants_json)
     if folder.run_json.is_file():
-        info = read_json(folder.run_json, what="run provenance", fix="re-run 'compaudit run'")
-        if not isinstance(info, dict):
-            raise AuditInputError(f"{folder.run_json}: expected a JSON object of provenance "
-                                  "fields (spec, seeds, versions, data); re-run 'compaudit run'")
-        run.run_info = info
+        run.run_info = read_run_info(folder.run_json)
     if folder.class_names.is_file():
         doc = read_json(folder.class_names, what="class names", fix="expected a list of strings")
         run.class_names = _class_names(doc, folder.class_names,
-                                       metrics.get("task", {}).get("num_classes"))
+                                       metrics.task.num_classes)
     if folder.examples.is_file():
         run.examples_file = folder.examples
     return run

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from compaudit.analysis.audit import AnalysisOptions, analyze_files, dumps_metrics
+from compaudit.rundir import jsonable
 from compaudit.analysis.dissection import dissection_block, read_dissection
 from compaudit.errors import AuditInputError
 from compaudit.tables import write_examples, write_predictions
@@ -57,10 +58,10 @@ def test_analyze_files_adds_the_block_dissection_block_builds(files):
     units, concepts = dissection_tables()
     block, tables = dissection_block(units, concepts, CONFIG, level=0.9)
     as_json = json.loads(dumps_metrics(result.metrics))["dissection"]
-    assert as_json == json.loads(dumps_metrics({"dissection": block}))["dissection"]
+    assert as_json == jsonable(block)
     for name, table in tables.items():
         pd.testing.assert_frame_equal(result.tables[name], table, check_dtype=False)
-    assert result.metrics["inputs"]["dissection"]["rows"] == len(units)
+    assert result.metrics.inputs["dissection"]["rows"] == len(units)
 
 
 def test_missing_columns_name_the_file_and_the_column(tmp_path):
@@ -92,8 +93,8 @@ def test_csv_units_round_trip_to_the_same_block(tmp_path):
     concepts.to_csv(tmp_path / "c.csv", index=False)
     read_units, read_concepts = read_dissection(units=tmp_path / "u.csv",
                                                 concepts=tmp_path / "c.csv")
-    a = dumps_metrics(dissection_block(read_units, read_concepts, CONFIG)[0])
-    assert a == dumps_metrics(dissection_block(units, concepts, CONFIG)[0])
+    a = jsonable(dissection_block(read_units, read_concepts, CONFIG)[0])
+    assert a == jsonable(dissection_block(units, concepts, CONFIG)[0])
 
 
 def test_dissection_inputs_come_together(files):

@@ -121,7 +121,7 @@ def analysed(binary_tables):
 
 
 def test_validation_in_the_analysis_matches_scikit_learn(analysed):
-    screen = analysed.metrics["screen"]
+    screen = analysed.metrics.screen
     pies = analysed.tables["pie"]
     scores = analysed.tables["screen_scores"]
     assert set(screen) == set(pies["variant"])
@@ -138,7 +138,7 @@ def test_validation_in_the_analysis_matches_scikit_learn(analysed):
         for key, frac in (("precision_at_1pct", 0.01), ("precision_at_5pct", 0.05)):
             k = math.ceil(frac * len(y))
             assert entry[key] == pytest.approx(y[order[:k]].mean())
-    assert analysed.metrics["screen_summary"]["score"] == RISK_SCORE
+    assert analysed.metrics.screen_summary["score"] == RISK_SCORE
     groups = analysed.tables["screen_groups"]
     assert groups["n"].sum() == len(scores)
     assert groups["n_at_risk"].sum() == scores["at_risk"].sum()

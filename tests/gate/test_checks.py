@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import copy
-import json
 import math
+from dataclasses import replace
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -18,6 +17,15 @@ from compaudit.errors import AuditInputError
 from compaudit.gate import run_gate
 from compaudit.gate.policy import GatePolicy, SubgroupRatePolicy, policy_from_dict
 from compaudit.gate.outputs import to_junit, to_markdown
+from compaudit.schema import (
+    DeltaRow,
+    Dissection,
+    DissectionReplicaRow,
+    Metrics,
+    OverindexMHRow,
+    Task,
+    dumps_metrics,
+)
 from compaudit.simulate import PlantedHarm, simulate_binary
 from compaudit.tables import validate_examples, validate_predictions
 
@@ -62,24 +70,23 @@ def test_intervals_are_bonferroni_intervals_on_fishers_z_scale(planted):
     result = run_gate(planted)
     m = len(result.checks)
     assert result.z == pytest.approx(sps.norm.ppf(1 - 0.05 / (2 * m)))
-    row = next(r for r in planted["deltas"] if r["variant"] == "gmp-90" and r["metric"] == "fpr"
-               and r["subgroup"] == "Male=True & Young=False")
+    row = next(r for r in planted.deltas if r.variant == "gmp-90" and r.metric == "fpr"
+               and r.subgroup == "Male=True & Young=False")
     check = next(c for c in result.checks if c.id == "gmp-90/Male=True & Young=False/fpr/abs")
     # The row's se covers replica pairs and examples, with Satterthwaite df: t quantiles
     # at the Bonferroni tail (the example-only se of earlier versions took z).
-    q = sps.t.ppf(1 - 0.05 / (2 * m), row["abs_diff_df"])
-    assert 3 <= row["abs_diff_df"] <= 1000 and check.df == row["abs_diff_df"]
-    lo, hi = _fisher_z(row["abs_diff"], q * row["abs_diff_se"])
+    q = sps.t.ppf(1 - 0.05 / (2 * m), row.abs_diff_df)
+    assert 3 <= row.abs_diff_df <= 1000 and check.df == row.abs_diff_df
+    lo, hi = _fisher_z(row.abs_diff, q * row.abs_diff_se)
     assert (check.lo, check.hi) == pytest.approx((lo, hi), rel=1e-12)
     # Away from the bounds it is the Wald interval to within 5% of its half-width.
-    half = q * row["abs_diff_se"]
+    half = q * row.abs_diff_se
     assert (check.lo, check.hi) == pytest.approx(
-        (row["abs_diff"] - half, row["abs_diff"] + half), abs=0.05 * half)
+        (row.abs_diff - half, row.abs_diff + half), abs=0.05 * half)
 
 
 def test_inconclusive_subgroup_check_states_what_its_cell_can_detect():
-    metrics = _handmade(0.03, 0.01)
-    metrics["deltas"][0].update({"abs_diff_df": 4.0, "replicas": 5})
+    metrics = _handmade(0.03, 0.01, abs_diff_df=4.0, replicas=5)
     check = run_gate(metrics, ONLY_RATES).checks[0]
     assert check.verdict == "inconclusive"
     # One check: tail 0.025; t with 4 df. MDE = (t_{0.975,4} + t_{0.8,4}) * se.
@@ -89,11 +96,10 @@ def test_inconclusive_subgroup_check_states_what_its_cell_can_detect():
                             "5 replicas")
 
 
-def _handmade(abs_diff, se, n=500):
-    return {"schema": "compaudit.metrics/1", "options": {"dense": "dense"},
-            "variants": {"dense": {}, "c": {}},
-            "deltas": [{"variant": "c", "subgroup": "G=a", "metric": "fpr", "n": n,
-                        "abs_diff": abs_diff, "abs_diff_se": se, "rel_change_pct": None}]}
+def _handmade(abs_diff, se, n=500, **row):
+    return Metrics(options={"dense": "dense"}, variants={"dense": {}, "c": {}},
+                   deltas=(DeltaRow(variant="c", subgroup="G=a", grouping="G", metric="fpr",
+                                    n=n, abs_diff=abs_diff, abs_diff_se=se, **row),))
 
 
 ONLY_RATES = GatePolicy(subgroup_rate=SubgroupRatePolicy(metrics=("fpr",), max_abs_increase=0.02),
@@ -130,26 +136,24 @@ def test_small_subgroups_are_not_checked_and_a_gate_without_checks_refuses():
 
 def test_overindex_interval_is_the_katz_risk_ratio_interval(planted):
     result = run_gate(planted)
-    rows = [r for r in planted["overindex"] if r["variant"] == "gmp-90"]
-    n1 = sum(r["n_pie"] for r in rows)
-    n2 = sum(r["n_non_pie"] for r in rows)
-    row = max((r for r in rows if r["n_pie"] > 0), key=lambda r: r["n_pie"])
-    table = Table2x2(np.array([[row["n_pie"], n1 - row["n_pie"]],
-                               [row["n_non_pie"], n2 - row["n_non_pie"]]]))
+    rows = [r for r in planted.overindex if r.variant == "gmp-90"]
+    n1 = sum(r.n_pie for r in rows)
+    n2 = sum(r.n_non_pie for r in rows)
+    row = max((r for r in rows if r.n_pie > 0), key=lambda r: r.n_pie)
+    table = Table2x2(np.array([[row.n_pie, n1 - row.n_pie],
+                               [row.n_non_pie, n2 - row.n_non_pie]]))
     checks = [c for c in result.checks if c.kind == "pie_overindex"]
     alpha = 2 * sps.norm.sf(result.z)
     lo, hi = table.riskratio_confint(alpha=alpha, method="normal")
-    match = [c for c in checks if c.estimate == pytest.approx(row["relative_growth_pct"])]
+    match = [c for c in checks if c.estimate == pytest.approx(row.relative_growth_pct)]
     assert match and match[0].lo == pytest.approx(100 * (lo - 1), rel=1e-6)
     assert match[0].hi == pytest.approx(100 * (hi - 1), rel=1e-6)
 
 
 def test_baseline_comparison(planted):
-    same = run_gate(planted, baseline=copy.deepcopy(planted))
+    same = run_gate(planted, baseline=planted)
     assert not [c for c in same.failed if c.kind == "baseline"]
-    older = copy.deepcopy(planted)
-    for row in older["deltas"]:
-        row["abs_diff"] = 0.0
+    older = replace(planted, deltas=tuple(replace(r, abs_diff=0.0) for r in planted.deltas))
     regressed = run_gate(planted, baseline=older)
     assert any(c.kind == "baseline" and c.subject == "Male=True & Young=False"
                for c in regressed.failed)
@@ -170,7 +174,7 @@ def test_junit_and_markdown(planted):
 def test_cli_gate_exit_codes_and_step_summary(planted, control, tmp_path, monkeypatch, capsys):
     for name, m in (("bad", planted), ("good", control)):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "metrics.json").write_text(json.dumps(m))
+        (tmp_path / name / "metrics.json").write_text(dumps_metrics(m))
     summary = tmp_path / "step_summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     assert main(["gate", str(tmp_path / "bad")]) == 1
@@ -215,11 +219,13 @@ def _dissected(dense_counts, variant_counts, accuracy_drop=0.0):
                              "threshold": 0.0, "concept": f"c{unit % 4}", "category": "part",
                              "iou": 0.1, "interpretable": unit < count})
     replicas = compare_dissections(pd.DataFrame(rows))["replicas"]
-    return {"schema": "compaudit.metrics/1", "options": {"dense": "dense"},
-            "variants": {"dense": {}, "c": {}},
-            "deltas": [{"variant": "c", "subgroup": "overall", "metric": "accuracy", "n": 500,
-                        "abs_diff": -accuracy_drop, "abs_diff_se": 0.01}],
-            "dissection": {"replicas": replicas.to_dict("records")}}
+    return Metrics(options={"dense": "dense"}, variants={"dense": {}, "c": {}},
+                   deltas=(DeltaRow(variant="c", subgroup="overall", grouping="overall",
+                                    metric="accuracy", n=500, abs_diff=-accuracy_drop,
+                                    abs_diff_se=0.01),),
+                   dissection=Dissection(config={}, replicas=tuple(
+                       DissectionReplicaRow.from_dict(r, where="replicas")
+                       for r in replicas.to_dict("records"))))
 
 
 ONLY_DISSECTION = policy_from_dict({"dissection": {"max_unit_drop": 0.25}})
@@ -282,11 +288,12 @@ ONLY_WITHIN = policy_from_dict({"pie_within_label": {"max_relative_growth_pct": 
 
 
 def _mh_metrics(rr, log_se, *, n_pie=50, n_non_pie=500, strata=2):
-    return {"schema": "compaudit.metrics/1", "options": {"dense": "dense"},
-            "variants": {"dense": {}, "c": {}},
-            "overindex_mh": [{"variant": "c", "attr.Male": True, "n_pie": n_pie,
-                              "n_non_pie": n_non_pie, "strata": strata, "rr_mh": rr,
-                              "log_rr_se": log_se}]}
+    nan = math.nan
+    return Metrics(options={"dense": "dense"}, variants={"dense": {}, "c": {}},
+                   overindex_mh=(OverindexMHRow(
+                       variant="c", cell={"attr.Male": True}, n_pie=n_pie,
+                       n_non_pie=n_non_pie, strata=strata, rr_mh=nan if rr is None else rr,
+                       log_rr_se=nan if log_se is None else log_se),))
 
 
 @pytest.mark.parametrize("rr, se, verdict", [(2.0, 0.1, "fail"), (1.0, 0.05, "pass"),
@@ -322,11 +329,11 @@ def test_within_label_check_on_a_planted_run(planted):
     result = run_gate(planted)
     checks = [c for c in result.checks if c.kind == "pie_within_label"]
     assert checks and all(c.subject.endswith("(within label)") for c in checks)
-    row = next(r for r in planted["overindex_mh"] if r["variant"] == "gmp-90"
-               and r["attr.Male"] and not r["attr.Young"])
+    row = next(r for r in planted.overindex_mh if r.variant == "gmp-90"
+               and r.cell["attr.Male"] and not r.cell["attr.Young"])
     check = next(c for c in checks if c.id == "gmp-90/Male=True & Young=False/pie_within_label")
     assert check.lo == pytest.approx(
-        100 * (row["rr_mh"] * math.exp(-result.z * row["log_rr_se"]) - 1))
+        100 * (row.rr_mh * math.exp(-result.z * row.log_rr_se) - 1))
 
 
 def _loaded_artifacts(about):
@@ -352,7 +359,7 @@ def _loaded_artifacts(about):
 
 def test_a_team_s_artifacts_are_judged_flipping_half_fails_and_an_identical_one_passes():
     metrics = _loaded_artifacts("models")
-    assert metrics["subgroup_method"]["about"] == "models"
+    assert metrics.subgroup_method.about == "models"
     result = run_gate(metrics)  # the default policy, accuracy check included
     flip = [c for c in result.checks if c.variant == "flip-50"]
     fp16 = [c for c in result.checks if c.variant == "float16"]
@@ -373,10 +380,9 @@ def test_a_team_s_artifacts_are_judged_flipping_half_fails_and_an_identical_one_
 
 def test_accuracy_check_reads_top1_of_many_class_runs_and_is_off_when_named_off():
     metrics = _handmade(0.0, 0.01)
-    metrics["task"] = {"binary": False}
-    metrics["deltas"].append({"variant": "c", "subgroup": "overall", "metric": "accuracy",
-                              "n": 500, "abs_diff": -0.05, "abs_diff_se": 0.005,
-                              "replicas": 2})
+    metrics = replace(metrics, task=Task(binary=False), deltas=metrics.deltas + (
+        DeltaRow(variant="c", subgroup="overall", grouping="overall", metric="accuracy",
+                 n=500, abs_diff=-0.05, abs_diff_se=0.005, replicas=2),))
     only = policy_from_dict({"accuracy": {"max_drop": 0.01}})
     (check,) = run_gate(metrics, only).checks
     assert (check.kind, check.metric, check.verdict) == ("accuracy", "top-1 drop", "fail")
@@ -385,8 +391,8 @@ def test_accuracy_check_reads_top1_of_many_class_runs_and_is_off_when_named_off(
 
 
 def test_an_undecidable_cell_says_so_instead_of_a_size_beyond_the_range():
-    metrics = _handmade(0.03, 0.4)  # se of 40 pp: no increase within [-1, 1] detectable
-    metrics["deltas"][0].update({"abs_diff_df": 2.0, "replicas": 3})
+    # se of 40 pp: no increase within [-1, 1] detectable
+    metrics = _handmade(0.03, 0.4, abs_diff_df=2.0, replicas=3)
     (check,) = run_gate(metrics, ONLY_RATES).checks
     assert check.verdict == "inconclusive"
     assert check.reason.endswith("cannot be decided with 3 replicas and 500 examples")

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from compaudit.schema import DeltaRow, Metrics, dumps_metrics
 from compaudit.cli import main
 from compaudit.gate import run_gate, to_markdown
 from compaudit.compress.configs import METHODS
@@ -115,10 +116,11 @@ def test_variants_json_without_the_placement_is_refused(tmp_path, record, field)
 
 
 def _metrics():
-    rows = [{"variant": v, "subgroup": "G=a", "metric": "fpr", "n": 500, "abs_diff": d,
-             "abs_diff_se": 0.005} for v, d in (("gmp-50", 0.0), ("gmp-90", 0.2))]
-    return {"schema": "compaudit.metrics/1", "options": {"dense": "dense"},
-            "variants": {"dense": {}, "gmp-50": {}, "gmp-90": {}}, "deltas": rows}
+    rows = tuple(DeltaRow(variant=v, subgroup="G=a", grouping="G", metric="fpr", n=500,
+                          abs_diff=d, abs_diff_se=0.005)
+                 for v, d in (("gmp-50", 0.0), ("gmp-90", 0.2)))
+    return Metrics(options={"dense": "dense"},
+                   variants={"dense": {}, "gmp-50": {}, "gmp-90": {}}, deltas=rows)
 
 
 POLICY = policy_from_dict({"subgroup_rate": {"max_abs_increase": 0.02}})
@@ -140,7 +142,7 @@ def test_gate_outputs_carry_the_operating_point(tmp_path):
 
 
 def test_cli_gate_reads_variants_json(tmp_path):
-    (tmp_path / "metrics.json").write_text(json.dumps(_metrics()))
+    (tmp_path / "metrics.json").write_text(dumps_metrics(_metrics()))
     (tmp_path / "variants.json").write_text(json.dumps({"variants": {
         "gmp-50": _record("one_shot_magnitude", sparsity=0.5),
         "gmp-90": _record("one_shot_magnitude", sparsity=0.9)}}))

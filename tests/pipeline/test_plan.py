@@ -18,7 +18,6 @@ from compaudit.data.celeba import CELEBA_ATTRIBUTES
 from compaudit.data.corruptions import CORRUPTIONS
 from compaudit.data.imagenet_a import ImageNetA
 from compaudit.data.imagenet_classes import imagenet_wnids
-from compaudit.errors import AuditInputError
 from compaudit.models.architectures import build_model
 from compaudit.spec import load_spec
 

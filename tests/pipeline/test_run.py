@@ -13,6 +13,7 @@ import pytest
 
 from compaudit.compress.configs import METHODS
 from compaudit.pipeline import run_audit
+from compaudit.schema import read_metrics
 from compaudit.spec import parse_spec
 
 TINY = """
@@ -76,13 +77,13 @@ def test_run_writes_every_output(first_run):
     assert not (out / "variants" / ".decoded").exists()
     assert sorted(p.name for p in (out / "variants").iterdir()) == ["dense", "float16", "gmp-50"]
     metrics = result.metrics
-    assert set(metrics["variants"]) == {"dense", "gmp-50", "float16"}
-    assert metrics["task"]["shifts"] == ["clean", "contrast"]
+    assert set(metrics.variants) == {"dense", "gmp-50", "float16"}
+    assert metrics.task.shifts == ("clean", "contrast")
     # The verdict is the gate's on the written metrics under the spec's policy.
     from compaudit.gate import run_gate
 
     spec = parse_spec(TINY, source="tiny.toml")
-    gate = run_gate(json.loads((out / "metrics.json").read_text()), spec.gate)
+    gate = run_gate(read_metrics(out), spec.gate)
     assert (result.verdict, result.exit_code) == (gate.verdict, gate.exit_code)
     written = json.loads((out / "gate" / "gate.json").read_text())
     assert (written["verdict"], written["exit_code"]) == (gate.verdict, gate.exit_code)
@@ -128,10 +129,10 @@ def test_dissection_of_every_replica_reaches_metrics(first_run):
     from compaudit.pipeline.data import eval_transform
 
     out, result = first_run
-    block = result.metrics["dissection"]
-    assert block["config"]["quantile"] == 0.02 and block["n_images"] == 60
-    assert block["config"]["layers"] == ["features.2", "features.5", "features.8", "features.11"]
-    assert {r["variant"] for r in block["replicas"]} == {"dense", "gmp-50", "float16"}
+    block = result.metrics.dissection
+    assert block.config["quantile"] == 0.02 and block.n_images == 60
+    assert block.config["layers"] == ["features.2", "features.5", "features.8", "features.11"]
+    assert {r.variant for r in block.replicas} == {"dense", "gmp-50", "float16"}
     units = pd.read_csv(out / "tables" / "dissection_units.csv")
     assert len(units) == 3 * 2 * 120
     # Independent reference: dissect the saved dense replica 1 directly.
@@ -146,9 +147,9 @@ def test_dissection_of_every_replica_reaches_metrics(first_run):
     mine = units[(units["variant"] == "dense") & (units["replica"] == 1)]
     assert mine["threshold"].to_numpy() == pytest.approx(direct.units["threshold"].to_numpy())
     assert mine["interpretable"].tolist() == direct.units["interpretable"].tolist()
-    dense1 = next(r for r in block["replicas"] if r["variant"] == "dense" and r["replica"] == 1)
-    assert dense1["interpretable_units"] == int(direct.units["interpretable"].sum())
-    assert [c["concept"] for c in block["concepts"]] == direct.concepts["concept"].tolist()
+    dense1 = next(r for r in block.replicas if r.variant == "dense" and r.replica == 1)
+    assert dense1.interpretable_units == int(direct.units["interpretable"].sum())
+    assert [c["concept"] for c in block.concepts] == direct.concepts["concept"].tolist()
 
 
 def _copy(first_run, tmp_path):
@@ -333,7 +334,7 @@ def test_a_sigmoid_head_trains_prunes_and_dissects_with_bce(tmp_path):
     spec = parse_spec(text, source="tiny.toml")
     assert spec.model.n_outputs == 1 and spec.model.task_head().sigmoid
     result = run_audit(spec, tmp_path, progress=False, log=_quiet)
-    assert set(result.metrics["variants"]) == {"dense", "gmp-50", "units"}
+    assert set(result.metrics.variants) == {"dense", "gmp-50", "units"}
     # The replica has one output and was trained with BCE: its own sigmoid is p_pos.
     state = read_state_dict(tmp_path / "models" / "dense" / "replica-000.pt")
     model = build_model("small_cnn", num_classes=1, small_input=True)
@@ -353,5 +354,5 @@ def test_a_sigmoid_head_trains_prunes_and_dissects_with_bce(tmp_path):
     assert variants["gmp-50"]["sparsity"] == pytest.approx(0.5, abs=0.01)
     # BCE through the head (softmax cross-entropy over one logit would be 0 or fail)
     assert variants["units"]["loss_before"] > 0
-    block = result.metrics["dissection"]
-    assert {r["variant"] for r in block["replicas"]} == {"dense", "gmp-50", "units"}
+    block = result.metrics.dissection
+    assert {r.variant for r in block.replicas} == {"dense", "gmp-50", "units"}

@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from compaudit.report.rundata import RunData
-from compaudit.rundir import METRICS_SCHEMA
+from compaudit.rundir import METRICS_SCHEMA, jsonable
+from compaudit.schema import GateDoc, RunInfo, metrics_from_dict
 
 #: Tags that start a new line of text; inline tags (strong, span, code...) do not.
 _BLOCK = {"p", "div", "li", "ul", "ol", "dl", "dt", "dd", "h1", "h2", "h3", "table", "tr", "td",
@@ -166,6 +167,27 @@ def make_run(tmp_path) -> Callable[..., RunData]:
         base.update(metrics or {})
         for name, table in (tables or {}).items():
             pd.DataFrame(table).to_csv(root / "tables" / f"{name}.csv", index=False)
-        return RunData(run_dir=root, metrics=base, **fields)
+        # Records as the loader builds them from the file's JSON; a section test gives
+        # only the fields it reads, the rest are filled in here.
+        for key in ("deltas", "shift_deltas"):
+            rows = base.get(key) or base.get("robustness", {}).get(key) or []
+            for row in rows:
+                row.setdefault("grouping", str(row.get("subgroup", "")).split("=")[0])
+                row["note"] = row.get("note") or ""
+                row.setdefault("n", 100)
+        for row in base.get("overindex", []):
+            row.setdefault("n_pie", 0)
+            row.setdefault("n_non_pie", 0)
+        if isinstance(fields.get("gate"), dict):
+            gate = {"exit_code": 0, **fields["gate"]}
+            gate["checks"] = [{"id": f"check-{i}", "kind": "subgroup_rate", "variant": "gmp-90",
+                               "subject": "", "metric": "", "unit": "points",
+                               "verdict": "pass", **c}
+                              for i, c in enumerate(gate.get("checks", []))]
+            fields["gate"] = GateDoc.from_dict(gate, where="gate")
+        if isinstance(fields.get("run_info"), dict):
+            fields["run_info"] = RunInfo.from_dict({"spec_sha256": "0" * 64, "spec": "",
+                                                    **fields["run_info"]}, where="run.json")
+        return RunData(run_dir=root, metrics=metrics_from_dict(jsonable(base)), **fields)
 
     return make

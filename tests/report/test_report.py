@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+from dataclasses import replace
 import math
 import re
 import shutil
@@ -16,19 +17,21 @@ import pytest
 from PIL import Image
 
 from compaudit.analysis.audit import AnalysisOptions, analyze, dumps_metrics
-from compaudit.analysis.robustness import accuracy_by_severity
 from compaudit.dissection.audit import dissection_block
 from compaudit.errors import AuditInputError
 from compaudit.gate import run_gate
 from compaudit.gate.outputs import write_gate_outputs
 from compaudit.report import SECTIONS, ReportOptions, load_run, render_html, render_report
 from compaudit.report.rundata import VariantPoint
+from compaudit.report.sections._common import records
 from compaudit.report.sections.dissection import PANELS, dissection_points
 from compaudit.report.sections.gallery import top_pies
 from compaudit.report.sections.pie import overindex_matrix
 from compaudit.report.sections.robustness import severity_points
 from compaudit.report.sections.tradeoff import accuracy_points
 from compaudit.report.thumbnails import thumbnail
+from compaudit.rundir import jsonable
+from compaudit.schema import Dissection, read_metrics
 from compaudit.simulate import PlantedHarm, simulate_binary, simulate_multiclass
 from compaudit.tables import validate_examples, validate_predictions
 
@@ -101,8 +104,9 @@ def _dissection(variants: list[str], replicas: int = 3, seed: int = 0
 
 def _add_dissection(root: Path, variants: list[str]) -> None:
     """Put a dissection block into the run's metrics.json and its tables beside it."""
-    metrics = json.loads((root / "metrics.json").read_text())
-    metrics["dissection"], tables = _dissection(variants)
+    block, tables = _dissection(variants)
+    metrics = replace(read_metrics(root),
+                      dissection=Dissection.from_dict(jsonable(block), where="dissection"))
     (root / "metrics.json").write_text(dumps_metrics(metrics))
     for name, table in tables.items():
         table.to_csv(root / "tables" / f"{name}.csv", index=False)
@@ -134,8 +138,7 @@ def full_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("full")
     ex, pr = _binary_tables(evil=True, shifts=True)
     _analyze_into(root, ex, pr)
-    metrics = json.loads((root / "metrics.json").read_text())
-    write_gate_outputs(run_gate(metrics), root / "gate")
+    write_gate_outputs(run_gate(read_metrics(root)), root / "gate")
     # After the gate: the gate's checks (and the tests of them) stay those of the analysis.
     _add_dissection(root, ["dense", "gmp-50", EVIL_VARIANT])
 
@@ -163,10 +166,9 @@ def full_run(tmp_path_factory) -> Path:
                              parameter_count=1000, nonzero_count=100, theoretical_speedup=10.0),
     }}))
     (root / "run.json").write_text(json.dumps({
-        "spec": EVIL_SPEC, "spec_sha256": "0" * 64, "seeds": [0, 1, 2],
+        "spec": EVIL_SPEC, "spec_sha256": "0" * 64, "seeds": {"audit": 0, "replicas": [0, 1, 2], "bootstrap": 0},
         "versions": {"compaudit": "0.1.0", "torch": "2.x"},
-        "data": {"name": "celeba-synthetic", "root": "/data/<celeba>", "fingerprint": "f" * 64},
-        "command": "compaudit run audits/demo.toml"}))
+        "data": {"name": "celeba-synthetic", "root": "/data/<celeba>", "fingerprint": "f" * 64}}))
     # "$" would start TeX in matplotlib labels: names must be drawn as plain text.
     (root / "class_names.json").write_text(json.dumps(["not blond", "blond & <b>fair</b> $x_{$"]))
     paths = _images(root)
@@ -301,7 +303,7 @@ def test_thumbnails_shrink_to_the_longest_side_and_tolerate_bad_files(tmp_path):
 
 def test_overindex_heatmap_values_are_log2_share_ratios(full_run):
     run = load_run(full_run)
-    over = pd.DataFrame(run.metrics["overindex"])
+    over = records(run.metrics.overindex)
     values, text = overindex_matrix(over, run)
     r = over.iloc[0]
     cell = " · ".join([f"label={run.class_name(r['label'])}", f"Male={r['attr.Male']}",
@@ -336,9 +338,9 @@ def test_footprint_accepts_a_list_of_records_with_older_field_names(bare_run, tm
 
 def test_variant_without_pies_has_no_overindex_shares(full_run):
     run = load_run(full_run)
-    over = pd.DataFrame(run.metrics["overindex"])
+    over = records(run.metrics.overindex)
     over = pd.concat([over, over[over.variant == "gmp-50"].assign(variant="q", n_pie=0)])
-    run.metrics["variants"]["q"] = {"replicas": [0]}
+    run.metrics = replace(run.metrics, variants={**run.metrics.variants, "q": {"replicas": [0]}})
     values, text = overindex_matrix(over, run)
     assert values["q"].isna().all() and set(text["q"]) == {"no PIEs"}
     assert values["gmp-50"].notna().any()
@@ -349,7 +351,7 @@ def test_tradeoff_points_use_variants_json_sparsity(full_run):
     assert run.points[EVIL_VARIANT].sparsity == 0.9   # from variants.json, not the name
     assert run.points["gmp-50"].sparsity == 0.5
     acc = accuracy_points(run).set_index("variant")
-    m = run.metrics["accuracy"]["gmp-50"]
+    m = run.metrics.accuracy["gmp-50"]
     assert acc.loc["gmp-50", "mean"] == m["top1_mean"] and acc.loc["gmp-50", "lo"] == m["top1_lo"]
 
 
@@ -403,7 +405,7 @@ def test_many_class_run_plots_every_class(tmp_path):
 
 @pytest.mark.parametrize("name, content, message", [
     ("metrics.json", "{not json", "is not valid JSON"),
-    ("metrics.json", '{"schema": "other/9"}', "expected 'compaudit.metrics/1'"),
+    ("metrics.json", '{"schema": "other/9"}', "expected 'compaudit.metrics/2'"),
     ("class_names.json", '{"0": "a"}', "expected a JSON list of class names"),
     ("class_names.json", '["only one"]', "1 class names for 2 classes"),
     ("variants.json", '{"variants": [{"method": "gmp"}]}', "expected one object per variant"),
@@ -521,7 +523,7 @@ def test_dissection_numbers_come_from_metrics(full_run, full_html):
 
 
 def test_dissection_plot_points_are_the_metrics_values(full_run):
-    block = load_run(full_run).metrics["dissection"]
+    block = load_run(full_run).metrics.dissection.as_dict()
     points = dissection_points(block).set_index(["variant", "panel"])
     for key, panel in PANELS:
         m = block["variants"]["gmp-50"][key]
@@ -553,16 +555,18 @@ def test_missing_dissection_block_renders_a_note(bare_html):
 def test_one_replica_dissection_has_no_intervals(bare_run, tmp_path):
     root = tmp_path / "run"
     shutil.copytree(bare_run, root)
-    metrics = json.loads((root / "metrics.json").read_text())
-    metrics["dissection"] = _dissection(list(metrics["variants"]), replicas=1)[0]
+    metrics = read_metrics(root)
+    block = _dissection(list(metrics.variants), replicas=1)[0]
+    metrics = replace(metrics, dissection=Dissection.from_dict(jsonable(block), where="d"))
     (root / "metrics.json").write_text(dumps_metrics(metrics))
+    metrics = json.loads(dumps_metrics(metrics))
     section = _sections(render_html(load_run(root)))["dissection"]
     assert metrics["dissection"]["variants"]["gmp-90"]["interpretable_units"]["lo"] is None
     assert 'class="ci"' not in _row(section, "gmp-90")
     assert section.count("<img") == 1
 
 
-@pytest.mark.parametrize("unit, scale", [("%", 100.0), ("points", 1.0)])
+@pytest.mark.parametrize("unit, scale", [("%", 100.0)])
 def test_dissection_gate_checks_render_as_percent_of_the_dense_count(full_run, tmp_path, unit,
                                                                     scale):
     root = tmp_path / "run"

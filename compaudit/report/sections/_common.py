@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -72,8 +74,10 @@ class Section:
 
 
 def records(rows: Any) -> pd.DataFrame:
-    """A list of row dicts from ``metrics.json`` as a DataFrame (empty for none)."""
-    return pd.DataFrame(list(rows)) if rows else pd.DataFrame()
+    """Rows of a :class:`~compaudit.schema.Metrics` (records, or mappings for the blocks
+    it keeps untyped) as a DataFrame in their CSV form (empty for none)."""
+    return (pd.DataFrame([r if isinstance(r, Mapping) else r.as_dict() for r in rows])
+            if rows else pd.DataFrame())
 
 
 def harm_sign(metric: str) -> int:

@@ -15,7 +15,7 @@ __all__ = ["render_classes"]
 
 def _counts(run: RunData) -> Html:
     rows = []
-    for v, c in run.metrics.get("classes", {}).items():
+    for v, c in run.metrics.classes.items():
         counts = [Cell(number(c.get(k)), sort=sort_key(c.get(k)))
                   for k in ("classes_tested", "significant_raw", "significant_bh")]
         rows.append([v, *counts, c.get("test", "n/a")])

@@ -252,10 +252,10 @@ def _concepts(block: Mapping[str, Any]) -> list[Html]:
 
 def _gate_line(run: RunData) -> list[Html]:
     """How the gate judged the drops, pointing to the verdict section for details."""
-    checks = [c for c in (run.gate or {}).get("checks", []) if c.get("kind") == "dissection"]
+    checks = [c for c in (run.gate.checks if run.gate else ()) if c.kind == "dissection"]
     if not checks:
         return []
-    counts = {v: sum(c.get("verdict") == v for c in checks)
+    counts = {v: sum(c.verdict == v for c in checks)
               for v in ("fail", "inconclusive", "pass")}
     return [tag("p", f"The gate checked {len(checks)} of these drops: {counts['fail']} failed, "
                      f"{counts['inconclusive']} inconclusive, {counts['pass']} passed (see ",
@@ -264,8 +264,10 @@ def _gate_line(run: RunData) -> list[Html]:
 
 def render_dissection(run: RunData, options: ReportOptions) -> Html:
     """Intro, curves against sparsity, per-variant counts, layers, categories, concepts."""
-    block = run.metrics.get("dissection")
-    if not isinstance(block, dict) or not block.get("variants"):
+    record = run.metrics.dissection
+    # The section's helpers read the block in its JSON form (concepts, per-variant means).
+    block = record.as_dict() if record is not None else {}
+    if not block.get("variants"):
         return note(f"{NOT_AVAILABLE}: the audit spec had no [dissection] section, so no "
                     "model was dissected.")
     parts: list[Html] = [_intro(run, block), *_figure(run, block),

@@ -110,7 +110,7 @@ def render_footprint(run: RunData, options: ReportOptions) -> Html:
         return note(f"{NOT_AVAILABLE}: no variants.json in the run directory (it is written "
                     "by the compress stage of 'compaudit run'; runs analysed from prediction "
                     "files alone have no footprint).")
-    acc = run.metrics.get("accuracy", {})
+    acc = run.metrics.accuracy
     names = run.variants + [v for v in run.variants_info if v not in run.variants]
     rows = []
     for v in names:

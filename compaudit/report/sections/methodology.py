@@ -83,24 +83,16 @@ def _run_info(run: RunData) -> list[Html]:
                      "spec, seeds and data fingerprints are not recorded. The analysis inputs "
                      "below are.")]
     parts: list[Html] = [tag("h3", "Run")]
-    known = ("command", "started", "finished", "spec_sha256", "seeds")
-    pairs = [(k, info[k]) for k in known if k in info]
-    data = info.get("data")
-    if isinstance(data, dict):
-        pairs += [(f"data.{k}", v) for k, v in data.items()]
-    elif data is not None:
-        pairs.append(("data", data))
-    pairs += [(k, v) for k, v in info.items()
-              if k not in known and k not in ("data", "versions", "spec", "timings")]
-    if pairs:
-        parts.append(_kv_table(pairs, "Provenance recorded by the pipeline (run.json)."))
-    parts += _timings(info.get("timings"))
-    versions = info.get("versions")
-    if isinstance(versions, dict) and versions:
-        parts.append(_kv_table(sorted(versions.items()), "Software versions."))
-    if info.get("spec"):
-        parts += [tag("h3", "Audit spec"),
-                  tag("pre", str(info["spec"]), class_="spec")]
+    pairs: list[tuple[str, Any]] = [
+        ("started", info.started), ("finished", info.finished),
+        ("spec_sha256", info.spec_sha256), ("seeds", dict(info.seeds)),
+        *((f"data.{k}", v) for k, v in info.data.items()), ("spec_path", info.spec_path)]
+    parts.append(_kv_table(pairs, "Provenance recorded by the pipeline (run.json)."))
+    parts += _timings(info.timings)
+    if info.versions:
+        parts.append(_kv_table(sorted(info.versions.items()), "Software versions."))
+    if info.spec:
+        parts += [tag("h3", "Audit spec"), tag("pre", info.spec, class_="spec")]
     return parts
 
 
@@ -126,32 +118,30 @@ def _timings(timings: Any) -> list[Html]:
 def render_methodology(run: RunData, options: ReportOptions) -> Html:
     """Definitions, then provenance: run.json, analysis inputs and options, environment."""
     m = run.metrics
-    method = m.get("subgroup_method") or {}
+    method = m.subgroup_method
     parts: list[Html] = []
-    if method.get("note"):
-        parts += [tag("h3", "What the intervals are about"),
-                  tag("p", f"{method['note']}.")]
-        if method.get("warning"):
-            parts.append(tag("p", tag("strong", "Warning: "), f"{method['warning']}."))
+    if method is not None and method.note:
+        parts += [tag("h3", "What the intervals are about"), tag("p", f"{method.note}.")]
+        if method.warning:
+            parts.append(tag("p", tag("strong", "Warning: "), f"{method.warning}."))
     parts += [tag("h3", "Definitions"), tag(
         "dl", *(join([tag("dt", term), tag("dd", text)]) for term, text in DEFINITIONS),
         class_="defs")]
     parts += _run_info(run)
-    inputs = m.get("inputs", {})
+    inputs = m.inputs
     if inputs:
         rows = [[name, str(i.get("path", "n/a")), tag("code", i.get("sha256", "n/a")),
                  i.get("rows", "n/a")] for name, i in inputs.items() if isinstance(i, dict)]
         parts += [tag("h3", "Analysis inputs"), sortable_table(
             ["table", "path", "SHA-256", "rows"], rows, numeric=[False, False, False, True],
             caption="The files 'compaudit analyze' read; their hashes identify the data.")]
-    pairs = [("created_by", m.get("created_by"))]
-    pairs += [(f"environment.{k}", v) for k, v in m.get("environment", {}).items()]
-    pairs += [(f"options.{k}", v) for k, v in m.get("options", {}).items()]
-    pairs += [(f"task.{k}", v) for k, v in m.get("task", {}).items()]
-    pairs += [(f"replicas.{k}", v.get("replicas")) for k, v in m.get("variants", {}).items()
-              if isinstance(v, dict)]
+    pairs = [("created_by", m.created_by)]
+    pairs += [(f"environment.{k}", v) for k, v in m.environment.items()]
+    pairs += [(f"options.{k}", v) for k, v in m.options.items()]
+    pairs += [(f"task.{k}", v) for k, v in m.task.as_dict().items()]
+    pairs += [(f"replicas.{k}", v["replicas"]) for k, v in m.variants.items()]
     if run.gate is not None:
-        pairs.append(("gate.z", run.gate.get("z")))
+        pairs.append(("gate.z", run.gate.z))
     parts += [tag("h3", "Analysis settings"),
-              _kv_table(pairs, f"From metrics.json (schema {m.get('schema')}).")]
+              _kv_table(pairs, f"From metrics.json (schema {m.schema}).")]
     return join(parts)

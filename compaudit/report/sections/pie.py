@@ -40,7 +40,7 @@ __all__ = ["render_pie", "overindex_matrix"]
 
 
 def _summary(run: RunData) -> Html:
-    pies = run.metrics.get("pie", {})
+    pies = run.metrics.pie
     rows = []
     for v, p in pies.items():
         rows.append([v, Cell(number(p.get("n_pie")), sort=sort_key(p.get("n_pie"))),
@@ -99,7 +99,7 @@ def _variants_without_pies(over: pd.DataFrame) -> set[str]:
 
 def _within_label(run: RunData) -> Html:
     """The Mantel-Haenszel pooled over-index within the true label, per variant and cell."""
-    mh = records(run.metrics.get("overindex_mh"))
+    mh = records(run.metrics.overindex_mh)
     if mh.empty:
         return Html("")
     rows = []
@@ -138,7 +138,7 @@ def _within_label(run: RunData) -> Html:
 
 def render_pie(run: RunData, options: ReportOptions) -> Html:
     """PIE summary, over-index heatmap and table."""
-    if not run.metrics.get("pie"):
+    if not run.metrics.pie:
         return note(f"{NOT_AVAILABLE}: no compressed variant, so no PIEs.")
     parts: list[Html] = [
         tag("p", "A pruning-identified exemplar (PIE) is an example whose most frequent "
@@ -146,7 +146,7 @@ def render_pie(run: RunData, options: ReportOptions) -> Html:
                  "prediction across the dense population."),
         _summary(run),
     ]
-    over = records(run.metrics.get("overindex"))
+    over = records(run.metrics.overindex)
     if over.empty:
         parts.append(note(f"{NOT_AVAILABLE}: no over-index table (the examples had no "
                           "protected attributes)."))

@@ -53,7 +53,7 @@ def severity_points(table: pd.DataFrame) -> pd.DataFrame:
 def _severity(run: RunData) -> list[Html]:
     table = run.table("accuracy_by_severity")
     if table.empty:
-        corrupted = [r for r in run.metrics.get("accuracy_by_shift") or []
+        corrupted = [r for r in run.metrics.accuracy_by_shift
                      if r.get("shift") != "clean" and (r.get("severity") or 0) > 0]
         if not corrupted:
             return []
@@ -71,10 +71,10 @@ def _severity(run: RunData) -> list[Html]:
 
 
 def _corruption(run: RunData) -> list[Html]:
-    ce = records(run.metrics.get("robustness", {}).get("corruption_errors"))
+    ce = records(run.metrics.robustness.corruption_errors)
     if ce.empty:
         return []
-    reference = run.metrics.get("robustness", {}).get("reference", "dense")
+    reference = run.metrics.robustness.reference
     ref = "AlexNet" if reference == "alexnet" else f"the dense population ({run.dense})"
     img = corruption_error_plot(ce, variants=run.variants, reference=reference,
                                 alt="Corruption error per corruption and variant")
@@ -96,7 +96,7 @@ def _corruption(run: RunData) -> list[Html]:
 
 
 def _calibration(run: RunData) -> list[Html]:
-    sm = records(run.metrics.get("robustness", {}).get("shift_metrics"))
+    sm = records(run.metrics.robustness.shift_metrics)
     if sm.empty:
         return []
     rows = [[r["variant"], r["shift"], Cell(pct(r.get("top1"), 2), sort=sort_key(r.get("top1"))),
@@ -113,12 +113,12 @@ def _calibration(run: RunData) -> list[Html]:
 
 
 def _shift_deltas(run: RunData) -> list[Html]:
-    sd = records(run.metrics.get("robustness", {}).get("shift_deltas"))
+    sd = records(run.metrics.robustness.shift_deltas)
     if sd.empty:
         return []
     metrics = ["fpr", "fnr"] if run.binary else ["accuracy"]
-    clean = records(run.metrics.get("deltas"))
-    both = pd.concat([clean.assign(shift=run.metrics.get("options", {}).get("shift", "clean")),
+    clean = records(run.metrics.deltas)
+    both = pd.concat([clean.assign(shift=run.metrics.shift),
                       sd], ignore_index=True)
     both = both[both["metric"].isin(metrics)]
     both = both.assign(panel=both["variant"] + " · " + both["metric"].map(
@@ -156,7 +156,7 @@ def render_robustness(run: RunData, options: ReportOptions) -> Html:
     """Every robustness view the run has data for."""
     parts: list[Html] = _corruption(run) + _severity(run)
     parts += _calibration(run) + _shift_deltas(run)
-    shifts = [s for s in run.metrics.get("task", {}).get("shifts", []) if s != "clean"]
+    shifts = [s for s in run.metrics.task.shifts if s != "clean"]
     if not shifts:
         parts.insert(0, note(f"{NOT_AVAILABLE}: the examples hold no shifted or corrupted "
                              "copies, so there are no corruption errors or shift comparisons; "

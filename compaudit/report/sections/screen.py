@@ -35,7 +35,7 @@ def _ratio(x: Any, digits: int = 3) -> Cell:
 
 
 def _validation(run: RunData) -> Html:
-    screen = run.metrics.get("screen") or {}
+    screen = run.metrics.screen
     rows = []
     for variant, e in screen.items():
         if not isinstance(e, dict):
@@ -62,7 +62,7 @@ def _validation(run: RunData) -> Html:
 
 
 def _groups(run: RunData) -> Html:
-    groups = records(run.metrics.get("screen_groups"))
+    groups = records(run.metrics.screen_groups)
     if groups.empty:
         return note(f"{NOT_AVAILABLE}: no protected attributes, so no per-cell summary.")
     rows = []
@@ -86,8 +86,8 @@ def _groups(run: RunData) -> Html:
 
 def render_screen(run: RunData, options: ReportOptions) -> Html:
     """What the dense model alone predicted, and how it held up against the PIEs."""
-    summary = run.metrics.get("screen_summary")
-    if not isinstance(summary, dict):
+    summary = run.metrics.screen_summary
+    if not summary:
         return note(f"{NOT_AVAILABLE}: no screen in metrics.json; re-run compaudit analyze "
                     "into this folder to add it.")
     score = _CANDIDATES.get(str(summary.get("score")), str(summary.get("score")))

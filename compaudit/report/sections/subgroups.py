@@ -109,7 +109,7 @@ def forest_data(deltas: pd.DataFrame, metrics: list[str], alpha: float, *,
 
 
 def _disparity(run: RunData) -> Html:
-    disp = records(run.metrics.get("disparity"))
+    disp = records(run.metrics.disparity)
     if disp.empty:
         return Html("")
     rows = []
@@ -136,7 +136,7 @@ def _disparity(run: RunData) -> Html:
 
 def render_subgroups(run: RunData, options: ReportOptions) -> Html:
     """Forest plot of the changes, then one sortable table per compressed variant."""
-    deltas = records(run.metrics.get("deltas"))
+    deltas = records(run.metrics.deltas)
     if deltas.empty:
         return note(f"{NOT_AVAILABLE}: no subgroup comparison (the examples had no protected "
                     "attributes, or the run has no compressed variant).")

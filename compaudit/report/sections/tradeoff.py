@@ -15,7 +15,7 @@ __all__ = ["render_tradeoff", "accuracy_points", "subgroup_points"]
 def accuracy_points(run: RunData) -> pd.DataFrame:
     """Tidy (panel, series, variant, mean, lo, hi) of top-1 (and top-5) per variant."""
     rows = []
-    for v, a in run.metrics.get("accuracy", {}).items():
+    for v, a in run.metrics.accuracy.items():
         for metric, panel in (("top1", "top-1 accuracy"), ("top5", "top-5 accuracy")):
             if a.get(f"{metric}_mean") is not None:
                 rows.append({"panel": panel, "series": panel, "variant": v,
@@ -27,7 +27,7 @@ def accuracy_points(run: RunData) -> pd.DataFrame:
 def subgroup_points(run: RunData, metric: str) -> pd.DataFrame:
     """Tidy rows of ``subgroup_summary`` for ``metric``: one panel per grouping, the
     ``overall`` curve repeated in every panel as a reference."""
-    summary = records(run.metrics.get("subgroups"))
+    summary = records(run.metrics.subgroups)
     cols = ["panel", "series", "variant", "mean", "lo", "hi"]
     if summary.empty:
         return pd.DataFrame(columns=cols)

@@ -28,6 +28,7 @@ from compaudit.report.html import (
     tag,
 )
 from compaudit.report.rundata import RunData
+from compaudit.schema import GateCheck
 from compaudit.report.sections._common import (
     METRIC_NAMES,
     ReportOptions,
@@ -50,28 +51,17 @@ _KINDS = {"dissection": "network dissection",
           "pie_within_label": "PIE over-index within label"}
 
 
-def _relative_share(c: dict[str, Any]) -> bool:
-    """Dissection drops are fractions of the dense count (1 − variant / dense): shown as
-    percent of that count, not as percentage points of a rate."""
-    return c.get("kind") == "dissection" and c.get("unit") != "%"
+def _check_interval(c: GateCheck) -> tuple[str, str]:
+    if c.unit == "points":
+        return pp_parts(c.estimate, c.lo, c.hi)
+    return signed_pct_parts(c.estimate, c.lo, c.hi)
 
 
-def _check_interval(c: dict[str, Any]) -> tuple[str, str]:
-    if _relative_share(c):
-        est, lo, hi = (finite(c.get(k)) for k in ("estimate", "lo", "hi"))
-        return signed_pct_parts(*(None if x is None else 100 * x for x in (est, lo, hi)))
-    if c.get("unit") == "points":
-        return pp_parts(c.get("estimate"), c.get("lo"), c.get("hi"))
-    return signed_pct_parts(c.get("estimate"), c.get("lo"), c.get("hi"))
-
-
-def _tolerance(c: dict[str, Any]) -> str:
-    t = finite(c.get("tolerance"))
+def _tolerance(c: GateCheck) -> str:
+    t = finite(c.tolerance)
     if t is None:
         return "n/a"
-    if _relative_share(c):
-        return f"{100 * t:g}%"
-    return f"{100 * t:.2f} pp" if c.get("unit") == "points" else f"{t:g}%"
+    return f"{100 * t:.2f} pp" if c.unit == "points" else f"{t:g}%"
 
 
 def _banner(run: RunData) -> Html:
@@ -81,37 +71,34 @@ def _banner(run: RunData) -> Html:
             "p", "No gate/gate.json in this run directory, so there is no pass/fail verdict. "
             "Run ", tag("code", "compaudit gate RUN_DIR"), " and re-render the report."),
             class_="banner banner-none", id="verdict-banner")
-    verdict = str(gate.get("verdict", "unknown")).lower()
+    verdict = gate.verdict.lower()
     word, text = _BANNER.get(verdict, (verdict.upper(), "Unrecognised verdict."))
-    checks = gate.get("checks", [])
-    counts = {v: sum(c.get("verdict") == v for c in checks) for v in _ORDER}
+    checks = gate.checks
+    counts = {v: sum(c.verdict == v for c in checks) for v in _ORDER}
     summary = (f"{counts['fail']} failed · {counts['inconclusive']} inconclusive · "
                f"{counts['pass']} passed of {len(checks)} checks")
-    z = finite(gate.get("z"))
+    z = finite(gate.z)
     if z is not None:
-        summary += f" (simultaneous intervals, z = {z:.2f}; exit code {gate.get('exit_code')})"
+        summary += f" (simultaneous intervals, z = {z:.2f}; exit code {gate.exit_code})"
     return tag("div", tag("strong", f"Gate verdict: {word}"), tag("p", text), tag("p", summary),
                class_=f"banner banner-{verdict}", id="verdict-banner")
 
 
-def _lower(c: dict[str, Any]) -> float:
-    lo = finite(c.get("lo"))
+def _lower(c: GateCheck) -> float:
+    lo = finite(c.lo)
     return lo if lo is not None else -1e300
 
 
 def _failing_checks(run: RunData, limit: int = 10) -> Html:
-    checks = [c for c in (run.gate or {}).get("checks", []) if c.get("verdict") != "pass"]
+    checks = [c for c in (run.gate.checks if run.gate else ()) if c.verdict != "pass"]
     if not checks:
         return Html("")
     # Most severe first: failures, then inconclusive; within each, the highest lower bound.
-    checks.sort(key=lambda c: (_ORDER.get(c.get("verdict"), 3), -_lower(c)))
-    rows = [[Cell(c.get("verdict"), sort=_ORDER.get(c.get("verdict"), 3),
-                  cls=f"verdict-{c.get('verdict')}"),
-             c.get("variant"), Cell(c.get("subject"), cls="wrap"), c.get("metric"),
-             _KINDS.get(c.get("kind"), c.get("kind")),
-             interval_cell(_check_interval(c), sort=sort_key(c.get("estimate"))),
-             Cell(_tolerance(c), sort=sort_key(c.get("tolerance"))),
-             Cell(c.get("reason") or "", cls="wrap")]
+    checks.sort(key=lambda c: (_ORDER.get(c.verdict, 3), -_lower(c)))
+    rows = [[Cell(c.verdict, sort=_ORDER.get(c.verdict, 3), cls=f"verdict-{c.verdict}"),
+             c.variant, Cell(c.subject, cls="wrap"), c.metric, _KINDS.get(c.kind, c.kind),
+             interval_cell(_check_interval(c), sort=sort_key(c.estimate)),
+             Cell(_tolerance(c), sort=sort_key(c.tolerance)), Cell(c.reason, cls="wrap")]
             for c in checks[:limit]]
     more = f" (the {limit} most severe of {len(checks)})" if len(checks) > limit else ""
     return join([tag("h3", "Top failing and inconclusive checks"), sortable_table(
@@ -122,7 +109,7 @@ def _failing_checks(run: RunData, limit: int = 10) -> Html:
 
 
 def _harms(run: RunData, limit: int = 5) -> list[Html]:
-    deltas = records(run.metrics.get("deltas"))
+    deltas = records(run.metrics.deltas)
     if deltas.empty or "abs_diff_q" not in deltas:
         return []
     d = deltas[deltas["subgroup"] != "overall"].copy()
@@ -146,7 +133,7 @@ def _replicas(n: Any) -> str:
 
 def _key_findings(run: RunData) -> Html:
     items: list[Html] = []
-    acc = run.metrics.get("accuracy", {})
+    acc = run.metrics.accuracy
     dense = acc.get(run.dense, {})
     for v in run.compressed:
         a = acc.get(v)
@@ -159,20 +146,20 @@ def _key_findings(run: RunData) -> Html:
     harms = _harms(run)
     if harms:
         items.append(tag("li", "Largest significant subgroup harms:", tag("ul", *harms)))
-    elif run.metrics.get("deltas"):
+    elif run.metrics.deltas:
         items.append(tag("li", "No subgroup shows a significant harmful change "
                                f"(q ≤ {run.alpha:g})."))
-    for v, p in run.metrics.get("pie", {}).items():
+    for v, p in run.metrics.pie.items():
         items.append(tag("li", tag("strong", v), f": {number(p.get('n_pie'))} PIEs "
                      f"({pct(p.get('pie_rate'), 2)} of {number(p.get('n_examples'))} examples); "
                      f"dense top-1 on PIEs {pct(p.get('dense_top1_pie'))} vs "
                      f"{pct(p.get('dense_top1_all'))} overall."))
-    for v, c in run.metrics.get("classes", {}).items():
+    for v, c in run.metrics.classes.items():
         items.append(tag("li", tag("strong", v), f": {c.get('significant_raw', 0)} of "
                      f"{c.get('classes_tested', 0)} classes significantly impacted at p ≤ "
                      f"{run.alpha:g} (uncorrected, as in the paper); {c.get('significant_bh', 0)} "
                      "after Benjamini-Hochberg."))
-    over = records(run.metrics.get("overindex"))
+    over = records(run.metrics.overindex)
     if not over.empty and "q_value" in over:
         q = pd.to_numeric(over["q_value"], errors="coerce")
         top = over[(q <= run.alpha) & (over["relative_growth_pct"] > 0)]
@@ -196,7 +183,7 @@ def _with_sparsity(name: Any, variants: list[Any]) -> str:
 
 def _operating_points(run: RunData) -> Html:
     """Per method family, how far compression can go under the policy (from gate.json)."""
-    points = (run.gate or {}).get("operating_points")
+    points = run.gate.operating_points if run.gate is not None else ()
     if not points:
         return Html("")
     rows = []

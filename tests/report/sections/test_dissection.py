@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from compaudit.report.sections import ReportOptions
+from compaudit.schema import GateCheck
 from compaudit.report.sections.dissection import PANELS, dissection_points, render_dissection
 
 EVIL = "<script>alert(1)</script>"
@@ -94,9 +95,11 @@ def test_long_unreachable_lists_point_to_the_table(make_run, text_of):
 
 
 def test_gate_line_counts_dissection_checks_only(make_run, text_of):
-    checks = [{"kind": "dissection", "verdict": "fail"}, {"kind": "dissection",
-                                                          "verdict": "pass"},
-              {"kind": "subgroup", "verdict": "fail"}]
+    checks = [GateCheck(id=f"c{i}", kind=kind, variant="gmp-90", subject="s", metric="m",
+                        unit="%", verdict=verdict).as_dict()
+              for i, (kind, verdict) in enumerate((("dissection", "fail"),
+                                                   ("dissection", "pass"),
+                                                   ("subgroup", "fail")))]
     text = text_of(_render(make_run({"dissection": _block()},
                                     gate={"verdict": "fail", "checks": checks})))
     assert "The gate checked 2 of these drops: 1 failed, 0 inconclusive, 1 passed" in text

@@ -89,17 +89,20 @@ def test_without_run_json_a_note_and_the_analysis_settings(make_run, text_of, ta
     assert fields["options.alpha"] == "0.05" and fields["options.dense"] == "dense"
     assert fields["replicas.gmp-90"] == "[0, 1, 2]"
     assert fields["gate.z"] == "2.5"
-    assert settings.caption == "From metrics.json (schema compaudit.metrics/1)."
+    assert settings.caption == "From metrics.json (schema compaudit.metrics/2)."
 
 
 def test_run_json_provenance_versions_and_spec(make_run, text_of, tables_of):
-    info = {"command": "compaudit run a.toml", "seeds": [0, 1], "spec": 'name = "x"',
-            "data": {"name": "celeba", "root": "/d"}, "host": "box",
+    info = {"started": "2026-01-01T00:00:00Z", "seeds": {"audit": 0}, "spec": 'name = "x"',
+            "data": {"name": "celeba", "root": "/d"}, "spec_path": "a.toml",
             "versions": {"torch": "2.4", "compaudit": "0.1"}}
     html = _render(make_run(run_info=info))
     run_table, versions = tables_of(html)[:2]
-    assert run_table.rows == [["command", "compaudit run a.toml"], ["seeds", "[0, 1]"],
-                              ["data.name", "celeba"], ["data.root", "/d"], ["host", "box"]]
+    # The fields write_provenance writes (no "command": it never wrote one).
+    assert run_table.rows == [["started", "2026-01-01T00:00:00Z"], ["finished", ""],
+                              ["spec_sha256", "0" * 64], ["seeds", '{"audit": 0}'],
+                              ["data.name", "celeba"], ["data.root", "/d"],
+                              ["spec_path", "a.toml"]]
     assert versions.rows == [["compaudit", "0.1"], ["torch", "2.4"]]  # sorted
     assert 'Audit spec name = "x"' in text_of(html)
 

@@ -39,7 +39,6 @@ from compaudit.pipeline import run_audit
 from compaudit.pipeline.jobs import TRAINING_METHODS
 from compaudit.spec import AuditSpec, demo_spec, parse_spec
 
-
 CIFAR_SPEC = """
 [audit]
 name = "cifar-shaped"

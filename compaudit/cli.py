@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from compaudit.errors import (
     EXIT_BAD_INPUT,
@@ -299,9 +300,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from compaudit.report import render_report
-
     from compaudit.record import record_outputs
+    from compaudit.report import render_report
     from compaudit.rundir import RunFolder
 
     path = render_report(args.run_dir, out=args.out, pdf=args.pdf,

@@ -33,9 +33,10 @@ import dataclasses
 import re
 import sys
 import types
+from collections.abc import Iterable
 from dataclasses import MISSING, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from compaudit.errors import AuditInputError
 

@@ -21,7 +21,8 @@ compaudit.errors.AuditInputError: unknown color 'blue'; valid: red
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from compaudit.errors import AuditInputError
 

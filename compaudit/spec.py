@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from compaudit._spec_files import file_problems, with_files
 from compaudit.analysis.audit import AnalysisOptions
 from compaudit.compress.configs import METHODS
 from compaudit.config import (
@@ -28,14 +29,13 @@ from compaudit.config import (
     from_table,
     is_slug,
     narrow,
-    plain,
     parse_toml,
+    plain,
     read_utf8,
     setting,
 )
 from compaudit.dissection.config import DEFAULT_LAYERS, DissectionSpec
 from compaudit.errors import AuditInputError
-from compaudit._spec_files import file_problems, with_files
 from compaudit.gate.policy import GatePolicy, policy_from_dict
 from compaudit.models.head import Head
 from compaudit.models.train_config import TrainConfig

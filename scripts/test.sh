@@ -15,6 +15,8 @@ fi
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e ".[dev]"
+# Lint first (pyflakes, isort, pyupgrade, public docstrings; configured in pyproject.toml).
+.venv/bin/ruff check compaudit tests benchmarks examples
 # The docstring examples run too (usage examples that need data on disk are plain text).
 .venv/bin/python -m pytest -q -p no:cacheprovider --doctest-modules compaudit
 .venv/bin/python -m pytest "$@"

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 import re
 import subprocess
 import sys
-import tomllib
+from pathlib import Path
 
 import numpy as np
+import pytest
+import tomllib
 import torch
 
 from compaudit.compress.configs import METHODS, GradualMagnitudeConfig

@@ -15,10 +15,11 @@ precision, while resampling only the base subgroups cuts the bootstrap work by u
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import combinations, product
 from math import comb
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd

@@ -37,8 +37,8 @@ ships these very artifacts, only the test examples were drawn at random.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from scipy import stats as sps

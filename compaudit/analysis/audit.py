@@ -48,8 +48,8 @@ from compaudit.errors import AuditInputError
 from compaudit.rundir import METRICS_SCHEMA, RunFolder, jsonable, retire_metrics
 from compaudit.schema import (
     DeltaRow,
-    Dissection,
     DisparityRow,
+    Dissection,
     Metrics,
     OverindexMHRow,
     OverindexRow,

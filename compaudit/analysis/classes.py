@@ -19,7 +19,12 @@ import pandas as pd
 
 from compaudit.analysis.accuracy import correct, per_class_recall
 from compaudit.analysis.population import Population
-from compaudit.analysis.stats import benjamini_hochberg, fisher_exact_2x2, mcnemar_exact, welch_ttest
+from compaudit.analysis.stats import (
+    benjamini_hochberg,
+    fisher_exact_2x2,
+    mcnemar_exact,
+    welch_ttest,
+)
 
 __all__ = ["class_table", "class_summary"]
 

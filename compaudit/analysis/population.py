@@ -72,7 +72,7 @@ class Population:
         """Attribute names (without the ``attr.`` prefix)."""
         return [c[len("attr."):] for c in attribute_columns(self.examples)]
 
-    def subset(self, mask: np.ndarray) -> "Population":
+    def subset(self, mask: np.ndarray) -> Population:
         """The same population restricted to the examples where ``mask`` is true."""
         idx = np.flatnonzero(mask)
         variants = {

@@ -8,8 +8,8 @@ sums into one matrix product per chunk of resamples. No Python loop runs over re
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 from scipy import stats as sps

@@ -13,7 +13,6 @@ from typing import Any
 
 from compaudit.compress.configs import (
     METHODS,
-    Method,
     BFloat16Config,
     Float16Config,
     GradualMagnitudeConfig,
@@ -21,6 +20,7 @@ from compaudit.compress.configs import (
     Int8WeightOnlyConfig,
     LoadConfig,
     LotteryTicketConfig,
+    Method,
     OneShotMagnitudeConfig,
     RandomPruningConfig,
     UnitPruningConfig,

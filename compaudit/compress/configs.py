@@ -13,8 +13,9 @@ This module imports no torch.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from compaudit.config import Checked, setting
 from compaudit.registry import Registry

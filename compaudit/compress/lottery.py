@@ -19,7 +19,8 @@ and learning-rate schedule start anew.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,8 +30,8 @@ from compaudit.compress._common import (
     pruning_info,
     require_fine_tune,
 )
-from compaudit.compress.masks import MaskCallback, apply_masks, magnitude_masks, prunable_parameters
 from compaudit.compress.configs import LotteryTicketConfig
+from compaudit.compress.masks import MaskCallback, apply_masks, magnitude_masks, prunable_parameters
 from compaudit.compress.registry import CompressedModel, CompressionContext
 from compaudit.errors import AuditInputError
 

@@ -12,8 +12,9 @@ the numpy array globals those files name and refuses any other (``os.system``,
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, ClassVar, Literal, Sequence
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd

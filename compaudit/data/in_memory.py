@@ -10,7 +10,8 @@ dataset returns (compaudit's transforms are deterministic), so results do not ch
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 import torch

@@ -24,9 +24,9 @@ could detect at the check's own simultaneous level with 80% power.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from compaudit.analysis._cells import cell_label
 from compaudit.analysis.stats import (

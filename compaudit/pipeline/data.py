@@ -7,10 +7,11 @@ constructor shape ``cls(root, *, split, target, protected, transform, **options)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 

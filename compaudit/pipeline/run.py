@@ -12,11 +12,13 @@ and the report. Paths inside the run folder: :mod:`compaudit.rundir`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
+from compaudit.compress.configs import method_of
 from compaudit.pipeline.data import (
     prepare_data,
     prepare_shifts,
@@ -30,7 +32,6 @@ from compaudit.pipeline.stages import StageCache
 from compaudit.pipeline.train import dense_population
 from compaudit.pipeline.variants import check_schedules, dissection_plan, run_variants
 from compaudit.record import record_run
-from compaudit.compress.configs import method_of
 from compaudit.rundir import RunFolder
 from compaudit.schema import Metrics, read_metrics
 from compaudit.spec import AuditSpec

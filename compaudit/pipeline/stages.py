@@ -11,9 +11,10 @@ import hashlib
 import json
 import resource
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from compaudit.errors import AuditInputError
 from compaudit.rundir import write_json

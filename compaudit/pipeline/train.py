@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from compaudit.errors import NEVER_DOWNLOADS, AuditInputError
 from compaudit.pipeline.data import DataStage

@@ -4,10 +4,11 @@ measure the footprint, dissect), run on the executor; and the dissection plan.""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from compaudit.compress.configs import method_of
 from compaudit.config import narrow

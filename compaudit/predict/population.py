@@ -30,13 +30,13 @@ from tqdm.auto import tqdm
 
 from compaudit import tables
 from compaudit._malloc import reuse_freed_memory
-from compaudit.predict.batching import choose_batch_size
-from compaudit.predict.rows import Outputs, Task, check_labels, check_logits, to_frame
-from compaudit.predict.stacking import Member, Runner, plan_runners, restore_modes
 from compaudit.config import check_int
 from compaudit.data.base import dataset_length
 from compaudit.errors import AuditInputError
 from compaudit.models.head import Head
+from compaudit.predict.batching import choose_batch_size
+from compaudit.predict.rows import Outputs, Task, check_labels, check_logits, to_frame
+from compaudit.predict.stacking import Member, Runner, plan_runners, restore_modes
 
 __all__ = ["predict_population", "write_predictions", "StackMode"]
 

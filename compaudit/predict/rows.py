@@ -12,9 +12,9 @@ import pandas as pd
 import torch
 
 from compaudit import tables
+from compaudit.errors import AuditInputError
 from compaudit.models.head import Head
 from compaudit.predict.stacking import Member
-from compaudit.errors import AuditInputError
 
 __all__ = ["Outputs", "Task", "check_labels", "check_logits", "to_frame",
            "MIN_CLASSES_FOR_TOPK"]

@@ -9,8 +9,9 @@ variant named ``<script>`` is text on the page, never a tag.
 from __future__ import annotations
 
 import html as _html
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 __all__ = ["Html", "esc", "tag", "join", "Cell", "sortable_table", "note", "figure",
            "interval_cell"]

@@ -15,9 +15,10 @@ from __future__ import annotations
 import base64
 import io
 import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np

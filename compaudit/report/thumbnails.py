@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError

@@ -12,8 +12,13 @@ import pytest
 
 from compaudit.analysis.audit import TABLE_NAMES, AnalysisOptions, analyze, analyze_files
 from compaudit.errors import AuditInputError
-from compaudit.tables import validate_examples, validate_predictions, write_examples, write_predictions
 from compaudit.schema import dumps_metrics
+from compaudit.tables import (
+    validate_examples,
+    validate_predictions,
+    write_examples,
+    write_predictions,
+)
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from compaudit.analysis.audit import AnalysisOptions, analyze_files, dumps_metrics
-from compaudit.rundir import jsonable
 from compaudit.analysis.dissection import dissection_block, read_dissection
 from compaudit.errors import AuditInputError
+from compaudit.rundir import jsonable
 from compaudit.tables import write_examples, write_predictions
 
 CONFIG = {"concepts": "synthetic-faces", "layers": ["a", "b"], "quantile": 0.02,

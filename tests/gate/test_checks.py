@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,8 +15,8 @@ from compaudit.analysis.audit import AnalysisOptions, analyze
 from compaudit.cli import main
 from compaudit.errors import AuditInputError
 from compaudit.gate import run_gate
-from compaudit.gate.policy import GatePolicy, SubgroupRatePolicy, policy_from_dict
 from compaudit.gate.outputs import to_junit, to_markdown
+from compaudit.gate.policy import GatePolicy, SubgroupRatePolicy, policy_from_dict
 from compaudit.schema import (
     DeltaRow,
     Dissection,

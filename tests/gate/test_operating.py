@@ -7,14 +7,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from compaudit.schema import DeltaRow, Metrics, dumps_metrics
 from compaudit.cli import main
-from compaudit.gate import run_gate, to_markdown
 from compaudit.compress.configs import METHODS
 from compaudit.errors import AuditInputError
+from compaudit.gate import run_gate, to_markdown
 from compaudit.gate.operating import VariantPoint, operating_points, variant_point, variants_info
 from compaudit.gate.outputs import format_table, write_gate_outputs
 from compaudit.gate.policy import policy_from_dict
+from compaudit.schema import DeltaRow, Metrics, dumps_metrics
 
 
 def _c(variant, verdict):

@@ -72,8 +72,8 @@ def test_a_truncated_onnx_model_is_named_as_such_where_onnx_cannot_read_it(tmp_p
     # In a spec: the dense file is named as truncated, not as an ONNX model that a
     # compressing method cannot use.
     with pytest.raises(AuditInputError) as err:
-        parse_spec('[model]\nreplicas = 1\nweights = ["cut%d.onnx"]\n[[variants]]\n'
-                   'name = "f16"\nmethod = "float16"\n' % (len(data) // 2),
+        parse_spec(f'[model]\nreplicas = 1\nweights = ["cut{len(data) // 2}.onnx"]\n'
+                   '[[variants]]\nname = "f16"\nmethod = "float16"\n',
                    source="s.toml", base=tmp_path)
     assert err.value.problems == [
         f"s.toml: [model].weights: {tmp_path / f'cut{len(data) // 2}.onnx'}: a truncated or "

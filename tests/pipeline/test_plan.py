@@ -165,16 +165,20 @@ def _run_inputs(spec, out: Path) -> None:
     examples table), the dissection plan and schedules, one image of every dataset the
     jobs read (the training split when one is read), and every model file loaded as the
     jobs load it (dense replicas into the architecture, loaded variants paired)."""
+    from compaudit.executors import SerialExecutor
     from compaudit.models.artifacts import load_artifact
-    from compaudit.pipeline.data import prepare_data, prepare_shifts, write_class_names
-    from compaudit.pipeline.data import write_examples
+    from compaudit.pipeline.data import (
+        prepare_data,
+        prepare_shifts,
+        write_class_names,
+        write_examples,
+    )
     from compaudit.pipeline.jobs import dense_models
     from compaudit.pipeline.plan import needs_training_set, preflight
     from compaudit.pipeline.stages import StageCache
     from compaudit.pipeline.train import dense_paths, model_search_path
     from compaudit.pipeline.variants import check_schedules, dissection_plan
     from compaudit.rundir import RunFolder
-    from compaudit.executors import SerialExecutor
 
     preflight(spec, out)
     folder = RunFolder(out)

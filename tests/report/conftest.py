@@ -8,9 +8,10 @@ sees rather than on copies of the markup.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import pytest

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import replace
 import math
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np

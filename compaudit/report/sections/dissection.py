@@ -3,7 +3,8 @@ many of the dense model's detectors survive compression (``metrics["dissection"]
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import pandas as pd
 

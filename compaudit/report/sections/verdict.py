@@ -28,7 +28,6 @@ from compaudit.report.html import (
     tag,
 )
 from compaudit.report.rundata import RunData
-from compaudit.schema import GateCheck
 from compaudit.report.sections._common import (
     METRIC_NAMES,
     ReportOptions,
@@ -36,6 +35,7 @@ from compaudit.report.sections._common import (
     harm_sign,
     records,
 )
+from compaudit.schema import GateCheck
 
 __all__ = ["render_verdict"]
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from compaudit.report.sections import ReportOptions
-from compaudit.schema import GateCheck
 from compaudit.report.sections.dissection import PANELS, dissection_points, render_dissection
+from compaudit.schema import GateCheck
 
 EVIL = "<script>alert(1)</script>"
 

@@ -16,6 +16,7 @@ See ``audits/demo.toml`` for an annotated example of every section.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -77,16 +78,19 @@ class DataSpec(Checked):
     else ``test``) name splits the dataset has (checked before anything runs).
     ``train_root``: a separate folder for the training
     split (e.g. ImageNet train). ``max_train``/``max_eval``: a seeded subset (0: all).
-    ``n``, ``splits`` (train, valid, test fractions), ``spurious`` (strength of the
-    planted harm: the link between gender and hair length), ``label_noise`` and
-    ``joint`` (weights of the eight (Blond_Hair, Male, Young) groups as rows
-    ``[blond, male, young, weight]``; default CelebA's test split) apply to the
-    synthetic faces only.
     ``manifest``: the CSV of ``dataset = "manifest"`` (relative to the spec's folder
     when it is there, else to ``root``; default ``root/manifest.csv``). ``options``:
     the dataset's own keyword arguments, e.g. ``{ age_groups = "coarse" }`` for
     FairFace and UTKFace, ``{ test_fraction = 0.2 }`` for UTKFace (checked against the
-    dataset's signature before anything runs).
+    dataset's signature before anything runs). A generated dataset takes its
+    generator's arguments instead: for the synthetic faces ``n``, ``split_fractions``
+    (train, valid, test), ``spurious`` (strength of the planted harm: the link between
+    gender and hair length), ``ambiguous``, ``label_noise`` and ``joint`` (weights of
+    the eight (Blond_Hair, Male, Young) groups as rows ``[blond, male, young, weight]``;
+    default CelebA's test split); see
+    :func:`~compaudit.data.synthetic.generate_synthetic_faces`. The top-level keys
+    ``n``, ``splits``, ``spurious``, ``label_noise`` and ``joint`` of earlier versions
+    still work, with a warning; they move into ``options``.
 
     ``cache_gib``: disk (and page cache) the run may fill with decoded images, in GiB:
     each set is decoded once per run into a memory-mapped array that every job reads,
@@ -111,11 +115,6 @@ class DataSpec(Checked):
     train_root: str = ""
     max_train: int = setting(0, ge=0)
     max_eval: int = setting(0, ge=0)
-    n: int = setting(20000, ge=100)
-    splits: tuple[float, ...] = setting((0.6, 0.1, 0.3), ge=0, le=1)
-    spurious: float = setting(0.8, ge=0, lt=1)
-    label_noise: float = setting(0.02, ge=0, lt=0.5)
-    joint: tuple[tuple[Any, ...], ...] = ()
     manifest: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     resize: int = setting(0, ge=0)
@@ -131,9 +130,6 @@ class DataSpec(Checked):
         return self.crop or self.image_size
 
     def _problems(self):
-        if len(self.splits) != 3 or abs(sum(self.splits) - 1) > 1e-6:
-            yield "splits", (f"got {list(self.splits)}; expected three fractions (train, "
-                             "valid, test) summing to 1")
         shared = {"root", "split", "target", "protected", "transform", "manifest"}
         if shared & set(self.options):
             yield "options", (f"sets {', '.join(sorted(shared & set(self.options)))}; "
@@ -142,7 +138,6 @@ class DataSpec(Checked):
         if self.manifest and self.dataset != "manifest":
             yield "manifest", (f"is set but dataset is {self.dataset!r}; expected dataset = "
                                "\"manifest\" (or remove manifest)")
-        yield from _joint_problems(self)
         if self.crop and self.crop < 16:
             yield "crop", f"got {self.crop}; expected at least 16 (0: image_size)"
         if self.resize and self.resize < self.input_size:
@@ -156,27 +151,29 @@ class DataSpec(Checked):
                 yield key, f"got {list(values)}; expected three positive numbers"
 
 
-def _joint_problems(data: DataSpec):
-    """``[data].joint``: rows ``[blond, male, young, weight]``, each group at most once."""
-    if not data.joint:
-        return
-    if data.dataset != "synthetic-faces":
-        yield "joint", (f"is set but dataset is {data.dataset!r}; it weights the groups of "
-                        "the generated synthetic faces only")
-        return
-    keys = []
-    for row in data.joint:
-        ok = (len(row) == 4 and all(isinstance(v, bool) for v in row[:3])
-              and isinstance(row[3], (int, float)) and not isinstance(row[3], bool)
-              and row[3] >= 0)
-        if not ok:
-            yield "joint", (f"row {list(row)!r}: expected [Blond_Hair, Male, Young, weight]: "
-                            "three booleans and a non-negative number")
-            return
-        keys.append(tuple(row[:3]))
-    if len(set(keys)) != len(keys) or sum(row[3] for row in data.joint) <= 0:
-        yield "joint", ("expected each (Blond_Hair, Male, Young) group at most once and a "
-                        "positive total weight")
+#: The synthetic faces' generator settings of earlier versions, top-level ``[data]``
+#: keys, and the ``[data].options`` key each now is (kept one version, with a warning).
+DEPRECATED_DATA_KEYS = {"n": "n", "splits": "split_fractions", "spurious": "spurious",
+                        "label_noise": "label_noise", "joint": "joint"}
+_warned: set[str] = set()
+
+
+def _move_deprecated_keys(table: Any, source: str) -> Any:
+    """``[data]`` with the deprecated generator keys moved into ``options`` (warning
+    once per key and process); an explicit ``options`` entry wins over an old key."""
+    if not isinstance(table, dict) or not DEPRECATED_DATA_KEYS.keys() & table.keys():
+        return table
+    table = dict(table)
+    options = table.get("options", {})
+    moved = {new: table.pop(old) for old, new in DEPRECATED_DATA_KEYS.items() if old in table}
+    if isinstance(options, dict):
+        table["options"] = {**moved, **options}
+    for old, new in DEPRECATED_DATA_KEYS.items():
+        if new in moved and old not in _warned:
+            _warned.add(old)
+            warnings.warn(f"{source}: [data].{old} is deprecated and will be removed; "
+                          f"write it as [data].options.{new}", FutureWarning, stacklevel=2)
+    return table
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -436,7 +433,8 @@ def _sections(doc: dict[str, Any], source: str, problems: list[str]) -> dict[str
                         f"{SLUG_RULE}; set [audit].name")
     parts: dict[str, Any] = {
         "name": name, "seed": audit.seed,
-        "data": build(DataSpec, "data"), "model": build(ModelSpec, "model"),
+        "data": from_table(DataSpec, _move_deprecated_keys(doc.get("data", {}), source),
+                           where=f"{source}: [data]", problems=problems), "model": build(ModelSpec, "model"),
         "train": build(TrainSpec, "train", base={"seed": audit.seed}),
         "executor": build(ExecutorSpec, "executor"),
         "predict": build(PredictSpec, "predict"),
@@ -496,14 +494,10 @@ def load_spec(path: str | Path) -> AuditSpec:
 
 def demo_spec(*, spurious: bool = True) -> AuditSpec:
     """The embedded default audit (``compaudit/demo.toml``); ``spurious=False`` is the
-    control on data without the planted harm (run folder ``reports/demo-control``)."""
+    control on data without the planted harm (``compaudit/demo-control.toml``, run
+    folder ``reports/demo-control``)."""
     from importlib import resources
 
-    text = resources.files("compaudit").joinpath("demo.toml").read_text(encoding="utf-8")
-    if not spurious:
-        text = text.replace('name = "demo"', 'name = "demo-control"', 1)
-        text = text.replace("spurious = 0.8 ", "spurious = 0.0 ", 1)
-    spec = parse_spec(text, source="compaudit/demo.toml")
-    if not spurious and spec.data.spurious != 0.0:  # pragma: no cover - guards the edit
-        raise RuntimeError("demo.toml changed: cannot set [data].spurious for the control")
-    return spec
+    name = "demo.toml" if spurious else "demo-control.toml"
+    text = resources.files("compaudit").joinpath(name).read_text(encoding="utf-8")
+    return parse_spec(text, source=f"compaudit/{name}")

@@ -56,12 +56,41 @@ def test_parsing_the_shipped_specs_imports_no_torch():
 
 def test_demo_spec_and_its_control():
     spec = demo_spec()
-    assert spec.name == "demo" and spec.data.spurious == 0.8
+    assert spec.name == "demo" and spec.data.options["spurious"] == 0.8
     assert isinstance(spec.variants[1].config, GradualMagnitudeConfig)
     assert spec.variants[1].config.sparsity == 0.9
     control = demo_spec(spurious=False)
-    assert control.name == "demo-control" and control.data.spurious == 0.0
-    assert spec.section("model") == control.section("model")
+    assert control.name == "demo-control" and control.source == "compaudit/demo-control.toml"
+    # The control file is the demo with spurious = 0 and nothing else changed.
+    assert {**spec.section("data")["options"], "spurious": 0.0} \
+        == control.section("data")["options"]
+    assert spec.seed == control.seed
+    for name in ("data", "model", "train", "executor", "predict", "dissection",
+                 "analysis", "shifts", "variants", "gate"):
+        mine, theirs = spec.section(name), control.section(name)
+        if name == "data":
+            mine, theirs = mine | {"options": None}, theirs | {"options": None}
+        assert mine == theirs, name
+
+
+def test_the_old_generator_keys_move_into_options_with_one_warning_each(monkeypatch):
+    from compaudit import spec as spec_module
+
+    monkeypatch.setattr(spec_module, "_warned", set())
+    old = ('[data]\nn = 300\nsplits = [0.5, 0.2, 0.3]\nspurious = 0.5\n'
+           'options = { label_noise = 0.1 }\n' + MODEL_ONLY)
+    new = ('[data]\noptions = { n = 300, split_fractions = [0.5, 0.2, 0.3], spurious = 0.5, '
+           'label_noise = 0.1 }\n' + MODEL_ONLY)
+    with pytest.warns(FutureWarning) as caught:
+        moved = parse_spec(old, source="s.toml")
+        parse_spec(old, source="s.toml")  # once per key and process
+    assert [str(w.message) for w in caught] == [
+        "s.toml: [data].n is deprecated and will be removed; write it as [data].options.n",
+        "s.toml: [data].splits is deprecated and will be removed; write it as "
+        "[data].options.split_fractions",
+        "s.toml: [data].spurious is deprecated and will be removed; write it as "
+        "[data].options.spurious"]
+    assert moved.data == parse_spec(new, source="s.toml").data
 
 
 def test_every_mistake_is_reported_with_file_and_key():
@@ -118,13 +147,13 @@ def test_method_parameters_are_checked_by_the_method_config_at_parse_time():
 
 
 def test_ranges_are_checked():
-    text = ('[model]\nreplicas = 0\n[data]\nsplits = [0.5, 0.5, 0.5]\n'
+    text = ('[model]\nreplicas = 0\n[data]\nimage_size = 8\n'
             '[[variants]]\nname = "f"\nmethod = "float16"\n')
     with pytest.raises(AuditInputError) as exc:
         parse_spec(text, source="s.toml")
     joined = "\n".join(exc.value.problems)
     assert "s.toml: [model].replicas: got 0; expected an integer >= 1" in joined
-    assert "s.toml: [data].splits: got [0.5, 0.5, 0.5]; expected three fractions" in joined
+    assert "s.toml: [data].image_size: got 8; expected an integer >= 16" in joined
 
 
 def test_missing_spec_file(tmp_path):
@@ -305,16 +334,6 @@ def test_loaded_variants_pair_one_file_with_each_dense_replica(tmp_path):
     with pytest.raises(AuditInputError, match=r"#5\.method: 'load' pairs each file with a "
                                               r"dense replica given as a file"):
         load_spec(tmp_path / "trained.toml")
-
-
-def test_spurious_of_one_is_refused_at_parse_time():
-    # The generator draws long hair with probability (1 - spurious) / 2 for men and
-    # refuses spurious = 1; the spec says so before anything runs.
-    text = _demo_text().replace("spurious = 0.8 ", "spurious = 1.0 ", 1)
-    with pytest.raises(AuditInputError, match=r"\[data\]\.spurious: got 1\.0; expected a "
-                                              r"number in \[0, 1\)"):
-        parse_spec(text, source="s.toml")
-    assert parse_spec(text.replace("spurious = 1.0 ", "spurious = 0.99 "), source="s.toml")
 
 
 MODEL_ONLY = '[[variants]]\nname = "fp16"\nmethod = "float16"\n[model]\n'

@@ -111,6 +111,18 @@ class AuditDataset(Dataset):
     #: Whether each split is a folder of its own (ImageNet), so that a spec reads its
     #: training split from ``[data].train_root``, never from the evaluation root.
     split_folders: ClassVar[bool] = False
+    #: For a dataset a run generates (the synthetic faces): the function writing it,
+    #: called as ``generator(root, image_size=..., seed=..., overwrite=True,
+    #: **[data].options)``; ``[data].options`` are then its arguments, not the
+    #: constructor's. ``None``: the dataset is read from existing files.
+    generator: ClassVar[Callable[..., Any] | None] = None
+    #: Checks ``[data].options`` for the generator (before anything runs): raises
+    #: :class:`AuditInputError` naming what is wrong.
+    check_generator_options: ClassVar[Callable[..., None] | None] = None
+    #: The file whose presence shows a generated dataset is there (with its stage key).
+    generated_marker: ClassVar[str] = ""
+    #: The attribute predicted when ``[data].target`` is empty (attribute datasets).
+    default_target: ClassVar[str] = ""
 
     def __init__(self, root: str | Path, *,
                  transform: Callable | TransformSpec | None = None) -> None:
@@ -166,6 +178,16 @@ def dataset_options(cls: type[AuditDataset]) -> list[str]:
     """The keyword arguments ``cls`` takes after ``root`` (``split``, ``target``, ...)."""
     params = inspect.signature(cls.__init__).parameters.values()
     return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def generator_options(cls: type[AuditDataset]) -> list[str]:
+    """The ``[data].options`` a generated dataset takes: its generator's keyword
+    arguments, less those the spec sets elsewhere (root, image size, seed, overwrite)."""
+    if cls.generator is None:
+        return []
+    params = inspect.signature(cls.generator).parameters.values()
+    return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY
+            and p.name not in ("image_size", "seed", "overwrite")]
 
 
 def dataset_splits(cls: type[AuditDataset]) -> tuple[str, ...] | None:

@@ -209,6 +209,7 @@ class CelebA(AuditDataset):
     """
 
     num_classes = 2
+    default_target = DEFAULT_TARGET
 
     def __init__(
         self,

@@ -57,11 +57,13 @@ from PIL import Image
 
 from compaudit.data._faces import CONCEPTS, render_faces
 from compaudit.data._generated import claim_folder, replace_owned_files, write_marker
-from compaudit.data.celeba import CELEBA_ATTRIBUTES, IMAGE_DIR, find_celeba_root
+from compaudit.data.base import register_dataset
+from compaudit.data.celeba import CELEBA_ATTRIBUTES, IMAGE_DIR, CelebA, find_celeba_root
 from compaudit.errors import AuditInputError
 from compaudit.simulate import CELEBA_TEST_JOINT
 
 __all__ = [
+    "SyntheticFaces",
     "generate_synthetic_faces",
     "allocate_counts",
     "load_concept_mask",
@@ -123,6 +125,23 @@ def allocate_counts(weights: Sequence[float], n: int) -> np.ndarray:
     order = sorted(range(len(quotas)), key=lambda i: (-(quotas[i] - counts[i]), i))
     counts[order[: n - int(counts.sum())]] += 1
     return counts
+
+
+def _joint_mapping(joint: Mapping | Sequence) -> Mapping:
+    """``joint`` keyed by (Blond_Hair, Male, Young), from a mapping or from rows
+    ``[blond, male, young, weight]`` (each group at most once)."""
+    if isinstance(joint, Mapping):
+        return joint
+    rows = list(joint) if isinstance(joint, Sequence) and not isinstance(joint, str) else None
+    ok = rows is not None and all(
+        isinstance(row, Sequence) and len(row) == 4 and all(isinstance(v, bool) for v in row[:3])
+        and isinstance(row[3], (int, float)) and not isinstance(row[3], bool) for row in rows)
+    mapping = {tuple(row[:3]): row[3] for row in rows} if ok else {}
+    if not ok or len(mapping) != len(rows):
+        raise AuditInputError(f"generate_synthetic_faces: joint: got {joint!r}; expected rows "
+                              "[Blond_Hair, Male, Young, weight] (three booleans and a number), "
+                              "each group at most once")
+    return mapping
 
 
 def _check_args(n, image_size, spurious, ambiguous, label_noise, joint, split_fractions):
@@ -243,7 +262,7 @@ def generate_synthetic_faces(
     spurious: float = 0.8,
     ambiguous: float = 0.3,
     label_noise: float = 0.02,
-    joint: Mapping[tuple[bool, bool, bool], float] | None = None,
+    joint: Mapping[tuple[bool, bool, bool], float] | Sequence[Sequence] | None = None,
     split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
     masks: bool = True,
     workers: int | None = None,
@@ -267,7 +286,9 @@ def generate_synthetic_faces(
     label_noise
         Share of images whose drawn hair class contradicts the annotation.
     joint
-        Weights of the (Blond_Hair, Male, Young) groups; default CelebA's test split.
+        Weights of the (Blond_Hair, Male, Young) groups, keyed by those tuples or as
+        rows ``[blond, male, young, weight]`` (a spec's ``[data].options.joint``);
+        default CelebA's test split.
     split_fractions
         Train, valid, test shares (stratified by group and ambiguity).
     masks
@@ -291,7 +312,7 @@ def generate_synthetic_faces(
     >>> sum(len(CelebA(root, split=s)) for s in ("train", "valid", "test"))
     200
     """
-    joint = CELEBA_TEST_JOINT if joint is None else joint
+    joint = CELEBA_TEST_JOINT if joint is None else _joint_mapping(joint)
     _check_args(n, image_size, spurious, ambiguous, label_noise, joint, split_fractions)
     out = Path(out_dir)
     settings = {"n": int(n), "image_size": int(image_size), "seed": seed,
@@ -362,3 +383,32 @@ def load_concept_mask(root: str | Path, example_id: str) -> np.ndarray:
                               "exist only for synthetic data generated with masks=True")
     with Image.open(path) as mask:
         return np.asarray(mask, dtype=np.uint8).copy()
+
+
+@register_dataset("synthetic-faces")
+class SyntheticFaces(CelebA):
+    """The synthetic faces: :class:`~compaudit.data.celeba.CelebA` files that a run
+    generates into ``[data].root`` with :func:`generate_synthetic_faces`, whose
+    arguments (``n``, ``spurious``, ``joint``, ...) are the spec's ``[data].options``."""
+
+    generator = staticmethod(generate_synthetic_faces)
+    generated_marker = "list_attr_celeba.txt"
+
+    @classmethod
+    def check_generator_options(cls, options: Mapping, *, image_size: int) -> None:
+        """Raise :class:`AuditInputError` for generator arguments the generator would
+        refuse (checked before anything runs)."""
+        import inspect
+
+        args = {name: p.default for name, p
+                in inspect.signature(generate_synthetic_faces).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+        args.update(options, image_size=image_size)
+        joint = CELEBA_TEST_JOINT if args["joint"] is None else _joint_mapping(args["joint"])
+        try:
+            _check_args(args["n"], image_size, args["spurious"], args["ambiguous"],
+                        args["label_noise"], joint, args["split_fractions"])
+        except TypeError:  # a comparison of a string or table with a number
+            raise AuditInputError(
+                "generate_synthetic_faces: expected numbers for n, spurious, ambiguous and "
+                f"label_noise and a list for split_fractions; got {dict(options)!r}") from None

@@ -20,7 +20,7 @@ from compaudit.pipeline.stages import StageCache, fingerprint, stage_key
 from compaudit.rundir import RunFolder, write_json
 from compaudit.spec import AuditSpec
 
-__all__ = ["DataStage", "ShiftStage", "eval_split", "prepare_data", "prepare_shifts",
+__all__ = ["DataStage", "ShiftStage", "eval_split", "is_generated", "prepare_data", "prepare_shifts",
            "split_factories", "split_problems", "write_examples", "write_class_names"]
 
 Factory = Callable[[], Any]
@@ -78,22 +78,39 @@ def eval_transform(spec: AuditSpec) -> Any:
 
 
 def check_dataset(spec: AuditSpec) -> str:
-    """The registered dataset the spec names (checked before anything is generated)."""
+    """The registered dataset the spec names, with its ``[data].options`` checked
+    against its signature (a generated dataset's: its generator's) before anything
+    is generated."""
     from compaudit.data import DATASETS
-    from compaudit.data.base import dataset_options
+    from compaudit.data.base import dataset_options, generator_options
 
-    name = "celeba" if spec.data.dataset == "synthetic-faces" else spec.data.dataset
+    name = spec.data.dataset
     if name not in DATASETS:
-        raise AuditInputError(f"{spec.source}: [data].dataset: got {spec.data.dataset!r}; "
-                              f"expected synthetic-faces or one of {', '.join(DATASETS)}")
-    valid = [o for o in dataset_options(DATASETS.get(name))
-             if o not in ("split", "target", "protected", "transform", "manifest")]
+        raise AuditInputError(f"{spec.source}: [data].dataset: got {name!r}; "
+                              f"expected one of {', '.join(DATASETS)}")
+    cls = DATASETS.get(name)
+    valid = (generator_options(cls) if cls.generator is not None else
+             [o for o in dataset_options(cls)
+              if o not in ("split", "target", "protected", "transform", "manifest")])
     unknown = [key for key in spec.data.options if key not in valid]
     if unknown:
         raise AuditInputError(f"{spec.source}: [data].options: {', '.join(unknown)} not "
                               f"options of {name!r}; expected "
                               f"{', '.join(valid) if valid else 'none (it has no options)'}")
+    if cls.check_generator_options is not None:
+        try:
+            cls.check_generator_options(spec.data.options, image_size=spec.data.image_size)
+        except AuditInputError as err:
+            raise AuditInputError([f"{spec.source}: [data].options: {p}"
+                                   for p in err.problems]) from None
     return name
+
+
+def is_generated(spec: AuditSpec) -> bool:
+    """Whether the run generates the spec's dataset (nothing to read before it runs)."""
+    from compaudit.data import DATASETS
+
+    return DATASETS.get(check_dataset(spec)).generator is not None
 
 
 def eval_split(spec: AuditSpec) -> str:
@@ -140,31 +157,36 @@ def dataset_factory(spec: AuditSpec, root: Path, split: str, transform: Any) -> 
     """A picklable zero-argument factory building the spec's dataset for one split."""
     from compaudit.data import DATASETS
 
-    options = dict(spec.data.options)
+    cls = DATASETS.get(check_dataset(spec))
+    # A generated dataset's options are its generator's, not its constructor's.
+    options = {} if cls.generator is not None else dict(spec.data.options)
     if spec.data.manifest:
         options["manifest"] = spec.data.manifest
-    return partial(DATASETS.get(check_dataset(spec)), root, split=split,
+    return partial(cls, root, split=split,
                    target=spec.data.target or None, protected=tuple(spec.data.protected),
                    transform=transform, **options)
 
 
 def prepare_data(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
                  log: Callable[[str], None]) -> DataStage:
-    """Generate the synthetic faces (when asked) and describe the train/eval splits."""
+    """Generate the dataset (a generated one: the synthetic faces) and describe the
+    train/eval splits."""
+    from compaudit.data import DATASETS
     from compaudit.data.base import subset
     from compaudit.data.in_memory import in_memory
 
     d = spec.data
-    check_dataset(spec)
+    cls = DATASETS.get(check_dataset(spec))
     transform = eval_transform(spec)  # checks preprocessing against pretrained weights
     root = resolve(folder, d.root)
     # The cache budget changes where images are decoded, never what they are.
     settings = {k: v for k, v in spec.section("data").items() if k != "cache_gib"}
     key = stage_key(settings, spec.seed)
-    if d.dataset == "synthetic-faces":
-        if not cache.fresh("data", key, [root / "list_attr_celeba.txt"]):
-            log(f"[data] generating {d.n} synthetic faces at {d.image_size} px into {root}")
-            _generate(spec, root)
+    if cls.generator is not None:
+        if not cache.fresh("data", key, [root / cls.generated_marker]):
+            log(f"[data] generating {d.dataset} at {d.image_size} px into {root}")
+            cls.generator(root, image_size=d.image_size, seed=spec.seed, overwrite=True,
+                          **d.options)
             cache.finish("data", key)
     elif not root.exists():
         raise AuditInputError(f"{spec.source}: [data].root: {root} does not exist; "
@@ -174,16 +196,6 @@ def prepare_data(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
     train = partial(in_memory, partial(subset, train_factory, d.max_train, spec.seed))
     evaluation = partial(subset, eval_factory, d.max_eval, spec.seed)
     return DataStage(root=root, key=key, train=train, eval=evaluation, transform=transform)
-
-
-def _generate(spec: AuditSpec, root: Path) -> None:
-    from compaudit.data.synthetic import generate_synthetic_faces
-
-    d = spec.data
-    joint = {tuple(row[:3]): row[3] for row in d.joint} or None
-    generate_synthetic_faces(root, n=d.n, image_size=d.image_size, seed=spec.seed,
-                             spurious=d.spurious, label_noise=d.label_noise, joint=joint,
-                             split_fractions=d.splits, overwrite=True)
 
 
 def prepare_shifts(spec: AuditSpec, folder: RunFolder, cache: StageCache, data: DataStage,
@@ -251,8 +263,10 @@ def write_class_names(spec: AuditSpec, folder: RunFolder, data: DataStage) -> No
     UTKFace), the target's two names (CelebA), or ImageNet's."""
     names: list[str] | None = getattr(data.eval(), "class_names", None)
     target = spec.data.target
-    if not target and spec.data.dataset in ("celeba", "synthetic-faces"):
-        from compaudit.data.celeba import DEFAULT_TARGET as target
+    if not target:
+        from compaudit.data import DATASETS
+
+        target = DATASETS.get(check_dataset(spec)).default_target
     if names is not None:
         names = [str(n) for n in names]
     elif spec.model.num_classes == 2 and target:

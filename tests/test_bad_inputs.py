@@ -78,14 +78,15 @@ def _valid_run(root: Path) -> Path:
     return run
 
 
+GENERATOR_OPTIONS = "options = { n = 200 }\n"  # the synthetic faces' (drop for others)
 TINY_SPEC = """
 [audit]
 name = "tiny"
 [data]
 dataset = "synthetic-faces"
 root = "data/faces"
-n = 200
 image_size = 32
+options = { n = 200 }
 [model]
 replicas = 1
 [train]
@@ -260,7 +261,7 @@ def _spec_cases() -> list[Case]:
         ("spec-not-toml", spec("[data\nroot = 3"), ("spec.toml", "TOML")),
         ("spec-not-utf8", raw(b'[audit]\nname = "\xff\xfe"\n'), ("spec.toml", "UTF-8")),
         ("spec-unknown-section", add("[extras]\nx = 1\n"), ("spec.toml", "[extras]")),
-        ("spec-unknown-key", replace("n = 200", "n = 200\ncolour = 3"), ("[data].colour",)),
+        ("spec-unknown-key", replace("image_size = 32", "image_size = 32\ncolour = 3"), ("[data].colour",)),
         ("spec-wrong-type", replace("image_size = 32", 'image_size = "big"'),
          ("[data].image_size",)),
         ("spec-replicas-0", replace("replicas = 1", "replicas = 0"), ("[model].replicas",)),
@@ -297,8 +298,8 @@ def _spec_cases() -> list[Case]:
          ("[[shifts]] #1.severities",)),
         ("spec-weights-count", replace("replicas = 1", 'replicas = 2\nweights = ["a.pt"]'),
          ("[model].weights",)),
-        ("spec-splits-sum", replace("n = 200", "n = 200\nsplits = [0.5, 0.5, 0.5]"),
-         ("[data].splits",)),
+        ("spec-splits-sum", replace("n = 200", "n = 200, split_fractions = [0.5, 0.5, 0.5]"),
+         ("[data].options", "split_fractions")),
         ("spec-arch-unknown", replace("replicas = 1", 'replicas = 1\narch = "mystery"'),
          ("[model].arch", "mystery")),
         ("spec-dataset-unknown", replace('dataset = "synthetic-faces"', 'dataset = "mnist"'),
@@ -430,7 +431,8 @@ def _file_cases() -> list[Case]:
             write(folder)
             text = (TINY_SPEC.replace('dataset = "synthetic-faces"\nroot = "data/faces"',
                                       f'dataset = "cifar10"\nroot = "{root}"\nprotected = []')
-                    .replace("[model]", "[model]\nnum_classes = 10"))
+                    .replace("[model]", "[model]\nnum_classes = 10")
+                    .replace(GENERATOR_OPTIONS, ""))
             return _run(_spec(root, text), out)
         return setup
 
@@ -446,7 +448,8 @@ def _file_cases() -> list[Case]:
         (folder / "list_attr_celeba.txt").write_text("1\nBlond_Hair Male Young\n000001.jpg 1 x 1\n")
         (folder / "list_eval_partition.txt").write_text("000001.jpg 2\n")
         text = TINY_SPEC.replace('dataset = "synthetic-faces"\nroot = "data/faces"',
-                                 f'dataset = "celeba"\nroot = "{folder}"')
+                                 f'dataset = "celeba"\nroot = "{folder}"'
+                                 ).replace(GENERATOR_OPTIONS, "")
         return _run(_spec(root, text), out)
 
     def foreign_faces(root: Path, out: Path) -> list[str]:

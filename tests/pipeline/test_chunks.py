@@ -20,43 +20,13 @@ from compaudit.pipeline import run_audit
 from compaudit.pipeline.chunks import ExampleRange, chunk_ranges
 from compaudit.spec import parse_spec
 
-SPEC = """
-[audit]
-name = "tiny"
-seed = 3
-[data]
-dataset = "synthetic-faces"
-root = "data/faces"
-image_size = 32
-n = 800
-splits = [0.5, 0.1, 0.4]
-[model]
-arch = "small_cnn"
-replicas = 2
-[train]
-epochs = 1
-batch_size = 64
-fine_tune_epochs = 1
-[[variants]]
-name = "gmp-50"
-method = "gradual_magnitude"
-sparsity = 0.5
-begin_step = 0
-end_step = 4
-frequency = 2
-[[variants]]
-name = "float16"
-method = "float16"
-[[shifts]]
-corruptions = ["contrast"]
-severities = [2]
-max_images = 40
+SPEC = (Path(__file__).with_name("tiny_spec.toml").read_text() + """\
 [analysis]
 bootstrap = 20
 [predict]
 batch_size = 32
 chunk_examples = {chunk}
-"""
+""")
 
 
 def _quiet(_: str) -> None:

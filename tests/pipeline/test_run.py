@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,37 +17,7 @@ from compaudit.pipeline import run_audit
 from compaudit.schema import read_metrics
 from compaudit.spec import parse_spec
 
-TINY = """
-[audit]
-name = "tiny"
-seed = 3
-[data]
-dataset = "synthetic-faces"
-root = "data/faces"
-image_size = 32
-n = 800
-splits = [0.5, 0.1, 0.4]
-[model]
-arch = "small_cnn"
-replicas = 2
-[train]
-epochs = 1
-batch_size = 64
-fine_tune_epochs = 1
-[[variants]]
-name = "gmp-50"
-method = "gradual_magnitude"
-sparsity = 0.5
-begin_step = 0
-end_step = 4
-frequency = 2
-[[variants]]
-name = "float16"
-method = "float16"
-[[shifts]]
-corruptions = ["contrast"]
-severities = [2]
-max_images = 40
+TINY = (Path(__file__).with_name("tiny_spec.toml").read_text() + """\
 [analysis]
 bootstrap = 50
 [dissection]
@@ -54,7 +25,7 @@ quantile = 0.02
 max_images = 60
 [executor]
 kind = "serial"
-"""
+""")
 
 
 def _quiet(_: str) -> None:

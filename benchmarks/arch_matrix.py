@@ -49,7 +49,7 @@ NUM_CLASSES = 10
 
 def _configs() -> dict[str, Any]:
     """Column name -> method config; the methods that train come last (slowest)."""
-    from compaudit.compress import configs as c
+    from compaudit.configs import compress as c
 
     return {
         "float16": c.Float16Config(),

@@ -39,7 +39,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from compaudit.compress import CompressionContext, compress
-from compaudit.compress.configs import Float16Config, GradualMagnitudeConfig
+from compaudit.configs.compress import Float16Config, GradualMagnitudeConfig
 from compaudit.data.celeba import CelebA
 from compaudit.data.in_memory import InMemoryDataset
 from compaudit.data.synthetic import generate_synthetic_faces

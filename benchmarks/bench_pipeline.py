@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compaudit.compress.configs import Float16Config, Int8StaticConfig
+from compaudit.configs.compress import Float16Config, Int8StaticConfig
 from compaudit.models.architectures import build_model
 from compaudit.pipeline import run_audit
 from compaudit.pipeline.jobs import TRAINING_METHODS

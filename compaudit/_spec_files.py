@@ -7,6 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from compaudit.artifact_format import PT2_MESSAGE, artifact_format
+from compaudit.configs.compress import METHODS
 from compaudit.errors import AuditInputError
 
 __all__ = ["file_problems", "with_files"]
@@ -14,8 +16,6 @@ __all__ = ["file_problems", "with_files"]
 
 def _artifacts(variant: Any) -> str | None:
     """The config field of a variant's model files made elsewhere (``load``), if any."""
-    from compaudit.compress.configs import METHODS
-
     return METHODS.get(variant.method).artifacts
 
 
@@ -57,8 +57,6 @@ def with_files(parts: dict[str, Any], base: Path | None) -> None:
 def file_problems(parts: dict[str, Any], source: str) -> list[str]:
     """Model files: present and readable (headers only), paired with the replicas, and
     no method or dissection that needs torch weights of a dense ONNX/.pt2 model."""
-    from compaudit.models.artifact_format import PT2_MESSAGE, artifact_format
-
     problems: list[str] = []
 
     def formats(paths: tuple[str, ...], key: str) -> set[str]:

@@ -7,12 +7,19 @@ per problem, no traceback unless ``--debug``), 3 internal error.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from compaudit.analysis.audit import AnalysisOptions, analyze_files
+from compaudit.analysis.dissection import read_dissection_config
+from compaudit.analysis.screen import format_screen, screen_files
+from compaudit.analysis.summary import format_summary
+from compaudit.config import ConfigError, check_int
 from compaudit.errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERNAL,
@@ -20,6 +27,16 @@ from compaudit.errors import (
     EXIT_REGRESSION,
     AuditInputError,
 )
+from compaudit.gate import run_gate
+from compaudit.gate.operating import variants_info
+from compaudit.gate.outputs import format_table, to_markdown, write_gate_outputs
+from compaudit.gate.policy import GatePolicy, load_policy
+from compaudit.record import record_analysis, record_gate, record_outputs, verify
+from compaudit.report import render_report
+from compaudit.report.card import write_card
+from compaudit.rundir import RunFolder
+from compaudit.schema import read_metrics
+from compaudit.spec import demo_spec, load_spec
 
 __all__ = ["main"]
 
@@ -198,8 +215,6 @@ def _run_options(p: argparse.ArgumentParser, *, default_out: Path | None) -> Non
 
 def _options(cls: type, **values: object) -> object:
     """Build a config from command-line values; its mistakes name the options."""
-    from compaudit.config import ConfigError
-
     try:
         return cls(**values)
     except ConfigError as err:
@@ -208,12 +223,6 @@ def _options(cls: type, **values: object) -> object:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from compaudit.analysis.audit import AnalysisOptions, analyze_files
-    from compaudit.analysis.dissection import read_dissection_config
-    from compaudit.analysis.summary import format_summary
-    from compaudit.config import check_int
-    from compaudit.record import record_analysis
-
     if args.max_order is not None and check_int("option --max-order", args.max_order, minimum=1):
         raise AuditInputError(check_int("option --max-order", args.max_order, minimum=1))
     options = _options(
@@ -238,8 +247,6 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _cmd_screen(args: argparse.Namespace) -> int:
-    from compaudit.analysis.screen import format_screen, screen_files
-
     result = screen_files(args.examples, args.predictions, dense=args.dense,
                           protected=args.protected, top=args.top, shift=args.shift)
     paths = result.write(args.out)
@@ -249,8 +256,7 @@ def _cmd_screen(args: argparse.Namespace) -> int:
 
 
 def _run_spec(spec, args: argparse.Namespace) -> int:
-    import time
-
+    # The pipeline imports torch; analyze, screen, gate, report, verify and card do not.
     from compaudit.pipeline import run_audit
 
     out = args.out or Path("reports") / spec.name
@@ -272,16 +278,14 @@ def _run_spec(spec, args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from compaudit.spec import load_spec
-
     if args.dry_run:
         return _cmd_check(args)
     return _run_spec(load_spec(args.spec), args)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    # Imports torch (the preflight builds datasets and models); see _run_spec.
     from compaudit.pipeline.plan import describe_plan, preflight
-    from compaudit.spec import load_spec
 
     spec = load_spec(args.spec)
     out = args.out or Path("reports") / spec.name
@@ -293,17 +297,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from compaudit.spec import demo_spec
-
     spec = demo_spec(spurious=not args.no_spurious)
     return _run_spec(spec, args)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from compaudit.record import record_outputs
-    from compaudit.report import render_report
-    from compaudit.rundir import RunFolder
-
     path = render_report(args.run_dir, out=args.out, pdf=args.pdf,
                          progress=not args.no_progress)
     if Path(path).absolute() == RunFolder(args.run_dir).report.absolute():
@@ -313,15 +311,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_gate(args: argparse.Namespace) -> int:
-    import os
-
-    from compaudit.gate import run_gate
-    from compaudit.gate.operating import variants_info
-    from compaudit.gate.outputs import format_table, to_markdown, write_gate_outputs
-    from compaudit.gate.policy import GatePolicy, load_policy
-    from compaudit.record import record_gate
-    from compaudit.schema import read_metrics
-
     metrics = read_metrics(args.run_dir)
     baseline = read_metrics(args.baseline, what="baseline metrics") if args.baseline else None
     policy = load_policy(args.policy) if args.policy else GatePolicy()
@@ -343,8 +332,6 @@ def _cmd_gate(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from compaudit.record import verify
-
     result = verify(args.run_dir)
     for problem in result.problems:
         print(f"compaudit: changed: {_one_line(problem)}", file=sys.stderr)
@@ -357,8 +344,6 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_card(args: argparse.Namespace) -> int:
-    from compaudit.report.card import write_card
-
     path = write_card(args.run_dir, out=args.out, into=args.into)
     print(f"wrote {path}")
     return EXIT_OK

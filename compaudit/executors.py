@@ -106,7 +106,7 @@ def _available_cpus() -> int:
 def _call_with_threads(fn: Callable[[J], R], threads: int | None, job: J) -> R:
     # Runs inside a worker: cap torch's intra-op pool before the job allocates work.
     if threads is not None:
-        import torch
+        import torch  # here: this module imports no torch, and runs jobs that need none
 
         torch.set_num_threads(threads)
     return fn(job)

@@ -26,7 +26,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import compaudit
 from compaudit.errors import AuditInputError
+from compaudit.gate import policy_from_dict, run_gate
+from compaudit.gate.operating import variants_info
+from compaudit.gate.policy import policy_table
 from compaudit.rundir import RunFolder, gate_files, read_json, write_json
 from compaudit.schema import read_metrics
 
@@ -59,8 +63,6 @@ def file_sha256(path: Path) -> str:
 
 
 def _versions() -> dict[str, str | None]:
-    import compaudit
-
     found: dict[str, str | None] = {"compaudit": compaudit.__version__}
     for name in VERSIONED:
         try:
@@ -155,8 +157,6 @@ def record_run(spec: Any, folder: RunFolder, *, model_files: Iterable[Path], ver
     ``model_files``: every model file the run read (dense replicas, loaded artifacts);
     the files written under ``models/`` and ``variants/`` are found here.
     """
-    from compaudit.gate.policy import policy_table
-
     record = _Record(folder)
     spec_file = Path(spec.source)
     if spec_file.is_file():
@@ -198,8 +198,6 @@ def record_gate(run_dir: Path, *, gate_dir: Path, policy: Any, policy_source: st
                 policy_file: Path | None, baseline: Path | None, verdict: str) -> Path:
     """Add a gate's judgement to the record of ``run_dir``: the metrics it read, the
     policy (as its table, and the file's hash), the baseline, its outputs, the verdict."""
-    from compaudit.gate.policy import policy_table
-
     folder = RunFolder(run_dir)
     record = _Record.existing(folder)
     record.drop(["metrics", "policy", "baseline", "gate"])
@@ -291,9 +289,6 @@ def _embedded_spec(folder: RunFolder, recorded: str) -> list[str]:
 
 def _rejudge(folder: RunFolder, doc: dict[str, Any]) -> list[str]:
     """The verdict of the recorded metrics.json under the recorded policy, compared."""
-    from compaudit.gate import policy_from_dict, run_gate
-    from compaudit.gate.operating import variants_info
-
     by_role = {e["role"]: _located(p, folder.root) for p, e in doc["files"].items()}
     recorded = doc["verdict"]
     try:

@@ -1,7 +1,7 @@
 """One small registry helper: names → objects, filled by a decorator.
 
 Architectures, datasets, compression methods (each name to its whole
-:class:`~compaudit.compress.configs.Method` entry), executors and gate sections each
+:class:`~compaudit.configs.compress.Method` entry), executors and gate sections each
 keep one :class:`Registry`; a lookup of an unknown name fails with the list of valid
 names.
 

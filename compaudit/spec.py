@@ -2,10 +2,10 @@
 
 Each section builds the config its stage uses, with one coercer
 (:func:`compaudit.config.from_table`): ``[train]`` builds a
-:class:`~compaudit.models.train_config.TrainConfig`, ``[analysis]`` the analysis
+:class:`~compaudit.configs.train.TrainConfig`, ``[analysis]`` the analysis
 options, ``[[variants]]`` each compression method's config
-(:data:`compaudit.compress.configs.METHODS`), ``[dissection]`` a
-:class:`~compaudit.dissection.config.DissectionConfig`, ``[gate]`` the
+(:data:`compaudit.configs.compress.METHODS`), ``[dissection]`` a
+:class:`~compaudit.configs.dissection.DissectionConfig`, ``[gate]`` the
 :class:`~compaudit.gate.policy.GatePolicy`, ``[predict]`` the inference batch size.
 Every setting has one default, declared where its field is. Every mistake is
 collected and reported at once, each naming the file, the key and what was expected,
@@ -18,12 +18,12 @@ from __future__ import annotations
 import hashlib
 import warnings
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from compaudit._spec_files import file_problems, with_files
 from compaudit.analysis.audit import AnalysisOptions
-from compaudit.compress.configs import METHODS
 from compaudit.config import (
     SLUG_RULE,
     Checked,
@@ -35,11 +35,12 @@ from compaudit.config import (
     read_utf8,
     setting,
 )
-from compaudit.dissection.config import DEFAULT_LAYERS, DissectionSpec
+from compaudit.configs.compress import METHODS
+from compaudit.configs.dissection import DEFAULT_LAYERS, DissectionSpec
+from compaudit.configs.head import Head
+from compaudit.configs.train import TrainConfig
 from compaudit.errors import AuditInputError
 from compaudit.gate.policy import GatePolicy, policy_from_dict
-from compaudit.models.head import Head
-from compaudit.models.train_config import TrainConfig
 
 __all__ = [
     "AuditSpec",
@@ -195,7 +196,7 @@ class ModelSpec(Checked):
     ``pretrained``: one torchvision weights enum found in the local torch hub cache
     (e.g. ``"ResNet50_Weights.IMAGENET1K_V2"``; never downloaded).
 
-    ``head``: how the outputs become probabilities (:mod:`compaudit.models.head`).
+    ``head``: how the outputs become probabilities (:mod:`compaudit.configs.head`).
     ``"softmax"`` (default): one logit per class, softmax. ``"sigmoid"``: a binary task
     (``num_classes = 2``) read from one logit ``z``: ``p_pos = sigmoid(z)``, ``pred =
     p_pos >= 0.5``, trained and fine-tuned with binary cross-entropy on ``z``; a model
@@ -224,7 +225,7 @@ class ModelSpec(Checked):
         return self.outputs or (1 if self.head == "sigmoid" else self.num_classes)
 
     def task_head(self) -> Head:
-        """The :class:`~compaudit.models.head.Head` that prediction and training apply."""
+        """The :class:`~compaudit.configs.head.Head` that prediction and training apply."""
         return Head(kind=self.head, outputs=self.n_outputs, output=self.output or 0)
 
     def _problems(self):
@@ -496,8 +497,6 @@ def demo_spec(*, spurious: bool = True) -> AuditSpec:
     """The embedded default audit (``compaudit/demo.toml``); ``spurious=False`` is the
     control on data without the planted harm (``compaudit/demo-control.toml``, run
     folder ``reports/demo-control``)."""
-    from importlib import resources
-
     name = "demo.toml" if spurious else "demo-control.toml"
     text = resources.files("compaudit").joinpath(name).read_text(encoding="utf-8")
     return parse_spec(text, source=f"compaudit/{name}")

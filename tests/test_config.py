@@ -1,7 +1,7 @@
 """The one TOML -> dataclass coercer: types, limits and their messages, hand-checked on a
 small config, then every ``setting(...)`` limit declared in the package refused through
 both doors (Python and TOML), found by introspection so a new limit is covered at once.
-Compression methods' configs have their own file (tests/compress/test_configs.py)."""
+Compression methods' configs have their own file (tests/configs/test_compress.py)."""
 
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def test_single_options_of_the_command_line():
 # --- every limit declared in the package ------------------------------------------------------
 
 _ROOT = Path(compaudit.__file__).parent
-_OWN_FILE = {"compaudit.compress.configs"}  # tests/compress/test_configs.py
+_OWN_FILE = {"compaudit.configs.compress"}  # tests/configs/test_compress.py
 
 
 def _config_classes() -> list[type]:
@@ -171,7 +171,7 @@ def test_every_declared_limit_is_refused_with_its_message(limit_case):
 
 
 def test_train_config_cross_field_rules():
-    from compaudit.models.train_config import TrainConfig
+    from compaudit.configs.train import TrainConfig
 
     with pytest.raises(ConfigError) as info:
         TrainConfig(step_milestones=(0.75, 0.5))

@@ -130,8 +130,8 @@ def _fails_on_cuda(job):
 def test_a_pipeline_job_is_named_by_its_label_in_one_line_never_its_repr(tmp_path):
     from pathlib import Path
 
+    from compaudit.configs.train import TrainConfig
     from compaudit.models.population import ReplicaJob
-    from compaudit.models.train_config import TrainConfig
 
     job = ReplicaJob(replica=3, seed=7, arch="small_cnn", num_classes=2, small_input=True,
                      dataset=functools.partial(dict), config=TrainConfig(),

@@ -12,7 +12,7 @@ import pytest
 import tomllib
 import torch
 
-from compaudit.compress.configs import METHODS, GradualMagnitudeConfig
+from compaudit.configs.compress import METHODS, GradualMagnitudeConfig
 from compaudit.errors import AuditInputError
 from compaudit.spec import demo_spec, load_spec, parse_spec
 
@@ -49,6 +49,18 @@ def test_parsing_the_shipped_specs_imports_no_torch():
             + "".join(f"load_spec({str(p)!r})\n" for p in SPECS)
             + "print(sorted(m for m in sys.modules if m.split('.')[0] in "
               "('torch', 'torchvision')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("module", ["compaudit", "compaudit.cli", "compaudit.configs.compress",
+                                    "compaudit.configs.head", "compaudit.configs.train",
+                                    "compaudit.configs.dissection"])
+def test_the_package_the_command_line_and_the_configs_import_no_torch(module):
+    code = (f"import sys, {module}\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'torchvision')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
@@ -189,7 +201,7 @@ def test_dissection_section_is_optional_and_checked():
 
 
 def test_pruning_schedules_in_fractions_of_the_fine_tuning_run():
-    from compaudit.compress.configs import GradualMagnitudeConfig
+    from compaudit.configs.compress import GradualMagnitudeConfig
 
     base = '[[variants]]\nname = "g"\nmethod = "gradual_magnitude"\nsparsity = 0.5\nfrequency = 5\n'
     spec = parse_spec(base + "begin = 0.1\nend = 0.8\n", source="s.toml")

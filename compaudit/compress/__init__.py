@@ -1,17 +1,19 @@
 """Compression methods (pruning, quantization) behind one entry point, and footprints.
 
 ``compress(model, config, context=...)`` applies the method a config dataclass
-describes (:mod:`compaudit.compress.configs`, which imports no torch). The names below
-are imported on first use, so reading a config never loads torch; :func:`compress`
-imports the handler named by the config's method entry (:data:`METHODS`).
+describes; the configs and each method's identity (:data:`METHODS`) live in
+:mod:`compaudit.configs.compress`, which imports no torch, and are re-exported here.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-from compaudit.compress.configs import (
+from compaudit.compress.footprint import footprint, variant_record, write_variants_json
+from compaudit.compress.pruning import (
+    apply_masks,
+    magnitude_masks,
+    random_masks,
+    sparsity_report,
+)
+from compaudit.compress.registry import CompressedModel, CompressionContext, compress
+from compaudit.configs.compress import (
     METHODS,
     BFloat16Config,
     Float16Config,
@@ -27,14 +29,6 @@ from compaudit.compress.configs import (
     method_of,
 )
 
-#: Torch-side names and the module each comes from.
-_LAZY = {
-    "footprint": "footprint", "variant_record": "footprint", "write_variants_json": "footprint",
-    "apply_masks": "pruning", "magnitude_masks": "pruning", "random_masks": "pruning",
-    "sparsity_report": "pruning",
-    "CompressedModel": "registry", "CompressionContext": "registry", "compress": "registry",
-}
-
 __all__ = [
     "METHODS",
     "Method",
@@ -49,11 +43,14 @@ __all__ = [
     "OneShotMagnitudeConfig",
     "RandomPruningConfig",
     "UnitPruningConfig",
-    *_LAZY,
+    "footprint",
+    "variant_record",
+    "write_variants_json",
+    "apply_masks",
+    "magnitude_masks",
+    "random_masks",
+    "sparsity_report",
+    "CompressedModel",
+    "CompressionContext",
+    "compress",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"compaudit.compress.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'compaudit.compress' has no attribute {name!r}")

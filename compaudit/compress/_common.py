@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from compaudit.compress.masks import sparsity_report
 from compaudit.compress.registry import CompressionContext
+from compaudit.configs.head import Head
 from compaudit.errors import AuditInputError
-from compaudit.models.head import Head
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 

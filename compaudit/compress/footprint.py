@@ -96,6 +96,7 @@ from compaudit.compress.storage import (
     write_encoded,
 )
 from compaudit.errors import AuditInputError
+from compaudit.models.weights import read_state_dict
 from compaudit.rundir import AXES, VARIANTS_SCHEMA, jsonable
 
 __all__ = [
@@ -168,8 +169,6 @@ def _int8_share(state: Mapping[str, torch.Tensor], keys: Sequence[str]) -> float
 
 
 def _torch_file_int8_share(path: Path, keys: Sequence[str]) -> float | None:
-    from compaudit.models.weights import read_state_dict
-
     try:
         state = read_state_dict(path)
     except AuditInputError:
@@ -363,7 +362,7 @@ def variant_record(*, method: str, parameters: Mapping[str, Any] | None,
         The result of :func:`footprint`.
     family, axis
         The method entry's operating-point family and axis (``"sparsity"``, ``"bits"``
-        or ``None``; :class:`~compaudit.compress.configs.Method`); ``None`` for dense.
+        or ``None``; :class:`~compaudit.configs.compress.Method`); ``None`` for dense.
     bits
         Bit width of a quantizing method's weights (``info["bits"]``).
     extra

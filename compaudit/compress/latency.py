@@ -29,6 +29,7 @@ from torch import nn
 from compaudit.compress.quant_sim import FLOAT_STORAGE_ATTR, WEIGHT_FORMAT_ATTR
 from compaudit.compress.quant_static import ActivationQuantizer
 from compaudit.errors import AuditInputError
+from compaudit.models.onnx_runtime import OnnxModule
 
 __all__ = ["LATENCY_KERNELS", "latency_kernel", "measure_latency"]
 
@@ -91,8 +92,6 @@ def measure_latency(model: nn.Module, *, input_size: Sequence[int], batch_size: 
 
 def _onnx_module_file(model: nn.Module) -> Path | None:
     """The ``.onnx`` file an ONNX Runtime module (or a wrapper of one) runs, if any."""
-    from compaudit.models.onnx_runtime import OnnxModule
-
     if list(model.state_dict()):
         return None  # torch parameters: a torch model, whatever else it holds
     for module in model.modules():
@@ -112,8 +111,6 @@ def latency_kernel(model: nn.Module) -> str:
     >>> latency_kernel(torch.nn.Linear(2, 2))
     'torch'
     """
-    from compaudit.models.onnx_runtime import OnnxModule
-
     modules = list(model.modules())
     if any(isinstance(m, OnnxModule) for m in modules) or _onnx_module_file(model):
         return "onnxruntime"

@@ -1,6 +1,6 @@
 """``method = "load"``: a compressed model the team made elsewhere, paired with its dense replica.
 
-Nothing is compressed here: file k of :class:`~compaudit.compress.configs.LoadConfig`
+Nothing is compressed here: file k of :class:`~compaudit.configs.compress.LoadConfig`
 is read with :func:`~compaudit.models.artifacts.load_artifact`, a state dict into a
 copy of dense replica k (its architecture), an ONNX model as it is.
 """
@@ -11,10 +11,10 @@ from pathlib import Path
 
 from torch import nn
 
-from compaudit.compress.configs import LoadConfig
+from compaudit.artifact_format import artifact_format
 from compaudit.compress.registry import CompressedModel, CompressionContext
+from compaudit.configs.compress import LoadConfig
 from compaudit.errors import AuditInputError
-from compaudit.models.artifact_format import artifact_format
 from compaudit.models.artifacts import load_artifact
 
 __all__ = ["check_pairing", "file_for_replica", "load_compressed"]

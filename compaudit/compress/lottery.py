@@ -30,9 +30,9 @@ from compaudit.compress._common import (
     pruning_info,
     require_fine_tune,
 )
-from compaudit.compress.configs import LotteryTicketConfig
 from compaudit.compress.masks import MaskCallback, apply_masks, magnitude_masks, prunable_parameters
 from compaudit.compress.registry import CompressedModel, CompressionContext
+from compaudit.configs.compress import LotteryTicketConfig
 from compaudit.errors import AuditInputError
 
 __all__ = ["LotteryTicketConfig", "RewindPoint", "rewind_weights", "lottery_round_targets"]

@@ -2,7 +2,7 @@
 
 Gradual magnitude pruning (GMP, Zhu & Gupta 2017) prunes while the model trains: after
 every optimizer step a :class:`GradualPruningCallback` re-applies the current masks,
-and at the update steps of a :class:`~compaudit.compress.schedules.CubicSparsitySchedule`
+and at the update steps of a :class:`~compaudit.configs.schedules.CubicSparsitySchedule`
 it recomputes them by magnitude at the scheduled sparsity.
 
 Mask updates follow TensorFlow's model_pruning, which Hooker et al. used: the forward
@@ -29,11 +29,6 @@ from compaudit.compress._common import (
     pruning_info,
     require_fine_tune,
 )
-from compaudit.compress.configs import (
-    GradualMagnitudeConfig,
-    OneShotMagnitudeConfig,
-    RandomPruningConfig,
-)
 from compaudit.compress.masks import (
     MaskCallback,
     apply_masks,
@@ -44,6 +39,11 @@ from compaudit.compress.masks import (
 from compaudit.compress.registry import (
     CompressedModel,
     CompressionContext,
+)
+from compaudit.configs.compress import (
+    GradualMagnitudeConfig,
+    OneShotMagnitudeConfig,
+    RandomPruningConfig,
 )
 from compaudit.errors import AuditInputError
 

@@ -27,7 +27,6 @@ Examples
 
 from __future__ import annotations
 
-from compaudit.compress.configs import METHODS
 from compaudit.compress.lottery import (
     LotteryTicketConfig,
     RewindPoint,
@@ -50,8 +49,9 @@ from compaudit.compress.masks import (
     random_masks,
     sparsity_report,
 )
-from compaudit.compress.schedules import CubicSparsitySchedule
 from compaudit.compress.units import UNIT_SCORES, UnitPruningConfig, find_unit_layers
+from compaudit.configs.compress import METHODS
+from compaudit.configs.schedules import CubicSparsitySchedule
 
 __all__ = [
     "GradualMagnitudeConfig",

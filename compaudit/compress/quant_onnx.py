@@ -34,10 +34,11 @@ import torch
 from torch import nn
 
 from compaudit._atomic import atomic_path
-from compaudit.compress.configs import DEFAULT_OPSET
 from compaudit.compress.qparams import QDType
 from compaudit.compress.quant_static import fold_batchnorm
+from compaudit.configs.compress import DEFAULT_OPSET
 from compaudit.errors import AuditInputError
+from compaudit.models.onnx_runtime import OnnxModule
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -75,6 +76,7 @@ def require_onnx_extra() -> Any:
 
 def onnx_versions() -> dict[str, str]:
     """Versions of torch and the ONNX stack, for the record of a quantized variant."""
+    # The optional 'onnx' extra, present: called after require_onnx_extra.
     import onnx
     import onnxruntime
     import onnxscript
@@ -161,7 +163,7 @@ def quantize_onnx_static(
         CalibrationMethod.Percentile at ``percentile`` %).
     """
     ortq = require_onnx_extra()
-    import onnx
+    import onnx  # the optional 'onnx' extra, present: require_onnx_extra checked
 
     out_path = Path(out_path)
     pre_path = out_path.with_name(out_path.stem + ".pre.onnx")
@@ -227,7 +229,6 @@ def onnx_static_int8(
         paths, opset, operator types and library versions.
     """
     require_onnx_extra()
-    from compaudit.models.onnx_runtime import OnnxModule
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torch.fx.experimental.optimization import fuse
 
 from compaudit.compress.observers import Observer, make_observer
 from compaudit.compress.qparams import (
@@ -127,8 +128,6 @@ def fold_batchnorm(model: nn.Module) -> fx.GraphModule:
     AuditInputError
         If ``torch.fx`` cannot trace the model (data-dependent control flow).
     """
-    from torch.fx.experimental.optimization import fuse
-
     try:
         return fuse(copy.deepcopy(model).eval(), inplace=True)
     except Exception as err:  # fx raises many types for untraceable code

@@ -34,12 +34,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from compaudit.compress.configs import (
-    BFloat16Config,
-    Float16Config,
-    Int8StaticConfig,
-    Int8WeightOnlyConfig,
-)
 from compaudit.compress.quant_onnx import onnx_static_int8
 from compaudit.compress.quant_sim import (
     cast_float_precision,
@@ -48,6 +42,12 @@ from compaudit.compress.quant_sim import (
 )
 from compaudit.compress.quant_static import calibrate, convert_static, prepare_static
 from compaudit.compress.registry import CompressedModel, CompressionContext
+from compaudit.configs.compress import (
+    BFloat16Config,
+    Float16Config,
+    Int8StaticConfig,
+    Int8WeightOnlyConfig,
+)
 from compaudit.errors import AuditInputError
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Compression methods as data: ``compress(model, config, context=...)``.
 
-The method entry of ``type(config)`` (:data:`compaudit.compress.configs.METHODS`) names
+The method entry of ``type(config)`` (:data:`compaudit.configs.compress.METHODS`) names
 the handler; the audit spec parser only builds config dataclasses.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from compaudit.compress.configs import method_of
+from compaudit.configs.compress import method_of
 
 __all__ = [
     "CompressionContext",
@@ -48,7 +48,7 @@ class CompressionContext:
         Index k of the dense replica being compressed, counted from 0 (``load`` pairs
         its file k with it).
     head
-        How the model's outputs are read (:class:`~compaudit.models.head.Head`): the
+        How the model's outputs are read (:class:`~compaudit.configs.head.Head`): the
         loss of pruning scores and penalties (``None``: softmax cross-entropy). Give
         ``fine_tune`` the same head.
     replicas

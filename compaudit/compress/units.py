@@ -70,10 +70,10 @@ from compaudit.compress._common import (
     require_train_dataset,
 )
 from compaudit.compress._unit_graph import UnitLayer, find_unit_layers
-from compaudit.compress.configs import UNIT_SCORES, UnitPruningConfig, UnitScore
 from compaudit.compress.registry import CompressedModel, CompressionContext
+from compaudit.configs.compress import UNIT_SCORES, UnitPruningConfig, UnitScore
+from compaudit.configs.head import Head
 from compaudit.errors import AuditInputError
-from compaudit.models.head import Head
 
 __all__ = [
     "UnitPruningConfig",

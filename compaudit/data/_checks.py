@@ -10,15 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import TYPE_CHECKING
 
+import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from compaudit import config
 from compaudit.errors import AuditInputError
-
-if TYPE_CHECKING:  # pandas is imported when a CSV is read
-    import pandas as pd
 
 __all__ = [
     "read_string_csv",
@@ -174,8 +171,6 @@ def read_string_csv(path: Path, *, not_found: str, expected: str) -> pd.DataFram
     """A CSV file as a frame of strings (empty cells are ``""``; an empty file gives an
     empty frame), or one error naming the file: ``not_found`` when it is missing,
     ``expected`` (what the file should hold) when it cannot be parsed."""
-    import pandas as pd
-
     if not path.is_file():
         raise AuditInputError(f"{path}: {not_found}")
     try:

@@ -14,7 +14,7 @@ import pandas as pd
 from PIL import Image
 
 from compaudit.data._checks import check_choice, check_no_attributes, first_few, open_image
-from compaudit.data.base import AuditDataset, TransformSpec
+from compaudit.data.base import AuditDataset, TransformSpec, dataset_splits
 from compaudit.errors import AuditInputError
 
 __all__ = [
@@ -105,8 +105,6 @@ class ImageFiles(AuditDataset):
     _shift = "clean"
     def _check_arguments(self, split: str, target: str | None, protected: object) -> None:
         """Validate the shared constructor arguments: a declared split, no attributes."""
-        from compaudit.data.base import dataset_splits
-
         source = type(self).__name__
         check_choice(split, dataset_splits(type(self)) or (), field="argument split",
                      source=source)

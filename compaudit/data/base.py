@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
+from torchvision import transforms as T
 
 from compaudit.errors import AuditInputError
 from compaudit.registry import Registry
@@ -83,8 +84,6 @@ class TransformSpec:
 
     def build(self) -> Callable:
         """Return a torchvision transform implementing this spec."""
-        from torchvision import transforms as T
-
         return T.Compose(
             [
                 T.Resize(self.resize),

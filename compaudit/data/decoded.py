@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
+from torchvision import transforms as T
 
 from compaudit.data.base import AuditDataset
 from compaudit.data.in_memory import InMemoryDataset
@@ -54,8 +56,6 @@ class _Pixels:
 def _pixels_plan(dataset: AuditDataset) -> tuple[AuditDataset, _Pixels] | None:
     """The dataset whose items are ``transform(_load(i))`` and its split transform, if the
     transform ends in ``ToTensor`` (+ ``Normalize``); ``None`` otherwise."""
-    from torchvision import transforms as T
-
     source = dataset
     while isinstance(source, InMemoryDataset):  # it serves its dataset's items
         source = source.dataset
@@ -78,8 +78,6 @@ def _pixels_plan(dataset: AuditDataset) -> tuple[AuditDataset, _Pixels] | None:
 def _pixels(source: AuditDataset, plan: _Pixels, index: int) -> tuple[np.ndarray | None, int, str]:
     """Item ``index`` as uint8 (C, H, W) pixels before ``ToTensor``; ``None`` if its
     image is not 8-bit RGB or grayscale."""
-    from PIL import Image
-
     image, label, example_id = source._load(index)
     if plan.pil is not None:
         image = plan.pil(image)

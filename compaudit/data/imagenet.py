@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
+import scipy.io  # imported here: only the devkit layout needs scipy
 
 from compaudit.data._checks import check_choice, first_few
 from compaudit.data._image_folders import (
@@ -211,8 +212,6 @@ def _read_devkit(devkit: Path) -> dict[str, int]:
     The ground-truth file holds ILSVRC2012_IDs (1..1000, the devkit's own order,
     not the sorted-wnid index); ``meta.mat`` maps each ID to its wnid.
     """
-    import scipy.io  # imported here: only the devkit layout needs scipy
-
     truth_file, meta_file = devkit / DEVKIT_GROUND_TRUTH, devkit / DEVKIT_META
     missing = [str(p) for p in (truth_file, meta_file) if not p.is_file()]
     if missing:

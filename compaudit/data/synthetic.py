@@ -44,6 +44,7 @@ are -1. ``synthetic_meta.csv`` records the planted truth per image and
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -398,8 +399,6 @@ class SyntheticFaces(CelebA):
     def check_generator_options(cls, options: Mapping, *, image_size: int) -> None:
         """Raise :class:`AuditInputError` for generator arguments the generator would
         refuse (checked before anything runs)."""
-        import inspect
-
         args = {name: p.default for name, p
                 in inspect.signature(generate_synthetic_faces).parameters.items()
                 if p.default is not inspect.Parameter.empty}

@@ -2,30 +2,31 @@
 
 Which units of a layer detect a human-interpretable concept (IoU of their top
 activations with the concept's masks above a threshold), and how many of them survive
-compression. The settings (:mod:`compaudit.dissection.config`) import no torch; the
-dissection itself does, and loads on first use of the names below. The comparison of
-dissections is pure pandas and lives in :mod:`compaudit.analysis.dissection`.
+compression. The settings live in :mod:`compaudit.configs.dissection` (no torch) and
+are re-exported here. The comparison of dissections is pure pandas and lives in
+:mod:`compaudit.analysis.dissection`.
 """
 
-from __future__ import annotations
+from compaudit.configs.dissection import DEFAULT_LAYERS, DissectionConfig, DissectionSpec
+from compaudit.dissection.compare import compare_dissections, comparison_metrics
+from compaudit.dissection.concepts import (
+    Broden,
+    ConceptDataset,
+    ConceptSubset,
+    SyntheticFaceConcepts,
+)
+from compaudit.dissection.netdissect import DissectionResult, dissect
 
-import importlib
-from typing import Any
-
-from compaudit.dissection.config import DEFAULT_LAYERS, DissectionConfig, DissectionSpec
-
-#: Torch-side names and the module each comes from.
-_LAZY = {
-    "Broden": "concepts", "ConceptDataset": "concepts", "ConceptSubset": "concepts",
-    "SyntheticFaceConcepts": "concepts",
-    "DissectionResult": "netdissect", "dissect": "netdissect",
-    "compare_dissections": "compare", "comparison_metrics": "compare",
-}
-
-__all__ = ["DEFAULT_LAYERS", "DissectionConfig", "DissectionSpec", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"compaudit.dissection.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'compaudit.dissection' has no attribute {name!r}")
+__all__ = [
+    "DEFAULT_LAYERS",
+    "DissectionConfig",
+    "DissectionSpec",
+    "Broden",
+    "ConceptDataset",
+    "ConceptSubset",
+    "SyntheticFaceConcepts",
+    "DissectionResult",
+    "dissect",
+    "compare_dissections",
+    "comparison_metrics",
+]

@@ -25,8 +25,14 @@ import torch
 from compaudit._atomic import atomic_path
 from compaudit.analysis.dissection import dissection_block
 from compaudit.dissection.compare import units_frame
-from compaudit.dissection.concepts import ConceptDataset
+from compaudit.dissection.concepts import (
+    Broden,
+    ConceptDataset,
+    ConceptSubset,
+    SyntheticFaceConcepts,
+)
 from compaudit.dissection.netdissect import DissectionConfig, dissect
+from compaudit.errors import AuditInputError
 from compaudit.rundir import CONCEPTS_FILE, UNITS_FILE
 
 __all__ = ["DissectionPlan", "concept_dataset", "dissect_population", "read_population",
@@ -40,13 +46,6 @@ def concept_dataset(kind: str, root: str | Path, *, split: str, transform: Calla
     ``kind`` is ``"synthetic-faces"`` (the masks written with the synthetic faces) or
     ``"broden"``; ``split = ""`` keeps every Broden row.
     """
-    from compaudit.dissection.concepts import (
-        Broden,
-        ConceptSubset,
-        SyntheticFaceConcepts,
-    )
-    from compaudit.errors import AuditInputError
-
     if kind == "synthetic-faces":
         dataset: ConceptDataset = SyntheticFaceConcepts(root, split=split or "all",
                                                         transform=transform)

@@ -30,6 +30,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from compaudit.data._checks import first_few, open_image
+from compaudit.data.celeba import CelebA
+from compaudit.data.synthetic import concept_table, load_concept_mask
 from compaudit.errors import NEVER_DOWNLOADS, AuditInputError
 
 __all__ = [
@@ -141,9 +143,6 @@ class SyntheticFaceConcepts(ConceptDataset):
 
     def __init__(self, root: str | Path, *, split: str = "test",
                  transform: Callable | None = None) -> None:
-        from compaudit.data.celeba import CelebA
-        from compaudit.data.synthetic import concept_table
-
         super().__init__(transform=transform)
         self.root = Path(root)
         self._faces = CelebA(self.root, split=split)  # validates the split and the files
@@ -168,8 +167,6 @@ class SyntheticFaceConcepts(ConceptDataset):
         return self._faces._load(index)[0]
 
     def _labels(self, index: int) -> np.ndarray:
-        from compaudit.data.synthetic import load_concept_mask
-
         path = self.example_ids[index]
         codes = load_concept_mask(self.root, path)
         if codes.max(initial=0) >= len(self.concepts):

@@ -44,9 +44,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
+from compaudit.configs.dissection import DEFAULT_LAYERS, DissectionConfig
 from compaudit.dissection.concepts import ConceptDataset
-from compaudit.dissection.config import DEFAULT_LAYERS, DissectionConfig
 from compaudit.errors import AuditInputError
 
 __all__ = ["DissectionConfig", "DissectionResult", "dissect", "UNIT_COLUMNS", "DEFAULT_LAYERS"]
@@ -181,8 +182,6 @@ def _loader(dataset, config, progress: bool, desc: str):
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False,
                         num_workers=config.num_workers, collate_fn=_collate)
     if progress:
-        from tqdm.auto import tqdm
-
         return tqdm(loader, desc=desc, unit="batch")
     return loader
 

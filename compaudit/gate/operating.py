@@ -2,7 +2,7 @@
 
 Variants of one family share a method and differ in how much they compress (two
 ``gradual_magnitude`` variants at 50% and 90% sparsity). Family and axis come from the
-method's entry (:class:`~compaudit.compress.configs.Method`) through ``variants.json``
+method's entry (:class:`~compaudit.configs.compress.Method`) through ``variants.json``
 (``family``, ``axis``, ``sparsity``, ``bits`` of each record); nothing is read from a
 variant's name. Within a family, variants are ordered from least to most compressed:
 on the ``sparsity`` axis by the measured sparsity, on the ``bits`` axis by bit width,
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from compaudit.errors import AuditInputError
-from compaudit.rundir import AXES
+from compaudit.rundir import AXES, RunFolder, read_json
 
 __all__ = [
     "OperatingPoint",
@@ -199,8 +199,6 @@ def variants_info(run_dir: Path) -> dict[str, dict[str, Any]] | None:
     """A run folder's ``variants.json`` (method, family, axis, sparsity of each variant),
     or ``None`` when it has none; the gate's operating points read it (without it, each
     variant is its own family)."""
-    from compaudit.rundir import RunFolder, read_json
-
     path = RunFolder(run_dir).variants_json
     if not path.is_file():
         return None

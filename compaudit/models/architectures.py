@@ -38,7 +38,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import torchvision
 from torch import nn
+from torchvision.models import resnet18, resnet50
 
 from compaudit.errors import AuditInputError
 from compaudit.registry import Registry
@@ -100,8 +102,6 @@ def list_architectures() -> list[str]:
 
 
 def _torchvision_models() -> list[str]:
-    import torchvision
-
     return torchvision.models.list_models(module=torchvision.models)
 
 
@@ -161,8 +161,6 @@ def resolve_architecture(arch: str, *,
 
 def _torchvision_builder(arch: str) -> ArchitectureBuilder:
     def torchvision_model(*, num_classes: int, small_input: bool, **options: Any) -> nn.Module:
-        import torchvision
-
         # small_input changes only the registered ResNets' stem; torchvision's own
         # models are built as published (no weights: those come from files).
         return torchvision.models.get_model(arch, weights=None, num_classes=num_classes,
@@ -343,16 +341,12 @@ def _small_stem(model: nn.Module) -> nn.Module:
 
 @register_architecture("resnet18")
 def _resnet18(*, num_classes: int, small_input: bool) -> nn.Module:
-    from torchvision.models import resnet18
-
     model = resnet18(weights=None, num_classes=num_classes)
     return _small_stem(model) if small_input else model
 
 
 @register_architecture("resnet50")
 def _resnet50(*, num_classes: int, small_input: bool) -> nn.Module:
-    from torchvision.models import resnet50
-
     model = resnet50(weights=None, num_classes=num_classes)
     return _small_stem(model) if small_input else model
 

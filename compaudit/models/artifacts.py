@@ -1,7 +1,7 @@
 """One loader for every model file a spec names: dense replicas and ``load`` variants.
 
 :func:`load_artifact` reads the format from the file's header
-(:func:`~compaudit.models.artifact_format.artifact_format`) and returns a module that
+(:func:`~compaudit.artifact_format.artifact_format`) and returns a module that
 takes a float NCHW batch and returns logits:
 
 * a state dict (:func:`~compaudit.models.weights.read_state_dict`: ``weights_only``
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from torch import nn
 
+from compaudit.artifact_format import PT2_MESSAGE, ArtifactFormat, artifact_format
 from compaudit.errors import AuditInputError
-from compaudit.models.artifact_format import PT2_MESSAGE, ArtifactFormat, artifact_format
 from compaudit.models.onnx_runtime import OnnxModule
 from compaudit.models.weights import check_compatible, read_state_dict
 

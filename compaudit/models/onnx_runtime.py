@@ -28,6 +28,7 @@ _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
 
 
 def _onnxruntime() -> Any:
+    # The optional 'onnx' extra, imported only when an ONNX model is opened.
     try:
         import onnxruntime
     except ImportError as err:

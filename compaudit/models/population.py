@@ -25,10 +25,10 @@ from typing import Any
 import torch
 
 from compaudit._atomic import atomic_write_text
+from compaudit.configs.head import Head
 from compaudit.errors import AuditInputError
 from compaudit.executors import Executor, SerialExecutor, get_executor
 from compaudit.models.architectures import build_model, resolve_architecture
-from compaudit.models.head import Head
 from compaudit.models.training import TrainConfig, train
 from compaudit.models.weights import save_state_dict
 

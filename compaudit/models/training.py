@@ -38,6 +38,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from compaudit.configs.head import Head
+from compaudit.configs.train import TrainConfig
 from compaudit.data.base import dataset_length
 from compaudit.errors import AuditInputError
 from compaudit.models._checkpoint import (
@@ -47,8 +49,6 @@ from compaudit.models._checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from compaudit.models.head import Head
-from compaudit.models.train_config import TrainConfig
 
 __all__ = [
     "TrainConfig", "TrainResult", "train", "FineTuner", "StepCallback", "EpochCallback",
@@ -120,7 +120,7 @@ def train(
         Show a tqdm bar per epoch.
     head
         The loss and the prediction of the training accuracy
-        (:class:`~compaudit.models.head.Head`): cross-entropy over class logits
+        (:class:`~compaudit.configs.head.Head`): cross-entropy over class logits
         (default), or binary cross-entropy with logits on one logit (sigmoid head).
 
     Returns

@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 
 import torch
 from torch import nn
+from torchvision.models import WeightsEnum, get_weight
 
 from compaudit._atomic import atomic_path
 from compaudit.errors import AuditInputError
@@ -200,8 +201,6 @@ def save_state_dict(state: nn.Module | Mapping[str, torch.Tensor], path: str | P
 
 def _weights_enum(source: Any) -> Any | None:
     """Return the torchvision weights enum ``source`` names, or ``None`` for a file."""
-    from torchvision.models import WeightsEnum, get_weight
-
     if isinstance(source, WeightsEnum):
         return source
     if isinstance(source, str) and _ENUM_NAME.match(source) and not Path(source).exists():

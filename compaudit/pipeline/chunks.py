@@ -29,15 +29,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 from torch import nn
 
+from compaudit.configs.head import Head
 from compaudit.data.base import dataset_length
-from compaudit.models.head import Head
 from compaudit.pipeline.jobs import (
     VariantJob,
     compress_variant_job,
     write_variant_predictions,
 )
+from compaudit.predict import predict_population
 from compaudit.predict.batching import MAX_BATCH
 from compaudit.rundir import write_json
 
@@ -112,8 +114,6 @@ class ChunkJob:
 
 def run_chunk_job(job: ChunkJob) -> tuple[Any, dict[str, float]]:
     """Predict one chunk; returns its predictions frame and its wall/CPU seconds."""
-    from compaudit.predict import predict_population
-
     wall, cpu = time.perf_counter(), time.process_time()
     frame = predict_population(
         {job.variant: list(job.models)}, ExampleRange(job.eval_data(), job.start, job.stop),
@@ -158,7 +158,5 @@ def run_chunked(jobs: Sequence[VariantJob], pool: Any, *, chunk_examples: int,
 def _replica_major(frames: list[Any]) -> Any:
     """One evaluation set's chunk frames in the unchunked job's row order: by replica,
     then example (each chunk holds every replica over its rows)."""
-    import pandas as pd
-
     return pd.concat(frames, ignore_index=True).sort_values(
         "replica", kind="stable").reset_index(drop=True)

@@ -14,7 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torchvision
 
+from compaudit import tables
+from compaudit.data import DATASETS, get_dataset
+from compaudit.data.base import (
+    TransformSpec,
+    dataset_options,
+    dataset_splits,
+    generator_options,
+    subset,
+)
+from compaudit.data.corrupted_copy import write_corrupted_copy
+from compaudit.data.imagenet_c import ImageNetC
+from compaudit.data.imagenet_classes import imagenet_class_names
+from compaudit.data.in_memory import in_memory
 from compaudit.errors import NEVER_DOWNLOADS, AuditInputError
 from compaudit.pipeline.stages import StageCache, fingerprint, stage_key
 from compaudit.rundir import RunFolder, write_json
@@ -53,14 +67,10 @@ def resolve(folder: RunFolder, path: str) -> Path:
 def eval_transform(spec: AuditSpec) -> Any:
     """The evaluation transform: ``[data]`` resize/crop/mean/std, where pretrained
     weights bring their own statistics and resize ratio (a conflict is an error)."""
-    from compaudit.data.base import TransformSpec
-
     d = spec.data
     crop, ratio = d.input_size, 1.0
     mean, std = d.mean or (0.5, 0.5, 0.5), d.std or (0.25, 0.25, 0.25)
     if spec.model.pretrained:
-        import torchvision
-
         # Pretrained weights expect their own evaluation transform (IMAGENET1K_V2:
         # resize 232, crop 224, ImageNet statistics), scaled to the spec's crop.
         ref = torchvision.models.get_weight(spec.model.pretrained).transforms()
@@ -81,9 +91,6 @@ def check_dataset(spec: AuditSpec) -> str:
     """The registered dataset the spec names, with its ``[data].options`` checked
     against its signature (a generated dataset's: its generator's) before anything
     is generated."""
-    from compaudit.data import DATASETS
-    from compaudit.data.base import dataset_options, generator_options
-
     name = spec.data.dataset
     if name not in DATASETS:
         raise AuditInputError(f"{spec.source}: [data].dataset: got {name!r}; "
@@ -108,24 +115,17 @@ def check_dataset(spec: AuditSpec) -> str:
 
 def is_generated(spec: AuditSpec) -> bool:
     """Whether the run generates the spec's dataset (nothing to read before it runs)."""
-    from compaudit.data import DATASETS
-
     return DATASETS.get(check_dataset(spec)).generator is not None
 
 
 def eval_split(spec: AuditSpec) -> str:
     """``[data].eval_split``, or the dataset's own evaluation split (ImageNet: ``val``)."""
-    from compaudit.data import DATASETS
-
     return spec.data.eval_split or DATASETS.get(check_dataset(spec)).eval_split
 
 
 def split_problems(spec: AuditSpec, *, training: bool) -> list[str]:
     """The splits the spec names must be splits the dataset has; the training split of
     a dataset whose splits are folders of their own (ImageNet) needs its train_root."""
-    from compaudit.data import DATASETS
-    from compaudit.data.base import dataset_splits
-
     cls = DATASETS.get(check_dataset(spec))
     valid = dataset_splits(cls)
     named = [("eval_split", eval_split(spec))] + ([("train_split", spec.data.train_split)]
@@ -155,8 +155,6 @@ def split_factories(spec: AuditSpec, folder: RunFolder, transform: Any
 
 def dataset_factory(spec: AuditSpec, root: Path, split: str, transform: Any) -> Factory:
     """A picklable zero-argument factory building the spec's dataset for one split."""
-    from compaudit.data import DATASETS
-
     cls = DATASETS.get(check_dataset(spec))
     # A generated dataset's options are its generator's, not its constructor's.
     options = {} if cls.generator is not None else dict(spec.data.options)
@@ -171,10 +169,6 @@ def prepare_data(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
                  log: Callable[[str], None]) -> DataStage:
     """Generate the dataset (a generated one: the synthetic faces) and describe the
     train/eval splits."""
-    from compaudit.data import DATASETS
-    from compaudit.data.base import subset
-    from compaudit.data.in_memory import in_memory
-
     d = spec.data
     cls = DATASETS.get(check_dataset(spec))
     transform = eval_transform(spec)  # checks preprocessing against pretrained weights
@@ -202,11 +196,6 @@ def prepare_shifts(spec: AuditSpec, folder: RunFolder, cache: StageCache, data: 
                    *, progress: bool, log: Callable[[str], None],
                    pool: Any = None) -> ShiftStage:
     """Write the corrupted copies (cached) and describe every shift set."""
-    from compaudit.data import get_dataset
-    from compaudit.data.base import subset
-    from compaudit.data.corrupted_copy import write_corrupted_copy
-    from compaudit.data.imagenet_c import ImageNetC
-
     factories, keys = [], []
     for i, shift in enumerate(spec.shifts):
         section = spec.section("shifts")[i]
@@ -235,8 +224,6 @@ def prepare_shifts(spec: AuditSpec, folder: RunFolder, cache: StageCache, data: 
 def write_examples(folder: RunFolder, cache: StageCache, data: DataStage,
                    shifts: ShiftStage) -> str:
     """``examples.parquet``: the eval split and every shift set; returns its key."""
-    from compaudit import tables
-
     key = stage_key(data.key, list(shifts.keys))
     if not cache.fresh("examples", key, [folder.examples]):
         frames = [data.eval().examples()] + [f().examples() for f in shifts.factories]
@@ -264,16 +251,12 @@ def write_class_names(spec: AuditSpec, folder: RunFolder, data: DataStage) -> No
     names: list[str] | None = getattr(data.eval(), "class_names", None)
     target = spec.data.target
     if not target:
-        from compaudit.data import DATASETS
-
         target = DATASETS.get(check_dataset(spec)).default_target
     if names is not None:
         names = [str(n) for n in names]
     elif spec.model.num_classes == 2 and target:
         names = [f"not {target}", target]
     elif spec.model.num_classes == 1000 and spec.data.dataset.startswith("imagenet"):
-        from compaudit.data.imagenet_classes import imagenet_class_names
-
         names = [n.split(",")[0] for n in imagenet_class_names()]
     if names is not None:
         write_json(folder.class_names, names)

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from compaudit.data.decoded import DecodedDataset, decode_to_file
 from compaudit.rundir import RunFolder
 
 __all__ = ["RunDecoder"]
@@ -36,8 +37,6 @@ class RunDecoder:
         file name in the run's decoded folder); ``factory`` itself when the set cannot
         be decoded into one array (over the budget, or items of several shapes)."""
         if name not in self._factories:
-            from compaudit.data.decoded import DecodedDataset, decode_to_file
-
             self.log(f"[decode] {name}: decoding once for every job")
             path = decode_to_file(factory, self.folder.decoded(name), executor=self.pool,
                                   budget=self.budget - self._used)

@@ -15,17 +15,20 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
 
+from compaudit import tables
 from compaudit._malloc import reuse_freed_memory
-from compaudit.compress.configs import method_of
 from compaudit.compress.footprint import footprint, variant_record
 from compaudit.compress.registry import CompressionContext, compress
+from compaudit.configs.compress import method_of
+from compaudit.configs.head import Head
+from compaudit.dissection.audit import dissect_population
 from compaudit.errors import AuditInputError
 from compaudit.models.architectures import build_model
 from compaudit.models.artifacts import has_torch_weights, load_artifact
-from compaudit.models.head import Head
 from compaudit.models.training import TrainConfig, train
 from compaudit.predict import predict_population, write_predictions
 from compaudit.rundir import jsonable, write_json
@@ -144,10 +147,6 @@ def compress_variant_job(job: VariantJob) -> tuple[dict[str, Any], list[nn.Modul
 
 def write_variant_predictions(job: VariantJob, frames: Sequence[Any]) -> None:
     """Write the variant's ``predictions.parquet`` from its frames, in evaluation-set order."""
-    import pandas as pd
-
-    from compaudit import tables
-
     predictions = pd.concat(frames, ignore_index=True)
     examples = tables.read_examples(job.examples_path)
     predictions["variant"] = predictions["variant"].astype(str)
@@ -213,8 +212,6 @@ def _variant_job(job: VariantJob, *, predict: bool = True
                             axis=None if entry is None else entry.axis,
                             bits=info.get("bits"), footprint=fp, **jsonable(extra))
     if job.dissection is not None:
-        from compaudit.dissection.audit import dissect_population
-
         # Here, not later: the compressed replicas exist only inside this job.
         dissect_population(models, job.dissection, variant=job.name,
                            out_dir=job.record_path.parent)

@@ -9,10 +9,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy
 import pandas as pd
+import torch
+import torchvision
 
+import compaudit
+from compaudit import tables
+from compaudit.analysis.audit import analyze_files
+from compaudit.compress.footprint import write_variants_json
+from compaudit.dissection.audit import dissection_block, read_population
+from compaudit.gate import run_gate, write_gate_outputs
+from compaudit.gate.operating import variants_info
 from compaudit.pipeline.stages import StageCache, fingerprint, stage_key
 from compaudit.pipeline.variants import variant_names
+from compaudit.report import render_report
 from compaudit.rundir import RunFolder, read_json, write_json
 from compaudit.schema import read_metrics
 from compaudit.spec import AuditSpec
@@ -27,9 +38,6 @@ def analyze_run(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
     key = stage_key(list(variant_keys.values()), spec.section("analysis"), spec.data.protected)
     if cache.fresh("analyze", key, [folder.metrics, folder.predictions]):
         return
-    from compaudit import tables
-    from compaudit.analysis.audit import analyze_files
-    from compaudit.compress.footprint import write_variants_json
 
     log("[analyze] population statistics")
     names = list(variant_keys)
@@ -43,8 +51,6 @@ def analyze_run(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
     analysis = analyze_files(folder.examples, folder.predictions, spec.analysis,
                              progress=progress)
     if plan is not None:
-        from compaudit.dissection.audit import dissection_block, read_population
-
         log("[analyze] dissection")
         units, concepts = read_population({n: folder.variant(n) for n in names})
         analysis.add_dissection(*dissection_block(units, concepts, plan.describe(),
@@ -55,16 +61,11 @@ def analyze_run(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
 
 def gate_and_report(spec: AuditSpec, folder: RunFolder, *, report: bool) -> tuple[Any, Path | None]:
     """The gate's verdict on ``metrics.json`` (outputs in ``gate/``) and the report."""
-    from compaudit.gate import run_gate, write_gate_outputs
-    from compaudit.gate.operating import variants_info
-
     result = run_gate(read_metrics(folder.metrics), spec.gate,
                       variants_info=variants_info(folder.root))
     write_gate_outputs(result, folder.gate)
     path = None
     if report:
-        from compaudit.report import render_report
-
         path = render_report(folder.root)
     return result, path
 
@@ -76,12 +77,6 @@ def write_provenance(spec: AuditSpec, folder: RunFolder, data_root: Path, starte
 
     The CPU time of the train and variants steps includes the jobs they ran in worker
     processes (``timings`` is updated in place)."""
-    import numpy
-    import torch
-    import torchvision
-
-    import compaudit
-
     jobs = _job_timings(folder, dense, variant_names(spec))
     for step, prefix in (("train", "train:"), ("variants", "variant:")):
         ran = [t for name, t in jobs.items() if name.startswith(prefix) and t

@@ -10,12 +10,33 @@ replicas, variants and files.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
-from compaudit.compress.configs import METHODS
+import torch
+
+from compaudit.artifact_format import artifact_format
 from compaudit.config import plain
+from compaudit.configs.compress import METHODS
+from compaudit.data import get_dataset
+from compaudit.data.base import dataset_length
 from compaudit.errors import AuditInputError
+from compaudit.executors import RAY_EXTRA_MESSAGE
+from compaudit.models.architectures import build_model
+from compaudit.models.artifacts import load_artifact
+from compaudit.pipeline.data import (
+    check_dataset,
+    eval_split,
+    eval_transform,
+    is_generated,
+    resolve,
+    split_factories,
+    split_problems,
+)
+from compaudit.pipeline.train import check_architecture, dense_paths, model_search_path
+from compaudit.pipeline.variants import check_schedules, dissection_plan
+from compaudit.rundir import RunFolder
 from compaudit.spec import AuditSpec
 
 __all__ = ["describe_plan", "device_problems", "executor_problems", "needs_training_set",
@@ -35,16 +56,6 @@ def preflight(spec: AuditSpec, run_dir: Path, *, executor: str | None = None,
     generated synthetic faces excepted); every model file loaded into the
     architecture; the dissection's layers and concept masks; pruning schedules.
     """
-    from compaudit.pipeline.data import (
-        check_dataset,
-        eval_transform,
-        is_generated,
-        resolve,
-        split_problems,
-    )
-    from compaudit.pipeline.train import check_architecture
-    from compaudit.rundir import RunFolder
-
     problems = executor_problems(spec, executor, ray_address)
     if problems:  # a contradiction on the command line comes first, before any data
         raise AuditInputError(problems)
@@ -85,10 +96,6 @@ def executor_problems(spec: AuditSpec, kind: str | None, ray_address: str | None
                       ) -> list[str]:
     """The executor the run would use, from the spec and the command line: options that
     contradict each other, and Ray when it is not installed."""
-    import importlib.util
-
-    from compaudit.executors import RAY_EXTRA_MESSAGE
-
     kind = kind or spec.executor.kind
     if ray_address and kind != "ray":
         return [f"--ray-address {ray_address}: the executor is {kind!r}; expected "
@@ -100,8 +107,6 @@ def executor_problems(spec: AuditSpec, kind: str | None, ray_address: str | None
 
 def device_problems(spec: AuditSpec) -> list[str]:
     """``[train].device`` (also the device of inference and dissection) must exist here."""
-    import torch
-
     name = spec.train.device
     where = f"{spec.source}: [train].device: got {name!r}"
     try:
@@ -129,11 +134,6 @@ def _first_line(err: BaseException) -> str:
 def _data_problems(spec: AuditSpec, folder: Any, training: bool) -> list[str]:
     """Build the datasets as the run does (index files only), and what depends on them:
     shift datasets, the dissection plan, pruning schedules."""
-    from compaudit.data import get_dataset
-    from compaudit.data.base import dataset_length
-    from compaudit.pipeline.data import eval_transform, is_generated, split_factories
-    from compaudit.pipeline.variants import check_schedules, dissection_plan
-
     problems: list[str] = []
     transform = eval_transform(spec)
     d = spec.data
@@ -173,10 +173,6 @@ def _model_problems(spec: AuditSpec) -> list[str]:
     """Every model file loaded as the run loads it: dense replicas into the
     architecture, loaded variants paired with their dense replica (truncated files,
     weights that do not fit, pretrained weights missing from the local cache)."""
-    from compaudit.models.architectures import build_model
-    from compaudit.models.artifacts import load_artifact
-    from compaudit.pipeline.train import dense_paths, model_search_path
-
     m = spec.model
     if not (m.weights or m.pretrained):
         return []
@@ -211,16 +207,11 @@ def _settings(params: dict) -> str:
 
 
 def _files(paths: tuple[str, ...]) -> list[str]:
-    from compaudit.models.artifact_format import artifact_format
-
     return [f"    {path}  ({artifact_format(path)})" for path in paths]
 
 
 def describe_plan(spec: AuditSpec, run_dir: Path) -> str:
     """What running ``spec`` into ``run_dir`` would do, as readable lines."""
-    from compaudit.pipeline.data import eval_split, is_generated, resolve
-    from compaudit.rundir import RunFolder
-
     d, m, t = spec.data, spec.model, spec.train
     root = resolve(RunFolder(run_dir), d.root)
     lines = [f"audit {spec.name!r} from {spec.source} (sha256 {spec.sha256[:12]}), "

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compaudit.compress.configs import method_of
+from compaudit.configs.compress import method_of
+from compaudit.executors import get_executor
+from compaudit.gate import format_table
 from compaudit.pipeline.data import (
     prepare_data,
     prepare_shifts,
@@ -58,8 +60,6 @@ def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: str | None = No
               ray_address: str | None = None, progress: bool = True, report: bool = True,
               log: Callable[[str], None] = print) -> RunResult:
     """Run every stage of ``spec`` into ``out_dir``; skip stages that are up to date."""
-    from compaudit.gate import format_table
-
     # Every input check, before the run folder is created.
     preflight(spec, Path(out_dir), executor=executor, ray_address=ray_address)
     folder = RunFolder(Path(out_dir))
@@ -110,8 +110,6 @@ def _loaded_files(spec: AuditSpec) -> list[Path]:
 def _executor(spec: AuditSpec, kind: str | None, ray_address: str | None, *,
               progress: bool) -> Iterator[Any]:
     """The spec's executor (or the command line's), closed when the jobs are done."""
-    from compaudit.executors import get_executor
-
     kind = kind or spec.executor.kind  # preflight refused contradictory options
     options: dict[str, Any] = {"progress": progress}
     if kind == "local":

@@ -8,7 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from compaudit.errors import NEVER_DOWNLOADS, AuditInputError
+from compaudit.models.architectures import architecture_source, build_model
+from compaudit.models.population import replica_path, train_population
+from compaudit.models.weights import torchvision_weights_path
 from compaudit.pipeline.data import DataStage
 from compaudit.pipeline.decoding import RunDecoder
 from compaudit.pipeline.stages import StageCache, fingerprint, stage_key
@@ -33,7 +38,6 @@ def dense_population(spec: AuditSpec, folder: RunFolder, cache: StageCache, data
     """The dense replicas: pretrained, given as files, or trained into the run folder."""
     m, t = spec.model, spec.train
     # The files' contents, not only their paths: a replaced file is a new model.
-    from compaudit.models.architectures import architecture_source
 
     source = architecture_source(m.arch, search_path=model_search_path(spec))
     # The user's module too: edited code is a new architecture (and every variant's key
@@ -43,7 +47,6 @@ def dense_population(spec: AuditSpec, folder: RunFolder, cache: StageCache, data
                     *([fingerprint(source)] if source is not None else []))
     if m.pretrained or m.weights:
         return DenseStage(paths=dense_paths(spec), key=key)
-    from compaudit.models.population import replica_path, train_population
 
     out = folder.dense_models
     recorded = cache.done.get("train")
@@ -79,10 +82,6 @@ def check_architecture(spec: AuditSpec) -> None:
     does not import, a missing callable, rejected ``[model].options`` or a factory that
     raises all fail here, naming the spec file and key, rather than in a worker.
     """
-    import torch
-
-    from compaudit.models.architectures import build_model
-
     m = spec.model
     try:
         # Building draws from the global RNG: leave it as it was for what follows.
@@ -100,8 +99,6 @@ def dense_paths(spec: AuditSpec) -> tuple[Path, ...]:
 
 
 def _pretrained(spec: AuditSpec) -> Path:
-    from compaudit.models.weights import torchvision_weights_path
-
     path = torchvision_weights_path(spec.model.pretrained)
     if not path.is_file():
         raise AuditInputError(

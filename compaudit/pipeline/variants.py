@@ -10,9 +10,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from compaudit.compress.configs import method_of
 from compaudit.config import narrow
+from compaudit.configs.compress import GradualMagnitudeConfig, method_of
+from compaudit.configs.dissection import DEFAULT_LAYERS, DissectionConfig
+from compaudit.dissection.audit import DissectionPlan, concept_dataset
 from compaudit.errors import AuditInputError
+from compaudit.models.architectures import build_model
+from compaudit.pipeline.chunks import run_chunked
 from compaudit.pipeline.data import DataStage, ShiftStage, resolve
 from compaudit.pipeline.decoding import RunDecoder
 from compaudit.pipeline.jobs import VariantJob, run_variant_job
@@ -73,8 +77,6 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
         train_data = decoder.get("train", data.train) if reads_train else data.train
         jobs = [replace(j, eval_data=eval_data, train_data=train_data) for j in jobs]
         if spec.predict.chunk_examples:
-            from compaudit.pipeline.chunks import run_chunked
-
             run_chunked(jobs, pool, chunk_examples=spec.predict.chunk_examples, log=log)
         else:
             pool.map(run_variant_job, jobs, desc="compress + predict")
@@ -102,8 +104,6 @@ def check_schedules(spec: AuditSpec, n_train: Callable[[], int]) -> None:
     """Pruning schedules in optimizer steps must end within the fine-tuning run on
     ``n_train()`` training images, called only for such schedules (checked before
     anything trains; schedules in fractions always fit)."""
-    from compaudit.compress.configs import GradualMagnitudeConfig
-
     gradual = [(i, v) for i, v in enumerate(spec.variants, 1)
                if isinstance(v.config, GradualMagnitudeConfig) and v.config.in_steps]
     if not gradual:
@@ -129,8 +129,6 @@ def dissection_plan(spec: AuditSpec, folder: RunFolder, *, transform: Any,
     dx = spec.dissection
     if dx is None:
         return None
-    from compaudit.dissection.audit import DissectionPlan, concept_dataset
-    from compaudit.dissection.config import DEFAULT_LAYERS, DissectionConfig
 
     layers = tuple(dx.layers) or DEFAULT_LAYERS[spec.model.arch]
     _check_layers(spec, layers)
@@ -151,8 +149,6 @@ def dissection_plan(spec: AuditSpec, folder: RunFolder, *, transform: Any,
 
 
 def _check_layers(spec: AuditSpec, layers: tuple[str, ...]) -> None:
-    from compaudit.models.architectures import build_model
-
     m = spec.model
     model = build_model(m.arch, num_classes=m.n_outputs, small_input=m.small_input,
                         options=m.options, search_path=model_search_path(spec))

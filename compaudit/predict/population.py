@@ -31,9 +31,9 @@ from tqdm.auto import tqdm
 from compaudit import tables
 from compaudit._malloc import reuse_freed_memory
 from compaudit.config import check_int
+from compaudit.configs.head import Head
 from compaudit.data.base import dataset_length
 from compaudit.errors import AuditInputError
-from compaudit.models.head import Head
 from compaudit.predict.batching import choose_batch_size
 from compaudit.predict.rows import Outputs, Task, check_labels, check_logits, to_frame
 from compaudit.predict.stacking import Member, Runner, plan_runners, restore_modes
@@ -248,7 +248,7 @@ def predict_population(
     progress
         Show a progress bar over batches.
     head
-        How the models' outputs become probabilities (:class:`~compaudit.models.head.Head`;
+        How the models' outputs become probabilities (:class:`~compaudit.configs.head.Head`;
         default softmax over class logits). A sigmoid head reads a binary task from one
         logit of each model's ``head.outputs``: ``p_pos`` is its sigmoid, ``pred`` is
         ``p_pos >= 0.5``.

@@ -12,8 +12,8 @@ import pandas as pd
 import torch
 
 from compaudit import tables
+from compaudit.configs.head import Head
 from compaudit.errors import AuditInputError
-from compaudit.models.head import Head
 from compaudit.predict.stacking import Member
 
 __all__ = ["Outputs", "Task", "check_labels", "check_logits", "to_frame",

@@ -23,6 +23,7 @@ from typing import Any
 
 from compaudit._atomic import atomic_path
 from compaudit.errors import AuditInputError
+from compaudit.gate.policy import SubgroupRatePolicy
 from compaudit.rundir import RunFolder, gate_files
 from compaudit.schema import (
     GateCheck,
@@ -78,8 +79,6 @@ def _gate(folder: RunFolder) -> GateDoc | None:
 def _checked_rates(gate: GateDoc | None) -> list[str]:
     """The rates the gate checked per subgroup (its policy's defaults without a gate)."""
     if gate is None:
-        from compaudit.gate.policy import SubgroupRatePolicy
-
         return list(SubgroupRatePolicy().metrics)
     return sorted({c.metric for c in gate.checks if c.kind == "subgroup_rate"})
 

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from compaudit.compress.configs import OneShotMagnitudeConfig
 from compaudit.compress.footprint import (
     VARIANT_FIELDS,
     count_macs,
@@ -41,6 +40,7 @@ from compaudit.compress.storage import (
     read_encoded,
     write_encoded,
 )
+from compaudit.configs.compress import OneShotMagnitudeConfig
 from compaudit.errors import AuditInputError
 from compaudit.models.architectures import build_model
 from compaudit.rundir import VARIANTS_SCHEMA

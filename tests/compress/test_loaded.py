@@ -20,15 +20,15 @@ from torch import nn
 from torch.nn.utils import prune
 
 from compaudit import tables
-from compaudit.compress.configs import METHODS, Float16Config, LoadConfig
 from compaudit.compress.footprint import footprint
 from compaudit.compress.loaded import check_pairing
 from compaudit.compress.registry import CompressionContext, compress
 from compaudit.config import ConfigError, from_table
+from compaudit.configs.compress import METHODS, Float16Config, LoadConfig
+from compaudit.configs.train import TrainConfig
 from compaudit.errors import AuditInputError
 from compaudit.models.architectures import build_model
 from compaudit.models.onnx_runtime import OnnxModule
-from compaudit.models.train_config import TrainConfig
 from compaudit.pipeline.jobs import VariantJob, run_variant_job
 from compaudit.predict import predict_population
 

@@ -211,7 +211,7 @@ def test_one_shot_without_fine_tune_function_says_how_to_fix(tiny):
 
 
 def test_gradual_schedule_in_fractions_follows_the_run_length(tiny):
-    from compaudit.compress.configs import GradualMagnitudeConfig as Config
+    from compaudit.configs.compress import GradualMagnitudeConfig as Config
 
     fractions = Config(sparsity=0.5, begin=0.0, end=0.5, frequency=2)
     steps = Config(sparsity=0.5, begin_step=0, end_step=10, frequency=2)

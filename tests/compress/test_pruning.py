@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from compaudit.compress import pruning
-from compaudit.compress.configs import (
+from compaudit.compress.registry import CompressedModel, CompressionContext, compress
+from compaudit.configs.compress import (
     GradualMagnitudeConfig,
     LotteryTicketConfig,
     OneShotMagnitudeConfig,
     RandomPruningConfig,
     UnitPruningConfig,
 )
-from compaudit.compress.registry import CompressedModel, CompressionContext, compress
 from compaudit.models.architectures import build_model
 from compaudit.models.training import TrainConfig, train
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from compaudit.compress.configs import (
+from compaudit.compress.registry import CompressionContext, compress
+from compaudit.configs.compress import (
     METHODS,
     BFloat16Config,
     Float16Config,
@@ -21,7 +22,6 @@ from compaudit.compress.configs import (
     UnitPruningConfig,
     method_of,
 )
-from compaudit.compress.registry import CompressionContext, compress
 from compaudit.models.architectures import build_model
 from compaudit.models.training import TrainConfig, train
 

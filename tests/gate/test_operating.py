@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from compaudit.cli import main
-from compaudit.compress.configs import METHODS
+from compaudit.configs.compress import METHODS
 from compaudit.errors import AuditInputError
 from compaudit.gate import run_gate, to_markdown
 from compaudit.gate.operating import VariantPoint, operating_points, variant_point, variants_info

@@ -331,7 +331,7 @@ def test_models_with_auxiliary_heads_train_their_main_head():
 def test_a_sigmoid_head_steps_on_bce_with_logits_of_its_logit(outputs, output, smoothing):
     """One full-batch SGD step with a sigmoid head is w - lr * grad of torch's own
     BCEWithLogitsLoss on the chosen logit (smoothed targets y (1 - e) + e / 2)."""
-    from compaudit.models.head import Head
+    from compaudit.configs.head import Head
 
     ds = ToyImages(16, size=2)
     torch.manual_seed(0)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from compaudit.compress.configs import METHODS
+from compaudit.configs.compress import METHODS
 from compaudit.pipeline import run_audit
 from compaudit.schema import read_metrics
 from compaudit.spec import parse_spec

@@ -551,7 +551,7 @@ def test_models_pruned_with_torch_prune_hooks_stack():
 def test_a_sigmoid_head_reads_p_pos_from_one_logit(outputs, output):
     """p_pos is torch.sigmoid of the chosen logit, pred is p_pos >= 0.5, and p_true /
     p_pred follow; replicas of a 40-output model run stacked or looped alike."""
-    from compaudit.models.head import Head
+    from compaudit.configs.head import Head
 
     ds = random_dataset(50, num_classes=2, seed=4)
     models = make_models("small_cnn", 2, num_classes=outputs, seed=40)
@@ -575,7 +575,7 @@ def test_a_sigmoid_head_reads_p_pos_from_one_logit(outputs, output):
 
 
 def test_a_sigmoid_head_refuses_outputs_of_another_width():
-    from compaudit.models.head import Head
+    from compaudit.configs.head import Head
 
     ds = random_dataset(8, num_classes=2, seed=4)
     models = make_models("small_cnn", 1, num_classes=2, seed=40)

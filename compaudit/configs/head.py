@@ -96,6 +96,8 @@ class Head:
         Label smoothing ``e`` gives the sigmoid head targets ``y (1 - e) + e / 2``, the
         same targets as two-class cross-entropy with smoothing ``e``.
         """
+        # A tensor came in, so torch is loaded; at module level it would load torch
+        # for every spec parsed.
         import torch.nn.functional as F
 
         if not self.sigmoid:

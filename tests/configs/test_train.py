@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from compaudit.configs.train import TrainConfig
 from compaudit.errors import AuditInputError
-from compaudit.models.train_config import TrainConfig
 
 
 def test_defaults_are_valid_and_frozen():

@@ -15,12 +15,22 @@ ends exactly at ``s_f``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from compaudit.compress.configs import schedule_problems
 from compaudit.config import Checked, setting
 
-__all__ = ["CubicSparsitySchedule"]
+__all__ = ["CubicSparsitySchedule", "schedule_problems"]
+
+
+def schedule_problems(*, initial: float, final: float, begin: int, end: int,
+                      final_name: str = "final_sparsity") -> Iterator[tuple[str | None, str]]:
+    """Cross-field rules of a cubic sparsity schedule (Zhu & Gupta)."""
+    if initial > final:
+        yield None, (f"initial sparsity {initial} exceeds the final sparsity {final} "
+                     f"({final_name}); sparsity may only grow during training")
+    if end <= begin:
+        yield "end_step", f"got {end!r}; expected an integer greater than begin_step ({begin!r})"
 
 
 @dataclass(frozen=True, kw_only=True)

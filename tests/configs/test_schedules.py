@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compaudit.compress.schedules import CubicSparsitySchedule
+from compaudit.configs.schedules import CubicSparsitySchedule
 from compaudit.errors import AuditInputError
 
 

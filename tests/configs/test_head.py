@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from compaudit.models.head import Head
+from compaudit.configs.head import Head
 
 
 def test_softmax_head_is_cross_entropy_and_argmax():

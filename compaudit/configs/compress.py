@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 from compaudit.config import Checked, setting
+from compaudit.configs.schedules import CubicSparsitySchedule, schedule_problems
 from compaudit.registry import Registry
 from compaudit.rundir import AXES
 
@@ -166,16 +167,6 @@ DEFAULT_OPSET = 20
 _Problems = Iterator[tuple[str | None, str]]
 
 
-def schedule_problems(*, initial: float, final: float, begin: int, end: int,
-                      final_name: str = "final_sparsity") -> _Problems:
-    """Cross-field rules of a cubic sparsity schedule (Zhu & Gupta)."""
-    if initial > final:
-        yield None, (f"initial sparsity {initial} exceeds the final sparsity {final} "
-                     f"({final_name}); sparsity may only grow during training")
-    if end <= begin:
-        yield "end_step", f"got {end!r}; expected an integer greater than begin_step ({begin!r})"
-
-
 @method("gradual_magnitude", handler=_HANDLERS + "magnitude:_gradual_magnitude", trains=True,
         reads_training_set=True, prunes=True, axis="sparsity")
 @dataclass(frozen=True, kw_only=True)
@@ -188,7 +179,7 @@ class GradualMagnitudeConfig(Checked):
         Final fraction of prunable weights set to zero, reached at the end step.
     begin_step, end_step
         First and last mask update, in optimizer steps counted from 1; see
-        :class:`~compaudit.compress.schedules.CubicSparsitySchedule`.
+        :class:`~compaudit.configs.schedules.CubicSparsitySchedule`.
     begin, end
         The same as fractions of the fine-tuning run (e.g. ``begin = 0.0, end = 0.8``),
         so one spec works for any dataset size; give these or the steps.
@@ -244,10 +235,8 @@ class GradualMagnitudeConfig(Checked):
         end = max(begin + 1, int(round(self.end * total_steps)))
         return replace(self, begin_step=begin, end_step=end, begin=None, end=None)
 
-    def schedule(self):  # -> CubicSparsitySchedule
+    def schedule(self) -> CubicSparsitySchedule:
         """The cubic schedule these fields describe (the steps must be known)."""
-        from compaudit.compress.schedules import CubicSparsitySchedule
-
         if not self.in_steps:
             raise ValueError("GradualMagnitudeConfig: call for_run(total_steps) first")
         return CubicSparsitySchedule(
@@ -491,7 +480,7 @@ class LoadConfig(Checked):
         compression harm is measured replica against the replica it came from. A
         single file is accepted only when there is a single dense replica. The format
         is read from each file's header
-        (:func:`~compaudit.models.artifact_format.artifact_format`):
+        (:func:`~compaudit.artifact_format.artifact_format`):
 
         * a state dict written by ``torch.save`` (a plain one, or a checkpoint dict
           holding it under ``state_dict``, ``model`` or ``model_state_dict``), loaded

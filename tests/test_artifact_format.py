@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from compaudit.artifact_format import artifact_format
 from compaudit.errors import AuditInputError
-from compaudit.models.artifact_format import artifact_format
 
 
 def _model() -> nn.Module:

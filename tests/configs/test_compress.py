@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from compaudit.compress.configs import (
+from compaudit.config import ConfigError, from_table
+from compaudit.configs.compress import (
     METHODS,
     GradualMagnitudeConfig,
     LotteryTicketConfig,
     UnitPruningConfig,
 )
-from compaudit.compress.schedules import CubicSparsitySchedule
-from compaudit.config import ConfigError, from_table
+from compaudit.configs.schedules import CubicSparsitySchedule
 
 LIMIT_CLASSES = [METHODS.get(name).config for name in METHODS.names()]  # limit_case (tests/conftest.py)
 

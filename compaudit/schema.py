@@ -1,5 +1,5 @@
-"""Typed records of the artifacts that cross a stage: ``metrics.json``, ``gate.json`` and
-``run.json``.
+"""Typed records of the artifacts that cross a stage: ``metrics.json``, ``gate.json``,
+``variants.json`` and ``run.json``.
 
 The analysis builds a :class:`Metrics` and writes it with :func:`dumps_metrics`; the gate
 and the report read it back with :func:`read_metrics` and use its fields, never
@@ -24,7 +24,9 @@ from typing import Any, ClassVar, TypeVar
 
 from compaudit.errors import AuditInputError
 from compaudit.rundir import (
+    AXES,
     METRICS_SCHEMA,
+    VARIANTS_SCHEMA,
     RunFolder,
     check_metrics_schema,
     jsonable,
@@ -36,6 +38,7 @@ __all__ = [
     "ScreenGroupRow", "SubgroupMethod", "DissectionReplicaRow", "Dissection", "Robustness",
     "Task", "Metrics", "GateCheck", "GateDoc", "RunInfo", "dumps_metrics", "read_metrics",
     "read_gate", "read_run_info", "dumps_gate", "metrics_from_dict",
+    "LATENCY_KERNELS", "VARIANT_FIELDS", "VariantRecord", "Variants", "dumps_variants", "read_variants",
 ]
 
 R = TypeVar("R", bound="_Record")
@@ -51,7 +54,8 @@ class _Record:
     """Reading from and writing to the JSON form, the same for every record.
 
     ``float`` fields read ``null`` as NaN (and write NaN as ``null``); a ``cell`` field
-    gathers the ``attr.*`` columns (and ``label`` where :attr:`_LABEL_IN_CELL`).
+    gathers the ``attr.*`` columns (and ``label`` where :attr:`_LABEL_IN_CELL`); an
+    ``extra`` field gathers every other key (open records: a method's own fields).
     """
 
     _LABEL_IN_CELL: ClassVar[bool] = False
@@ -68,18 +72,21 @@ class _Record:
             values["cell"] = {k: v for k, v in data.items()
                               if _cell_key(k, cls._LABEL_IN_CELL)}
         unknown = [k for k in data if k not in fields and k not in values.get("cell", {})]
+        if "extra" in fields:
+            values["extra"], unknown = {k: data[k] for k in unknown}, []
         if unknown:
             raise AuditInputError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}; "
                                   f"expected {', '.join(n for n in fields if n != 'cell')}")
         missing = [name for name, f in fields.items()
-                   if name != "cell" and name not in data and f.default is dataclasses.MISSING
+                   if name not in ("cell", "extra") and name not in data
+                   and f.default is dataclasses.MISSING
                    and f.default_factory is dataclasses.MISSING]
         if missing:
             # Every one at once: the file is fixed in one go.
             raise AuditInputError(f"{where}: "
                                   + "; ".join(f"field {name!r} missing" for name in missing))
         for name in fields:
-            if name != "cell" and name in data:
+            if name not in ("cell", "extra") and name in data:
                 values[name] = _coerce(data[name], hints[name],
                                        where=f"{where}: field {name!r}")
         return cls(**values)
@@ -89,12 +96,15 @@ class _Record:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "cell":
+            if f.name in ("cell", "extra"):
                 out.update(value)
             elif isinstance(value, _Record):
                 out[f.name] = value.as_dict()
             elif isinstance(value, tuple) and value and isinstance(value[0], _Record):
                 out[f.name] = [v.as_dict() for v in value]
+            elif isinstance(value, Mapping) and any(isinstance(v, _Record)
+                                                    for v in value.values()):
+                out[f.name] = {k: v.as_dict() for k, v in value.items()}
             else:
                 out[f.name] = value
         return out
@@ -128,6 +138,8 @@ def _coerce(value: Any, hint: Any, *, where: str) -> Any:
             return value
     elif origin is Mapping or hint is Mapping:
         if isinstance(value, Mapping):
+            if args and isinstance(args[1], type) and issubclass(args[1], _Record):
+                return {k: _coerce(v, args[1], where=f"{where}[{k!r}]") for k, v in value.items()}
             return value
     else:
         return value  # Any
@@ -485,3 +497,110 @@ def read_run_info(path: Path) -> RunInfo:
     """Read ``run.json``."""
     doc = read_json(path, what="run provenance", fix="re-run 'compaudit run'")
     return RunInfo.from_dict(doc, where=str(path))
+
+
+# --- variants.json -----------------------------------------------------------------------
+
+#: What ``latency_ms`` of a variant was measured on (docs/outputs.md).
+LATENCY_KERNELS = ("onnxruntime", "torch", "simulated")
+
+
+@dataclass(frozen=True, kw_only=True)
+class VariantRecord(_Record):
+    """One variant of ``variants.json``: what it is and what it costs (docs/outputs.md).
+
+    ``None`` where not measured. ``family`` and ``axis`` come from the method's registry
+    entry and place the variant on the gate's operating points; ``extra`` holds the
+    method's own fields (``execution``, ``pruning_penalty``, ...) and ``timing``.
+    """
+
+    method: str
+    family: str | None
+    axis: str | None
+    bits: int | None
+    parameters: Mapping[str, Any]
+    derives_from: str | None
+    sparsity: float | None
+    parameter_count: int | None
+    nonzero_count: int | None
+    size_bytes: int | None
+    compressed_size_bytes: int | None
+    int8_weight_share: float | None
+    int8_op_share: float | None
+    macs: int | None
+    theoretical_speedup: float | None
+    latency_ms: float | None
+    latency_batch_size: int | None
+    latency_kernel: str | None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        """Values outside their field's range (the caller names the file and variant)."""
+        out = [f"field {name!r} must be a share in [0, 1] or null, got {share!r}"
+               for name in ("int8_weight_share", "int8_op_share")
+               if (share := getattr(self, name)) is not None and not 0.0 <= share <= 1.0]
+        if self.axis not in AXES:
+            out.append(f"field 'axis' must be one of {', '.join(map(str, AXES))}, got "
+                       f"{self.axis!r}")
+        if self.latency_kernel is not None and self.latency_kernel not in LATENCY_KERNELS:
+            out.append(f"field 'latency_kernel' must be one of {', '.join(LATENCY_KERNELS)} "
+                       f"or null, got {self.latency_kernel!r}")
+        return out
+
+
+#: Fields every record of ``variants.json`` has (``null`` when not measured).
+VARIANT_FIELDS = tuple(f.name for f in dataclasses.fields(VariantRecord) if f.name != "extra")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Variants(_Record):
+    """``variants.json``: every variant's :class:`VariantRecord`, by name.
+
+    Written by the variants stage (:func:`compaudit.compress.footprint.write_variants_json`),
+    read by the gate's operating points and the report.
+    """
+
+    schema: str = VARIANTS_SCHEMA
+    variants: Mapping[str, VariantRecord]
+
+    def problems(self, where: str) -> list[str]:
+        """Every value out of range, and ``derives_from`` naming no variant of the file."""
+        out = [] if self.variants else [f"{where}: field 'variants': expected at least one "
+                                        "variant"]
+        for name, record in self.variants.items():
+            at = f"{where}: variant {name!r}"
+            out += [f"{at}: {p}" for p in record.problems()]
+            if record.derives_from is not None and record.derives_from not in self.variants:
+                out.append(f"{at}: field 'derives_from' is {record.derives_from!r}, which is "
+                           f"not a variant; valid: {', '.join(self.variants)}")
+        return out
+
+
+def dumps_variants(doc: Variants) -> str:
+    """``variants.json`` text: strict JSON."""
+    return json.dumps(jsonable(doc.as_dict(), where="variants.json"), indent=2,
+                      allow_nan=False) + "\n"
+
+
+def read_variants(run_dir: str | Path) -> Variants | None:
+    """A run folder's ``variants.json`` typed and checked, or ``None`` when it has none
+    (a run analysed from prediction files alone)."""
+    path = RunFolder(Path(run_dir)).variants_json
+    if not path.is_file():
+        return None
+    doc = read_json(path, what="variant footprint", fix="re-run the compress stage")
+    if not isinstance(doc, Mapping) or doc.get("schema") != VARIANTS_SCHEMA:
+        found = doc.get("schema") if isinstance(doc, Mapping) else type(doc).__name__
+        raise AuditInputError(f"{path}: field 'schema': got {found!r}; expected "
+                              f"{VARIANTS_SCHEMA!r}; a variants.json from another compaudit "
+                              "version: re-run 'compaudit run' (it recompresses the variants)")
+    records, unknown = doc.get("variants"), sorted(set(doc) - {"schema", "variants"})
+    if unknown or not isinstance(records, Mapping):
+        raise AuditInputError(f"{path}: expected the fields schema and variants (an object "
+                              "of variant name to record); re-run the compress stage")
+    variants = Variants(variants={str(name): VariantRecord.from_dict(
+        record, where=f"{path}: variant {name!r}") for name, record in records.items()})
+    problems = variants.problems(str(path))
+    if problems:
+        raise AuditInputError(problems)
+    return variants

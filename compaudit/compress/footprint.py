@@ -66,7 +66,6 @@ parameter counts and MACs.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -78,7 +77,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from compaudit._atomic import atomic_write_text
 from compaudit.compress.latency import (
-    LATENCY_KERNELS,
     _check_input_size,
     _model_device,
     _onnx_module_file,
@@ -97,23 +95,17 @@ from compaudit.compress.storage import (
 )
 from compaudit.errors import AuditInputError
 from compaudit.models.weights import read_state_dict
-from compaudit.rundir import AXES, VARIANTS_SCHEMA, jsonable
+from compaudit.rundir import VARIANTS_SCHEMA, jsonable
+from compaudit.schema import VariantRecord, Variants, dumps_variants
 
 __all__ = [
     "VARIANTS_SCHEMA",
-    "VARIANT_FIELDS",
     "count_macs",
     "footprint",
     "variant_record",
     "write_variants_json",
 ]
 
-#: Fields every record of ``variants.json`` has (``null`` when not measured).
-VARIANT_FIELDS = (
-    "method", "family", "axis", "bits", "parameters", "derives_from", "sparsity", "parameter_count", "nonzero_count",
-    "size_bytes", "compressed_size_bytes", "int8_weight_share", "int8_op_share", "macs",
-    "theoretical_speedup", "latency_ms", "latency_batch_size", "latency_kernel",
-)
 
 
 def _key(module_name: str, leaf: str) -> str:
@@ -371,7 +363,7 @@ def variant_record(*, method: str, parameters: Mapping[str, Any] | None,
     Returns
     -------
     dict
-        The :data:`VARIANT_FIELDS` (``sparsity`` is the footprint's
+        The :data:`~compaudit.schema.VARIANT_FIELDS` (``sparsity`` is the footprint's
         ``weight_sparsity``; ``latency_kernel`` is ``None`` when no latency was
         measured), then ``extra``.
     """
@@ -401,56 +393,40 @@ def variant_record(*, method: str, parameters: Mapping[str, Any] | None,
     }
 
 
-def write_variants_json(path: str | Path, variants: Mapping[str, Mapping[str, Any]]) -> Path:
-    """Write ``variants.json`` atomically: ``{"schema": ..., "variants": {name: record}}``.
+def write_variants_json(path: str | Path,
+                        variants: Mapping[str, Mapping[str, Any] | VariantRecord]) -> Path:
+    """Write ``variants.json`` atomically: a :class:`~compaudit.schema.Variants` record.
 
     Parameters
     ----------
     path
         Target file (its folder is created).
     variants
-        Variant name (``dense``, ``gmp-90``, ``int8-static``, ...) to record; every record
-        has the :data:`VARIANT_FIELDS` (``None`` where not measured), e.g. from
-        :func:`variant_record`; shares lie in [0, 1] and ``latency_kernel`` is one of
-        :data:`LATENCY_KERNELS`.
+        Variant name (``dense``, ``gmp-90``, ``int8-static``, ...) to its record: a
+        :class:`~compaudit.schema.VariantRecord`, or its JSON form (every
+        :data:`~compaudit.schema.VARIANT_FIELDS` key, ``None`` where not measured, e.g. from
+        :func:`variant_record`); shares lie in [0, 1] and ``latency_kernel`` is one of
+        :data:`~compaudit.schema.LATENCY_KERNELS`.
     """
     if not isinstance(variants, Mapping) or not variants:
         raise AuditInputError("variants.json: expected a non-empty mapping of variant name "
                               f"to record, got {variants!r}")
-    problems = []
+    problems, records = [], {}
     for name, record in variants.items():
         if not isinstance(name, str) or not name:
             problems.append(f"variants.json: variant names must be non-empty strings, got {name!r}")
-        elif not isinstance(record, Mapping):
-            problems.append(f"variants.json: variant {name!r} must be a dict, got "
-                            f"{type(record).__name__}")
+        elif isinstance(record, VariantRecord):
+            records[name] = record
         else:
-            missing = [f for f in VARIANT_FIELDS if f not in record]
-            if missing:
-                problems.append(f"variants.json: variant {name!r} lacks {', '.join(missing)}; "
-                                "build records with variant_record() (None where not measured)")
-            for field in ("int8_weight_share", "int8_op_share"):
-                share = record.get(field)
-                if share is not None and not (isinstance(share, (int, float))
-                                              and not isinstance(share, bool)
-                                              and 0.0 <= share <= 1.0):
-                    problems.append(f"variants.json: variant {name!r} {field} must be a "
-                                    f"share in [0, 1] or null, got {share!r}")
-            axis = record.get("axis")
-            if axis not in AXES:
-                problems.append(f"variants.json: variant {name!r} axis must be one of "
-                                f"{', '.join(map(str, AXES))}, got {axis!r}")
-            kernel = record.get("latency_kernel")
-            if kernel is not None and kernel not in LATENCY_KERNELS:
-                problems.append(f"variants.json: variant {name!r} latency_kernel must be one "
-                                f"of {', '.join(LATENCY_KERNELS)} or null, got {kernel!r}")
-            derives = record.get("derives_from")
-            if derives is not None and derives not in variants:
-                problems.append(f"variants.json: variant {name!r} derives_from {derives!r}, "
-                                f"which is not a variant; valid: {', '.join(map(str, variants))}")
+            try:
+                records[name] = VariantRecord.from_dict(
+                    jsonable(record, where=f"variants.json: {name}")
+                    if isinstance(record, Mapping) else record, where=f"variants.json: variant {name!r}")
+            except AuditInputError as err:
+                problems += err.problems
+    doc = Variants(variants=records)
+    problems += doc.problems("variants.json") if not problems else []
     if problems:
         raise AuditInputError(problems)
-    document = {"schema": VARIANTS_SCHEMA,
-                "variants": jsonable(dict(variants), where="variants.json: variants")}
-    atomic_write_text(path, json.dumps(document, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(path, dumps_variants(doc))
     return Path(path)

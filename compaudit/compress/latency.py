@@ -31,10 +31,7 @@ from compaudit.compress.quant_static import ActivationQuantizer
 from compaudit.errors import AuditInputError
 from compaudit.models.onnx_runtime import OnnxModule
 
-__all__ = ["LATENCY_KERNELS", "latency_kernel", "measure_latency"]
-
-#: Values of ``latency_kernel`` (see the module docstring).
-LATENCY_KERNELS = ("onnxruntime", "torch", "simulated")
+__all__ = ["latency_kernel", "measure_latency"]
 
 
 def _check_input_size(input_size: object) -> tuple[int, ...]:

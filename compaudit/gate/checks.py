@@ -42,7 +42,7 @@ from compaudit.gate.operating import OperatingPoint, operating_points
 from compaudit.gate.policy import GatePolicy
 from compaudit.registry import Registry
 from compaudit.rundir import check_metrics_schema
-from compaudit.schema import DeltaRow, GateCheck, Metrics
+from compaudit.schema import DeltaRow, GateCheck, Metrics, VariantRecord
 
 __all__ = ["SECTIONS", "Check", "GateResult", "run_gate"]
 
@@ -400,7 +400,7 @@ def detectable(check: Check, crit: float) -> str:
 
 def run_gate(metrics: Metrics, policy: GatePolicy | None = None, *,
              baseline: Metrics | None = None,
-             variants_info: Mapping[str, Mapping[str, Any]] | None = None) -> GateResult:
+             variants_info: Mapping[str, VariantRecord] | None = None) -> GateResult:
     """Evaluate ``policy`` on a run's ``metrics.json`` (and a baseline's, if given).
 
     ``variants_info`` (a run's ``variants.json`` entries by variant) gives the method

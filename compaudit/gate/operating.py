@@ -26,22 +26,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from compaudit.errors import AuditInputError
-from compaudit.rundir import AXES, RunFolder, read_json
+from compaudit.schema import VariantRecord, read_variants
 
 __all__ = [
     "OperatingPoint",
     "VariantPoint",
     "operating_points",
-    "read_variants_info",
     "variants_info",
     "variant_point",
 ]
 
 #: Below this sparsity a variant is not a pruned one (zeros from rounding, say).
 MIN_PRUNED_SPARSITY = 0.01
-#: The fields of a ``variants.json`` record that place a variant on the operating points.
-_PLACEMENT = ("method", "family", "axis")
 
 
 @dataclass(frozen=True)
@@ -82,12 +78,16 @@ class OperatingPoint:
         return d
 
 
-def variant_point(name: str, dense: str, info: Mapping[str, Any] | None) -> VariantPoint:
-    """Family, sparsity and bit width of a variant from its ``variants.json`` record
-    (checked by :func:`read_variants_info`); without one, the variant is its own family.
+def variant_point(name: str, dense: str, info: VariantRecord | None) -> VariantPoint:
+    """Family, sparsity and bit width of a variant from its ``variants.json`` record;
+    without one, the variant is its own family.
 
-    >>> variant_point("q", "dense", {"family": "int8_static", "axis": "bits", "bits": 8,
-    ...                              "sparsity": 0.02}).sparsity is None
+    >>> from compaudit.schema import VARIANT_FIELDS, VariantRecord
+    >>> fields = dict.fromkeys(VARIANT_FIELDS)
+    >>> q = VariantRecord(**{**fields, "method": "int8_static", "family": "int8_static",
+    ...                      "axis": "bits", "bits": 8, "sparsity": 0.02, "parameters": {},
+    ...                      "extra": {}})
+    >>> variant_point("q", "dense", q).sparsity is None
     True
     >>> variant_point("pruned-50", "dense", None).family
     'pruned-50'
@@ -96,13 +96,12 @@ def variant_point(name: str, dense: str, info: Mapping[str, Any] | None) -> Vari
         return VariantPoint(name, 0.0, "")
     if info is None:
         return VariantPoint(name, None, name)
-    sparsity = info.get("sparsity") if info["axis"] == "sparsity" else None
-    if sparsity is not None and not MIN_PRUNED_SPARSITY <= float(sparsity) <= 1:
+    sparsity = info.sparsity if info.axis == "sparsity" else None
+    if sparsity is not None and not MIN_PRUNED_SPARSITY <= sparsity <= 1:
         # On the axis it would sit on top of dense and read as a pruning level.
         sparsity = None
-    bits = info.get("bits") if info["axis"] == "bits" else None
-    return VariantPoint(name, None if sparsity is None else float(sparsity),
-                        str(info["family"] or name), None if bits is None else int(bits))
+    bits = info.bits if info.axis == "bits" else None
+    return VariantPoint(name, sparsity, info.family or name, bits)
 
 
 def _status(verdicts: list[str], inconclusive: str) -> str:
@@ -116,7 +115,7 @@ def _status(verdicts: list[str], inconclusive: str) -> str:
 
 
 def operating_points(checks: Iterable[Any], variants: list[str], *, dense: str,
-                     variants_info: Mapping[str, Mapping[str, Any]] | None = None,
+                     variants_info: Mapping[str, VariantRecord] | None = None,
                      inconclusive: str = "warn") -> list[OperatingPoint]:
     """The operating point of every compression family among ``variants``.
 
@@ -129,9 +128,8 @@ def operating_points(checks: Iterable[Any], variants: list[str], *, dense: str,
     dense
         Name of the dense variant (never part of a family).
     variants_info
-        ``variants.json`` entries by variant name (``family``, ``axis``, ``sparsity``,
-        ``bits``, ``compressed_size_bytes``), if available; without them each variant
-        is its own family.
+        ``variants.json`` records by variant name (:func:`variants_info`), if
+        available; without them each variant is its own family.
     inconclusive
         The policy's ``inconclusive`` setting.
     """
@@ -147,8 +145,9 @@ def operating_points(checks: Iterable[Any], variants: list[str], *, dense: str,
     out = []
     for family, points in families.items():
         def order(p: VariantPoint) -> tuple:
-            size = (info.get(p.name) or {}).get("compressed_size_bytes")
-            size = -float(size) if isinstance(size, (int, float)) else 0.0
+            record = info.get(p.name)
+            size = record.compressed_size_bytes if record is not None else None
+            size = -float(size) if size is not None else 0.0
             bits = -p.bits if p.bits is not None else 0
             return (p.sparsity if p.sparsity is not None else -1.0, bits, size, p.name)
         points = sorted(points, key=order)
@@ -165,42 +164,9 @@ def operating_points(checks: Iterable[Any], variants: list[str], *, dense: str,
     return out
 
 
-def read_variants_info(doc: Any, path: str | Path) -> dict[str, dict[str, Any]]:
-    """Accept ``{name: {...}}``, ``{"variants": {name: {...}}}`` or a list of objects
-    with ``name``/``variant``."""
-    if isinstance(doc, dict) and isinstance(doc.get("variants"), (dict, list)):
-        doc = doc["variants"]
-    entries: dict[str, dict[str, Any]] = {}
-    if isinstance(doc, dict):
-        items = list(doc.items())
-    elif isinstance(doc, list):
-        items = [(e.get("name", e.get("variant")) if isinstance(e, dict) else None, e)
-                 for e in doc]
-    else:
-        items = [(None, doc)]
-    for name, entry in items:
-        if name is None or not isinstance(entry, dict):
-            raise AuditInputError(
-                f"{path}: field 'variants': expected one object per variant (keyed by "
-                f"variant name, or with a 'name' field); got {type(entry).__name__}; "
-                "re-write it with compaudit.compress.footprint.write_variants_json")
-        missing = [f for f in _PLACEMENT if f not in entry]
-        if missing or entry.get("axis") not in AXES:
-            raise AuditInputError(
-                f"{path}: variant {name!r}: field(s) {', '.join(missing or ['axis'])}: "
-                f"expected {', '.join(_PLACEMENT)} with axis one of "
-                f"{', '.join(map(str, AXES))} (got {entry.get('axis', 'none')!r}); a "
-                "variants.json from an older compaudit: re-run the compress stage")
-        entries[str(name)] = entry
-    return entries
-
-
-def variants_info(run_dir: Path) -> dict[str, dict[str, Any]] | None:
-    """A run folder's ``variants.json`` (method, family, axis, sparsity of each variant),
-    or ``None`` when it has none; the gate's operating points read it (without it, each
-    variant is its own family)."""
-    path = RunFolder(run_dir).variants_json
-    if not path.is_file():
-        return None
-    doc = read_json(path, what="variant footprint", fix="re-run the compress stage")
-    return read_variants_info(doc, path)
+def variants_info(run_dir: Path) -> dict[str, VariantRecord] | None:
+    """A run folder's ``variants.json`` records by variant (method, family, axis,
+    sparsity, ...), or ``None`` when it has none; the gate's operating points read them
+    (without them, each variant is its own family)."""
+    doc = read_variants(run_dir)
+    return None if doc is None else dict(doc.variants)

@@ -17,10 +17,18 @@ from typing import Any
 import pandas as pd
 
 from compaudit.errors import AuditInputError
-from compaudit.gate.operating import VariantPoint, read_variants_info
+from compaudit.gate.operating import VariantPoint, variants_info
 from compaudit.gate.operating import variant_point as _point
 from compaudit.rundir import RunFolder, gate_files, read_json
-from compaudit.schema import GateDoc, Metrics, RunInfo, read_gate, read_metrics, read_run_info
+from compaudit.schema import (
+    GateDoc,
+    Metrics,
+    RunInfo,
+    VariantRecord,
+    read_gate,
+    read_metrics,
+    read_run_info,
+)
 
 __all__ = ["RunData", "VariantPoint", "load_run"]
 
@@ -31,7 +39,7 @@ class RunData:
     run_dir: Path
     metrics: Metrics
     gate: GateDoc | None = None
-    variants_info: dict[str, dict[str, Any]] | None = None
+    variants_info: dict[str, VariantRecord] | None = None
     run_info: RunInfo | None = None
     class_names: list[str] | None = None
     examples_file: Path | None = None
@@ -130,9 +138,7 @@ def load_run(run_dir: str | Path) -> RunData:
     gate_path = gate_files(folder.gate)["json"]
     if gate_path.is_file():
         run.gate = read_gate(gate_path)
-    if folder.variants_json.is_file():
-        doc = read_json(folder.variants_json, what="variant footprint", fix="re-run the compress stage")
-        run.variants_info = read_variants_info(doc, folder.variants_json)
+    run.variants_info = variants_info(root)
     if folder.run_json.is_file():
         run.run_info = read_run_info(folder.run_json)
     if folder.class_names.is_file():

@@ -17,13 +17,12 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from compaudit.compress.footprint import (
-    VARIANT_FIELDS,
     count_macs,
     footprint,
     variant_record,
     write_variants_json,
 )
-from compaudit.compress.latency import LATENCY_KERNELS, measure_latency
+from compaudit.compress.latency import measure_latency
 from compaudit.compress.quant_static import ActivationQuantizer
 from compaudit.compress.quantization import (
     BFloat16Config,
@@ -44,6 +43,7 @@ from compaudit.configs.compress import OneShotMagnitudeConfig
 from compaudit.errors import AuditInputError
 from compaudit.models.architectures import build_model
 from compaudit.rundir import VARIANTS_SCHEMA
+from compaudit.schema import LATENCY_KERNELS, VARIANT_FIELDS
 
 
 def _conv_macs(c_in, c_out, k, h_out, w_out, groups=1):
@@ -277,8 +277,16 @@ def test_variants_json_rejects_incomplete_records(tmp_path):
     records["dense"]["axis"] = "width"
     with pytest.raises(AuditInputError) as err:
         write_variants_json(tmp_path / "variants.json", records)
-    assert "lacks macs" in str(err.value) and "dense-typo" in str(err.value)
-    assert "variant 'dense' axis must be one of sparsity, bits, None, got 'width'" in str(err.value)
+    assert "variant 'int8-static': field 'macs' missing" in str(err.value)
+    assert "dense-typo" not in str(err.value)  # the record is incomplete: nothing else said
+    del records["int8-static"]
+    records["int8"] = {**records["dense"], "derives_from": "dense-typo"}
+    with pytest.raises(AuditInputError) as err:
+        write_variants_json(tmp_path / "variants.json", records)
+    assert ("variant 'int8': field 'derives_from' is 'dense-typo', which is not a variant"
+            in str(err.value))
+    assert ("variant 'dense': field 'axis' must be one of sparsity, bits, None, got 'width'"
+            in str(err.value))
     assert not (tmp_path / "variants.json").exists()
 
 

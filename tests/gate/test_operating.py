@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
 
 from compaudit.cli import main
+from compaudit.compress.footprint import write_variants_json
 from compaudit.configs.compress import METHODS
 from compaudit.errors import AuditInputError
 from compaudit.gate import run_gate, to_markdown
 from compaudit.gate.operating import VariantPoint, operating_points, variant_point, variants_info
 from compaudit.gate.outputs import format_table, write_gate_outputs
 from compaudit.gate.policy import policy_from_dict
-from compaudit.schema import DeltaRow, Metrics, dumps_metrics
+from compaudit.schema import VARIANT_FIELDS, DeltaRow, Metrics, VariantRecord, dumps_metrics
 
 
 def _c(variant, verdict):
@@ -22,10 +24,13 @@ def _c(variant, verdict):
 
 
 def _record(method, *, sparsity=None, bits=None, size=None):
-    """A variants.json record placed as the pipeline places it: from the method's entry."""
+    """A variants.json record placed as the pipeline places it: from the method's entry;
+    what these tests do not need is not measured (None)."""
     entry = METHODS.get(method)
-    return {"method": method, "family": entry.family, "axis": entry.axis, "bits": bits,
-            "sparsity": sparsity, "compressed_size_bytes": size}
+    unmeasured = dict.fromkeys(VARIANT_FIELDS, None)
+    return VariantRecord(**{**unmeasured, "method": method, "family": entry.family,
+                            "axis": entry.axis, "bits": bits, "parameters": {},
+                            "sparsity": sparsity, "compressed_size_bytes": size})
 
 
 GMP = {f"gmp-{s}": _record("gradual_magnitude", sparsity=s / 100) for s in (30, 50, 70, 90)}
@@ -102,16 +107,36 @@ def test_variants_json_gives_the_family_and_the_order():
     assert points["int8_weight_only"].variants == ("w16", "w8")
 
 
-@pytest.mark.parametrize("record, field", [
-    ({"method": "gradual_magnitude", "sparsity": 0.5}, "family, axis"),
-    ({"method": "gmp", "family": "gmp", "axis": "sparse", "sparsity": 0.5}, "axis"),
+def test_variants_json_reads_back_as_written(tmp_path):
+    write_variants_json(tmp_path / "variants.json", GMP)
+    assert variants_info(tmp_path) == GMP
+    assert variants_info(tmp_path / "elsewhere") is None
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"family": "DROP", "axis": "DROP"}, "variant 'gmp-30': field 'family' missing; "
+                                          "field 'axis' missing"),
+    ({"axis": "sparse"}, "variant 'gmp-30': field 'axis' must be one of sparsity, bits, "
+                         "None, got 'sparse'"),
+    ({"sparsity": "half"}, "variant 'gmp-30': field 'sparsity': got 'half'; expected a number"),
 ])
-def test_variants_json_without_the_placement_is_refused(tmp_path, record, field):
-    path = tmp_path / "variants.json"
-    path.write_text(json.dumps({"variants": {"v": record}}))
-    with pytest.raises(AuditInputError, match=f"variants.json: variant 'v': field\\(s\\) "
-                                              f"{field}: expected method, family, axis.*"
-                                              "re-run the compress stage"):
+def test_variants_json_without_the_placement_is_refused(tmp_path, change, message):
+    write_variants_json(tmp_path / "variants.json", GMP)
+    doc = json.loads((tmp_path / "variants.json").read_text())
+    record = doc["variants"]["gmp-30"]
+    for key, value in change.items():
+        record.pop(key) if value == "DROP" else record.update({key: value})
+    (tmp_path / "variants.json").write_text(json.dumps(doc))
+    with pytest.raises(AuditInputError, match=re.escape(message)):
+        variants_info(tmp_path)
+
+
+@pytest.mark.parametrize("doc", [{"variants": {}}, {"schema": "compaudit.variants/2",
+                                                     "variants": {}}, [1]])
+def test_variants_json_of_another_version_is_refused(tmp_path, doc):
+    (tmp_path / "variants.json").write_text(json.dumps(doc))
+    with pytest.raises(AuditInputError, match="field 'schema': .* expected "
+                                              "'compaudit.variants/3'.*re-run 'compaudit run'"):
         variants_info(tmp_path)
 
 
@@ -143,9 +168,9 @@ def test_gate_outputs_carry_the_operating_point(tmp_path):
 
 def test_cli_gate_reads_variants_json(tmp_path):
     (tmp_path / "metrics.json").write_text(dumps_metrics(_metrics()))
-    (tmp_path / "variants.json").write_text(json.dumps({"variants": {
+    write_variants_json(tmp_path / "variants.json", {
         "gmp-50": _record("one_shot_magnitude", sparsity=0.5),
-        "gmp-90": _record("one_shot_magnitude", sparsity=0.9)}}))
+        "gmp-90": _record("one_shot_magnitude", sparsity=0.9)})
     policy = tmp_path / "p.toml"
     policy.write_text("[gate.subgroup_rate]\nmax_abs_increase = 0.02\n")
     assert main(["gate", str(tmp_path), "--policy", str(policy)]) == 1

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from compaudit.analysis.audit import AnalysisOptions, analyze, dumps_metrics
+from compaudit.compress.footprint import write_variants_json
 from compaudit.dissection.audit import dissection_block
 from compaudit.errors import AuditInputError
 from compaudit.gate import run_gate
@@ -31,7 +32,7 @@ from compaudit.report.sections.robustness import severity_points
 from compaudit.report.sections.tradeoff import accuracy_points
 from compaudit.report.thumbnails import thumbnail
 from compaudit.rundir import jsonable
-from compaudit.schema import Dissection, read_metrics
+from compaudit.schema import VARIANT_FIELDS, Dissection, VariantRecord, read_metrics
 from compaudit.simulate import PlantedHarm, simulate_binary, simulate_multiclass
 from compaudit.tables import validate_examples, validate_predictions
 
@@ -143,18 +144,15 @@ def full_run(tmp_path_factory) -> Path:
     _add_dissection(root, ["dense", "gmp-50", EVIL_VARIANT])
 
     def record(**kw):
-        # The fields of compaudit.compress.footprint.VARIANT_FIELDS; None where not measured.
-        fields = ("method", "family", "axis", "bits", "parameters", "derives_from",
-                  "sparsity", "parameter_count",
-                  "nonzero_count", "size_bytes", "compressed_size_bytes", "int8_weight_share",
-                  "int8_op_share", "macs", "theoretical_speedup", "latency_ms",
-                  "latency_batch_size", "latency_kernel")
-        return {f: kw.get(f) for f in fields} | kw
+        # A variants.json record; None where not measured, the method's own fields extra.
+        extra = {k: kw.pop(k) for k in list(kw) if k not in VARIANT_FIELDS}
+        return VariantRecord(**{**dict.fromkeys(VARIANT_FIELDS), "parameters": {}, **kw},
+                             extra=extra)
 
-    (root / "variants.json").write_text(json.dumps({"schema": "compaudit.variants/3",
-                                                    "variants": {
+    write_variants_json(root / "variants.json", {
         "dense": record(method="dense", parameters={}, sparsity=0.0, parameter_count=1000,
-                        nonzero_count=1000, size_bytes=4000, macs=5e6, theoretical_speedup=1.0,
+                        nonzero_count=1000, size_bytes=4000, macs=5_000_000,
+                        theoretical_speedup=1.0,
                         latency_ms=1.25, latency_batch_size=32, int8_weight_share=0.0,
                         latency_kernel="torch"),
         "gmp-50": record(method="gradual_magnitude", family="gradual_magnitude",
@@ -164,7 +162,7 @@ def full_run(tmp_path_factory) -> Path:
         EVIL_VARIANT: record(method="gradual_magnitude", family="gradual_magnitude",
                              axis="sparsity", derives_from="dense", sparsity=0.9,
                              parameter_count=1000, nonzero_count=100, theoretical_speedup=10.0),
-    }}))
+    })
     (root / "run.json").write_text(json.dumps({
         "spec": EVIL_SPEC, "spec_sha256": "0" * 64, "seeds": {"audit": 0, "replicas": [0, 1, 2], "bootstrap": 0},
         "versions": {"compaudit": "0.1.0", "torch": "2.x"},
@@ -324,18 +322,6 @@ def test_footprint_table_shows_variants_json_fields(full_html):
     assert "from dense" in footprint
 
 
-def test_footprint_accepts_a_list_of_records_with_older_field_names(bare_run, tmp_path):
-    root = tmp_path / "run"
-    shutil.copytree(bare_run, root)
-    (root / "variants.json").write_text(json.dumps([
-        {"name": "gmp-90", "method": "gradual_magnitude", "family": "gradual_magnitude",
-         "axis": "sparsity", "sparsity": 0.9, "params": 2_000_000,
-         "nonzeros": 200_000, "size_bytes": 3 * 2**20}]))
-    footprint = _sections(render_html(load_run(root)))["footprint"]
-    assert "200k" in footprint and "of 2M" in footprint and "3.00 MiB" in footprint
-    assert footprint.count("n/a") >= 3  # dense and gmp-50 have no record
-
-
 def test_variant_without_pies_has_no_overindex_shares(full_run):
     run = load_run(full_run)
     over = records(run.metrics.overindex)
@@ -363,8 +349,9 @@ def test_without_variants_json_each_variant_is_its_own_family(bare_run):
     from compaudit.report.rundata import _point
 
     def rec(method, axis, sparsity, bits=None):
-        return {"method": method, "family": method, "axis": axis, "sparsity": sparsity,
-                "bits": bits}
+        return VariantRecord(**{**dict.fromkeys(VARIANT_FIELDS), "method": method,
+                                "family": method, "axis": axis, "sparsity": sparsity,
+                                "bits": bits, "parameters": {}})
 
     assert _point("fp16", "dense", rec("float16", "bits", 0.0, 16)).sparsity is None
     # Quantization rounds some weights to zero; that is not a pruning level.
@@ -408,7 +395,7 @@ def test_many_class_run_plots_every_class(tmp_path):
     ("metrics.json", '{"schema": "other/9"}', "expected 'compaudit.metrics/2'"),
     ("class_names.json", '{"0": "a"}', "expected a JSON list of class names"),
     ("class_names.json", '["only one"]', "1 class names for 2 classes"),
-    ("variants.json", '{"variants": [{"method": "gmp"}]}', "expected one object per variant"),
+    ("variants.json", '{"variants": [{"method": "gmp"}]}', "expected 'compaudit.variants/3'"),
     ("gate/gate.json", '{"checks": []}', "field 'verdict' missing"),
     ("run.json", "[1, 2]", "expected a JSON object"),
 ])

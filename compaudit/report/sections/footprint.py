@@ -9,17 +9,10 @@ from compaudit.report.format import NA, finite, nbytes, pct, si, sort_key
 from compaudit.report.html import Cell, Html, interval_cell, join, note, sortable_table, tag
 from compaudit.report.rundata import RunData
 from compaudit.report.sections._common import NOT_AVAILABLE, ReportOptions
+from compaudit.schema import VariantRecord
 
 __all__ = ["render_footprint"]
 
-#: variants.json fields the table shows in its own columns (with older aliases); the
-#: operating-point family and axis are the method's (its column).
-_SHOWN = frozenset({
-    "name", "variant", "method", "family", "axis", "parameters", "derives_from", "sparsity", "parameter_count",
-    "params", "nonzero_count", "nonzeros", "size_bytes", "compressed_size_bytes", "macs",
-    "nonzero_macs", "theoretical_speedup", "latency_ms", "latency_batch_size",
-    "int8_weight_share", "int8_op_share", "latency_kernel",
-})
 #: How the latency cell names ``latency_kernel`` (compaudit.compress.footprint).
 _KERNELS = {"onnxruntime": "ONNX Runtime", "torch": "torch kernels",
             "simulated": "simulated, not int8/fp16 speed"}
@@ -38,28 +31,20 @@ def _num_cell(value: Any, text: str) -> Cell:
     return Cell(text, sort=v if v is not None else float("nan"))
 
 
-def _speedup(info: dict[str, Any]) -> float | None:
-    given = finite(info.get("theoretical_speedup"))
-    if given is not None:
-        return given
-    macs, nz = finite(info.get("macs")), finite(info.get("nonzero_macs"))
-    return macs / nz if macs is not None and nz else None
-
-
-def _latency(info: dict[str, Any]) -> Cell:
-    ms = finite(info.get("latency_ms"))
+def _latency(info: VariantRecord) -> Cell:
+    ms = finite(info.latency_ms)
     if ms is None:
         return Cell(NA, sort=float("nan"))
-    batch = info.get("latency_batch_size")
-    kernel = info.get("latency_kernel")
+    batch = info.latency_batch_size
+    kernel = info.latency_kernel
     below = [f"batch {batch}" if batch is not None else "",
              _KERNELS.get(kernel, str(kernel)) if kernel is not None else ""]
     return interval_cell((f"{ms:,.2f} ms", ", ".join(b for b in below if b)), sort=ms)
 
 
-def _int8(info: dict[str, Any]) -> Cell:
+def _int8(info: VariantRecord) -> Cell:
     """Share of conv/linear weights stored as int8, and of ONNX compute nodes run in int8."""
-    weights, ops = finite(info.get("int8_weight_share")), finite(info.get("int8_op_share"))
+    weights, ops = finite(info.int8_weight_share), finite(info.int8_op_share)
     return _pair(pct(weights, 0) if weights is not None else NA,
                  f"{pct(ops, 0)} of ops" if ops is not None else "", weights)
 
@@ -69,17 +54,12 @@ def _pair(main: str, below: str, sort: Any) -> Cell:
     return interval_cell((main, below if below and below != NA else ""), sort=sort_key(sort))
 
 
-def _first(info: dict[str, Any], *keys: str) -> Any:
-    """The first of ``keys`` present (``variants.json`` field names, then older aliases)."""
-    return next((info[k] for k in keys if info.get(k) is not None), None)
-
-
-def _extras(info: dict[str, Any]) -> str:
-    """Fields beyond the table's columns (pruning penalty, execution, ...): scalars as
-    k=v, nested records by their size only (the full record is in variants.json)."""
+def _extras(info: VariantRecord) -> str:
+    """The method's own fields (pruning penalty, execution, ...): scalars as k=v, nested
+    records by their size only (the full record is in variants.json)."""
     parts = []
-    for k, v in info.items():
-        if k in _SHOWN or v is None:
+    for k, v in info.extra.items():
+        if v is None:
             continue
         if isinstance(v, (dict, list, tuple)):
             parts.append(f"{k}: {len(v)} entries")
@@ -90,8 +70,8 @@ def _extras(info: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _parameters(info: dict[str, Any]) -> Cell:
-    params = _params_text(info.get("parameters"))
+def _parameters(info: VariantRecord) -> Cell:
+    params = _params_text(info.parameters)
     extras = _extras(info)
     text = join([params, tag("span", extras, class_="ci")]) if extras else params
     return Cell(text, sort=params, cls="wrap")
@@ -114,25 +94,24 @@ def render_footprint(run: RunData, options: ReportOptions) -> Html:
     names = run.variants + [v for v in run.variants_info if v not in run.variants]
     rows = []
     for v in names:
-        info = run.variants_info.get(v, {})
         a = acc.get(v, {})
-        params = finite(_first(info, "parameter_count", "params"))
-        nz = finite(_first(info, "nonzero_count", "nonzeros"))
-        speed = _speedup(info)
-        derives = info.get("derives_from")
+        info = run.variants_info.get(v)
+        if info is None:  # analysed, but not in variants.json
+            rows.append([_pair(v, "", v), NA, *[_num_cell(None, NA)] * 8, _top1(a)])
+            continue
+        params, nz = finite(info.parameter_count), finite(info.nonzero_count)
+        speed = finite(info.theoretical_speedup)
         rows.append([
-            _pair(v, f"from {derives}" if derives else "", v),
-            info.get("method", NA),
+            _pair(v, f"from {info.derives_from}" if info.derives_from else "", v),
+            info.method,
             _parameters(info),
-            _num_cell(info.get("sparsity"), pct(info.get("sparsity"), 1)),
+            _num_cell(info.sparsity, pct(info.sparsity, 1)),
             _pair(si(nz), f"of {si(params)}" if params is not None else "", nz),
-            _pair(nbytes(info.get("size_bytes")),
-                  f"{nbytes(info.get('compressed_size_bytes'))} compressed"
-                  if info.get("compressed_size_bytes") is not None else "",
-                  info.get("size_bytes")),
+            _pair(nbytes(info.size_bytes),
+                  f"{nbytes(info.compressed_size_bytes)} compressed"
+                  if info.compressed_size_bytes is not None else "", info.size_bytes),
             _int8(info),
-            _pair(si(info.get("macs")), f"{si(info.get('nonzero_macs'))} non-zero"
-                  if info.get("nonzero_macs") is not None else "", info.get("macs")),
+            _pair(si(info.macs), "", info.macs),
             _num_cell(speed, f"{speed:.2f}×" if speed is not None else NA),
             _latency(info),
             _top1(a),

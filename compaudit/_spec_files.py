@@ -28,17 +28,18 @@ def _resolve(path: str, base: Path) -> str:
 def with_files(parts: dict[str, Any], base: Path | None) -> None:
     """The user's inputs resolved against the spec's folder (``None``: the working
     directory), made absolute so that no later step reads them against another folder:
-    model files, dataset folders (not the generated synthetic faces, which live in the
-    run folder), the manifest (when it is there; else the dataset reads it from its
-    root), shift datasets and the dissection's concept folder."""
+    model files, the manifest (when it is there; else the dataset reads it from its
+    root), shift datasets and the dissection's concept folder (unless the concepts are
+    the data's own). ``parts["base"]`` is that folder, absolute: the dataset's roots
+    resolve against it when the run reads the dataset, and against the run folder when
+    the run generates it (:func:`compaudit.pipeline.data.data_path`), which only the
+    dataset's registry entry says."""
     # Absolute now: a spec given as "spec.toml" has the folder "." (which the run would
     # otherwise read against the run folder), and workers may start elsewhere.
     base = (base if base is not None else Path.cwd()).expanduser().absolute()
+    parts["base"] = str(base)
     model, data = parts["model"], parts["data"]
     parts["model"] = replace(model, weights=tuple(_resolve(w, base) for w in model.weights))
-    if data.dataset != "synthetic-faces":
-        data = replace(data, root=_resolve(data.root, base),
-                       train_root=data.train_root and _resolve(data.train_root, base))
     if data.manifest and (base / data.manifest).is_file():
         data = replace(data, manifest=_resolve(data.manifest, base))
     parts["data"] = data
@@ -49,8 +50,8 @@ def with_files(parts: dict[str, Any], base: Path | None) -> None:
             _resolve(f, base) for f in getattr(v.config, field))}))
         if (field := _artifacts(v)) else v for v in parts["variants"])
     dx = parts["dissection"]
-    generated = dx is not None and dx.concepts == data.dataset == "synthetic-faces"
-    if dx is not None and dx.root and not generated:  # generated masks: the run folder
+    # The data's own concept masks live where the data does (the run folder when generated).
+    if dx is not None and dx.root and dx.concepts != data.dataset:
         parts["dissection"] = replace(dx, root=_resolve(dx.root, base))
 
 

@@ -69,10 +69,11 @@ class AuditSection(Checked):
 class DataSpec(Checked):
     """Which dataset, where, and which attributes matter.
 
-    ``dataset = "synthetic-faces"`` generates the embedded default into ``root``
-    (relative paths resolve against the run folder); any registered dataset name reads
-    existing files from ``root`` (relative paths resolve against the spec's folder, as
-    every input path of a spec does). ``target``: the attribute predicted where labels are
+    ``dataset``: a registered dataset name (default: the demo's generated synthetic
+    faces). A generated dataset is written into ``root`` by the run (relative paths
+    resolve against the run folder); any other reads existing files from ``root``
+    (relative paths resolve against the spec's folder, as every input path of a spec
+    does). ``target``: the attribute predicted where labels are
     attributes (CelebA, synthetic faces; empty: their default, Blond_Hair); datasets
     with class labels take none. ``train_split`` (default ``train``) and
     ``eval_split`` (default: the dataset's evaluation split, ``val`` for ImageNet,
@@ -106,6 +107,7 @@ class DataSpec(Checked):
     differs from theirs is an error naming both keys.
     """
 
+    # The demo's dataset; the one place outside the data package that names it.
     dataset: str = setting("synthetic-faces", nonempty=True)
     root: str = "data/synthetic-faces"
     target: str = ""
@@ -355,6 +357,8 @@ class AuditSpec:
     seed: int
     source: str
     text: str
+    #: The spec's folder, absolute: relative input paths resolve against it.
+    base: str
     data: DataSpec
     model: ModelSpec
     train: TrainSpec
@@ -409,9 +413,9 @@ def _cross_checks(parts: dict[str, Any], source: str) -> list[str]:
     checks = []
     if dx is not None:
         checks += [
-            (dx.concepts != "synthetic-faces" or bool(dx.root)
-             or data.dataset == "synthetic-faces", "[dissection].root",
-             "a synthetic-faces folder with masks/ (the data is not synthetic-faces)"),
+            (bool(dx.root) or dx.concepts == data.dataset, "[dissection].root",
+             f"the folder of the {dx.concepts!r} concept masks (the data is "
+             f"{data.dataset!r}, whose folder has none)"),
             (bool(dx.layers) or model.arch in DEFAULT_LAYERS, "[dissection].layers",
              f"module names of {model.arch!r} (no default layers for it)"),
         ]

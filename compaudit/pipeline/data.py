@@ -59,9 +59,18 @@ class ShiftStage:
     keys: tuple[str, ...]
 
 
-def resolve(folder: RunFolder, path: str) -> Path:
-    """A spec path: absolute as given, relative against the run folder."""
-    return Path(path) if Path(path).is_absolute() else folder.root / path
+def data_path(spec: AuditSpec, folder: RunFolder, path: str, *,
+              generated: bool | None = None) -> Path:
+    """A dataset folder of the spec (``[data].root``, ``train_root``, the data's concept
+    masks): absolute as given; relative against the run folder when the run generates
+    the dataset there (``generated``; ``None``: the dataset's registry entry says), else
+    against the spec's folder."""
+    p = Path(path)
+    if p.is_absolute():
+        return p
+    if generated if generated is not None else is_generated(spec):
+        return folder.root / p
+    return Path(spec.base) / p.expanduser()
 
 
 def eval_transform(spec: AuditSpec) -> Any:
@@ -147,8 +156,8 @@ def split_factories(spec: AuditSpec, folder: RunFolder, transform: Any
                     ) -> tuple[Factory, Factory]:
     """(train, eval) factories of the spec's dataset, before any subset or caching."""
     d = spec.data
-    root = resolve(folder, d.root)
-    train_root = resolve(folder, d.train_root) if d.train_root else root
+    root = data_path(spec, folder, d.root)
+    train_root = data_path(spec, folder, d.train_root) if d.train_root else root
     return (dataset_factory(spec, train_root, d.train_split, transform),
             dataset_factory(spec, root, eval_split(spec), transform))
 
@@ -172,9 +181,13 @@ def prepare_data(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
     d = spec.data
     cls = DATASETS.get(check_dataset(spec))
     transform = eval_transform(spec)  # checks preprocessing against pretrained weights
-    root = resolve(folder, d.root)
-    # The cache budget changes where images are decoded, never what they are.
+    root = data_path(spec, folder, d.root)
+    # The cache budget changes where images are decoded, never what they are. Folders
+    # read from the spec's folder are keyed by where they are.
     settings = {k: v for k, v in spec.section("data").items() if k != "cache_gib"}
+    if cls.generator is None:
+        settings.update(root=str(root), train_root=d.train_root and str(
+            data_path(spec, folder, d.train_root, generated=False)))
     key = stage_key(settings, spec.seed)
     if cls.generator is not None:
         if not cache.fresh("data", key, [root / cls.generated_marker]):

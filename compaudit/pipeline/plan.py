@@ -27,10 +27,10 @@ from compaudit.models.architectures import build_model
 from compaudit.models.artifacts import load_artifact
 from compaudit.pipeline.data import (
     check_dataset,
+    data_path,
     eval_split,
     eval_transform,
     is_generated,
-    resolve,
     split_factories,
     split_problems,
 )
@@ -69,11 +69,11 @@ def preflight(spec: AuditSpec, run_dir: Path, *, executor: str | None = None,
             problems += err.problems
             failed.add(name)
     folder = RunFolder(run_dir)
-    root = resolve(folder, spec.data.root)
+    generated = "data" not in failed and is_generated(spec)
+    root = data_path(spec, folder, spec.data.root, generated=generated)
     training = needs_training_set(spec)
     if "data" not in failed:
         problems += split_problems(spec, training=training)
-    generated = "data" not in failed and is_generated(spec)
     if not generated and not root.exists():
         problems.append(f"{spec.source}: [data].root: {root} does not exist; compaudit never "
                         "downloads data: put the dataset there or fix the path")
@@ -213,7 +213,7 @@ def _files(paths: tuple[str, ...]) -> list[str]:
 def describe_plan(spec: AuditSpec, run_dir: Path) -> str:
     """What running ``spec`` into ``run_dir`` would do, as readable lines."""
     d, m, t = spec.data, spec.model, spec.train
-    root = resolve(RunFolder(run_dir), d.root)
+    root = data_path(spec, RunFolder(run_dir), d.root)
     lines = [f"audit {spec.name!r} from {spec.source} (sha256 {spec.sha256[:12]}), "
              f"seed {spec.seed}", f"run folder: {run_dir}", "", "data:"]
     if is_generated(spec):
@@ -223,7 +223,8 @@ def describe_plan(spec: AuditSpec, run_dir: Path) -> str:
     else:
         lines.append(f"  {d.dataset} read from {root}"
                      + (f" (manifest {d.manifest})" if d.manifest else "")
-                     + (f"; train split from {d.train_root}" if d.train_root else ""))
+                     + (f"; train split from {data_path(spec, RunFolder(run_dir), d.train_root)}"
+                        if d.train_root else ""))
     lines += [f"  target {d.target or '(dataset default)'}; protected "
               f"{', '.join(d.protected) or '(none)'}; train split {d.train_split!r}, eval "
               f"split {eval_split(spec)!r}"

@@ -17,7 +17,7 @@ from compaudit.dissection.audit import DissectionPlan, concept_dataset
 from compaudit.errors import AuditInputError
 from compaudit.models.architectures import build_model
 from compaudit.pipeline.chunks import run_chunked
-from compaudit.pipeline.data import DataStage, ShiftStage, resolve
+from compaudit.pipeline.data import DataStage, ShiftStage, data_path
 from compaudit.pipeline.decoding import RunDecoder
 from compaudit.pipeline.jobs import VariantJob, run_variant_job
 from compaudit.pipeline.stages import StageCache, fingerprint, stage_key
@@ -138,8 +138,8 @@ def dissection_plan(spec: AuditSpec, folder: RunFolder, *, transform: Any,
                               "ONNX Runtime, which has no layers to hook; set backend = "
                               "\"simulated\" (the same int8 arithmetic in torch) or remove "
                               "[dissection]")
-    # The spec's roots are absolute (or, generated faces, in the run folder).
-    root = resolve(folder, dx.root or spec.data.root)
+    # Another concept set's root is absolute; the data's own masks are where the data is.
+    root = data_path(spec, folder, dx.root or spec.data.root)
     factory = partial(concept_dataset, dx.concepts, root, split=dx.split,
                       transform=transform, max_images=dx.max_images, seed=spec.seed)
     if load_concepts:

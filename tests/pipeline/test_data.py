@@ -9,7 +9,8 @@ from PIL import Image
 
 from compaudit.data.celeba import CelebA
 from compaudit.errors import AuditInputError
-from compaudit.pipeline.data import check_dataset, dataset_factory, eval_transform
+from compaudit.pipeline.data import check_dataset, data_path, dataset_factory, eval_transform
+from compaudit.rundir import RunFolder
 from compaudit.spec import load_spec
 
 VAL = "file,age,gender,race,service_test\n" + "".join(
@@ -42,7 +43,9 @@ def test_a_spec_builds_fairface_with_its_options_relative_to_the_spec(tmp_path):
                                      'options = { age_groups = "coarse" }\ncrop = 24\n'
                                      'resize = 30'))
     assert check_dataset(spec) == "fairface"
-    dataset = dataset_factory(spec, Path(spec.data.root), "val", eval_transform(spec))()
+    root = data_path(spec, RunFolder(tmp_path / "run"), spec.data.root)
+    assert root == tmp_path / "fairface"  # the spec's folder, not the run folder
+    dataset = dataset_factory(spec, root, "val", eval_transform(spec))()
     examples = dataset.examples()
     # gender: Female = 0, Male = 1; coarse age groups 0-19, 20-39, 40-59, 60+
     assert examples["label"].tolist() == [1, 0, 0, 1]

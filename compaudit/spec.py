@@ -341,7 +341,7 @@ class ExecutorSpec(Checked):
 
 #: The keys of ``[analysis]``; the other analysis options come from [data] and [model].
 ANALYSIS_KEYS = ("bootstrap", "positive_label", "alpha", "level", "seed",
-                 "max_intersection_order", "about")
+                 "max_intersection_order", "about", "slices")
 SECTIONS = ("audit", "data", "model", "train", "variants", "shifts", "analysis", "gate",
             "executor", "dissection", "predict")
 

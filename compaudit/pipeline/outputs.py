@@ -22,9 +22,11 @@ __all__ = ["analyze_run", "gate_and_report", "write_provenance"]
 
 def analyze_run(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
                 variant_keys: dict[str, str], plan: Any, progress: bool,
-                log: Callable[[str], None]) -> None:
-    """Join the variants' outputs and run the analysis (cached on its inputs' keys)."""
-    key = stage_key(list(variant_keys.values()), spec.section("analysis"), spec.data.protected)
+                log: Callable[[str], None], embed_key: str | None = None) -> None:
+    """Join the variants' outputs and run the analysis (cached on its inputs' keys);
+    with ``embed_key`` (the embed stage ran), slices from ``embeddings.npz`` too."""
+    key = stage_key(list(variant_keys.values()), spec.section("analysis"), spec.data.protected,
+                    embed_key)
     if cache.fresh("analyze", key, [folder.metrics, folder.predictions]):
         return
     from compaudit import tables
@@ -40,8 +42,11 @@ def analyze_run(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
     records = {n: read_json(folder.variant_record(n), what="variant record",
                             fix="re-run 'compaudit run'") for n in names}
     write_variants_json(folder.variants_json, records)
+    if embed_key is not None:
+        log("[analyze] slices from the dense embeddings")
     analysis = analyze_files(folder.examples, folder.predictions, spec.analysis,
-                             progress=progress)
+                             progress=progress,
+                             embeddings=folder.embeddings if embed_key is not None else None)
     if plan is not None:
         from compaudit.dissection.audit import dissection_block, read_population
 

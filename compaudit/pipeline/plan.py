@@ -216,6 +216,22 @@ def _files(paths: tuple[str, ...]) -> list[str]:
     return [f"    {path}  ({artifact_format(path)})" for path in paths]
 
 
+def _slices_line(spec: AuditSpec) -> str:
+    """The ``[analysis.slices]`` settings as the plan prints them."""
+    s = spec.analysis.slices
+    if not s.enabled:
+        return "slices: off ([analysis.slices].enabled = false)"
+    line = (f"slices: {s.n_slices} per variant from the dense replicas' penultimate "
+            f"features (PCA to {s.pca_dims} dims, error weight {s.error_weight:g}, "
+            f"{s.discovery_fraction:g} of the examples to discover, {s.typical} typical "
+            "images each)")
+    from compaudit.pipeline.embed import onnx_dense
+
+    onnx = onnx_dense(spec)
+    return line + (f"; skipped: dense replica {onnx} is an ONNX model without torch "
+                   "layers to embed with" if onnx else "")
+
+
 def describe_plan(spec: AuditSpec, run_dir: Path) -> str:
     """What running ``spec`` into ``run_dir`` would do, as readable lines."""
     from compaudit.pipeline.data import eval_split, is_generated, resolve
@@ -268,12 +284,14 @@ def describe_plan(spec: AuditSpec, run_dir: Path) -> str:
     lines += ["", f"analysis: bootstrap {spec.analysis.bootstrap}, level {spec.analysis.level}",
               f"gate: level {spec.gate.level}, inconclusive -> {spec.gate.inconclusive}; "
               f"checks {', '.join(checks) or '(none)'}"]
+    lines.append(_slices_line(spec))
     if spec.dissection is not None:
         lines.append(f"dissection: concepts {spec.dissection.concepts}, layers "
                      f"{', '.join(spec.dissection.layers) or '(architecture default)'}")
     stages = ["data", "shifts", "examples",
               "train" if not (m.weights or m.pretrained) else "load dense",
-              "variants", "analyze", "gate", "report"]
+              "variants", *(["embed"] if spec.analysis.slices.enabled else []),
+              "analyze", "gate", "report"]
     lines += [f"executor: {spec.executor.kind}"
               + (f", {spec.executor.workers} workers" if spec.executor.kind == "local" else ""),
               "", "stages: " + " -> ".join(stages)]

@@ -1,7 +1,8 @@
 """Run an audit spec stage by stage into one run folder, caching and resuming per stage.
 
 Stages (DESIGN.md): data → shifts → examples → train → variants (compress + predict +
-footprint [+ dissection], one job per variant) → analyze → gate → report. Each stage
+footprint [+ dissection], one job per variant) → [embed, with ``[analysis.slices]``] →
+analyze → gate → report. Each stage
 records a key in ``stages.json`` (:mod:`compaudit.pipeline.stages`); a stage whose key
 and outputs are unchanged is skipped. So a killed run resumes (dense replicas and
 training epochs are checkpointed too) and a changed spec recomputes only what depends
@@ -26,6 +27,7 @@ from compaudit.pipeline.data import (
     write_examples,
 )
 from compaudit.pipeline.decoding import RunDecoder
+from compaudit.pipeline.embed import embed_dense
 from compaudit.pipeline.outputs import analyze_run, gate_and_report, write_provenance
 from compaudit.pipeline.plan import preflight
 from compaudit.pipeline.stages import StageCache
@@ -86,9 +88,15 @@ def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: str | None = No
                 keys = run_variants(spec, folder, cache, data=data, shifts=shifts,
                                     dense=dense, examples_key=examples_key, plan=plan,
                                     pool=pool, decoder=decoder, log=log)
+            embed_key = None
+            if spec.analysis.slices.enabled:
+                with cache.timed("embed"):
+                    embed_key = embed_dense(spec, folder, cache, data=data, dense=dense,
+                                            examples_key=examples_key, decoder=decoder,
+                                            progress=progress, log=log)
     with cache.timed("analyze"):
         analyze_run(spec, folder, cache, variant_keys=keys, plan=plan, progress=progress,
-                    log=log)
+                    log=log, embed_key=embed_key)
     write_provenance(spec, folder, data.root, started, timings=cache.timings, dense=dense)
     with cache.timed("gate + report"):
         gate, report_path = gate_and_report(spec, folder, report=report)

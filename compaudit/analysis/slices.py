@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from compaudit.analysis._cells import cell_label, subgroup_cells
 from compaudit.analysis._pair_inference import PAIRED, draws, infer
@@ -190,6 +191,17 @@ def find_slices(pop: Population, embeddings: np.ndarray, *,
     emb, names, attrs, discovery = _validated(pop, embeddings, variants=variants,
                                               attributes=attributes, options=options,
                                               bootstrap=bootstrap, source=source)
+    # One BLAS/OpenMP thread: the fits are small (N x at most pca_dims + labels + 1), and
+    # k-means' OpenMP threads on a busy machine ran 15x slower than one thread (measured
+    # on 2 shared cores: 1.4 s vs 0.13 s per call of 2,000 examples).
+    with threadpool_limits(limits=1):
+        return _find_slices(pop, emb, names=names, attrs=attrs, discovery=discovery,
+                            options=options, bootstrap=bootstrap)
+
+
+def _find_slices(pop: Population, emb: np.ndarray, *, names: list[str], attrs: list[str],
+                 discovery: np.ndarray, options: SliceOptions, bootstrap: int) -> SliceResult:
+    """:func:`find_slices` on validated inputs."""
     reduced = reduce_embeddings(emb, dims=options.pca_dims, seed=options.seed)
     label_codes = np.unique(pop.labels, return_inverse=True)[1]
     onehot = np.eye(int(label_codes.max()) + 1)[label_codes]

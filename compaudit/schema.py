@@ -328,8 +328,11 @@ class SliceRow(_Record):
     ``slice`` is the rank by ``change`` within the variant (0: the slice compression
     hurt most); ``n`` members, ``n_test`` of them held out of the mixture's fit, on
     which ``dense_error``, ``compressed_error`` and ``change`` (their difference) are
-    estimated with the seed-aware interval ``change_lo``..``change_hi``, ``p`` and the
-    BH ``q`` across the variant's slices. ``typical``: the most typical members' ids.
+    estimated with the seed-aware interval ``change_lo``..``change_hi`` (from
+    ``change_se`` with ``change_df`` degrees of freedom, NaN: normal), ``p`` and the BH
+    ``q`` across the variant's slices. ``label_mix``: label -> share in the slice;
+    ``over_index``: ``attr=value`` -> its share in the slice over its share in the
+    whole set. ``typical``: the most typical members' ids, most typical first.
     """
 
     variant: str
@@ -345,9 +348,9 @@ class SliceRow(_Record):
     change_hi: float = NAN
     p: float = NAN
     q: float = NAN
-    label_mix: Any = None
-    description: str = ""
+    label_mix: Mapping[str, Any] = field(default_factory=dict)
     over_index: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
     typical: tuple[str, ...] = ()
 
 
@@ -359,6 +362,7 @@ class Slices(_Record):
     source: str = ""
     n_examples: int = 0
     dims: int = 0
+    method: Mapping[str, Any] = field(default_factory=dict)
     rows: tuple[SliceRow, ...] = ()
 
 

@@ -398,11 +398,11 @@ def test_analysis_slices_section_builds_the_slice_settings_and_the_plan_prints_i
     plan = describe_plan(spec, Path("run"))
     assert "slices: 5 per variant from the dense replicas' penultimate features" in plan
     assert "-> variants -> embed -> analyze ->" in plan
-    bad = tiny + "[analysis.slices]\nn_slices = 1\ndiscovery_fraction = 1.0\nsize = 3\n"
+    bad = tiny + "[analysis.slices]\nn_slices = 0\ndiscovery_fraction = 1.0\nsize = 3\n"
     with pytest.raises(AuditInputError) as err:
         parse_spec(bad, source="s.toml")
     assert err.value.problems == [
-        "s.toml: [analysis.slices].n_slices: got 1; expected an integer >= 2",
+        "s.toml: [analysis.slices].n_slices: got 0; expected an integer >= 1",
         "s.toml: [analysis.slices].discovery_fraction: got 1.0; expected a number in (0, 1)",
         "s.toml: [analysis.slices].size: unknown key; valid keys: enabled, n_slices, "
         "pca_dims, error_weight, discovery_fraction, typical"]

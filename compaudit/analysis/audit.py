@@ -261,7 +261,8 @@ def analyze(
     steps.update()
     slices, slice_tables = (
         slice_analysis(pop, embeddings, attributes, settings=options.slices,
-                       level=options.level, seed=options.seed, bootstrap=options.bootstrap)
+                       level=options.level, seed=options.seed, about=options.about,
+                       bootstrap=options.bootstrap)
         if embeddings is not None else (None, {}))
     steps.update()
     tables = {

@@ -351,6 +351,22 @@ def _dissection_checks(metrics: Metrics, policy: GatePolicy,
             yield check
 
 
+def _slice_checks(metrics: Metrics, policy: GatePolicy,
+                  variants: list[str]) -> Iterator[Check]:
+    pol = policy.slice
+    rows = metrics.slices.rows if metrics.slices is not None else ()
+    for row in rows:
+        if not _selected(row.variant, policy, variants) or row.n_test < pol.min_slice_size:
+            continue
+        # Every slice, not only the top one: the Bonferroni correction over all checks
+        # covers choosing the worst slice after the fact.
+        yield Check(id=f"{row.variant}/slice-{row.slice}/error_increase", kind="slice",
+                    variant=row.variant, subject=f"slice {row.slice}: {row.description}",
+                    metric="error increase", estimate=row.change, se=row.change_se,
+                    df=_df(row.change_df), bounds=RATE_CHANGE, n=row.n_test,
+                    tolerance=pol.max_increase, unit="points")
+
+
 def _decide(check: Check, z: float, tail: float) -> None:
     if not (math.isfinite(check.estimate) or check.log_estimate == -math.inf):
         check.verdict = "inconclusive"
@@ -457,7 +473,8 @@ SECTIONS: Registry[Callable[..., Iterator[Check]]] = Registry("gate section")
 for _name, _fn in (("accuracy", _accuracy_checks), ("subgroup_rate", _subgroup_checks),
                    ("disparity", _disparity_checks), ("pie_overindex", _overindex_checks),
                    ("pie_within_label", _within_label_checks),
-                   ("robustness", _robustness_checks), ("dissection", _dissection_checks)):
+                   ("robustness", _robustness_checks), ("dissection", _dissection_checks),
+                   ("slice", _slice_checks)):
     SECTIONS.add(_name, _fn)
 
 

@@ -42,6 +42,10 @@ A policy is the ``[gate]`` table of an audit spec, or a file of its own::
     max_concept_drop = false  # optional: relative drop of the distinct concepts
     accuracy_tolerance = false  # optional: check only variants whose top-1 fell <= this
 
+    [gate.slice]              # with [analysis.slices]: error increase of each discovered slice
+    max_increase = 0.10       # compressed minus dense error of the slice, in rate units
+    min_slice_size = 30       # slices with fewer held-out (test) examples are not checked
+
 A section that is absent is not checked, except that the defaults below apply when no
 policy is given at all; an optional tolerance set to ``false`` is not checked.
 """
@@ -65,6 +69,7 @@ __all__ = [
     "RobustnessPolicy",
     "BaselinePolicy",
     "DissectionPolicy",
+    "SlicePolicy",
     "load_policy",
     "policy_from_dict",
     "policy_table",
@@ -164,6 +169,22 @@ class DissectionPolicy(Checked):
 
 
 @dataclass(frozen=True)
+class SlicePolicy(Checked):
+    """Tolerance on the error increase of the slices slice discovery found.
+
+    Each slice of each compressed variant (``[analysis.slices]``, or ``compaudit analyze
+    --embeddings``) is checked: its compressed minus dense error on the held-out examples
+    that did not shape it, with the seed-aware interval of the analysis, widened with
+    the other checks. ``max_increase`` in rate units (0.10 = 10 points);
+    ``min_slice_size``: slices with fewer held-out examples are not checked. Off unless
+    the policy names it; runs without slices have no checks.
+    """
+
+    max_increase: float = setting(0.10, ge=0)
+    min_slice_size: int = setting(30, ge=0)
+
+
+@dataclass(frozen=True)
 class GatePolicy(Checked):
     """Tolerances of every gate check; ``None`` sections are not checked."""
 
@@ -179,11 +200,13 @@ class GatePolicy(Checked):
     robustness: RobustnessPolicy | None = setting(factory=RobustnessPolicy)
     baseline: BaselinePolicy | None = setting(factory=BaselinePolicy)
     dissection: DissectionPolicy | None = setting(factory=DissectionPolicy)
+    # Off by default, even with no policy at all: slices exist only when asked for.
+    slice: SlicePolicy | None = None
 
 
 #: The check sections of a policy; a policy table turns off those it does not name.
 SECTIONS = ("accuracy", "subgroup_rate", "disparity", "pie_overindex", "pie_within_label",
-            "robustness", "baseline", "dissection")
+            "robustness", "baseline", "dissection", "slice")
 
 
 def policy_from_dict(table: dict, *, source: str = "policy") -> GatePolicy:

@@ -240,7 +240,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                            dissection_config=config, embeddings=args.embeddings)
     path = result.write(args.out)
     record = record_analysis(args.out, examples=args.examples, predictions=args.predictions,
-                             seed=args.seed)
+                             seed=args.seed, embeddings=args.embeddings)
     print(format_summary(result.metrics))
     print(f"\nwrote {path}, {len(result.tables)} tables in {Path(args.out) / 'tables'} "
           f"and {record}")

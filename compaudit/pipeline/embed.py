@@ -3,8 +3,12 @@ image, written once to ``embeddings.npz`` for slice discovery (``[analysis.slice
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from compaudit.pipeline.data import DataStage
 from compaudit.pipeline.decoding import RunDecoder
@@ -13,10 +17,39 @@ from compaudit.pipeline.train import DenseStage, model_search_path
 from compaudit.rundir import RunFolder
 from compaudit.spec import AuditSpec
 
-__all__ = ["embed_dense", "onnx_dense"]
+__all__ = ["EmbedJob", "embed_dense", "embed_replica", "onnx_dense"]
 
 #: Part of the stage key: a change of what is embedded recomputes it.
 EMBED_VERSION = "penultimate-mean/1"
+
+
+@dataclass(frozen=True)
+class EmbedJob:
+    """Embed the evaluation set with one dense replica (picklable, for the executor)."""
+
+    arch: str
+    num_classes: int
+    small_input: bool
+    path: Path
+    data: Callable[[], Any]
+    batch_size: int
+    device: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    search_path: str | None = None
+
+
+def embed_replica(job: EmbedJob) -> tuple[np.ndarray, np.ndarray]:
+    """``(example_ids, features)`` of one replica (run in a worker, with its threads)."""
+    from compaudit._malloc import reuse_freed_memory
+    from compaudit.pipeline.jobs import dense_models
+    from compaudit.predict.embeddings import embed_population
+
+    # Batches free and allocate activations of one size: keep them in the heap.
+    with reuse_freed_memory():
+        (model,) = dense_models(job.arch, job.num_classes, job.small_input, [job.path],
+                                options=job.options, search_path=job.search_path)
+        return embed_population([model], job.data(), batch_size=job.batch_size,
+                                device=job.device, progress=False)
 
 
 def onnx_dense(spec: AuditSpec) -> str | None:
@@ -29,10 +62,14 @@ def onnx_dense(spec: AuditSpec) -> str | None:
 
 
 def embed_dense(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data: DataStage,
-                dense: DenseStage, examples_key: str, decoder: RunDecoder, progress: bool,
+                dense: DenseStage, examples_key: str, decoder: RunDecoder, pool: Any,
                 log: Callable[[str], None]) -> str | None:
     """Write ``embeddings.npz`` (cached on the dense models and the examples); returns
-    the stage key, or ``None`` when slices are off or cannot be embedded (said once)."""
+    the stage key, or ``None`` when slices are off or cannot be embedded (said once).
+
+    One job per replica on the run's executor (each worker with its share of the
+    cores, as the variant jobs), reading the evaluation set the variants decoded; the
+    features are averaged here."""
     if not spec.analysis.slices.enabled:
         return None
     onnx = onnx_dense(spec)
@@ -44,18 +81,22 @@ def embed_dense(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data: 
     key = stage_key(dense.key, examples_key, EMBED_VERSION, spec.predict.batch_size)
     if cache.fresh("embed", key, [folder.embeddings]):
         return key
-    from compaudit.pipeline.jobs import dense_models
-    from compaudit.predict.embeddings import embed_population
     from compaudit.tables import write_embeddings
 
     m = spec.model
-    models = dense_models(m.arch, m.n_outputs, m.small_input, dense.paths, options=m.options,
-                          search_path=model_search_path(spec))
-    log(f"[embed] {len(models)} dense replica(s): penultimate features of the evaluation "
-        "images")
-    ids, features = embed_population(models, decoder.get("eval-0", data.eval)(),
-                                     batch_size=spec.predict.batch_size or 256,
-                                     device=spec.train.device, progress=progress)
+    log(f"[embed] {len(dense.paths)} dense replica(s): penultimate features of the "
+        "evaluation images")
+    data = decoder.get("eval-0", data.eval)
+    jobs = [EmbedJob(arch=m.arch, num_classes=m.n_outputs, small_input=m.small_input,
+                     path=p, data=data, batch_size=spec.predict.batch_size or 256,
+                     device=spec.train.device, options=m.options,
+                     search_path=model_search_path(spec)) for p in dense.paths]
+    results = pool.map(embed_replica, jobs, desc="embed")
+    ids = results[0][0]
+    # Every job read the same set in the same order; a mismatch is a bug, not input.
+    if any(not np.array_equal(r[0], ids) for r in results):
+        raise RuntimeError("embed: the replicas saw the evaluation examples in different orders")
+    features = np.mean([r[1] for r in results], axis=0, dtype=np.float64).astype(np.float32)
     write_embeddings(ids, features, folder.embeddings)
     cache.finish("embed", key)
     return key

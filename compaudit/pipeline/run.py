@@ -93,7 +93,7 @@ def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: str | None = No
                 with cache.timed("embed"):
                     embed_key = embed_dense(spec, folder, cache, data=data, dense=dense,
                                             examples_key=examples_key, decoder=decoder,
-                                            progress=progress, log=log)
+                                            pool=pool, log=log)
     with cache.timed("analyze"):
         analyze_run(spec, folder, cache, variant_keys=keys, plan=plan, progress=progress,
                     log=log, embed_key=embed_key)

@@ -70,9 +70,10 @@ def _stage(spec, tmp_path: Path, log: list[str]):
                      transform=None)
     dense = DenseStage(paths=tuple(Path(w) for w in spec.model.weights), key="dense")
     cache = StageCache(folder.stages_json)
-    with RunDecoder(folder, get_executor("serial"), log.append, budget=2**20) as decoder:
+    pool = get_executor("serial", progress=False)
+    with RunDecoder(folder, pool, log.append, budget=2**20) as decoder:
         key = embed_dense(spec, folder, cache, data=data, dense=dense, examples_key="ex",
-                          decoder=decoder, progress=False, log=log.append)
+                          decoder=decoder, pool=pool, log=log.append)
     return folder, cache, key
 
 

@@ -72,6 +72,8 @@ DESCRIBE_TOP = 2
 LABEL_MIX_TOP = 5
 #: Variance added to every mixture column (the embedding's are whitened to 1).
 REG_COVAR = 0.1
+#: Mixture fits from different k-means starts; the best likelihood is kept.
+N_INIT = 1
 #: PCA directions with less variance than this share of the largest are dropped
 #: (a rank-deficient embedding would otherwise be whitened by dividing by zero).
 _RANK_TOL = 1e-10
@@ -108,7 +110,7 @@ class SliceOptions(Checked):
 
     n_slices: int = setting(8, ge=1)
     pca_dims: int = setting(32, ge=1)
-    error_weight: float = setting(5.0, ge=0)
+    error_weight: float = setting(10.0, ge=0)
     label_weight: float = setting(1.0, ge=0)
     discovery_fraction: float = setting(0.5, gt=0, lt=1)
     typical: int = setting(8, ge=0)
@@ -353,7 +355,8 @@ def _embedding_posterior(reduced: np.ndarray, change: np.ndarray, onehot: np.nda
         parts.append(options.label_weight * onehot)
     features = np.concatenate(parts, axis=1)
     gm = GaussianMixture(n_components=options.n_slices, covariance_type="diag",
-                         random_state=options.seed, reg_covar=REG_COVAR).fit(features[discovery])
+                         random_state=options.seed, reg_covar=REG_COVAR,
+                         n_init=N_INIT).fit(features[discovery])
     d = reduced.shape[1]
     mu = np.asarray(gm.means_)[:, :d]
     prec = 1.0 / np.asarray(gm.covariances_)[:, :d]

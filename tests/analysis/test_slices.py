@@ -250,9 +250,15 @@ def test_simulated_null_rarely_flags_a_slice():
 
 
 def test_simulated_planted_slice_is_found():
-    pop, emb, planted = simulate_slices(n_examples=2000, size=0.1, effect=0.3, seed=2)
-    res = find_slices(pop, emb, bootstrap=200)
-    top = res.members.loc[res.members["slice"] == 0, "example_id"]
-    is_planted = top.isin(pop.examples["example_id"][planted])
-    assert is_planted.mean() >= 0.8 and is_planted.sum() / planted.sum() >= 0.5
-    assert res.table.iloc[0]["q"] < 0.05
+    """A 10% slice losing 30 pp: over seeded runs the top slice is mostly the planted one
+    and significant (docs/statistics.md: precision 0.96, recall 0.89 over 100 runs)."""
+    precision, recall, significant = [], [], []
+    for seed in range(6):
+        pop, emb, planted = simulate_slices(n_examples=2000, size=0.1, effect=0.3, seed=seed)
+        res = find_slices(pop, emb, bootstrap=200, options=SliceOptions(seed=seed))
+        top = res.members.loc[res.members["slice"] == 0, "example_id"]
+        is_planted = top.isin(pop.examples["example_id"][planted])
+        precision.append(is_planted.mean())
+        recall.append(is_planted.sum() / planted.sum())
+        significant.append(res.table.iloc[0]["q"] < 0.05)
+    assert np.mean(precision) >= 0.8 and np.mean(recall) >= 0.7 and all(significant)

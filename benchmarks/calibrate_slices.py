@@ -63,7 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     print(f"{args.runs} runs per setting; {args.examples} examples, {args.replicas} replica "
-          f"pairs, seed sd {args.seed_sd}, separation {args.separation}, B = "
+          f"pair(s), seed sd {args.seed_sd}, separation {args.separation}, B = "
           f"{args.bootstrap}; slices at their defaults ({SliceOptions()})\n")
     print("| size | effect | precision | recall | top slice significant | any slice "
           "significant | top slice change |")

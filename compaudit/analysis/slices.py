@@ -74,6 +74,9 @@ LABEL_MIX_TOP = 5
 REG_COVAR = 0.1
 #: Mixture fits from different k-means starts; the best likelihood is kept.
 N_INIT = 1
+#: Typical members: posteriors from this value up are equally confident, and the most
+#: central of them (highest density) are shown first.
+CONFIDENT = 0.99
 #: PCA directions with less variance than this share of the largest are dropped
 #: (a rank-deficient embedding would otherwise be whitened by dividing by zero).
 _RANK_TOL = 1e-10
@@ -139,14 +142,15 @@ class SliceResult:
     typical
         variant, slice, rank, example_id: each slice's most typical members.
     method
-        How the changes were inferred (``kind``, ``about``, ``replicas``, ``note``), as
-        :func:`~compaudit.analysis.subgroups.comparison_method` says.
+        Per variant, how its changes were inferred (``kind``, ``about``, ``replicas``,
+        ``note``, ``warning``), as :func:`~compaudit.analysis.subgroups.comparison_method`
+        says.
     """
 
     table: pd.DataFrame
     members: pd.DataFrame
     typical: pd.DataFrame
-    method: dict[str, Any] = field(default_factory=dict)
+    method: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def find_slices(pop: Population, embeddings: np.ndarray, *,
@@ -208,19 +212,20 @@ def _find_slices(pop: Population, emb: np.ndarray, *, names: list[str], attrs: l
     label_codes = np.unique(pop.labels, return_inverse=True)[1]
     onehot = np.eye(int(label_codes.max()) + 1)[label_codes]
     tables, members, typical = [], [], []
-    method: dict[str, Any] = {}
+    method: dict[str, dict[str, Any]] = {}
     for name in names:
         change = example_change(pop, name)
-        post = _embedding_posterior(reduced, change, onehot, discovery, options)
+        post, density = _embedding_posterior(reduced, change, onehot, discovery, options)
         assign = np.argmax(post, axis=1)
-        table, method = _slice_table(pop, name, assign, ~discovery, options, bootstrap)
+        table, method[name] = _slice_table(pop, name, assign, ~discovery, options,
+                                           bootstrap)
         rank = {int(c): i for i, c in enumerate(table.pop("component"))}
         slice_of = np.array([rank[int(c)] for c in assign], np.int64)
         table = _describe(table, pop, slice_of, attrs)
         tables.append(table[TABLE_COLUMNS])
         members.append(pd.DataFrame({"variant": name, "slice": slice_of,
                                      "example_id": pop.examples["example_id"].to_numpy()}))
-        typical.append(_typical(pop, name, assign, post, rank, options.typical))
+        typical.append(_typical(pop, name, assign, post, density, rank, options.typical))
     return SliceResult(
         table=pd.concat(tables, ignore_index=True),
         members=pd.concat(members, ignore_index=True).sort_values(
@@ -343,9 +348,11 @@ def example_change(pop: Population, variant: str) -> np.ndarray:
 
 
 def _embedding_posterior(reduced: np.ndarray, change: np.ndarray, onehot: np.ndarray,
-                         discovery: np.ndarray, options: SliceOptions) -> np.ndarray:
-    """Fit the error-aware mixture on the discovery part; (N, K) posterior of every
-    example under the mixture's embedding marginal."""
+                         discovery: np.ndarray, options: SliceOptions,
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Fit the error-aware mixture on the discovery part; the (N, K) posterior of every
+    example under the mixture's embedding marginal, and its (N, K) log density under
+    each component's embedding marginal."""
     from sklearn.mixture import GaussianMixture
 
     parts = [reduced]
@@ -360,13 +367,13 @@ def _embedding_posterior(reduced: np.ndarray, change: np.ndarray, onehot: np.nda
     d = reduced.shape[1]
     mu = np.asarray(gm.means_)[:, :d]
     prec = 1.0 / np.asarray(gm.covariances_)[:, :d]
-    # log N(z; mu_k, diag var_k) + log w_k, expanded so no (N, K, d) array is built.
-    log_p = -0.5 * ((reduced**2) @ prec.T - 2.0 * reduced @ (mu * prec).T
-                    + np.sum(mu**2 * prec, axis=1) - np.sum(np.log(prec), axis=1)
-                    + d * np.log(2.0 * np.pi)) + np.log(np.asarray(gm.weights_))
-    log_p -= log_p.max(axis=1, keepdims=True)
-    post = np.exp(log_p)
-    return np.asarray(post / post.sum(axis=1, keepdims=True))
+    # log N(z; mu_k, diag var_k), expanded so no (N, K, d) array is built.
+    density: np.ndarray = -0.5 * ((reduced**2) @ prec.T - 2.0 * reduced @ (mu * prec).T
+                                  + np.sum(mu**2 * prec, axis=1)
+                                  - np.sum(np.log(prec), axis=1) + d * np.log(2.0 * np.pi))
+    log_p = density + np.log(np.asarray(gm.weights_))
+    post = np.exp(log_p - log_p.max(axis=1, keepdims=True))
+    return post / post.sum(axis=1, keepdims=True), density
 
 
 def _slice_table(pop: Population, variant: str, assign: np.ndarray, test: np.ndarray,
@@ -442,13 +449,18 @@ def _describe(table: pd.DataFrame, pop: Population, slice_of: np.ndarray,
 
 
 def _typical(pop: Population, variant: str, assign: np.ndarray, post: np.ndarray,
-             rank: dict[int, int], typical: int) -> pd.DataFrame:
-    """Each slice's ``typical`` members of highest embedding posterior."""
+             density: np.ndarray, rank: dict[int, int], typical: int) -> pd.DataFrame:
+    """Each slice's ``typical`` members: highest embedding posterior, where posteriors
+    of at least :data:`CONFIDENT` count as equal and the highest density under the
+    slice's component comes first (the highest posteriors alone lie on the far side
+    of the slice from its neighbours, not at its centre)."""
     rows = []
     ids = pop.examples["example_id"].to_numpy()
     for component, s in rank.items():
         idx = np.flatnonzero(assign == component)
-        best = idx[np.argsort(-post[idx, component], kind="stable")[:typical]]
+        confident = np.minimum(post[idx, component], CONFIDENT)
+        order = np.lexsort((-density[idx, component], -confident))
+        best = idx[order[:typical]]
         rows.append(pd.DataFrame({"variant": variant, "slice": s,
                                   "rank": np.arange(len(best), dtype=np.int64),
                                   "example_id": ids[best]}))

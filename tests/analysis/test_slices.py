@@ -71,7 +71,7 @@ def test_obvious_slice_is_found_first(obvious):
     assert list(res.table.columns) == TABLE_COLUMNS
     # Every example in exactly one slice.
     assert res.members["example_id"].is_unique and len(res.members) == N
-    assert res.method["kind"] == "paired-replicas+examples"
+    assert res.method["gmp-90"]["kind"] == "paired-replicas+examples"
 
 
 def test_description_and_over_index_match_direct_counts(obvious):
@@ -165,6 +165,18 @@ def test_typical_members_belong_to_their_slice(obvious):
                                  [counts.index])).all()
 
 
+def test_typical_members_are_central(obvious):
+    """The planted cluster's posterior is 1 for nearly all its members; its typical
+    members are then the ones nearest its centre, not the first in table order."""
+    pop, emb, _, _, res = obvious
+    row = pd.Series(np.arange(N), index=pop.examples["example_id"])
+    members = row[res.members.loc[res.members["slice"] == 0, "example_id"]].to_numpy()
+    typical = row[res.typical.loc[res.typical["slice"] == 0, "example_id"]].to_numpy()
+    dist = np.linalg.norm(emb - emb[members].mean(axis=0), axis=1)
+    assert dist[typical].max() < np.median(dist[members])
+    assert not np.array_equal(typical, np.sort(members)[: len(typical)])
+
+
 def test_split_is_seeded_and_stratified_by_label():
     labels = np.r_[np.zeros(101, int), np.ones(37, int), np.full(2, 2)]
     a = split_discovery(labels, fraction=0.3, seed=5)
@@ -197,7 +209,7 @@ def test_unpaired_replicas_use_the_example_bootstrap(obvious):
         "dense": dense, "gmp-90": VariantPredictions("gmp-90", comp.replicas[:3] + 10,
                                                      comp.pred[:3])})
     res = find_slices(unpaired, emb, options=options, bootstrap=200)
-    assert res.method["kind"] == "examples-only bootstrap"
+    assert res.method["gmp-90"]["kind"] == "examples-only bootstrap"
     assert res.table.iloc[0]["q"] < 0.05
     assert np.isnan(res.table["change_df"]).all()
 

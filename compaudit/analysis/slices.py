@@ -53,7 +53,8 @@ from compaudit.analysis.subgroups import comparison_method
 from compaudit.config import Checked, setting
 from compaudit.errors import AuditInputError
 
-__all__ = ["SliceOptions", "SliceResult", "TABLE_COLUMNS", "example_change", "find_slices"]
+__all__ = ["MEMBER_COLUMNS", "SliceOptions", "SliceResult", "TABLE_COLUMNS", "TYPICAL_COLUMNS",
+           "example_change", "find_slices", "reduce_embeddings", "split_discovery"]
 
 #: Columns of :attr:`SliceResult.table`, in order.
 TABLE_COLUMNS = ["variant", "slice", "n", "n_test", "dense_error", "compressed_error",
@@ -265,7 +266,8 @@ def _validated(pop: Population, embeddings: np.ndarray, *, variants: Sequence[st
         elif n and not (emb != emb[0]).any():
             problems.append(f"{source}: every row is the same; expected embeddings that "
                             "vary between examples")
-    names = list(pop.compressed if variants is None else variants)
+    names = list(pop.compressed if variants is None
+                 else [variants] if isinstance(variants, str) else variants)
     unknown = [v for v in names if v not in pop.variants or v == pop.dense]
     if unknown:
         problems.append(f"variants: {unknown} are not compressed variants of the "
@@ -273,6 +275,7 @@ def _validated(pop: Population, embeddings: np.ndarray, *, variants: Sequence[st
     elif not names:
         problems.append(f"variants: no compressed variant to compare with "
                         f"{pop.dense!r}; expected predictions of at least one")
+    attributes = [attributes] if isinstance(attributes, str) else list(attributes)
     missing = [a for a in attributes if a not in pop.attributes]
     if missing:
         problems.append(f"attributes: {missing} are not columns of the examples "

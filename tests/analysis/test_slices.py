@@ -242,6 +242,7 @@ def test_bad_inputs_are_named(obvious):
     assert "attributes: ['Bald'] are not columns of the examples" in msg
     assert "bootstrap: got -1; expected an integer >= 0" in msg
     assert "variants: ['dense']" in _bad(pop, emb, variants=["dense"])
+    assert "variants: ['gmp-9'] are not" in _bad(pop, emb, variants="gmp-9")
 
 
 def test_options_are_checked_when_built():

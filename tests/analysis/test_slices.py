@@ -275,3 +275,26 @@ def test_simulated_planted_slice_is_found():
         recall.append(is_planted.sum() / planted.sum())
         significant.append(res.table.iloc[0]["q"] < 0.05)
     assert np.mean(precision) >= 0.8 and np.mean(recall) >= 0.7 and all(significant)
+
+
+def test_many_classes_and_no_bootstrap(obvious):
+    """Three classes: the errors are top-1 errors; without a bootstrap nothing is
+    inferred but the slices and their changes are the same."""
+    pop, emb, _, options, _ = obvious
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, N)
+    wrong = {v: pop.variants[v].pred != pop.labels[None] for v in ("dense", "gmp-90")}
+    variants = {v: VariantPredictions(v, np.arange(K), np.where(
+        wrong[v], (labels + 1 + rng.integers(0, 2, (K, N))) % 3, labels).astype(np.int32))
+        for v in wrong}
+    three = Population(pop.examples.assign(label=labels), labels, 3, "dense", variants)
+    res = find_slices(three, emb, options=options, bootstrap=0)
+    assert res.table[["change_lo", "p", "q"]].isna().all().all()
+    test = ~split_discovery(labels, fraction=options.discovery_fraction, seed=options.seed)
+    slice_of = res.members.set_index("example_id")["slice"].reindex(
+        pop.examples["example_id"]).to_numpy()
+    for row in res.table.itertuples():
+        cols = test & (slice_of == row.slice)
+        expected = wrong["gmp-90"][:, cols].mean() - wrong["dense"][:, cols].mean()
+        assert row.change == pytest.approx(expected, abs=1e-12)
+    assert res.table.iloc[0]["change"] > 0.4

@@ -437,6 +437,8 @@ def _describe(table: pd.DataFrame, pop: Population, slice_of: np.ndarray,
         named: list[tuple[float, str]] = []
         for key in columns:
             for value, share in whole[key].items():
+                if share == 0:  # an unused level of a categorical column
+                    continue
                 here = float(shares[key].get(value, 0.0))
                 label = cell_label([(key, value)])
                 if key != "label":

@@ -298,3 +298,14 @@ def test_many_classes_and_no_bootstrap(obvious):
         expected = wrong["gmp-90"][:, cols].mean() - wrong["dense"][:, cols].mean()
         assert row.change == pytest.approx(expected, abs=1e-12)
     assert res.table.iloc[0]["change"] > 0.4
+
+
+def test_categorical_attribute_with_an_unused_level(obvious):
+    pop, emb, _, options, res = obvious
+    group = pd.Categorical(np.where(pop.examples["attr.Male"], "m", "f"),
+                           categories=["f", "m", "x"])
+    cat = Population(pop.examples.assign(**{"attr.G": group}), pop.labels, 2, "dense",
+                     pop.variants)
+    again = find_slices(cat, emb, attributes=["G"], options=options, bootstrap=50)
+    for a, b in zip(again.table["over_index"], res.table["over_index"]):
+        assert a == pytest.approx({"G=m": b["Male=True"], "G=f": b["Male=False"]})

@@ -98,7 +98,9 @@ class SliceOptions(Checked):
         Weight of the per-example compression change in the mixture (Domino's weight
         on the predictions): larger gives purer slices, smaller more coherent ones.
     label_weight
-        Weight of the one-hot label columns.
+        Weight of the one-hot label columns (one per class present). With hundreds of
+        classes these columns outnumber the embedding's and the slices follow the
+        labels; 0 leaves the labels out.
     discovery_fraction
         Share of the examples (per label) the mixture is fitted on; the rest test it.
     typical

@@ -118,7 +118,7 @@ class SliceOptions(Checked):
     pca_dims: int = setting(32, ge=1)
     error_weight: float = setting(10.0, ge=0)
     label_weight: float = setting(1.0, ge=0)
-    discovery_fraction: float = setting(0.5, gt=0, lt=1)
+    discovery_fraction: float = setting(0.3, gt=0, lt=1)
     typical: int = setting(8, ge=0)
     level: float = setting(0.95, gt=0, lt=1)
     seed: int = setting(0, ge=0)

@@ -232,9 +232,11 @@ def test_bad_inputs_are_named(obvious):
     assert "'ex/0005'" in msg
     assert "shape (600,)" in _bad(pop, emb[:, 0])
     assert "every row is the same" in _bad(pop, np.ones((N, 3)))
-    msg = _bad(pop, emb, options=SliceOptions(n_slices=301))
+    msg = _bad(pop, emb, options=SliceOptions(n_slices=301, discovery_fraction=0.5))
     assert msg.startswith("SliceOptions.n_slices: got 301; expected at most the 300 "
-                          "discovery examples")
+                          "discovery examples (discovery_fraction 0.5 of 600)")
+    assert "leaves none to test the slices" in _bad(
+        pop, emb, options=SliceOptions(discovery_fraction=0.999))
     # Every problem at once, one line each.
     msg = _bad(pop, emb[:-1], variants=["gmp-99"], attributes=["Bald"], bootstrap=-1)
     assert len(msg.splitlines()) == 4

@@ -144,6 +144,14 @@ def test_membership_uses_only_the_embedding(obvious):
     assert partition(again.members) == partition(res.members)
     # The typical members are the same too (their slice ids may be ranked otherwise).
     assert set(again.typical["example_id"]) == set(res.typical["example_id"])
+    # Scrambling the discovery part's outcomes too refits the mixture: the partition moves.
+    every = np.arange(N)
+    comp[:, every] = comp[:, rng.permutation(every)]
+    refit = Population(pop.examples, pop.labels, 2, "dense", {
+        "dense": pop.variants["dense"],
+        "gmp-90": VariantPredictions("gmp-90", pop.variants["gmp-90"].replicas, comp)})
+    other = find_slices(refit, emb, attributes=["Male"], options=options, bootstrap=50)
+    assert partition(other.members) != partition(res.members)
 
 
 def test_seeded_determinism(obvious):

@@ -227,10 +227,11 @@ def simulate_slices(
     effect: float = 0.10,
     n_clusters: int = 8,
     dim: int = 16,
-    separation: float = 4.0,
+    separation: float = 6.0,
     n_replicas: int = 5,
     error_rate: float = 0.08,
     replica_logit_sd: float = 0.15,
+    churn: float = 0.3,
     seed: int = 0,
 ) -> tuple[Population, np.ndarray, np.ndarray]:
     """A binary task with embeddings and one planted slice that compression breaks.
@@ -244,15 +245,18 @@ def simulate_slices(
     hard tail, as :func:`simulate_binary`); dense replica k errs with it after an offset
     N(0, ``replica_logit_sd``) on the logit, compressed replica k after the same offset
     plus its own N(0, ``replica_logit_sd``) (seed noise of compression), and, inside the
-    slice, with ``effect`` more probability. Pair k shares its uniform draws, so
-    compression changes few predictions, as real compression does. ``effect = 0`` is
-    the null: compression changes nothing on average anywhere.
+    slice, with ``effect`` more probability. Pair k shares its uniform draws except on a
+    share ``churn`` of the examples, where the compressed replica draws its own: as in
+    real compression, a few predictions change both ways at an unchanged error rate.
+    ``effect = 0`` is the null: compression changes nothing on average anywhere.
 
     Returns ``(population, embeddings, planted)``: variants ``dense`` and ``compressed``
     with replicas 0..K-1, the (N, dim) embeddings and the planted membership (N,) bool.
     """
     if not 0 < size < 1:
         raise ValueError(f"size: got {size}, expected a fraction in (0, 1)")
+    if not 0 <= churn <= 1:
+        raise ValueError(f"churn: got {churn}, expected a fraction in [0, 1]")
     if not 0 <= effect <= 1:
         raise ValueError(f"effect: got {effect}, expected an error rate in [0, 1]")
     rng = np.random.default_rng(seed)
@@ -280,14 +284,15 @@ def simulate_slices(
     dense_offset = rng.normal(0.0, replica_logit_sd, (n_replicas, 1))
     comp_offset = dense_offset + rng.normal(0.0, replica_logit_sd, (n_replicas, 1))
     u = rng.random((n_replicas, n_examples))
+    u_comp = np.where(rng.random(u.shape) < churn, rng.random(u.shape), u)
     err_dense = expit(logit(difficulty)[None] + dense_offset)
     err_comp = expit(logit(difficulty)[None] + comp_offset)
     err_comp = np.where(planted[None], np.minimum(err_comp + effect, 1.0), err_comp)
     replicas = np.arange(n_replicas)
     variants = {
-        name: VariantPredictions(name, replicas, np.where(u < err, 1 - label, label)
+        name: VariantPredictions(name, replicas, np.where(draw < err, 1 - label, label)
                                  .astype(np.int32))
-        for name, err in (("dense", err_dense), ("compressed", err_comp))}
+        for name, draw, err in (("dense", u, err_dense), ("compressed", u_comp, err_comp))}
     pop = Population(examples=examples, labels=label, num_classes=2, dense="dense",
                      variants=variants)
     return pop, embeddings, planted

@@ -53,7 +53,8 @@ from compaudit.analysis.subgroups import comparison_method
 from compaudit.config import Checked, setting
 from compaudit.errors import AuditInputError
 
-__all__ = ["SliceOptions", "SliceResult", "TABLE_COLUMNS", "example_change", "find_slices"]
+__all__ = ["MEMBER_COLUMNS", "SliceOptions", "SliceResult", "TABLE_COLUMNS", "TYPICAL_COLUMNS",
+           "example_change", "find_slices", "reduce_embeddings", "split_discovery"]
 
 #: Columns of :attr:`SliceResult.table`, in order.
 TABLE_COLUMNS = ["variant", "slice", "n", "n_test", "dense_error", "compressed_error",
@@ -72,6 +73,11 @@ DESCRIBE_TOP = 2
 LABEL_MIX_TOP = 5
 #: Variance added to every mixture column (the embedding's are whitened to 1).
 REG_COVAR = 0.1
+#: Mixture fits from different k-means starts; the best likelihood is kept.
+N_INIT = 1
+#: Typical members: posteriors from this value up are equally confident, and the most
+#: central of them (highest density) are shown first.
+CONFIDENT = 0.99
 #: PCA directions with less variance than this share of the largest are dropped
 #: (a rank-deficient embedding would otherwise be whitened by dividing by zero).
 _RANK_TOL = 1e-10
@@ -92,7 +98,9 @@ class SliceOptions(Checked):
         Weight of the per-example compression change in the mixture (Domino's weight
         on the predictions): larger gives purer slices, smaller more coherent ones.
     label_weight
-        Weight of the one-hot label columns.
+        Weight of the one-hot label columns (one per class present). With hundreds of
+        classes these columns outnumber the embedding's and the slices follow the
+        labels; 0 leaves the labels out.
     discovery_fraction
         Share of the examples (per label) the mixture is fitted on; the rest test it.
     typical
@@ -108,9 +116,9 @@ class SliceOptions(Checked):
 
     n_slices: int = setting(8, ge=1)
     pca_dims: int = setting(32, ge=1)
-    error_weight: float = setting(5.0, ge=0)
+    error_weight: float = setting(10.0, ge=0)
     label_weight: float = setting(1.0, ge=0)
-    discovery_fraction: float = setting(0.5, gt=0, lt=1)
+    discovery_fraction: float = setting(0.3, gt=0, lt=1)
     typical: int = setting(8, ge=0)
     level: float = setting(0.95, gt=0, lt=1)
     seed: int = setting(0, ge=0)
@@ -137,14 +145,15 @@ class SliceResult:
     typical
         variant, slice, rank, example_id: each slice's most typical members.
     method
-        How the changes were inferred (``kind``, ``about``, ``replicas``, ``note``), as
-        :func:`~compaudit.analysis.subgroups.comparison_method` says.
+        Per variant, how its changes were inferred (``kind``, ``about``, ``replicas``,
+        ``note``, ``warning``), as :func:`~compaudit.analysis.subgroups.comparison_method`
+        says.
     """
 
     table: pd.DataFrame
     members: pd.DataFrame
     typical: pd.DataFrame
-    method: dict[str, Any] = field(default_factory=dict)
+    method: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def find_slices(pop: Population, embeddings: np.ndarray, *,
@@ -206,19 +215,20 @@ def _find_slices(pop: Population, emb: np.ndarray, *, names: list[str], attrs: l
     label_codes = np.unique(pop.labels, return_inverse=True)[1]
     onehot = np.eye(int(label_codes.max()) + 1)[label_codes]
     tables, members, typical = [], [], []
-    method: dict[str, Any] = {}
+    method: dict[str, dict[str, Any]] = {}
     for name in names:
         change = example_change(pop, name)
-        post = _embedding_posterior(reduced, change, onehot, discovery, options)
+        post, density = _embedding_posterior(reduced, change, onehot, discovery, options)
         assign = np.argmax(post, axis=1)
-        table, method = _slice_table(pop, name, assign, ~discovery, options, bootstrap)
+        table, method[name] = _slice_table(pop, name, assign, ~discovery, options,
+                                           bootstrap)
         rank = {int(c): i for i, c in enumerate(table.pop("component"))}
         slice_of = np.array([rank[int(c)] for c in assign], np.int64)
         table = _describe(table, pop, slice_of, attrs)
         tables.append(table[TABLE_COLUMNS])
         members.append(pd.DataFrame({"variant": name, "slice": slice_of,
                                      "example_id": pop.examples["example_id"].to_numpy()}))
-        typical.append(_typical(pop, name, assign, post, rank, options.typical))
+        typical.append(_typical(pop, name, assign, post, density, rank, options.typical))
     return SliceResult(
         table=pd.concat(tables, ignore_index=True),
         members=pd.concat(members, ignore_index=True).sort_values(
@@ -258,7 +268,8 @@ def _validated(pop: Population, embeddings: np.ndarray, *, variants: Sequence[st
         elif n and not (emb != emb[0]).any():
             problems.append(f"{source}: every row is the same; expected embeddings that "
                             "vary between examples")
-    names = list(pop.compressed if variants is None else variants)
+    names = list(pop.compressed if variants is None
+                 else [variants] if isinstance(variants, str) else variants)
     unknown = [v for v in names if v not in pop.variants or v == pop.dense]
     if unknown:
         problems.append(f"variants: {unknown} are not compressed variants of the "
@@ -266,6 +277,7 @@ def _validated(pop: Population, embeddings: np.ndarray, *, variants: Sequence[st
     elif not names:
         problems.append(f"variants: no compressed variant to compare with "
                         f"{pop.dense!r}; expected predictions of at least one")
+    attributes = [attributes] if isinstance(attributes, str) else list(attributes)
     missing = [a for a in attributes if a not in pop.attributes]
     if missing:
         problems.append(f"attributes: {missing} are not columns of the examples "
@@ -341,9 +353,11 @@ def example_change(pop: Population, variant: str) -> np.ndarray:
 
 
 def _embedding_posterior(reduced: np.ndarray, change: np.ndarray, onehot: np.ndarray,
-                         discovery: np.ndarray, options: SliceOptions) -> np.ndarray:
-    """Fit the error-aware mixture on the discovery part; (N, K) posterior of every
-    example under the mixture's embedding marginal."""
+                         discovery: np.ndarray, options: SliceOptions,
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Fit the error-aware mixture on the discovery part; the (N, K) posterior of every
+    example under the mixture's embedding marginal, and its (N, K) log density under
+    each component's embedding marginal."""
     from sklearn.mixture import GaussianMixture
 
     parts = [reduced]
@@ -353,17 +367,18 @@ def _embedding_posterior(reduced: np.ndarray, change: np.ndarray, onehot: np.nda
         parts.append(options.label_weight * onehot)
     features = np.concatenate(parts, axis=1)
     gm = GaussianMixture(n_components=options.n_slices, covariance_type="diag",
-                         random_state=options.seed, reg_covar=REG_COVAR).fit(features[discovery])
+                         random_state=options.seed, reg_covar=REG_COVAR,
+                         n_init=N_INIT).fit(features[discovery])
     d = reduced.shape[1]
     mu = np.asarray(gm.means_)[:, :d]
     prec = 1.0 / np.asarray(gm.covariances_)[:, :d]
-    # log N(z; mu_k, diag var_k) + log w_k, expanded so no (N, K, d) array is built.
-    log_p = -0.5 * ((reduced**2) @ prec.T - 2.0 * reduced @ (mu * prec).T
-                    + np.sum(mu**2 * prec, axis=1) - np.sum(np.log(prec), axis=1)
-                    + d * np.log(2.0 * np.pi)) + np.log(np.asarray(gm.weights_))
-    log_p -= log_p.max(axis=1, keepdims=True)
-    post = np.exp(log_p)
-    return np.asarray(post / post.sum(axis=1, keepdims=True))
+    # log N(z; mu_k, diag var_k), expanded so no (N, K, d) array is built.
+    density: np.ndarray = -0.5 * ((reduced**2) @ prec.T - 2.0 * reduced @ (mu * prec).T
+                                  + np.sum(mu**2 * prec, axis=1)
+                                  - np.sum(np.log(prec), axis=1) + d * np.log(2.0 * np.pi))
+    log_p = density + np.log(np.asarray(gm.weights_))
+    post = np.exp(log_p - log_p.max(axis=1, keepdims=True))
+    return post / post.sum(axis=1, keepdims=True), density
 
 
 def _slice_table(pop: Population, variant: str, assign: np.ndarray, test: np.ndarray,
@@ -424,6 +439,8 @@ def _describe(table: pd.DataFrame, pop: Population, slice_of: np.ndarray,
         named: list[tuple[float, str]] = []
         for key in columns:
             for value, share in whole[key].items():
+                if share == 0:  # an unused level of a categorical column
+                    continue
                 here = float(shares[key].get(value, 0.0))
                 label = cell_label([(key, value)])
                 if key != "label":
@@ -439,13 +456,18 @@ def _describe(table: pd.DataFrame, pop: Population, slice_of: np.ndarray,
 
 
 def _typical(pop: Population, variant: str, assign: np.ndarray, post: np.ndarray,
-             rank: dict[int, int], typical: int) -> pd.DataFrame:
-    """Each slice's ``typical`` members of highest embedding posterior."""
+             density: np.ndarray, rank: dict[int, int], typical: int) -> pd.DataFrame:
+    """Each slice's ``typical`` members: highest embedding posterior, where posteriors
+    of at least :data:`CONFIDENT` count as equal and the highest density under the
+    slice's component comes first (the highest posteriors alone lie on the far side
+    of the slice from its neighbours, not at its centre)."""
     rows = []
     ids = pop.examples["example_id"].to_numpy()
     for component, s in rank.items():
         idx = np.flatnonzero(assign == component)
-        best = idx[np.argsort(-post[idx, component], kind="stable")[:typical]]
+        confident = np.minimum(post[idx, component], CONFIDENT)
+        order = np.lexsort((-density[idx, component], -confident))
+        best = idx[order[:typical]]
         rows.append(pd.DataFrame({"variant": variant, "slice": s,
                                   "rank": np.arange(len(best), dtype=np.int64),
                                   "example_id": ids[best]}))

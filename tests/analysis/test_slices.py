@@ -71,7 +71,7 @@ def test_obvious_slice_is_found_first(obvious):
     assert list(res.table.columns) == TABLE_COLUMNS
     # Every example in exactly one slice.
     assert res.members["example_id"].is_unique and len(res.members) == N
-    assert res.method["kind"] == "paired-replicas+examples"
+    assert res.method["gmp-90"]["kind"] == "paired-replicas+examples"
 
 
 def test_description_and_over_index_match_direct_counts(obvious):
@@ -144,6 +144,14 @@ def test_membership_uses_only_the_embedding(obvious):
     assert partition(again.members) == partition(res.members)
     # The typical members are the same too (their slice ids may be ranked otherwise).
     assert set(again.typical["example_id"]) == set(res.typical["example_id"])
+    # Scrambling the discovery part's outcomes too refits the mixture: the partition moves.
+    every = np.arange(N)
+    comp[:, every] = comp[:, rng.permutation(every)]
+    refit = Population(pop.examples, pop.labels, 2, "dense", {
+        "dense": pop.variants["dense"],
+        "gmp-90": VariantPredictions("gmp-90", pop.variants["gmp-90"].replicas, comp)})
+    other = find_slices(refit, emb, attributes=["Male"], options=options, bootstrap=50)
+    assert partition(other.members) != partition(res.members)
 
 
 def test_seeded_determinism(obvious):
@@ -163,6 +171,18 @@ def test_typical_members_belong_to_their_slice(obvious):
     assert (counts <= options.typical).all()
     assert (counts == np.minimum(options.typical, res.table.set_index("slice")["n"]
                                  [counts.index])).all()
+
+
+def test_typical_members_are_central(obvious):
+    """The planted cluster's posterior is 1 for nearly all its members; its typical
+    members are then the ones nearest its centre, not the first in table order."""
+    pop, emb, _, _, res = obvious
+    row = pd.Series(np.arange(N), index=pop.examples["example_id"])
+    members = row[res.members.loc[res.members["slice"] == 0, "example_id"]].to_numpy()
+    typical = row[res.typical.loc[res.typical["slice"] == 0, "example_id"]].to_numpy()
+    dist = np.linalg.norm(emb - emb[members].mean(axis=0), axis=1)
+    assert dist[typical].max() < np.median(dist[members])
+    assert not np.array_equal(typical, np.sort(members)[: len(typical)])
 
 
 def test_split_is_seeded_and_stratified_by_label():
@@ -197,7 +217,7 @@ def test_unpaired_replicas_use_the_example_bootstrap(obvious):
         "dense": dense, "gmp-90": VariantPredictions("gmp-90", comp.replicas[:3] + 10,
                                                      comp.pred[:3])})
     res = find_slices(unpaired, emb, options=options, bootstrap=200)
-    assert res.method["kind"] == "examples-only bootstrap"
+    assert res.method["gmp-90"]["kind"] == "examples-only bootstrap"
     assert res.table.iloc[0]["q"] < 0.05
     assert np.isnan(res.table["change_df"]).all()
 
@@ -220,9 +240,11 @@ def test_bad_inputs_are_named(obvious):
     assert "'ex/0005'" in msg
     assert "shape (600,)" in _bad(pop, emb[:, 0])
     assert "every row is the same" in _bad(pop, np.ones((N, 3)))
-    msg = _bad(pop, emb, options=SliceOptions(n_slices=301))
+    msg = _bad(pop, emb, options=SliceOptions(n_slices=301, discovery_fraction=0.5))
     assert msg.startswith("SliceOptions.n_slices: got 301; expected at most the 300 "
-                          "discovery examples")
+                          "discovery examples (discovery_fraction 0.5 of 600)")
+    assert "leaves none to test the slices" in _bad(
+        pop, emb, options=SliceOptions(discovery_fraction=0.999))
     # Every problem at once, one line each.
     msg = _bad(pop, emb[:-1], variants=["gmp-99"], attributes=["Bald"], bootstrap=-1)
     assert len(msg.splitlines()) == 4
@@ -230,6 +252,7 @@ def test_bad_inputs_are_named(obvious):
     assert "attributes: ['Bald'] are not columns of the examples" in msg
     assert "bootstrap: got -1; expected an integer >= 0" in msg
     assert "variants: ['dense']" in _bad(pop, emb, variants=["dense"])
+    assert "variants: ['gmp-9'] are not" in _bad(pop, emb, variants="gmp-9")
 
 
 def test_options_are_checked_when_built():
@@ -250,9 +273,49 @@ def test_simulated_null_rarely_flags_a_slice():
 
 
 def test_simulated_planted_slice_is_found():
-    pop, emb, planted = simulate_slices(n_examples=2000, size=0.1, effect=0.3, seed=2)
-    res = find_slices(pop, emb, bootstrap=200)
-    top = res.members.loc[res.members["slice"] == 0, "example_id"]
-    is_planted = top.isin(pop.examples["example_id"][planted])
-    assert is_planted.mean() >= 0.8 and is_planted.sum() / planted.sum() >= 0.5
-    assert res.table.iloc[0]["q"] < 0.05
+    """A 10% slice losing 30 pp: over seeded runs the top slice is mostly the planted one
+    and significant (docs/statistics.md: precision 0.96, recall 0.89 over 100 runs)."""
+    precision, recall, significant = [], [], []
+    for seed in range(6):
+        pop, emb, planted = simulate_slices(n_examples=2000, size=0.1, effect=0.3, seed=seed)
+        res = find_slices(pop, emb, bootstrap=200, options=SliceOptions(seed=seed))
+        top = res.members.loc[res.members["slice"] == 0, "example_id"]
+        is_planted = top.isin(pop.examples["example_id"][planted])
+        precision.append(is_planted.mean())
+        recall.append(is_planted.sum() / planted.sum())
+        significant.append(res.table.iloc[0]["q"] < 0.05)
+    assert np.mean(precision) >= 0.8 and np.mean(recall) >= 0.7 and all(significant)
+
+
+def test_many_classes_and_no_bootstrap(obvious):
+    """Three classes: the errors are top-1 errors; without a bootstrap nothing is
+    inferred but the slices and their changes are the same."""
+    pop, emb, _, options, _ = obvious
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, N)
+    wrong = {v: pop.variants[v].pred != pop.labels[None] for v in ("dense", "gmp-90")}
+    variants = {v: VariantPredictions(v, np.arange(K), np.where(
+        wrong[v], (labels + 1 + rng.integers(0, 2, (K, N))) % 3, labels).astype(np.int32))
+        for v in wrong}
+    three = Population(pop.examples.assign(label=labels), labels, 3, "dense", variants)
+    res = find_slices(three, emb, options=options, bootstrap=0)
+    assert res.table[["change_lo", "p", "q"]].isna().all().all()
+    test = ~split_discovery(labels, fraction=options.discovery_fraction, seed=options.seed)
+    slice_of = res.members.set_index("example_id")["slice"].reindex(
+        pop.examples["example_id"]).to_numpy()
+    for row in res.table.itertuples():
+        cols = test & (slice_of == row.slice)
+        expected = wrong["gmp-90"][:, cols].mean() - wrong["dense"][:, cols].mean()
+        assert row.change == pytest.approx(expected, abs=1e-12)
+    assert res.table.iloc[0]["change"] > 0.4
+
+
+def test_categorical_attribute_with_an_unused_level(obvious):
+    pop, emb, _, options, res = obvious
+    group = pd.Categorical(np.where(pop.examples["attr.Male"], "m", "f"),
+                           categories=["f", "m", "x"])
+    cat = Population(pop.examples.assign(**{"attr.G": group}), pop.labels, 2, "dense",
+                     pop.variants)
+    again = find_slices(cat, emb, attributes=["G"], options=options, bootstrap=50)
+    for a, b in zip(again.table["over_index"], res.table["over_index"]):
+        assert a == pytest.approx({"G=m": b["Male=True"], "G=f": b["Male=False"]})

@@ -86,9 +86,9 @@ def embed_dense(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data: 
     m = spec.model
     log(f"[embed] {len(dense.paths)} dense replica(s): penultimate features of the "
         "evaluation images")
-    data = decoder.get("eval-0", data.eval)
+    eval_data = decoder.get("eval-0", data.eval)
     jobs = [EmbedJob(arch=m.arch, num_classes=m.n_outputs, small_input=m.small_input,
-                     path=p, data=data, batch_size=spec.predict.batch_size or 256,
+                     path=p, data=eval_data, batch_size=spec.predict.batch_size or 256,
                      device=spec.train.device, options=m.options,
                      search_path=model_search_path(spec)) for p in dense.paths]
     results = pool.map(embed_replica, jobs, desc="embed")
@@ -96,7 +96,8 @@ def embed_dense(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data: 
     # Every job read the same set in the same order; a mismatch is a bug, not input.
     if any(not np.array_equal(r[0], ids) for r in results):
         raise RuntimeError("embed: the replicas saw the evaluation examples in different orders")
-    features = np.mean([r[1] for r in results], axis=0, dtype=np.float64).astype(np.float32)
+    features = np.asarray(np.mean([r[1] for r in results], axis=0, dtype=np.float64),
+                          dtype=np.float32)
     write_embeddings(ids, features, folder.embeddings)
     cache.finish("embed", key)
     return key

@@ -193,6 +193,16 @@ def test_changed_variant_recomputes_only_that_variant(first_run, tmp_path):
     assert recorded["sparsity"] == pytest.approx(0.6, abs=0.01)
 
 
+def test_changed_slice_settings_rerun_only_the_analysis(first_run, tmp_path):
+    out = _copy(first_run, tmp_path)
+    changed = TINY.replace("n_slices = 4", "n_slices = 3")
+    again = run_audit(parse_spec(changed, source="tiny.toml"), out, progress=False, log=_quiet)
+    assert "analyze" in again.stages_run and "embed" in again.stages_skipped
+    assert not [s for s in again.stages_run if s.startswith(("variant:", "train"))]
+    rows = again.metrics.slices.rows
+    assert rows and max(r.slice for r in rows) <= 2
+
+
 def test_a_new_variants_schema_recompresses_every_variant(first_run, tmp_path, monkeypatch):
     # A run folder of an older compaudit (another variants.json schema) is not reused:
     # the schema is part of each variant's stage key, so variants.json is rewritten.

@@ -14,10 +14,10 @@ from compaudit.pipeline.data import DataStage
 from compaudit.pipeline.decoding import RunDecoder
 from compaudit.pipeline.stages import StageCache, stage_key
 from compaudit.pipeline.train import DenseStage, model_search_path
-from compaudit.rundir import RunFolder
+from compaudit.rundir import RunFolder, write_json
 from compaudit.spec import AuditSpec
 
-__all__ = ["EmbedJob", "embed_dense", "embed_replica", "onnx_dense"]
+__all__ = ["EmbedJob", "embed_dense", "embed_record", "embed_replica", "onnx_dense"]
 
 #: Part of the stage key: a change of what is embedded recomputes it.
 EMBED_VERSION = "penultimate-mean/1"
@@ -38,18 +38,29 @@ class EmbedJob:
     search_path: str | None = None
 
 
-def embed_replica(job: EmbedJob) -> tuple[np.ndarray, np.ndarray]:
-    """``(example_ids, features)`` of one replica (run in a worker, with its threads)."""
+def embed_replica(job: EmbedJob) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """``(example_ids, features, timing)`` of one replica (run in a worker, with its
+    threads); ``timing``: the job's own wall and CPU seconds."""
+    import time
+
     from compaudit._malloc import reuse_freed_memory
     from compaudit.pipeline.jobs import dense_models
     from compaudit.predict.embeddings import embed_population
 
+    wall, cpu = time.perf_counter(), time.process_time()
     # Batches free and allocate activations of one size: keep them in the heap.
     with reuse_freed_memory():
         (model,) = dense_models(job.arch, job.num_classes, job.small_input, [job.path],
                                 options=job.options, search_path=job.search_path)
-        return embed_population([model], job.data(), batch_size=job.batch_size,
-                                device=job.device, progress=False)
+        ids, features = embed_population([model], job.data(), batch_size=job.batch_size,
+                                         device=job.device, progress=False)
+    return ids, features, {"wall_s": time.perf_counter() - wall,
+                           "cpu_s": time.process_time() - cpu, "finished": time.time()}
+
+
+def embed_record(folder: RunFolder) -> Path:
+    """Beside ``embeddings.npz``: how it was made and the embed jobs' time."""
+    return folder.embeddings.with_suffix(".json")
 
 
 def onnx_dense(spec: AuditSpec) -> str | None:
@@ -99,5 +110,11 @@ def embed_dense(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data: 
     features = np.asarray(np.mean([r[1] for r in results], axis=0, dtype=np.float64),
                           dtype=np.float32)
     write_embeddings(ids, features, folder.embeddings)
+    # The jobs' own time, as the variant records keep theirs (run.json's timings).
+    write_json(embed_record(folder), {
+        "replicas": len(results), "dims": int(features.shape[1]),
+        "timing": {"wall_s": sum(r[2]["wall_s"] for r in results),
+                   "cpu_s": sum(r[2]["cpu_s"] for r in results),
+                   "finished": max(r[2]["finished"] for r in results)}})
     cache.finish("embed", key)
     return key

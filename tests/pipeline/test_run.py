@@ -83,13 +83,13 @@ def test_run_writes_every_output(first_run):
     assert list(steps) == ["data", "shifts", "examples", "train", "variants", "embed",
                            "analyze"]
     assert set(jobs) == {"train:replica-000", "train:replica-001", "variant:dense",
-                         "variant:gmp-50", "variant:float16"}
-    for step, prefix in (("train", "train:"), ("variants", "variant:")):
+                         "variant:gmp-50", "variant:float16", "embed"}
+    for step, prefix in (("train", "train:"), ("variants", "variant:"), ("embed", "embed")):
         inside = sum(t["wall_s"] for name, t in jobs.items() if name.startswith(prefix))
         assert steps[step]["wall_s"] >= inside > 0
     assert all(t["cpu_s"] > 0 for t in jobs.values())
     # The steps that ran jobs in workers count the jobs' CPU time too.
-    for step, prefix in (("train", "train:"), ("variants", "variant:")):
+    for step, prefix in (("train", "train:"), ("variants", "variant:"), ("embed", "embed")):
         assert steps[step]["cpu_s"] >= sum(t["cpu_s"] for n, t in jobs.items()
                                            if n.startswith(prefix))
     assert result.timings["variants"] == steps["variants"]

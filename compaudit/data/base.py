@@ -78,8 +78,9 @@ class TransformSpec:
 
     resize: int = 256
     crop: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    # One value per channel (a spec's [data].mean/std, checked there to hold three).
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
 
     def build(self) -> Callable:
         """Return a torchvision transform implementing this spec."""

@@ -116,7 +116,7 @@ def _step(node: fx.Node, modules: dict[str, nn.Module], layout: str, spatial: in
           units: int, norms: list[str]) -> tuple[str | None, str]:
     """Follow one channel-preserving op. Returns (new layout or None, reason)."""
     if node.op == "call_module":
-        m = modules[node.target]  # type: ignore[index]
+        m = modules[str(node.target)]
         if isinstance(m, _ELEMENTWISE_MODULES):
             return layout, ""
         if isinstance(m, _POOL_MODULES) and layout == "spatial":

@@ -167,7 +167,11 @@ DATASETS: Registry[type[AuditDataset]] = Registry("dataset")
 
 def register_dataset(name: str) -> Callable[[_D], _D]:
     """Class decorator adding a dataset to the registry under ``name``."""
-    return DATASETS.register(name)  # type: ignore[return-value]
+    def wrap(cls: _D) -> _D:  # keeps the class's own type for its callers
+        DATASETS.add(name, cls)
+        return cls
+
+    return wrap
 
 
 def list_datasets() -> list[str]:

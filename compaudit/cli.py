@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 from compaudit.errors import (
     EXIT_BAD_INPUT,
@@ -23,11 +23,13 @@ from compaudit.errors import (
 
 __all__ = ["main"]
 
+_Options = TypeVar("_Options")
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse exits with 2 on usage errors already; keep its one-line message."""
 
-    def error(self, message: str) -> None:  # pragma: no cover - exercised via CLI tests
+    def error(self, message: str) -> NoReturn:  # pragma: no cover - exercised via CLI tests
         self.print_usage(sys.stderr)
         self.exit(EXIT_BAD_INPUT, f"compaudit: error: {message}\n")
 
@@ -203,7 +205,7 @@ def _run_options(p: argparse.ArgumentParser, *, default_out: Path | None) -> Non
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def _options(cls: type, **values: object) -> object:
+def _options(cls: Callable[..., _Options], **values: object) -> _Options:
     """Build a config from command-line values; its mistakes name the options."""
     from compaudit.config import ConfigError
 
@@ -222,8 +224,10 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from compaudit.config import check_int
     from compaudit.record import record_analysis
 
-    if args.max_order is not None and check_int("option --max-order", args.max_order, minimum=1):
-        raise AuditInputError(check_int("option --max-order", args.max_order, minimum=1))
+    problem = (check_int("option --max-order", args.max_order, minimum=1)
+               if args.max_order is not None else None)
+    if problem is not None:
+        raise AuditInputError(problem)
     slices = {} if args.n_slices is None else {"n_slices": args.n_slices}
     options = _options(
         AnalysisOptions, dense=args.dense, protected=args.protected,

@@ -161,7 +161,7 @@ def simulate_fixed_models(
     harm_cell: tuple[str, bool] = ("Male", True),
     flip: float = 0.0,
     seed: int = 0,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str], float]]:
     """Fixed models with a known truth: a test set drawn from an infinite population.
 
     Every example carries a latent ``u ~ U(0, 1)``; dense model k errs on it when
@@ -204,7 +204,7 @@ def simulate_fixed_models(
     mean_err = float(np.mean(dense_error))
     mean_harm = float(np.mean([min(e + harm, 1.0) - e for e in dense_error]))
     flip_shift = flip * (1 - 2 * mean_err)
-    truth: dict[str, float] = {}
+    truth: dict[tuple[str, str], float] = {}
     share = {"Male": 0.4, "Young": 0.7}
     levels = [(a, b) for a in ("Male", "Young") for b in (True, False)]
     subgroups: list[dict[str, bool]] = [{}] + [{a: b} for a, b in levels] + [

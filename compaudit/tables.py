@@ -186,7 +186,7 @@ def validate_predictions(
         out[col] = predictions[col].astype("category")
     replica = _integer_column(predictions["replica"], file, "replica", problems)
     pred = _integer_column(predictions["pred"], file, "pred", problems)
-    if problems:
+    if problems or replica is None or pred is None:  # None comes with a problem
         raise AuditInputError(problems)
     out["replica"] = replica.astype(np.int32)
     binary = "p_pos" in predictions.columns
@@ -220,7 +220,9 @@ def validate_predictions(
     if top is not None and limit is None:
         _class_cap(top.max(axis=1), file, "top5", problems)
     if top is not None:
-        bad_top = (top < 0).any(1) | ((top >= limit).any(1) if limit is not None else False)
+        bad_top = np.asarray((top < 0).any(1))
+        if limit is not None:
+            bad_top |= (top >= limit).any(1)
         if bad_top.any():
             problems.append(
                 f"{file}: column 'top5': {_rows(bad_top)} hold class indices outside "

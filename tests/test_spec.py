@@ -129,6 +129,16 @@ level = 3
     assert len(problems) >= 7
 
 
+def test_a_method_that_is_not_a_string_is_refused_with_the_valid_names():
+    # Found by mypy: the name went straight into the registry's dict, so an unhashable
+    # value (a TOML array) raised TypeError instead of a spec error.
+    text = '[[variants]]\nname = "g"\nmethod = ["gradual_magnitude"]\n'
+    with pytest.raises(AuditInputError) as exc:
+        parse_spec(text, source="bad.toml")
+    assert ("bad.toml: [[variants]] #1.method: got ['gradual_magnitude']; expected one of "
+            "bfloat16, float16") in "\n".join(exc.value.problems)
+
+
 def test_method_parameters_are_checked_by_the_method_config_at_parse_time():
     text = ('[[variants]]\nname = "g"\nmethod = "gradual_magnitude"\nsparsity = 1.5\n'
             'begin_step = 0\nend_step = 100\nfrequency = 10\nscope = "net"\n'

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -144,7 +144,7 @@ class AnalysisOptions(Checked):
     about: Literal["procedure", "models"] = "procedure"
     slices: SliceSettings = setting(factory=SliceSettings)
 
-    def _problems(self):
+    def _problems(self) -> Iterator[tuple[str, str]]:
         if self.protected is not None and len(set(self.protected)) != len(self.protected):
             yield "protected", f"got {list(self.protected)}; expected each attribute once"
 
@@ -444,19 +444,23 @@ def _file_info(path: Path, rows: int) -> dict[str, Any]:
     return {"path": str(path), "sha256": digest.hexdigest(), "rows": rows}
 
 
-def _dissection_inputs(units: str | Path | None, concepts: str | Path | None,
-                       config: Mapping[str, Any] | None) -> None:
-    """Check that the dissection inputs come together and the config is usable."""
+def _dissection_inputs(
+    units: str | Path | None, concepts: str | Path | None, config: Mapping[str, Any] | None,
+) -> tuple[str | Path, str | Path, Mapping[str, Any]] | None:
+    """Check that the dissection inputs come together and the config is usable; the
+    three of them, or ``None`` when none is given."""
     given = {"dissection (--dissection)": units,
              "dissection_concepts (--dissection-concepts)": concepts,
              "dissection_config (--dissection-config)": config}
-    if any(v is not None for v in given.values()):
+    if all(v is None for v in given.values()):
+        return None
+    if units is None or concepts is None or config is None:
         missing = [name for name, value in given.items() if value is None]
-        if missing:
-            raise AuditInputError(
-                f"dissection inputs: missing {', '.join(missing)}; expected the per-unit "
-                "table, the concept table and the dissection config together")
-        check_dissection_config(config, source="dissection config")
+        raise AuditInputError(
+            f"dissection inputs: missing {', '.join(missing)}; expected the per-unit "
+            "table, the concept table and the dissection config together")
+    check_dissection_config(config, source="dissection config")
+    return units, concepts, config
 
 
 def analyze_files(
@@ -495,22 +499,21 @@ def analyze_files(
         columns; :func:`compaudit.tables.read_embeddings`): adds slice discovery.
     """
     options = options or AnalysisOptions()
-    _dissection_inputs(dissection, dissection_concepts, dissection_config)
-    dissected = None
-    if dissection is not None:
-        dissected = read_dissection(units=dissection, concepts=dissection_concepts)
+    given = _dissection_inputs(dissection, dissection_concepts, dissection_config)
+    dissected = (None if given is None
+                 else read_dissection(units=given[0], concepts=given[1]))
     emb = read_embeddings(embeddings) if embeddings is not None else None
     ex = read_examples(examples, num_classes=options.num_classes)
     pr = read_predictions(predictions, ex, dense=options.dense, num_classes=options.num_classes)
     inputs = {"examples": _file_info(Path(examples), len(ex)),
               "predictions": _file_info(Path(predictions), len(pr))}
-    if dissected is not None:
-        inputs["dissection"] = _file_info(Path(dissection), len(dissected[0]))
-        inputs["dissection_concepts"] = _file_info(Path(dissection_concepts), len(dissected[1]))
+    if given is not None and dissected is not None:
+        inputs["dissection"] = _file_info(Path(given[0]), len(dissected[0]))
+        inputs["dissection_concepts"] = _file_info(Path(given[1]), len(dissected[1]))
     if emb is not None:
         inputs["embeddings"] = _file_info(Path(str(embeddings)), len(emb.example_ids))
     result = analyze(ex, pr, options, progress=progress, inputs=inputs, embeddings=emb)
-    if dissected is not None:
-        result.add_dissection(*dissection_block(*dissected, dissection_config,
+    if given is not None and dissected is not None:
+        result.add_dissection(*dissection_block(*dissected, given[2],
                                                 dense=options.dense, level=options.level))
     return result

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from compaudit.config import Checked, from_table, parse_toml, plain, read_utf8, setting
 from compaudit.errors import AuditInputError
@@ -78,8 +78,12 @@ __all__ = [
 RateMetric = Literal["fpr", "fnr", "selection_rate", "accuracy", "balanced_accuracy"]
 
 
-def _tolerance(default: float | None) -> float | None:
-    """An optional tolerance >= 0; ``false`` in TOML turns its check off."""
+def _tolerance(default: float | None) -> Any:
+    """An optional tolerance >= 0; ``false`` in TOML turns its check off.
+
+    A field declaration, typed ``Any`` like :func:`~compaudit.config.setting` (and
+    :func:`dataclasses.field`), so that it stands as the default of a ``float | None`` field.
+    """
     return setting(default, ge=0, off=True)
 
 
@@ -209,7 +213,7 @@ SECTIONS = ("accuracy", "subgroup_rate", "disparity", "pie_overindex", "pie_with
             "robustness", "baseline", "dissection", "slice")
 
 
-def policy_from_dict(table: dict, *, source: str = "policy") -> GatePolicy:
+def policy_from_dict(table: dict[str, Any], *, source: str = "policy") -> GatePolicy:
     """Build a :class:`GatePolicy` from the ``[gate]`` table; every mistake is reported.
 
     Sections absent from ``table`` are turned off, so a policy checks exactly what it
@@ -218,7 +222,7 @@ def policy_from_dict(table: dict, *, source: str = "policy") -> GatePolicy:
     problems: list[str] = []
     policy = from_table(GatePolicy, table, where=f"{source}: [gate]", problems=problems,
                         base={name: None for name in SECTIONS})
-    if problems:
+    if policy is None:  # from_table returns None exactly when it found problems
         raise AuditInputError(problems)
     return policy
 
@@ -235,7 +239,7 @@ def load_policy(path: str | Path) -> GatePolicy:
     return policy_from_dict(doc["gate"], source=str(path))
 
 
-def policy_table(policy: GatePolicy) -> dict:
+def policy_table(policy: GatePolicy) -> dict[str, Any]:
     """``policy`` as the ``[gate]`` table that :func:`policy_from_dict` reads back to an
     equal policy: sections that are off are left out, tolerances that are off are
     ``false``. The audit record stores it so that ``compaudit verify`` re-judges a run
@@ -244,7 +248,7 @@ def policy_table(policy: GatePolicy) -> dict:
     >>> policy_from_dict(policy_table(GatePolicy())) == GatePolicy()
     True
     """
-    table = plain(policy)
+    table: dict[str, Any] = plain(policy)
     for name in SECTIONS:
         if table[name] is None:
             del table[name]

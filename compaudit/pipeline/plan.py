@@ -197,9 +197,9 @@ def _model_problems(spec: AuditSpec) -> list[str]:
     if len(dense) != len(paths):
         return problems
     for i, v in enumerate(spec.variants, 1):
-        for k, path in enumerate(METHODS.get(v.method).files(v.config)):
+        for k, file in enumerate(METHODS.get(v.method).files(v.config)):
             try:
-                load_artifact(path, structure=dense[min(k, len(dense) - 1)])
+                load_artifact(file, structure=dense[min(k, len(dense) - 1)])
             except AuditInputError as err:
                 problems += [f"{spec.source}: [[variants]] #{i}.files[{k}]: {p}"
                              for p in err.problems]

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compaudit.compress.configs import method_of
 from compaudit.pipeline.data import (
@@ -38,6 +38,9 @@ from compaudit.rundir import RunFolder
 from compaudit.schema import Metrics, read_metrics
 from compaudit.spec import AuditSpec
 
+if TYPE_CHECKING:  # the executors are imported when the jobs start
+    from compaudit.executors import ExecutorKind
+
 __all__ = ["RunResult", "run_audit"]
 
 
@@ -56,7 +59,7 @@ class RunResult:
     timings: dict[str, dict[str, float]]
 
 
-def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: str | None = None,
+def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: ExecutorKind | None = None,
               ray_address: str | None = None, progress: bool = True, report: bool = True,
               log: Callable[[str], None] = print) -> RunResult:
     """Run every stage of ``spec`` into ``out_dir``; skip stages that are up to date."""
@@ -115,7 +118,7 @@ def _loaded_files(spec: AuditSpec) -> list[Path]:
 
 
 @contextmanager
-def _executor(spec: AuditSpec, kind: str | None, ray_address: str | None, *,
+def _executor(spec: AuditSpec, kind: ExecutorKind | None, ray_address: str | None, *,
               progress: bool) -> Iterator[Any]:
     """The spec's executor (or the command line's), closed when the jobs are done."""
     from compaudit.executors import get_executor

@@ -12,10 +12,12 @@ Slice discovery (:mod:`compaudit.analysis.slices`) clusters these features.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from compaudit.data.base import dataset_length
@@ -57,7 +59,7 @@ def classifier_layer(model: nn.Module, image: torch.Tensor) -> str:
     return same[-1]
 
 
-def embed_population(models: Sequence[nn.Module], dataset: object, *, batch_size: int = 256,
+def embed_population(models: Sequence[nn.Module], dataset: Dataset[Any], *, batch_size: int = 256,
                      device: str | torch.device = "cpu", progress: bool = True
                      ) -> tuple[np.ndarray, np.ndarray]:
     """Penultimate features of every example of ``dataset``, averaged over ``models``.

@@ -144,10 +144,10 @@ def operating_points(checks: Iterable[Any], variants: list[str], *, dense: str,
         families.setdefault(point.family, []).append(point)
     out = []
     for family, points in families.items():
-        def order(p: VariantPoint) -> tuple:
+        def order(p: VariantPoint) -> tuple[float, int, float, str]:
             record = info.get(p.name)
-            size = record.compressed_size_bytes if record is not None else None
-            size = -float(size) if size is not None else 0.0
+            nbytes = record.compressed_size_bytes if record is not None else None
+            size = -float(nbytes) if nbytes is not None else 0.0
             bits = -p.bits if p.bits is not None else 0
             return (p.sparsity if p.sparsity is not None else -1.0, bits, size, p.name)
         points = sorted(points, key=order)

@@ -153,7 +153,7 @@ def split_problems(spec: AuditSpec, *, training: bool) -> list[str]:
 
 
 def split_factories(spec: AuditSpec, folder: RunFolder, transform: Any
-                    ) -> tuple[Factory, Factory]:
+                    ) -> tuple[partial[Any], partial[Any]]:
     """(train, eval) factories of the spec's dataset, before any subset or caching."""
     d = spec.data
     root = data_path(spec, folder, d.root)
@@ -162,14 +162,17 @@ def split_factories(spec: AuditSpec, folder: RunFolder, transform: Any
             dataset_factory(spec, root, eval_split(spec), transform))
 
 
-def dataset_factory(spec: AuditSpec, root: Path, split: str, transform: Any) -> Factory:
+def dataset_factory(spec: AuditSpec, root: Path, split: str, transform: Any) -> partial[Any]:
     """A picklable zero-argument factory building the spec's dataset for one split."""
     cls = DATASETS.get(check_dataset(spec))
     # A generated dataset's options are its generator's, not its constructor's.
     options = {} if cls.generator is not None else dict(spec.data.options)
     if spec.data.manifest:
         options["manifest"] = spec.data.manifest
-    return partial(cls, root, split=split,
+    # Every registered dataset takes these keywords (one constructor shape); the base
+    # class declares only root and transform.
+    build: Callable[..., Any] = cls
+    return partial(build, root, split=split,
                    target=spec.data.target or None, protected=tuple(spec.data.protected),
                    transform=transform, **options)
 
@@ -209,7 +212,8 @@ def prepare_shifts(spec: AuditSpec, folder: RunFolder, cache: StageCache, data: 
                    *, progress: bool, log: Callable[[str], None],
                    pool: Any = None) -> ShiftStage:
     """Write the corrupted copies (cached) and describe every shift set."""
-    factories, keys = [], []
+    factories: list[Factory] = []
+    keys: list[str] = []
     for i, shift in enumerate(spec.shifts):
         section = spec.section("shifts")[i]
         if shift.kind == "corruptions":

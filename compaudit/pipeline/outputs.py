@@ -21,6 +21,7 @@ from compaudit.compress.footprint import write_variants_json
 from compaudit.dissection.audit import dissection_block, read_population
 from compaudit.gate import run_gate, write_gate_outputs
 from compaudit.gate.operating import variants_info
+from compaudit.pipeline.embed import embed_record
 from compaudit.pipeline.stages import StageCache, fingerprint, stage_key
 from compaudit.pipeline.variants import variant_names
 from compaudit.report import render_report
@@ -33,9 +34,11 @@ __all__ = ["analyze_run", "gate_and_report", "write_provenance"]
 
 def analyze_run(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
                 variant_keys: dict[str, str], plan: Any, progress: bool,
-                log: Callable[[str], None]) -> None:
-    """Join the variants' outputs and run the analysis (cached on its inputs' keys)."""
-    key = stage_key(list(variant_keys.values()), spec.section("analysis"), spec.data.protected)
+                log: Callable[[str], None], embed_key: str | None = None) -> None:
+    """Join the variants' outputs and run the analysis (cached on its inputs' keys);
+    with ``embed_key`` (the embed stage ran), slices from ``embeddings.npz`` too."""
+    key = stage_key(list(variant_keys.values()), spec.section("analysis"), spec.data.protected,
+                    embed_key)
     if cache.fresh("analyze", key, [folder.metrics, folder.predictions]):
         return
 
@@ -48,8 +51,11 @@ def analyze_run(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
     records = {n: read_json(folder.variant_record(n), what="variant record",
                             fix="re-run 'compaudit run'") for n in names}
     write_variants_json(folder.variants_json, records)
+    if embed_key is not None:
+        log("[analyze] slices from the dense embeddings")
     analysis = analyze_files(folder.examples, folder.predictions, spec.analysis,
-                             progress=progress)
+                             progress=progress,
+                             embeddings=folder.embeddings if embed_key is not None else None)
     if plan is not None:
         log("[analyze] dissection")
         units, concepts = read_population({n: folder.variant(n) for n in names})
@@ -77,8 +83,9 @@ def write_provenance(spec: AuditSpec, folder: RunFolder, data_root: Path, starte
 
     The CPU time of the train and variants steps includes the jobs they ran in worker
     processes (``timings`` is updated in place)."""
-    jobs = _job_timings(folder, dense, variant_names(spec))
-    for step, prefix in (("train", "train:"), ("variants", "variant:")):
+    jobs = _job_timings(folder, dense, variant_names(spec),
+                        embed=spec.analysis.slices.enabled)
+    for step, prefix in (("train", "train:"), ("variants", "variant:"), ("embed", "embed")):
         ran = [t for name, t in jobs.items() if name.startswith(prefix) and t
                and t.get("finished", 0) >= started]
         own, in_jobs = timings.get(step, {}).get("cpu_s", 0.0), sum(t["cpu_s"] for t in ran)
@@ -104,9 +111,10 @@ def write_provenance(spec: AuditSpec, folder: RunFolder, data_root: Path, starte
     })
 
 
-def _job_timings(folder: RunFolder, dense: Any, names: list[str]) -> dict[str, Any]:
+def _job_timings(folder: RunFolder, dense: Any, names: list[str], *,
+                 embed: bool) -> dict[str, Any]:
     """Each job's own wall/CPU seconds (from its record; a cached job keeps the time of
-    the run that made it)."""
+    the run that made it); ``embed``: the embed jobs' together, when slices are on."""
     jobs: dict[str, Any] = {}
     for path in dense.paths:
         meta = path.with_suffix(".json")
@@ -117,4 +125,8 @@ def _job_timings(folder: RunFolder, dense: Any, names: list[str]) -> dict[str, A
         doc = read_json(folder.variant_record(name), what="variant record",
                         fix="re-run 'compaudit run'")
         jobs[f"variant:{name}"] = doc.get("timing")
+
+    if embed and embed_record(folder).is_file():
+        doc = read_json(embed_record(folder), what="embed record", fix="re-run 'compaudit run'")
+        jobs["embed"] = doc.get("timing")
     return jobs

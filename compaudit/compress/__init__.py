@@ -14,6 +14,7 @@ from typing import Any
 from compaudit.compress.configs import (
     METHODS,
     BFloat16Config,
+    ConstrainedFinetuneConfig,
     Float16Config,
     GradualMagnitudeConfig,
     Int8StaticConfig,
@@ -40,6 +41,7 @@ __all__ = [
     "Method",
     "method_of",
     "BFloat16Config",
+    "ConstrainedFinetuneConfig",
     "Float16Config",
     "GradualMagnitudeConfig",
     "Int8StaticConfig",

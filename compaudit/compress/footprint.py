@@ -109,7 +109,7 @@ __all__ = [
 
 #: Fields every record of ``variants.json`` has (``null`` when not measured).
 VARIANT_FIELDS = (
-    "method", "family", "axis", "bits", "parameters", "derives_from", "sparsity", "parameter_count", "nonzero_count",
+    "method", "family", "axis", "bits", "parameters", "derives_from", "base", "sparsity", "parameter_count", "nonzero_count",
     "size_bytes", "compressed_size_bytes", "int8_weight_share", "int8_op_share", "macs",
     "theoretical_speedup", "latency_ms", "latency_batch_size", "latency_kernel",
 )
@@ -347,7 +347,8 @@ def footprint(
 def variant_record(*, method: str, parameters: Mapping[str, Any] | None,
                    derives_from: str | None, footprint: Mapping[str, Any],
                    family: str | None = None, axis: str | None = None,
-                   bits: int | None = None, **extra: Any) -> dict[str, Any]:
+                   bits: int | None = None, base: str | None = None,
+                   **extra: Any) -> dict[str, Any]:
     """One ``variants.json`` record from a footprint and how the variant was made.
 
     Parameters
@@ -366,6 +367,9 @@ def variant_record(*, method: str, parameters: Mapping[str, Any] | None,
         or ``None``; :class:`~compaudit.compress.configs.Method`); ``None`` for dense.
     bits
         Bit width of a quantizing method's weights (``info["bits"]``).
+    base
+        The compressed variant it was made from (a repair's base, whose family and
+        sparsity it shares; ``Method.derives_from``); ``None`` for the others.
     extra
         More JSON-ready fields (e.g. ``execution``, ``pruning_penalty``).
 
@@ -384,6 +388,7 @@ def variant_record(*, method: str, parameters: Mapping[str, Any] | None,
         "bits": bits,
         "parameters": dict(parameters or {}),
         "derives_from": derives_from,
+        "base": base,
         "sparsity": footprint.get("weight_sparsity"),
         "parameter_count": footprint.get("parameter_count"),
         "nonzero_count": footprint.get("nonzero_count"),
@@ -445,10 +450,11 @@ def write_variants_json(path: str | Path, variants: Mapping[str, Mapping[str, An
             if kernel is not None and kernel not in LATENCY_KERNELS:
                 problems.append(f"variants.json: variant {name!r} latency_kernel must be one "
                                 f"of {', '.join(LATENCY_KERNELS)} or null, got {kernel!r}")
-            derives = record.get("derives_from")
-            if derives is not None and derives not in variants:
-                problems.append(f"variants.json: variant {name!r} derives_from {derives!r}, "
-                                f"which is not a variant; valid: {', '.join(map(str, variants))}")
+            for link in ("derives_from", "base"):
+                other = record.get(link)
+                if other is not None and other not in variants:
+                    problems.append(f"variants.json: variant {name!r} {link} {other!r}, which "
+                                    f"is not a variant; valid: {', '.join(map(str, variants))}")
     if problems:
         raise AuditInputError(problems)
     document = {"schema": VARIANTS_SCHEMA,

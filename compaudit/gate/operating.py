@@ -6,7 +6,10 @@ method's entry (:class:`~compaudit.compress.configs.Method`) through ``variants.
 (``family``, ``axis``, ``sparsity``, ``bits`` of each record); nothing is read from a
 variant's name. Within a family, variants are ordered from least to most compressed:
 on the ``sparsity`` axis by the measured sparsity, on the ``bits`` axis by bit width,
-widest first, then by ``compressed_size_bytes``, largest first, then by name.
+widest first, then by ``compressed_size_bytes``, largest first, then by name. A derived
+variant (``base`` in its record: a repair) is in its base's family and comes right after
+the variants it ties with, so a repaired variant is the base's step further: when the base
+fails and its repair passes, the repair is the recommended operating point.
 
 Without ``variants.json`` (``compaudit gate`` on a folder holding only ``metrics.json``)
 nothing says which variants share a method: **each variant is its own family**, placed
@@ -150,7 +153,11 @@ def operating_points(checks: Iterable[Any], variants: list[str], *, dense: str,
             size = (info.get(p.name) or {}).get("compressed_size_bytes")
             size = -float(size) if isinstance(size, (int, float)) else 0.0
             bits = -p.bits if p.bits is not None else 0
-            return (p.sparsity if p.sparsity is not None else -1.0, bits, size, p.name)
+            # A derived variant (a repair, ``base`` in its record) shares its base's
+            # sparsity and size: it comes right after it, as the step taken from it.
+            derived = (info.get(p.name) or {}).get("base") is not None
+            return (p.sparsity if p.sparsity is not None else -1.0, bits, size, derived,
+                    p.name)
         points = sorted(points, key=order)
         status = tuple(_status(verdicts[p.name], inconclusive) for p in points)
         passing = [p.name for p, s in zip(points, status) if s == "pass"]

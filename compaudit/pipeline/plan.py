@@ -13,13 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from compaudit.compress.configs import METHODS
+from compaudit.compress.configs import METHODS, method_of
 from compaudit.config import plain
 from compaudit.errors import AuditInputError
 from compaudit.spec import AuditSpec
 
-__all__ = ["describe_plan", "device_problems", "executor_problems", "needs_training_set",
-           "preflight"]
+__all__ = ["derivation_problems", "describe_plan", "device_problems", "executor_problems",
+           "needs_training_set", "preflight", "variant_bases"]
 
 
 def preflight(spec: AuditSpec, run_dir: Path, *, executor: str | None = None,
@@ -45,8 +45,8 @@ def preflight(spec: AuditSpec, run_dir: Path, *, executor: str | None = None,
     from compaudit.pipeline.train import check_architecture
     from compaudit.rundir import RunFolder
 
-    problems = executor_problems(spec, executor, ray_address)
-    if problems:  # a contradiction on the command line comes first, before any data
+    problems = executor_problems(spec, executor, ray_address) + derivation_problems(spec)
+    if problems:  # contradictions in the spec or on the command line first, before any data
         raise AuditInputError(problems)
     problems = device_problems(spec)
     failed: set[str] = set()
@@ -72,6 +72,50 @@ def preflight(spec: AuditSpec, run_dir: Path, *, executor: str | None = None,
         problems += _model_problems(spec)
     if problems:
         raise AuditInputError(problems)
+
+
+def variant_bases(spec: AuditSpec) -> dict[str, str]:
+    """``{variant: the variant it derives from}`` for every derived variant
+    (``Method.derives_from``; checked by :func:`derivation_problems`)."""
+    out = {}
+    for v in spec.variants:
+        base = method_of(v.config).base_of(v.config)
+        if base is not None:
+            out[v.name] = base
+    return out
+
+
+def derivation_problems(spec: AuditSpec) -> list[str]:
+    """A derived variant's base must be another variant of the spec, made by a pruning
+    method, and following bases may not lead back to it (a cycle)."""
+    names = {v.name: (i, v) for i, v in enumerate(spec.variants, 1)}
+    bases = variant_bases(spec)
+    problems = []
+    for name, base in bases.items():
+        i, v = names[name]
+        entry = method_of(v.config)
+        at = f"{spec.source}: [[variants]] #{i}.{entry.derives_from}"
+        if base == name:
+            problems.append(f"{at}: got {base!r}, the variant itself; expected another "
+                            "variant's name")
+        elif base not in names:
+            problems.append(f"{at}: got {base!r}, which names no variant; expected one of "
+                            f"{', '.join(n for n in names if n != name) or '(none)'}")
+        elif not method_of(names[base][1].config).prunes:
+            problems.append(f"{at}: got {base!r}, made by {names[base][1].method!r}, which does "
+                            f"not prune; {v.method} keeps the zeros of a pruned variant: "
+                            "expected a variant of a pruning method "
+                            f"({', '.join(n for n, e in METHODS.items() if e.prunes)})")
+        else:
+            seen, at_name = [name], base
+            while at_name in bases and at_name not in seen:
+                seen.append(at_name)
+                at_name = bases[at_name]
+            if at_name in seen:
+                problems.append(f"{at}: got {base!r}; the bases form a cycle "
+                                f"({' -> '.join([*seen, at_name])}); expected a chain that "
+                                "ends at a variant made from the dense replicas")
+    return problems
 
 
 def needs_training_set(spec: AuditSpec) -> bool:

@@ -184,8 +184,8 @@ def repair_model(model: nn.Module, dense: nn.Module, dataset: Any, groups: Group
                              weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(dataset) / config.batch_size)
     total = steps_per_epoch * config.epochs
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        primal, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total) / total)))
+    cosine = lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total) / total))  # noqa: E731
+    schedules = [torch.optim.lr_scheduler.LambdaLR(primal, cosine)]
     problem = optimizer = None
     if config.max_increase is not None:
         problem = SubgroupErrorProblem(dense_error.float() + config.max_increase,
@@ -193,6 +193,10 @@ def repair_model(model: nn.Module, dense: nn.Module, dataset: Any, groups: Group
                                        head=head)
         problem.to(device)
         dual = torch.optim.SGD(problem.dual_parameters(), lr=config.dual_lr, maximize=True)
+        # The multipliers' steps shrink with the weights': plain gradient descent-ascent
+        # circles the saddle point, and the run should end near it, not wherever the
+        # last circle was.
+        schedules.append(torch.optim.lr_scheduler.LambdaLR(dual, cosine))
         optimizer = cooper.optim.SimultaneousOptimizer(cmp=problem, primal_optimizers=primal,
                                                        dual_optimizers=dual)
     model.train()
@@ -210,7 +214,8 @@ def repair_model(model: nn.Module, dense: nn.Module, dataset: Any, groups: Group
                 primal.zero_grad(set_to_none=True)
                 head.loss(model(images).float(), labels).backward()
                 primal.step()
-            schedule.step()
+            for schedule in schedules:
+                schedule.step()
             step += 1
             keep(step, model)  # pruned weights back to zero after every step
     model.eval()

@@ -550,9 +550,27 @@ class ConstrainedFinetuneConfig(Checked):
         The fine-tuning run (SGD, cosine learning rate to zero).
     dual_lr
         Step size of the multipliers' gradient ascent (on the violation, a fraction).
+    dual_decay
+        Shrink the multipliers' step with the weights' (cosine to zero), so the run
+        ends near the saddle point rather than mid-oscillation. Off by default: a
+        multiplier must be able to fall back once its bound holds, or the repair
+        overshoots (on the demo, decayed multipliers pushed blond men's FNR to half
+        the dense model's, and the changes onto them; docs/repair.md).
     error_window
         Batches the running 0-1 error of each group averages over (an exponential
         window), so that rare groups' multipliers move on more than a few examples.
+    distill
+        Weight in [0, 1] of distillation from the dense replica in the objective:
+        ``(1 - distill) * cross-entropy + distill * KL(dense || repaired)``; 0 is the
+        training loss alone. It pulls the repair towards the dense model's own
+        predictions, not past them.
+    relative_to
+        ``"labels"`` (default, Balancing Act): a group's error is its error rate
+        (false-negative or false-positive rate), bounded by the dense replica's plus
+        ``max_increase``. ``"dense"``: a group's error is the share of its examples on
+        which the repaired model disagrees with dense replica k (the per-replica form
+        of a PIE), bounded by ``max_increase`` itself; it bounds changes in both
+        directions, which a PIE over-index check also counts.
     """
 
     base: str = setting(slug=True)
@@ -562,5 +580,8 @@ class ConstrainedFinetuneConfig(Checked):
     lr: float = setting(0.01, gt=0)
     momentum: float = setting(0.9, ge=0, lt=1)
     weight_decay: float = setting(0.0, ge=0)
-    dual_lr: float = setting(0.5, gt=0)
+    dual_lr: float = setting(0.2, gt=0)
     error_window: int = setting(20, ge=1)
+    distill: float = setting(0.0, ge=0, le=1)
+    relative_to: Literal["labels", "dense"] = "labels"
+    dual_decay: bool = False

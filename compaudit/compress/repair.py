@@ -92,20 +92,42 @@ def _batches(dataset: Any, batch_size: int, *, seed: int | None) -> Iterator[Any
 
 @torch.no_grad()
 def group_errors(model: nn.Module, dataset: Any, groups: GroupIndex, *, head: Head,
-                 device: str = "cpu", batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each group's 0-1 error rate of ``model`` on ``dataset`` (eval mode), and its size."""
+                 device: str = "cpu", batch_size: int = 256,
+                 reference: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each group's 0-1 error rate of ``model`` on ``dataset`` (eval mode), and its size;
+    with ``reference``, the rate at which it disagrees with that model's predictions."""
     was_training = model.training
     model.eval()
+    if reference is not None:
+        reference.eval()
     wrong = torch.zeros(len(groups), dtype=torch.float64)
     count = torch.zeros(len(groups), dtype=torch.float64)
     for images, labels, ids in _batches(dataset, batch_size, seed=None):
         g = groups.of(ids)
-        labels = torch.as_tensor(labels)
+        labels = torch.as_tensor(labels) if reference is None else \
+            head.predict(reference(images.to(device)).float()).cpu()
         miss = (head.predict(model(images.to(device)).float()).cpu() != labels).double()
         wrong.index_add_(0, g, miss)
         count.index_add_(0, g, torch.ones_like(miss))
     model.train(was_training)
     return wrong / count.clamp(min=1), count
+
+
+def _objective(out: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor,
+               teacher: torch.Tensor | None, distill: float, head: Head) -> torch.Tensor:
+    """The mean training loss, mixed with ``distill`` times the divergence from the
+    dense replica's predictions (``teacher``, its outputs on the batch)."""
+    loss = losses.mean()
+    if distill == 0:
+        return loss
+    import torch.nn.functional as F
+
+    if head.sigmoid:
+        kd = F.binary_cross_entropy_with_logits(head.logit(out), head.logit(teacher).sigmoid())
+    else:
+        kd = F.kl_div(out.log_softmax(-1), teacher.log_softmax(-1), log_target=True,
+                      reduction="batchmean")
+    return (1 - distill) * loss + distill * kd
 
 
 class SubgroupErrorProblem(cooper.ConstrainedMinimizationProblem):
@@ -118,10 +140,11 @@ class SubgroupErrorProblem(cooper.ConstrainedMinimizationProblem):
     """
 
     def __init__(self, bound: torch.Tensor, *, start: torch.Tensor, window: int,
-                 head: Head) -> None:
+                 head: Head, distill: float = 0.0) -> None:
         super().__init__()
         self.bound = bound.float()
         self.head = head
+        self.distill = distill
         self.multiplier = cooper.multipliers.DenseMultiplier(num_constraints=len(bound))
         self.constraint = cooper.Constraint(multiplier=self.multiplier,
                                             constraint_type=cooper.ConstraintType.INEQUALITY)
@@ -137,22 +160,29 @@ class SubgroupErrorProblem(cooper.ConstrainedMinimizationProblem):
         return (self._wrong / self._seen.clamp(min=1e-12)).float()
 
     def compute_cmp_state(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                          groups: torch.Tensor) -> cooper.CMPState:
+                          groups: torch.Tensor, teacher: torch.Tensor | None = None,
+                          targets: torch.Tensor | None = None) -> cooper.CMPState:
         out = model(images).float()
         losses = self.head.loss(out, labels, reduction="none")
+        # What a group's error is counted against: the labels, or the dense replica's
+        # predictions (``relative_to = "dense"``).
+        targets = labels if targets is None else targets
+        group_losses = losses if targets is labels else \
+            self.head.loss(out, targets, reduction="none")
         n = len(self.bound)
         count = torch.zeros(n, device=out.device).index_add_(0, groups, torch.ones_like(losses))
-        surrogate = torch.zeros(n, device=out.device).index_add_(0, groups, losses) \
+        surrogate = torch.zeros(n, device=out.device).index_add_(0, groups, group_losses) \
             / count.clamp(min=1)
         with torch.no_grad():
-            miss = (self.head.predict(out) != labels).double().cpu()
+            miss = (self.head.predict(out) != targets).double().cpu()
             wrong = torch.zeros(n, dtype=torch.float64).index_add_(0, groups.cpu(), miss)
             self._wrong = self.decay * self._wrong + wrong
             self._seen = self.decay * self._seen + count.double().cpu()
         state = cooper.ConstraintState(
             violation=surrogate - self.bound.to(out.device),
             strict_violation=(self.error - self.bound).to(out.device))
-        return cooper.CMPState(loss=losses.mean(), observed_constraints={self.constraint: state})
+        loss = _objective(out, labels, losses, teacher, self.distill, self.head)
+        return cooper.CMPState(loss=loss, observed_constraints={self.constraint: state})
 
 
 def repair_model(model: nn.Module, dense: nn.Module, dataset: Any, groups: GroupIndex, *,
@@ -179,6 +209,10 @@ def repair_model(model: nn.Module, dense: nn.Module, dataset: Any, groups: Group
     started = time.perf_counter()
     dense_error, _ = group_errors(dense, dataset, groups, head=head, device=device)
     base_error, _ = group_errors(model, dataset, groups, head=head, device=device)
+    flips = config.relative_to == "dense"
+    if flips:  # the constrained rate: disagreement with the dense replica
+        base_flips, _ = group_errors(model, dataset, groups, head=head, device=device,
+                                     reference=dense)
     params = [p for p in model.parameters() if p.requires_grad]
     primal = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                              weight_decay=config.weight_decay)
@@ -188,31 +222,42 @@ def repair_model(model: nn.Module, dense: nn.Module, dataset: Any, groups: Group
     schedules = [torch.optim.lr_scheduler.LambdaLR(primal, cosine)]
     problem = optimizer = None
     if config.max_increase is not None:
-        problem = SubgroupErrorProblem(dense_error.float() + config.max_increase,
-                                       start=base_error, window=config.error_window,
-                                       head=head)
+        bound = torch.full_like(dense_error, config.max_increase) if flips \
+            else dense_error + config.max_increase
+        problem = SubgroupErrorProblem(bound.float(), start=base_flips if flips else base_error,
+                                       window=config.error_window, head=head,
+                                       distill=config.distill)
         problem.to(device)
         dual = torch.optim.SGD(problem.dual_parameters(), lr=config.dual_lr, maximize=True)
         # The multipliers' steps shrink with the weights': plain gradient descent-ascent
         # circles the saddle point, and the run should end near it, not wherever the
         # last circle was.
-        schedules.append(torch.optim.lr_scheduler.LambdaLR(dual, cosine))
+        if config.dual_decay:
+            schedules.append(torch.optim.lr_scheduler.LambdaLR(dual, cosine))
         optimizer = cooper.optim.SimultaneousOptimizer(cmp=problem, primal_optimizers=primal,
                                                        dual_optimizers=dual)
     model.train()
+    dense.eval()  # the teacher's BatchNorm uses its running statistics
     step = 0
     for epoch in range(config.epochs):
         seed_e = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
         for images, labels, ids in _batches(dataset, config.batch_size, seed=seed_e):
             images = images.to(device)
             labels = torch.as_tensor(labels).to(device)
+            teacher = None
+            if config.distill or flips:
+                with torch.no_grad():
+                    teacher = dense(images).float()
             if optimizer is not None:
                 optimizer.roll(compute_cmp_state_kwargs={
                     "model": model, "images": images, "labels": labels,
-                    "groups": groups.of(ids).to(device)})
+                    "groups": groups.of(ids).to(device), "teacher": teacher,
+                    "targets": head.predict(teacher) if flips else None})
             else:
                 primal.zero_grad(set_to_none=True)
-                head.loss(model(images).float(), labels).backward()
+                out = model(images).float()
+                _objective(out, labels, head.loss(out, labels, reduction="none"), teacher,
+                           config.distill, head).backward()
                 primal.step()
             for schedule in schedules:
                 schedule.step()
@@ -220,6 +265,11 @@ def repair_model(model: nn.Module, dense: nn.Module, dataset: Any, groups: Group
             keep(step, model)  # pruned weights back to zero after every step
     model.eval()
     repaired_error, _ = group_errors(model, dataset, groups, head=head, device=device)
+    extra = {}
+    if flips:
+        extra = {"base_disagreement": base_flips.tolist(), "repaired_disagreement":
+                 group_errors(model, dataset, groups, head=head, device=device,
+                              reference=dense)[0].tolist()}
     return {
         "groups": list(groups.names),
         "dense_error": dense_error.tolist(),
@@ -228,6 +278,7 @@ def repair_model(model: nn.Module, dense: nn.Module, dataset: Any, groups: Group
         "multipliers": [] if problem is None else problem.multiplier.weight.detach().cpu().tolist(),
         "steps": step,
         "seconds": time.perf_counter() - started,
+        **extra,
     }
 
 

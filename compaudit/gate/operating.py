@@ -54,13 +54,15 @@ class VariantPoint:
     ``sparsity`` is a fraction in [0, 1] or ``None`` (placed categorically); ``family``
     groups variants into one curve (the method's family from ``variants.json``, else
     the variant alone). Only a method on the ``sparsity`` axis has a sparsity here, and
-    only from 1%: below that, zeros come from rounding, not pruning.
+    only from 1%: below that, zeros come from rounding, not pruning. ``base`` names the
+    variant a derived one (a repair) starts from, at the same sparsity.
     """
 
     name: str
     sparsity: float | None
     family: str
     bits: int | None = None
+    base: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,8 @@ def variant_point(name: str, dense: str, info: Mapping[str, Any] | None) -> Vari
         sparsity = None
     bits = info.get("bits") if info["axis"] == "bits" else None
     return VariantPoint(name, None if sparsity is None else float(sparsity),
-                        str(info["family"] or name), None if bits is None else int(bits))
+                        str(info["family"] or name), None if bits is None else int(bits),
+                        info.get("base"))
 
 
 def _status(verdicts: list[str], inconclusive: str) -> str:
@@ -155,9 +158,8 @@ def operating_points(checks: Iterable[Any], variants: list[str], *, dense: str,
             bits = -p.bits if p.bits is not None else 0
             # A derived variant (a repair, ``base`` in its record) shares its base's
             # sparsity and size: it comes right after it, as the step taken from it.
-            derived = (info.get(p.name) or {}).get("base") is not None
-            return (p.sparsity if p.sparsity is not None else -1.0, bits, size, derived,
-                    p.name)
+            return (p.sparsity if p.sparsity is not None else -1.0, bits, size,
+                    p.base is not None, p.name)
         points = sorted(points, key=order)
         status = tuple(_status(verdicts[p.name], inconclusive) for p in points)
         passing = [p.name for p, s in zip(points, status) if s == "pass"]

@@ -90,7 +90,8 @@ def test_the_bound_holds_where_plain_fine_tuning_breaks_it(seed):
     head = Head()
     dense = threshold_model(-0.5)  # the reference: a threshold between the two groups'
     config = ConstrainedFinetuneConfig(base="b", max_increase=0.05, epochs=20, batch_size=100,
-                                       lr=0.1, dual_lr=0.5, error_window=5)
+                                       lr=0.1, dual_lr=0.5, error_window=5,
+                                       dual_decay=True)
     runs = {}
     for name, cfg in (("plain", replace(config, max_increase=None)), ("repaired", config)):
         model = threshold_model(0.0)

@@ -60,6 +60,23 @@ def test_inconclusive_passes_only_under_a_pass_policy():
     assert warn.recommended == "gmp-50" and lenient.recommended == "gmp-90"
 
 
+def test_a_repair_sits_right_after_its_base_and_can_be_recommended():
+    # The record of a derived variant names its base and carries the base's family (the
+    # pipeline writes it so) and the same sparsity and size: placed right after the base.
+    repaired = {**_record("constrained_finetune", sparsity=0.9, size=100),
+                "family": "gradual_magnitude", "base": "gmp-90"}
+    info = {**GMP, "gmp-90": {**GMP["gmp-90"], "compressed_size_bytes": 100},
+            "a-repair": repaired}
+    checks = [_c("gmp-50", "pass"), _c("gmp-90", "fail"), _c("a-repair", "pass")]
+    (point,) = operating_points(checks, ["a-repair", "gmp-90", "gmp-50"], dense="dense",
+                                variants_info=info)
+    assert point.variants == ("gmp-50", "gmp-90", "a-repair")  # not by name: 'a' < 'g'
+    assert point.sparsity == (0.5, 0.9, 0.9)
+    assert (point.recommended, point.first_failing) == ("a-repair", "gmp-90")
+    assert variant_point("a-repair", "dense", repaired).base == "gmp-90"
+    assert variant_point("gmp-90", "dense", GMP["gmp-90"]).base is None
+
+
 def test_families_come_from_the_method_not_the_name():
     # Named like quantized variants, made by pruning: grouped and placed by their method.
     info = {"int8-ish": _record("one_shot_magnitude", sparsity=0.9),

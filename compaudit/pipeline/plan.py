@@ -302,7 +302,9 @@ def describe_plan(spec: AuditSpec, run_dir: Path) -> str:
             lines += [f"  {v.name}: loaded artifacts, replica k paired with file k:",
                       *_files(files)]
         else:
-            lines.append(f"  {v.name}: {v.method} ({_settings(v.params)})")
+            base = method_of(v.config).base_of(v.config)
+            lines.append(f"  {v.name}: {v.method} ({_settings(v.params)})"
+                         + (f"; starts from {base}'s replicas, after them" if base else ""))
     lines += ["", f"shifts ({len(spec.shifts)}):"]
     for s in spec.shifts:
         lines.append(f"  corruptions {', '.join(s.corruptions)} x severities "

@@ -302,3 +302,10 @@ def test_a_derived_variants_base_must_be_another_pruned_variant(tmp_path, capsys
             f"compaudit: error: {path}: [[variants]] #7.base: got 'a'; the bases form a cycle "
             "(b -> a -> b); expected a chain that ends at a variant made from the dense "
             "replicas"]
+
+
+def test_the_plan_says_a_repair_starts_from_its_base(capsys):
+    demo = Path(__file__).resolve().parents[2] / "compaudit" / "demo.toml"
+    assert main(["check", str(demo)]) == 0
+    assert ("  gmp-90-repaired: constrained_finetune (base = 'gmp-90', max_increase = 0.02, "
+            "epochs = 2); starts from gmp-90's replicas, after them") in capsys.readouterr().out

@@ -34,7 +34,8 @@ from compaudit.rundir import (
 __all__ = [
     "DeltaRow", "ShiftDeltaRow", "DisparityRow", "OverindexRow", "OverindexMHRow",
     "ScreenGroupRow", "SubgroupMethod", "DissectionReplicaRow", "Dissection", "Robustness",
-    "Task", "Metrics", "GateCheck", "GateDoc", "RunInfo", "dumps_metrics", "read_metrics",
+    "Task", "Metrics", "GateCheck", "GateDoc", "RunInfo", "VariantPlacement", "dumps_metrics",
+    "read_metrics",
     "read_gate", "read_run_info", "dumps_gate", "metrics_from_dict",
 ]
 
@@ -462,6 +463,35 @@ def read_gate(path: Path) -> GateDoc:
     """Read ``gate.json``; a malformed one names the field and the fix."""
     doc = read_json(path, what="gate result", fix="re-run 'compaudit gate RUN_DIR'")
     return GateDoc.from_dict(doc, where=str(path))
+
+
+# --- variants.json -----------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class VariantPlacement(_Record):
+    """The fields of a ``variants.json`` record that place its variant on the gate's
+    operating points and the report's trade-off axis (the record has more:
+    ``compaudit.compress.footprint.VARIANT_FIELDS``, docs/outputs.md).
+
+    ``base`` names the compressed variant a derived variant (a repair) starts from: it
+    is in that variant's family, at the same sparsity, right after it.
+    """
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("method", "family", "axis", "sparsity", "bits",
+                                         "compressed_size_bytes", "base")
+
+    method: str
+    family: str | None
+    axis: str | None
+    sparsity: float | None = None
+    bits: int | None = None
+    compressed_size_bytes: float | None = None
+    base: str | None = None
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any], *, where: str) -> VariantPlacement:
+        """The placement fields of a whole record, checked (other fields ignored)."""
+        return cls.from_dict({k: record[k] for k in cls.FIELDS if k in record}, where=where)
 
 
 # --- run.json ----------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from typing import Any
 
 from compaudit.errors import AuditInputError
 from compaudit.rundir import AXES
+from compaudit.schema import VariantPlacement
 
 __all__ = [
     "OperatingPoint",
@@ -200,6 +201,12 @@ def read_variants_info(doc: Any, path: str | Path) -> dict[str, dict[str, Any]]:
                 f"expected {', '.join(_PLACEMENT)} with axis one of "
                 f"{', '.join(map(str, AXES))} (got {entry.get('axis', 'none')!r}); a "
                 "variants.json from an older compaudit: re-run the compress stage")
+        # Types and links too: a base must be another variant of the file.
+        placement = VariantPlacement.of(entry, where=f"{path}: variant {name!r}")
+        if placement.base is not None and placement.base not in dict(items):
+            raise AuditInputError(f"{path}: variant {name!r}: field 'base': got "
+                                  f"{placement.base!r}, which is not a variant of the file; "
+                                  "expected the name of the variant it derives from")
         entries[str(name)] = entry
     return entries
 

@@ -132,6 +132,21 @@ def test_variants_json_without_the_placement_is_refused(tmp_path, record, field)
         variants_info(tmp_path)
 
 
+@pytest.mark.parametrize("base, message", [
+    (3, "variant 'v': field 'base': got 3; expected a string"),
+    ("gmp-99", "variant 'v': field 'base': got 'gmp-99', which is not a "
+               "variant of the file; expected the name of the variant it derives from"),
+])
+def test_a_base_that_is_no_variant_of_the_file_is_refused(tmp_path, base, message):
+    gmp = {"method": "gradual_magnitude", "family": "gradual_magnitude", "axis": "sparsity",
+           "sparsity": 0.9}
+    (tmp_path / "variants.json").write_text(json.dumps({"variants": {
+        "gmp-90": gmp, "v": {**gmp, "method": "constrained_finetune", "base": base}}}))
+    with pytest.raises(AuditInputError) as err:
+        variants_info(tmp_path)
+    assert str(err.value) == f"{tmp_path / 'variants.json'}: {message}"
+
+
 def _metrics():
     rows = tuple(DeltaRow(variant=v, subgroup="G=a", grouping="G", metric="fpr", n=500,
                           abs_diff=d, abs_diff_se=0.005)

@@ -62,7 +62,7 @@ def file_problems(parts: dict[str, Any], source: str) -> list[str]:
     problems: list[str] = []
 
     def formats(paths: tuple[str, ...], key: str) -> set[str]:
-        found = set()
+        found: set[str] = set()
         for path in paths:
             try:
                 fmt = artifact_format(path)

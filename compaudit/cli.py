@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 from compaudit.errors import (
     EXIT_BAD_INPUT,
@@ -23,11 +23,13 @@ from compaudit.errors import (
 
 __all__ = ["main"]
 
+_Options = TypeVar("_Options")
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse exits with 2 on usage errors already; keep its one-line message."""
 
-    def error(self, message: str) -> None:  # pragma: no cover - exercised via CLI tests
+    def error(self, message: str) -> NoReturn:  # pragma: no cover - exercised via CLI tests
         self.print_usage(sys.stderr)
         self.exit(EXIT_BAD_INPUT, f"compaudit: error: {message}\n")
 
@@ -80,6 +82,13 @@ def _add_analyze(sub: Any) -> None:
     an.add_argument("--dissection-config", type=Path, default=None, metavar="CONFIG.json",
                     help="JSON object describing the dissection, with iou_threshold "
                          "(a run's metrics.json holds it under dissection.config)")
+    an.add_argument("--embeddings", type=Path, default=None, metavar="FILE",
+                    help="a feature vector per analysed example (.npz with example_id and "
+                         "features, or a Parquet/CSV table with example_id and numeric "
+                         "columns): adds slice discovery (tables/slices.csv, "
+                         "slice_members.csv)")
+    an.add_argument("--n-slices", type=int, default=None, metavar="K",
+                    help="slices per variant with --embeddings (default 8)")
     an.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     an.set_defaults(func=_cmd_analyze)
 
@@ -196,7 +205,7 @@ def _run_options(p: argparse.ArgumentParser, *, default_out: Path | None) -> Non
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def _options(cls: type, **values: object) -> object:
+def _options(cls: Callable[..., _Options], **values: object) -> _Options:
     """Build a config from command-line values; its mistakes name the options."""
     from compaudit.config import ConfigError
 
@@ -210,27 +219,32 @@ def _options(cls: type, **values: object) -> object:
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from compaudit.analysis.audit import AnalysisOptions, analyze_files
     from compaudit.analysis.dissection import read_dissection_config
+    from compaudit.analysis.slice_audit import SliceSettings
     from compaudit.analysis.summary import format_summary
     from compaudit.config import check_int
     from compaudit.record import record_analysis
 
-    if args.max_order is not None and check_int("option --max-order", args.max_order, minimum=1):
-        raise AuditInputError(check_int("option --max-order", args.max_order, minimum=1))
+    problem = (check_int("option --max-order", args.max_order, minimum=1)
+               if args.max_order is not None else None)
+    if problem is not None:
+        raise AuditInputError(problem)
+    slices = {} if args.n_slices is None else {"n_slices": args.n_slices}
     options = _options(
         AnalysisOptions, dense=args.dense, protected=args.protected,
         positive_label=args.positive_label, bootstrap=args.bootstrap, seed=args.seed,
         num_classes=args.num_classes, shift=args.shift, max_intersection_order=args.max_order,
-        about=args.about,
+        about=args.about, slices=_options(SliceSettings, enabled=args.embeddings is not None,
+                                          **slices),
     )
     config = (read_dissection_config(args.dissection_config)
               if args.dissection_config is not None else None)
     result = analyze_files(args.examples, args.predictions, options,
                            progress=not args.no_progress, dissection=args.dissection,
                            dissection_concepts=args.dissection_concepts,
-                           dissection_config=config)
+                           dissection_config=config, embeddings=args.embeddings)
     path = result.write(args.out)
     record = record_analysis(args.out, examples=args.examples, predictions=args.predictions,
-                             seed=args.seed)
+                             seed=args.seed, embeddings=args.embeddings)
     print(format_summary(result.metrics))
     print(f"\nwrote {path}, {len(result.tables)} tables in {Path(args.out) / 'tables'} "
           f"and {record}")

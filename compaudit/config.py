@@ -36,14 +36,19 @@ import types
 from collections.abc import Iterable
 from dataclasses import MISSING, dataclass
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from compaudit.errors import AuditInputError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
+
+_Config = TypeVar("_Config", bound="DataclassInstance")
 
 __all__ = [
     "Checked",
@@ -229,7 +234,7 @@ def _is_int(value: Any) -> bool:
 # --- checks ------------------------------------------------------------------------------
 
 
-def _limit_problem(f: dataclasses.Field, hint: Any, value: Any, given: Any) -> str | None:
+def _limit_problem(f: dataclasses.Field[Any], hint: Any, value: Any, given: Any) -> str | None:
     """The message when a well-typed ``value`` (as ``given``) breaks ``f``'s limits."""
     meta = f.metadata
     if value is None:
@@ -321,8 +326,9 @@ def _nested(where: str, key: str) -> str:
     return f"{where[:-1]}.{key}]" if where.endswith("]") else f"{where}.{key}"
 
 
-def from_table(cls: type, table: Any, *, where: str, problems: list[str],
-               keys: Iterable[str] | None = None, base: dict[str, Any] | None = None) -> Any:
+def from_table(cls: type[_Config], table: Any, *, where: str, problems: list[str],
+               keys: Iterable[str] | None = None,
+               base: dict[str, Any] | None = None) -> _Config | None:
     """Build config ``cls`` from a TOML table; append every mistake to ``problems``.
 
     Parameters
@@ -360,7 +366,8 @@ def from_table(cls: type, table: Any, *, where: str, problems: list[str],
             continue
         hint = hints[key]
         inner = [a for a in get_args(hint) if a is not _NONE] if _is_union(hint) else [hint]
-        if len(inner) == 1 and dataclasses.is_dataclass(inner[0]) and isinstance(value, dict):
+        if (len(inner) == 1 and isinstance(inner[0], type) and dataclasses.is_dataclass(inner[0])
+                and isinstance(value, dict)):
             kwargs[key] = from_table(inner[0], value, where=_nested(where, key),
                                      problems=problems)
             continue
@@ -385,7 +392,7 @@ def from_table(cls: type, table: Any, *, where: str, problems: list[str],
     return None
 
 
-def narrow(obj: Any, cls: type, **changes: Any) -> Any:
+def narrow(obj: Any, cls: type[_Config], **changes: Any) -> _Config:
     """``cls`` built from the fields of ``obj`` that ``cls`` declares, with ``changes``.
 
     For a section that extends a stage's config (``TrainSpec(TrainConfig)``): the
@@ -407,9 +414,10 @@ def read_utf8(path: str | Path) -> str:
 def parse_toml(text: str, *, source: str) -> dict[str, Any]:
     """A TOML document; a syntax error names ``source``."""
     try:
-        return tomllib.loads(text)
+        doc: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise AuditInputError(f"{source}: not valid TOML ({err})") from err
+    return doc
 
 
 def plain(obj: Any) -> Any:

@@ -34,6 +34,7 @@ from compaudit.registry import Registry
 
 __all__ = [
     "EXECUTORS",
+    "ExecutorKind",
     "Executor",
     "SerialExecutor",
     "LocalExecutor",
@@ -322,7 +323,11 @@ def list_executors() -> list[str]:
     return EXECUTORS.names()
 
 
-def get_executor(kind: Literal["local", "ray", "serial"], **kwargs: Any) -> Executor:
+#: The names of the executors (``[executor].kind``, ``--executor``).
+ExecutorKind = Literal["local", "ray", "serial"]
+
+
+def get_executor(kind: ExecutorKind, **kwargs: Any) -> Executor:
     """Build the executor called ``kind`` with its keyword arguments.
 
     Parameters

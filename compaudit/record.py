@@ -166,6 +166,7 @@ def record_run(spec: Any, folder: RunFolder, *, model_files: Iterable[Path], ver
     record.add("provenance", [folder.run_json])
     record.add("examples", [folder.examples])
     record.add("predictions", [folder.predictions])
+    record.add("embeddings", [folder.embeddings] if folder.embeddings.is_file() else [])
     record.add("variants", [p for p in (folder.variants_json, folder.class_names) if p.is_file()])
     written = set(_written(folder.root / "models") + _written(folder.root / "variants"))
     record.add("model", [p for p in model_files if p not in written])
@@ -182,12 +183,14 @@ def record_run(spec: Any, folder: RunFolder, *, model_files: Iterable[Path], ver
     return record.write(written_by="run")
 
 
-def record_analysis(out: Path, *, examples: Path, predictions: Path, seed: int) -> Path:
+def record_analysis(out: Path, *, examples: Path, predictions: Path, seed: int,
+                    embeddings: Path | None = None) -> Path:
     """The record of ``compaudit analyze`` into ``out`` (replaces the folder's record)."""
     folder = RunFolder(out)
     record = _Record(folder)
     record.add("examples", [examples])
     record.add("predictions", [predictions])
+    record.add("embeddings", [embeddings] if embeddings is not None else [])
     for role, paths in _analysis_outputs(folder):
         record.add(role, paths)
     record.doc["seeds"] = {"bootstrap": seed}

@@ -10,6 +10,7 @@ here and nowhere else::
     RUN/variants/<name>/      predictions.parquet, record.json (and dissection.parquet;
                               models/replica-XXX.pt when another variant derives from it)
     RUN/examples.parquet, predictions.parquet, variants.json, class_names.json
+    RUN/embeddings.npz        dense penultimate features per example (slice discovery)
     RUN/metrics.json, tables/ the analysis
     RUN/gate/                 gate.json, junit.xml, summary.md
     RUN/report.html
@@ -51,8 +52,9 @@ __all__ = [
 #: Version of ``metrics.json`` (records: :mod:`compaudit.schema`); analyze writes it,
 #: report and gate accept exactly it. /2: over-index rows carry ``log_rr`` and
 #: ``log_rr_se`` (the Katz interval the gate used to recompute); every delta and
-#: disparity row has every column (``null`` where undefined).
-METRICS_SCHEMA = "compaudit.metrics/2"
+#: disparity row has every column (``null`` where undefined). /3: the ``slices`` block
+#: (``null`` unless slices were found) and ``options.slices``.
+METRICS_SCHEMA = "compaudit.metrics/3"
 #: Version of ``variants.json`` (fields: ``compaudit.compress.footprint.VARIANT_FIELDS``,
 #: docs/outputs.md). /2: ``size_bytes`` is the deployable artifact (int8 weights as int8,
 #: float16 as float16, an ONNX model's file), new ``int8_weight_share``, ``int8_op_share``
@@ -138,6 +140,12 @@ class RunFolder:
     @property
     def predictions(self) -> Path:
         return self.root / "predictions.parquet"
+
+    @property
+    def embeddings(self) -> Path:
+        """The dense population's embedding of every evaluation example (``example_id``
+        and ``features``, :func:`compaudit.tables.read_embeddings`)."""
+        return self.root / "embeddings.npz"
 
     @property
     def variants_json(self) -> Path:

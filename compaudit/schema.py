@@ -34,6 +34,7 @@ from compaudit.rundir import (
 __all__ = [
     "DeltaRow", "ShiftDeltaRow", "DisparityRow", "OverindexRow", "OverindexMHRow",
     "ScreenGroupRow", "SubgroupMethod", "DissectionReplicaRow", "Dissection", "Robustness",
+    "SliceRow", "Slices",
     "Task", "Metrics", "GateCheck", "GateDoc", "RunInfo", "VariantPlacement", "dumps_metrics",
     "read_metrics",
     "read_gate", "read_run_info", "dumps_gate", "metrics_from_dict",
@@ -322,6 +323,51 @@ class Robustness(_Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SliceRow(_Record):
+    """One slice of one compressed variant (``slices.csv``; docs/outputs.md).
+
+    ``slice`` is the rank by ``change`` within the variant (0: the slice compression
+    hurt most); ``n`` members, ``n_test`` of them held out of the mixture's fit, on
+    which ``dense_error``, ``compressed_error`` and ``change`` (their difference) are
+    estimated with the seed-aware interval ``change_lo``..``change_hi`` (from
+    ``change_se`` with ``change_df`` degrees of freedom, NaN: normal), ``p`` and the BH
+    ``q`` across the variant's slices. ``label_mix``: label -> share in the slice;
+    ``over_index``: ``attr=value`` -> its share in the slice over its share in the
+    whole set. ``typical``: the most typical members' ids, most typical first.
+    """
+
+    variant: str
+    slice: int
+    n: int
+    n_test: int = 0
+    dense_error: float = NAN
+    compressed_error: float = NAN
+    change: float = NAN
+    change_se: float = NAN
+    change_df: float = NAN
+    change_lo: float = NAN
+    change_hi: float = NAN
+    p: float = NAN
+    q: float = NAN
+    label_mix: Mapping[str, Any] = field(default_factory=dict)
+    over_index: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    typical: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Slices(_Record):
+    """The ``slices`` block: the settings, the embedding and every slice's row."""
+
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""
+    n_examples: int = 0
+    dims: int = 0
+    method: Mapping[str, Any] = field(default_factory=dict)
+    rows: tuple[SliceRow, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
 class Task(_Record):
     """What was analysed."""
 
@@ -365,6 +411,7 @@ class Metrics(_Record):
     disparity: tuple[DisparityRow, ...] = ()
     robustness: Robustness = field(default_factory=Robustness)
     dissection: Dissection | None = None
+    slices: Slices | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.options.get("dense"), str):

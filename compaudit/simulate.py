@@ -22,10 +22,11 @@ import pandas as pd
 from scipy.special import expit, logit
 
 from compaudit.analysis._cells import cell_label
+from compaudit.analysis.population import Population, VariantPredictions
 from compaudit.references import CELEBA_TEST_JOINT  # re-exported: the old home
 
 __all__ = ["PlantedHarm", "CELEBA_TEST_JOINT", "simulate_binary", "simulate_fixed_models",
-           "simulate_multiclass"]
+           "simulate_multiclass", "simulate_slices"]
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ def simulate_fixed_models(
     harm_cell: tuple[str, bool] = ("Male", True),
     flip: float = 0.0,
     seed: int = 0,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str], float]]:
     """Fixed models with a known truth: a test set drawn from an infinite population.
 
     Every example carries a latent ``u ~ U(0, 1)``; dense model k errs on it when
@@ -203,7 +204,7 @@ def simulate_fixed_models(
     mean_err = float(np.mean(dense_error))
     mean_harm = float(np.mean([min(e + harm, 1.0) - e for e in dense_error]))
     flip_shift = flip * (1 - 2 * mean_err)
-    truth: dict[str, float] = {}
+    truth: dict[tuple[str, str], float] = {}
     share = {"Male": 0.4, "Young": 0.7}
     levels = [(a, b) for a in ("Male", "Young") for b in (True, False)]
     subgroups: list[dict[str, bool]] = [{}] + [{a: b} for a, b in levels] + [
@@ -217,3 +218,81 @@ def simulate_fixed_models(
         truth[("fnr", name)] = p_harm * mean_harm * (1 - 2 * flip) + flip_shift
         truth[("fpr", name)] = flip_shift
     return examples, pd.concat(frames, ignore_index=True), truth
+
+
+def simulate_slices(
+    *,
+    n_examples: int = 2000,
+    size: float = 0.05,
+    effect: float = 0.10,
+    n_clusters: int = 8,
+    dim: int = 16,
+    separation: float = 6.0,
+    n_replicas: int = 5,
+    error_rate: float = 0.08,
+    replica_logit_sd: float = 0.15,
+    churn: float = 0.3,
+    seed: int = 0,
+) -> tuple[Population, np.ndarray, np.ndarray]:
+    """A binary task with embeddings and one planted slice that compression breaks.
+
+    Embeddings (``dim`` wide) are Gaussian clusters of unit variance: the planted slice
+    is a cluster of ``round(size * n_examples)`` examples, the other examples fall in
+    ``n_clusters`` clusters of random sizes; centres lie ``separation`` apart on average
+    (random directions). Each cluster has its own positive rate (uniform in [0.2,
+    0.8]); ``attr.Male`` is over-represented in the slice (0.75 vs 0.4), ``attr.Young``
+    is not (0.7 everywhere). Every example has a difficulty (mean ``error_rate``, a
+    hard tail, as :func:`simulate_binary`); dense replica k errs with it after an offset
+    N(0, ``replica_logit_sd``) on the logit, compressed replica k after the same offset
+    plus its own N(0, ``replica_logit_sd``) (seed noise of compression), and, inside the
+    slice, with ``effect`` more probability. Pair k shares its uniform draws except on a
+    share ``churn`` of the examples, where the compressed replica draws its own: as in
+    real compression, a few predictions change both ways at an unchanged error rate.
+    ``effect = 0`` is the null: compression changes nothing on average anywhere.
+
+    Returns ``(population, embeddings, planted)``: variants ``dense`` and ``compressed``
+    with replicas 0..K-1, the (N, dim) embeddings and the planted membership (N,) bool.
+    """
+    if not 0 < size < 1:
+        raise ValueError(f"size: got {size}, expected a fraction in (0, 1)")
+    if not 0 <= churn <= 1:
+        raise ValueError(f"churn: got {churn}, expected a fraction in [0, 1]")
+    if not 0 <= effect <= 1:
+        raise ValueError(f"effect: got {effect}, expected an error rate in [0, 1]")
+    rng = np.random.default_rng(seed)
+    n_slice = int(round(size * n_examples))
+    share = rng.dirichlet(np.full(n_clusters, 5.0))
+    rest = np.floor(share * (n_examples - n_slice)).astype(int)
+    rest[: n_examples - n_slice - rest.sum()] += 1
+    cluster = rng.permutation(np.repeat(np.arange(n_clusters + 1), [n_slice, *rest]))
+    planted = cluster == 0
+    directions = rng.normal(size=(n_clusters + 1, dim))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    # Two random near-orthogonal directions of length s / sqrt(2) lie about s apart.
+    centres = separation / np.sqrt(2.0) * directions
+    embeddings = centres[cluster] + rng.normal(size=(n_examples, dim))
+    label = (rng.random(n_examples) < rng.uniform(0.2, 0.8, n_clusters + 1)[cluster]
+             ).astype(np.int64)
+    male = rng.random(n_examples) < np.where(planted, 0.75, 0.4)
+    young = rng.random(n_examples) < 0.7
+    ids = [f"slices/{i:06d}" for i in range(n_examples)]
+    examples = pd.DataFrame({"example_id": ids, "label": label, "split": "test",
+                             "source_id": ids, "shift": "clean", "severity": np.int8(0),
+                             "attr.Male": male, "attr.Young": young})
+    difficulty = rng.beta(0.5, 0.5 * (1 - error_rate) / error_rate, n_examples)
+    difficulty = np.clip(difficulty, 1e-6, 1 - 1e-6)
+    dense_offset = rng.normal(0.0, replica_logit_sd, (n_replicas, 1))
+    comp_offset = dense_offset + rng.normal(0.0, replica_logit_sd, (n_replicas, 1))
+    u = rng.random((n_replicas, n_examples))
+    u_comp = np.where(rng.random(u.shape) < churn, rng.random(u.shape), u)
+    err_dense = expit(logit(difficulty)[None] + dense_offset)
+    err_comp = expit(logit(difficulty)[None] + comp_offset)
+    err_comp = np.where(planted[None], np.minimum(err_comp + effect, 1.0), err_comp)
+    replicas = np.arange(n_replicas)
+    variants = {
+        name: VariantPredictions(name, replicas, np.where(draw < err, 1 - label, label)
+                                 .astype(np.int32))
+        for name, draw, err in (("dense", u, err_dense), ("compressed", u_comp, err_comp))}
+    pop = Population(examples=examples, labels=label, num_classes=2, dense="dense",
+                     variants=variants)
+    return pop, embeddings, planted

@@ -341,7 +341,7 @@ class ExecutorSpec(Checked):
 
 #: The keys of ``[analysis]``; the other analysis options come from [data] and [model].
 ANALYSIS_KEYS = ("bootstrap", "positive_label", "alpha", "level", "seed",
-                 "max_intersection_order", "about")
+                 "max_intersection_order", "about", "slices")
 SECTIONS = ("audit", "data", "model", "train", "variants", "shifts", "analysis", "gate",
             "executor", "dissection", "predict")
 
@@ -378,7 +378,8 @@ def _variants(items: Any, where: str, problems: list[str]) -> tuple[VariantSpec,
     if not isinstance(items, list) or not items:
         problems.append(f"{where}: [[variants]]: expected at least one compressed variant")
         return ()
-    out, seen = [], set()
+    out: list[VariantSpec] = []
+    seen: set[object] = set()
     for i, item in enumerate(items):
         at = f"{where}: [[variants]] #{i + 1}"
         if not isinstance(item, dict):
@@ -391,7 +392,8 @@ def _variants(items: Any, where: str, problems: list[str]) -> tuple[VariantSpec,
         elif name in seen:
             problems.append(f"{at}.name: {name!r} is used twice; expected unique names")
         seen.add(name)
-        if method not in METHODS:
+        # A non-string (``method = ["gmp"]``) is refused like an unknown name, not hashed.
+        if not isinstance(method, str) or method not in METHODS:
             problems.append(f"{at}.method: got {method!r}; expected one of "
                             f"{', '.join(METHODS.names())}")
             continue

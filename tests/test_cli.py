@@ -275,3 +275,50 @@ def test_relative_paths_resolve_against_the_specs_folder_from_any_folder(
         assert f"manifest read from {audit / 'val'}" in captured.out
         assert f"{audit / 'dense.pt'}  (state_dict)" in captured.out
     assert not out.exists()
+
+
+def _embeddings_csv(files, path, *, drop_id=False):
+    import numpy as np
+    import pandas as pd
+
+    ids = pd.read_parquet(files / "examples.parquet")["example_id"]
+    feats = np.random.default_rng(0).normal(size=(len(ids), 4))
+    frame = pd.DataFrame(feats, columns=[f"f{i}" for i in range(4)])
+    if not drop_id:
+        frame.insert(0, "example_id", ids)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_analyze_with_embeddings_finds_slices_and_records_the_file(files, tmp_path, capsys):
+    emb = _embeddings_csv(files, tmp_path / "emb.csv")
+    code = main(["analyze", "--examples", str(files / "examples.parquet"),
+                 "--predictions", str(files / "predictions.parquet"),
+                 "--out", str(tmp_path / "out"), "--bootstrap", "100", "--no-progress",
+                 "--embeddings", str(emb), "--n-slices", "3"])
+    assert code == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["options"]["slices"]["n_slices"] == 3
+    rows = metrics["slices"]["rows"]
+    assert {r["variant"] for r in rows} == {"gmp-50", "gmp-90"}
+    assert all(len([r for r in rows if r["variant"] == v]) <= 3 for v in ("gmp-50", "gmp-90"))
+    assert (tmp_path / "out" / "tables" / "slices.csv").is_file()
+    assert (tmp_path / "out" / "tables" / "slice_members.csv").is_file()
+    record = json.loads((tmp_path / "out" / "audit_record.json").read_text())
+    assert [e["role"] for p, e in record["files"].items() if p.endswith("emb.csv")] == [
+        "embeddings"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--n-slices", "0"], "option --n-slices: got 0; expected an integer >= 1"),
+    (["--embeddings", "{noid}"], "noid.csv: missing required column(s) 'example_id'"),
+])
+def test_analyze_bad_embeddings_exit_2_before_writing(files, tmp_path, capsys, args, message):
+    noid = _embeddings_csv(files, tmp_path / "noid.csv", drop_id=True)
+    code = main(["analyze", "--examples", str(files / "examples.parquet"),
+                 "--predictions", str(files / "predictions.parquet"),
+                 "--out", str(tmp_path / "out"), "--no-progress",
+                 *[a.format(noid=noid) for a in args]])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -130,6 +130,16 @@ level = 3
     assert len(problems) >= 7
 
 
+def test_a_method_that_is_not_a_string_is_refused_with_the_valid_names():
+    # Found by mypy: the name went straight into the registry's dict, so an unhashable
+    # value (a TOML array) raised TypeError instead of a spec error.
+    text = '[[variants]]\nname = "g"\nmethod = ["gradual_magnitude"]\n'
+    with pytest.raises(AuditInputError) as exc:
+        parse_spec(text, source="bad.toml")
+    assert ("bad.toml: [[variants]] #1.method: got ['gradual_magnitude']; expected one of "
+            "bfloat16, constrained_finetune, float16") in "\n".join(exc.value.problems)
+
+
 def test_method_parameters_are_checked_by_the_method_config_at_parse_time():
     text = ('[[variants]]\nname = "g"\nmethod = "gradual_magnitude"\nsparsity = 1.5\n'
             'begin_step = 0\nend_step = 100\nfrequency = 10\nscope = "net"\n'
@@ -382,3 +392,28 @@ def test_predict_batch_size_and_cache_budget_are_settings_with_ranges():
     assert "s.toml: [predict].batch_size: got -1; expected an integer >= 0" in joined
     assert "s.toml: [predict].batch" in joined and "unknown" in joined.lower()
     assert "s.toml: [data].cache_gib: got -2" in joined
+
+
+def test_analysis_slices_section_builds_the_slice_settings_and_the_plan_prints_it():
+    from compaudit.analysis.slice_audit import SliceSettings
+    from compaudit.pipeline.plan import describe_plan
+
+    tiny = (Path(__file__).parent / "pipeline" / "tiny_spec.toml").read_text()
+    assert "\n[analysis" not in tiny
+    text = tiny + "[analysis.slices]\nenabled = true\nn_slices = 5\ndiscovery_fraction = 0.4\n"
+    spec = parse_spec(text, source="s.toml")
+    assert spec.analysis.slices.enabled and spec.analysis.slices.n_slices == 5
+    assert spec.analysis.slices.discovery_fraction == 0.4
+    assert spec.analysis.slices.pca_dims == SliceSettings().pca_dims
+    assert not parse_spec(tiny).analysis.slices.enabled  # off unless a spec turns it on
+    plan = describe_plan(spec, Path("run"))
+    assert "slices: 5 per variant from the dense replicas' penultimate features" in plan
+    assert "-> variants -> embed -> analyze ->" in plan
+    bad = tiny + "[analysis.slices]\nn_slices = 0\ndiscovery_fraction = 1.0\nsize = 3\n"
+    with pytest.raises(AuditInputError) as err:
+        parse_spec(bad, source="s.toml")
+    assert err.value.problems == [
+        "s.toml: [analysis.slices].n_slices: got 0; expected an integer >= 1",
+        "s.toml: [analysis.slices].discovery_fraction: got 1.0; expected a number in (0, 1)",
+        "s.toml: [analysis.slices].size: unknown key; valid keys: enabled, n_slices, "
+        "pca_dims, error_weight, discovery_fraction, typical"]

@@ -106,7 +106,7 @@ class Cells:
 
     def sum_fine(self, values: np.ndarray) -> np.ndarray:
         """Per-subgroup sums of per-finest-cell ``values`` (n_fine, ...)."""
-        return self.expand @ (self.base.T.astype(np.float64) @ values)
+        return np.asarray(self.expand @ (self.base.T.astype(np.float64) @ values))
 
 
 def _factorize(fine: pd.DataFrame, cols: list[str]) -> tuple[np.ndarray, list[list[str]]]:
@@ -134,7 +134,8 @@ def _combined(level_codes: np.ndarray, subset: tuple[int, ...], radix: np.ndarra
     return np.unique(level_codes[:, list(subset)], axis=0, return_inverse=True)[1].ravel()
 
 
-def _too_many(source: str, n_attributes: int, order: int, count: str, max_cells: int):
+def _too_many(source: str, n_attributes: int, order: int, count: str,
+              max_cells: int) -> AuditInputError:
     return AuditInputError(TOO_MANY_CELLS.format(
         source=source, n_attributes=n_attributes, order=order, count=count,
         max_cells=max_cells))
@@ -239,7 +240,8 @@ def subgroup_cells(
 
 
 def _expansion(subset: tuple[int, ...], levels: np.ndarray, radix: np.ndarray,
-               base_index: dict) -> list[tuple[int, float]]:
+               base_index: dict[tuple[tuple[int, ...], tuple[int, ...]], int],
+               ) -> list[tuple[int, float]]:
     """A subgroup as signed base subgroups: ``1[a=ref] = 1 - sum of 1[a=l], l != ref``."""
     ref = [i for i, v in enumerate(levels) if v == 0]
     terms = []

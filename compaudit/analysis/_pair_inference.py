@@ -124,17 +124,19 @@ def infer(stat: Statistic, dense: Draws, compressed: Draws, *, level: float,
     so it never leaves the range; percentile intervals of the example bootstrap lie in
     it already.
     """
-    est = np.asarray(stat(dense.point, compressed.point), dtype=float)
-    paired = dense.loo is not None and compressed.loo is not None
+    est = np.asarray(stat(dense.point, compressed.point), dtype=np.float64)
     if dense.boot is None or compressed.boot is None:
         nan = np.full(est.shape, np.nan)
         return Inference(est, nan, nan, nan, nan, nan)
-    boot = np.asarray(stat(dense.boot, compressed.boot), dtype=float)
-    if not paired:
+    boot = np.asarray(stat(dense.boot, compressed.boot), dtype=np.float64)
+    # The replica parts come together (``draws``): with a bootstrap, loo and boot_pairs
+    # are both there or both None.
+    if (dense.loo is None or compressed.loo is None or dense.boot_pairs is None
+            or compressed.boot_pairs is None):
         s = summarize_bootstrap(est, boot, level=level)
         return Inference(est, s.lo, s.hi, s.se, s.p, np.full(est.shape, np.nan))
-    loo = np.asarray(stat(dense.loo, compressed.loo), dtype=float)
-    per_pair = np.asarray(stat(dense.boot_pairs, compressed.boot_pairs), dtype=float)
+    loo = np.asarray(stat(dense.loo, compressed.loo), dtype=np.float64)
+    per_pair = np.asarray(stat(dense.boot_pairs, compressed.boot_pairs), dtype=np.float64)
     k = loo.shape[0]
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # undefined rates: NaN cells
@@ -150,10 +152,9 @@ def infer(stat: Statistic, dense: Draws, compressed: Draws, *, level: float,
         p = 2.0 * sps.t.sf(np.abs(est) / se, df)
     p = np.where(se == 0, np.where(est == 0, 1.0, 0.0), p)
     defined = np.isfinite(est) & np.isfinite(se)
-    nan = np.nan
-    return Inference(est, np.where(defined, lo, nan), np.where(defined, hi, nan),
-                     np.where(defined, se, nan), np.where(defined, p, nan),
-                     np.where(defined, df, nan))
+    return Inference(est, np.where(defined, lo, np.nan), np.where(defined, hi, np.nan),
+                     np.where(defined, se, np.nan), np.where(defined, p, np.nan),
+                     np.where(defined, df, np.nan))
 
 
 def mde(se: np.ndarray, df: np.ndarray | float | None, *, level: float,
@@ -174,4 +175,4 @@ def mde(se: np.ndarray, df: np.ndarray | float | None, *, level: float,
     dfs = np.where(normal, 1.0, df)
     q = np.where(normal, sps.norm.ppf(0.5 + level / 2) + sps.norm.ppf(power),
                  sps.t.ppf(0.5 + level / 2, dfs) + sps.t.ppf(power, dfs))
-    return q * se
+    return np.asarray(q * se)

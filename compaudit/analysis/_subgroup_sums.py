@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 from compaudit.analysis._cells import Cells
 from compaudit.analysis.population import Population
@@ -202,7 +203,8 @@ def _per_cell_route(*, n_cells: int, n_subgroups: int, n_examples: int, n_base: 
     return n_cells * n_subgroups <= n_examples * n_base
 
 
-def _base_bootstrap(features: np.ndarray, base: np.ndarray, expand, *, n_boot: int,
+def _base_bootstrap(features: np.ndarray, base: np.ndarray, expand: sparse.csr_matrix, *,
+                    n_boot: int,
                     seed: int) -> np.ndarray:
     """(B, n_subgroups, k) resampled sums via the base subgroups of each example.
 

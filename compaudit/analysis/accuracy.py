@@ -13,7 +13,7 @@ __all__ = ["accuracy_table", "accuracy_summary", "per_class_recall"]
 
 def correct(v: VariantPredictions, labels: np.ndarray) -> np.ndarray:
     """Boolean (R, N): replica r predicted example i correctly."""
-    return v.pred == labels[None, :]
+    return np.asarray(v.pred == labels[None, :])
 
 
 def accuracy_table(pop: Population) -> pd.DataFrame:

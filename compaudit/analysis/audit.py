@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +42,7 @@ from compaudit.analysis.screen import (
     screen_population,
     validate_screen,
 )
+from compaudit.analysis.slice_audit import SliceSettings, slice_analysis
 from compaudit.analysis.subgroups import DEFAULT_MAX_CELLS, subgroup_analysis, subgroup_cells
 from compaudit.config import Checked, setting
 from compaudit.errors import AuditInputError
@@ -60,7 +61,7 @@ from compaudit.schema import (
     Task,
     dumps_metrics,
 )
-from compaudit.tables import read_examples, read_predictions
+from compaudit.tables import Embeddings, read_embeddings, read_examples, read_predictions
 
 __all__ = ["AnalysisOptions", "AnalysisResult", "analyze", "analyze_files", "dumps_metrics",
            "METRICS_SCHEMA"]
@@ -70,7 +71,7 @@ TABLE_NAMES = (
     "screen_scores", "screen_groups", "subgroups", "subgroup_summary", "deltas",
     "disparity", "corruption_errors", "shift_metrics", "shift_deltas", "accuracy_by_severity",
     "skipped_subgroups",
-)
+)  # plus "slices" and "slice_members" when the analysis is given embeddings
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,10 @@ class AnalysisOptions(Checked):
     screen_top
         Fraction of examples the pre-compression risk screen flags as at risk
         (:mod:`compaudit.analysis.screen`).
+    slices
+        Slice discovery settings (``[analysis.slices]``,
+        :class:`~compaudit.analysis.slice_audit.SliceSettings`); slices are found when
+        :func:`analyze` is given embeddings.
     about
         What the intervals are about. ``"procedure"`` (default): the compression
         method, so with paired replicas they cover seed-to-seed variation as well as
@@ -137,8 +142,9 @@ class AnalysisOptions(Checked):
     max_cells: int = setting(DEFAULT_MAX_CELLS, ge=1)
     screen_top: float = setting(0.05, gt=0, le=1)
     about: Literal["procedure", "models"] = "procedure"
+    slices: SliceSettings = setting(factory=SliceSettings)
 
-    def _problems(self):
+    def _problems(self) -> Iterator[tuple[str, str]]:
         if self.protected is not None and len(set(self.protected)) != len(self.protected):
             yield "protected", f"got {list(self.protected)}; expected each attribute once"
 
@@ -209,6 +215,7 @@ def analyze(
     *,
     progress: bool = False,
     inputs: dict[str, Any] | None = None,
+    embeddings: Embeddings | None = None,
 ) -> AnalysisResult:
     """Analyze validated examples and predictions tables.
 
@@ -223,9 +230,13 @@ def analyze(
         Show a progress bar over the analysis steps.
     inputs
         Provenance of the inputs, recorded in ``metrics.json``.
+    embeddings
+        A feature vector per example of the analysed shift
+        (:func:`compaudit.tables.read_embeddings`): adds slice discovery with
+        ``options.slices`` (the ``slices`` block and tables).
     """
     options = options or AnalysisOptions()
-    steps = tqdm(total=6, desc="analyze", disable=not progress, leave=False)
+    steps = tqdm(total=7, desc="analyze", disable=not progress, leave=False)
     full = build_population(
         examples, predictions, dense=options.dense, num_classes=options.num_classes
     )
@@ -248,6 +259,12 @@ def analyze(
     steps.update()
     robust = _robustness(full, acc, attributes, options)
     steps.update()
+    slices, slice_tables = (
+        slice_analysis(pop, embeddings, attributes, settings=options.slices,
+                       level=options.level, seed=options.seed, about=options.about,
+                       bootstrap=options.bootstrap)
+        if embeddings is not None else (None, {}))
+    steps.update()
     tables = {
         "accuracy": acc, "classes": classes, **pie,
         "subgroups": sub.per_replica, "subgroup_summary": summary, "deltas": sub.deltas,
@@ -257,9 +274,11 @@ def analyze(
         "shift_deltas": robust["shift_deltas"],
         "accuracy_by_severity": accuracy_by_severity(acc, level=options.level),
         "skipped_subgroups": sub.skipped,
+        **slice_tables,
     }
     metrics = _metrics(full=full, pop=pop, tables=tables, screened=screened, sub=sub,
                        robust=robust, attributes=attributes, options=options, inputs=inputs)
+    metrics = replace(metrics, slices=slices)
     steps.update()
     steps.close()
     return AnalysisResult(metrics=metrics, tables=tables)
@@ -425,19 +444,23 @@ def _file_info(path: Path, rows: int) -> dict[str, Any]:
     return {"path": str(path), "sha256": digest.hexdigest(), "rows": rows}
 
 
-def _dissection_inputs(units: str | Path | None, concepts: str | Path | None,
-                       config: Mapping[str, Any] | None) -> None:
-    """Check that the dissection inputs come together and the config is usable."""
+def _dissection_inputs(
+    units: str | Path | None, concepts: str | Path | None, config: Mapping[str, Any] | None,
+) -> tuple[str | Path, str | Path, Mapping[str, Any]] | None:
+    """Check that the dissection inputs come together and the config is usable; the
+    three of them, or ``None`` when none is given."""
     given = {"dissection (--dissection)": units,
              "dissection_concepts (--dissection-concepts)": concepts,
              "dissection_config (--dissection-config)": config}
-    if any(v is not None for v in given.values()):
+    if all(v is None for v in given.values()):
+        return None
+    if units is None or concepts is None or config is None:
         missing = [name for name, value in given.items() if value is None]
-        if missing:
-            raise AuditInputError(
-                f"dissection inputs: missing {', '.join(missing)}; expected the per-unit "
-                "table, the concept table and the dissection config together")
-        check_dissection_config(config, source="dissection config")
+        raise AuditInputError(
+            f"dissection inputs: missing {', '.join(missing)}; expected the per-unit "
+            "table, the concept table and the dissection config together")
+    check_dissection_config(config, source="dissection config")
+    return units, concepts, config
 
 
 def analyze_files(
@@ -449,6 +472,7 @@ def analyze_files(
     dissection: str | Path | None = None,
     dissection_concepts: str | Path | None = None,
     dissection_config: Mapping[str, Any] | None = None,
+    embeddings: str | Path | None = None,
 ) -> AnalysisResult:
     """Read, validate and analyze ``examples`` and ``predictions`` files.
 
@@ -469,21 +493,27 @@ def analyze_files(
         ``metrics.json`` and the ``dissection_units`` and ``dissection_replicas``
         tables, exactly as ``compaudit run`` does
         (:func:`compaudit.analysis.dissection.dissection_block`).
+    embeddings
+        Optional: a feature vector per analysed example (``.npz`` with ``example_id``
+        and ``features``, or a Parquet/CSV table with ``example_id`` and numeric
+        columns; :func:`compaudit.tables.read_embeddings`): adds slice discovery.
     """
     options = options or AnalysisOptions()
-    _dissection_inputs(dissection, dissection_concepts, dissection_config)
-    dissected = None
-    if dissection is not None:
-        dissected = read_dissection(units=dissection, concepts=dissection_concepts)
+    given = _dissection_inputs(dissection, dissection_concepts, dissection_config)
+    dissected = (None if given is None
+                 else read_dissection(units=given[0], concepts=given[1]))
+    emb = read_embeddings(embeddings) if embeddings is not None else None
     ex = read_examples(examples, num_classes=options.num_classes)
     pr = read_predictions(predictions, ex, dense=options.dense, num_classes=options.num_classes)
     inputs = {"examples": _file_info(Path(examples), len(ex)),
               "predictions": _file_info(Path(predictions), len(pr))}
-    if dissected is not None:
-        inputs["dissection"] = _file_info(Path(dissection), len(dissected[0]))
-        inputs["dissection_concepts"] = _file_info(Path(dissection_concepts), len(dissected[1]))
-    result = analyze(ex, pr, options, progress=progress, inputs=inputs)
-    if dissected is not None:
-        result.add_dissection(*dissection_block(*dissected, dissection_config,
+    if given is not None and dissected is not None:
+        inputs["dissection"] = _file_info(Path(given[0]), len(dissected[0]))
+        inputs["dissection_concepts"] = _file_info(Path(given[1]), len(dissected[1]))
+    if emb is not None:
+        inputs["embeddings"] = _file_info(Path(str(embeddings)), len(emb.example_ids))
+    result = analyze(ex, pr, options, progress=progress, inputs=inputs, embeddings=emb)
+    if given is not None and dissected is not None:
+        result.add_dissection(*dissection_block(*dissected, given[2],
                                                 dense=options.dense, level=options.level))
     return result

@@ -14,6 +14,8 @@ replica id), else Fisher's exact test of the two recalls. The ``test`` column sa
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -110,10 +112,10 @@ def _colmean(x: np.ndarray) -> np.ndarray:
         return np.where(n > 0, np.nansum(x, axis=0) / n, np.nan)
 
 
-def class_summary(table: pd.DataFrame) -> dict[str, dict]:
+def class_summary(table: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """Per variant: classes tested, significant counts (raw and BH), the test used,
     and the most harmed classes by normalized recall difference."""
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     if table.empty:
         return out
     for name, grp in table.groupby("variant", sort=False):

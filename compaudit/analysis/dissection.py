@@ -310,7 +310,7 @@ def read_dissection_config(path: str | Path) -> dict[str, Any]:
     A run's ``metrics.json`` holds it as ``["dissection"]["config"]``.
     """
     path = Path(path)
-    config = read_json(path, what="dissection config", fix='expected a JSON object such as '
+    config: dict[str, Any] = read_json(path, what="dissection config", fix='expected a JSON object such as '
                        '{"iou_threshold": 0.04, "quantile": 0.005}')
     check_dissection_config(config, source=str(path))
     return config

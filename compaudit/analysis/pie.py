@@ -84,7 +84,7 @@ def taxicab_distance(pred_a: np.ndarray, pred_b: np.ndarray) -> np.ndarray:
         total += np.where(same, 0, np.abs(run))
         run = np.where(same, run + w[j], w[j])
     total += np.abs(run)
-    return total / (ra * rb)
+    return np.asarray(total / (ra * rb))
 
 
 def pie_table(pop: Population) -> pd.DataFrame:
@@ -117,15 +117,15 @@ def pie_table(pop: Population) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def pie_summary(table: pd.DataFrame) -> dict[str, dict]:
+def pie_summary(table: pd.DataFrame) -> dict[str, dict[str, float | None]]:
     """Per variant: PIE count and rate, and top-1 of both populations on PIEs,
     non-PIEs and all examples (mean over replicas)."""
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, float | None]] = {}
     if table.empty:
         return out
     for name, grp in table.groupby("variant", sort=False):
         pie = grp["is_pie"].to_numpy()
-        entry = {"n_examples": int(len(grp)), "n_pie": int(pie.sum()),
+        entry: dict[str, float | None] = {"n_examples": int(len(grp)), "n_pie": int(pie.sum()),
                  "pie_rate": float(pie.mean())}
         for subset, mask in (("pie", pie), ("non_pie", ~pie), ("all", np.ones_like(pie))):
             for side in ("dense", "variant"):

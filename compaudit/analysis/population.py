@@ -135,8 +135,9 @@ def build_population(
         probs: dict[str, np.ndarray | None] = {"p_pos": None, "p_pred": None}
         for col in probs:
             if col in predictions:
-                probs[col] = np.empty(shape, np.float32)
-                probs[col][r_idx, ex_pos[rows]] = predictions[col].to_numpy()[rows]
+                values = np.empty(shape, np.float32)
+                values[r_idx, ex_pos[rows]] = predictions[col].to_numpy()[rows]
+                probs[col] = values
         topk = None
         if topk_cols:
             topk = np.empty(shape + (len(topk_cols),), np.int32)

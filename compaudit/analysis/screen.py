@@ -35,6 +35,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -88,7 +89,7 @@ class ScreenResult:
 
     scores: pd.DataFrame
     groups: pd.DataFrame
-    summary: dict
+    summary: dict[str, Any]
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         """Write ``screen_scores.csv``, ``screen_groups.csv`` and ``screen.json``."""
@@ -120,14 +121,14 @@ def dense_p_true(pop: Population, predictions: pd.DataFrame) -> np.ndarray:
 
 def _entropy(q: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
-        return -np.where(q > 0, q * np.log(q), 0.0)
+        return np.asarray(-np.where(q > 0, q * np.log(q), 0.0))
 
 
 def _mean_entropy(pop: Population) -> np.ndarray:
     dense = pop.variants[pop.dense]
     if dense.p_pos is not None:
         q = dense.p_pos.astype(float).mean(axis=0)
-        return _entropy(q) + _entropy(1.0 - q)
+        return np.asarray(_entropy(q) + _entropy(1.0 - q))
     r = dense.n_replicas
     mass = (dense.p_pred.astype(float) if dense.p_pred is not None
             else np.ones(dense.pred.shape))
@@ -142,7 +143,7 @@ def _mean_entropy(pop: Population) -> np.ndarray:
         run = np.where(same, run + w[j], w[j])
     total += _entropy(run)
     other = np.clip(1.0 - mass.mean(axis=0), 0.0, 1.0)
-    return total + _entropy(other)
+    return np.asarray(total + _entropy(other))
 
 
 def _candidates(pop: Population, p_true: np.ndarray) -> dict[str, np.ndarray]:
@@ -303,7 +304,7 @@ def precision_at(y: np.ndarray, score: np.ndarray, fraction: float) -> float:
 
 
 def validate_screen(result: ScreenResult, pies: pd.DataFrame,
-                    overindex_mh: pd.DataFrame | None = None) -> dict[str, dict]:
+                    overindex_mh: pd.DataFrame | None = None) -> dict[str, dict[str, Any]]:
     """The screen against each compressed variant's measured PIEs.
 
     Returns ``{variant: {...}}`` with ``n_pie``, ``pie_rate``, ``auroc`` (of the risk
@@ -313,7 +314,7 @@ def validate_screen(result: ScreenResult, pies: pd.DataFrame,
     over-index with the measured within-label over-index (``overindex_mh``).
     """
     scores = result.scores
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     if pies.empty:
         return out
     index = pd.Index(scores["example_id"].astype(str))

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from scipy import stats as sps
 
 __all__ = [
@@ -92,7 +93,7 @@ def critical_value(tail: float, *, df: float | None = None) -> float:
 
 
 def t_interval(
-    values: np.ndarray, *, axis: int = 0, level: float = 0.95,
+    values: npt.ArrayLike, *, axis: int = 0, level: float = 0.95,
     bounds: tuple[float | None, float | None] = (None, None),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Mean, sample std and the two-sided t-interval of the mean along ``axis``.
@@ -229,7 +230,7 @@ def _nanquantile(s: np.ndarray, q: list[float]) -> np.ndarray:
     """
     nan = np.isnan(s)
     if s.ndim == 0 or s.shape[0] == 0:
-        return np.nanquantile(s, q, axis=0)
+        return np.asarray(np.nanquantile(s, q, axis=0))
     clean = ~nan.any(axis=0)
     out = np.empty((len(q),) + s.shape[1:])
     out[:, clean] = np.quantile(s[:, clean], q, axis=0)

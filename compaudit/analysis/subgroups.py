@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,7 +59,7 @@ from compaudit.analysis.stats import (
     t_interval,
 )
 
-__all__ = ["SubgroupResult", "subgroup_analysis", "subgroup_cells"]
+__all__ = ["DEFAULT_MAX_CELLS", "SubgroupResult", "subgroup_analysis", "subgroup_cells"]
 
 BINARY_RATES = ("base_rate", "selection_rate", "tpr", "fpr", "fnr", "tnr", "accuracy")
 #: Rates whose change is tested; TPR and TNR are 1 - FNR and 1 - FPR. Balanced
@@ -96,10 +98,10 @@ class SubgroupResult:
     disparity: pd.DataFrame
     skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SKIPPED_COLUMNS))
     max_order: int = 0
-    method: dict = field(default_factory=dict)
+    method: dict[str, Any] = field(default_factory=dict)
 
 
-def comparison_method(pop: Population, about: str = "procedure") -> dict:
+def comparison_method(pop: Population, about: str = "procedure") -> dict[str, Any]:
     """How the changes vs dense are inferred: ``kind``, ``about``, ``replicas`` (pairs),
     ``note`` (one sentence a reviewer reads) and ``warning`` (``""`` or why few pairs
     limit what the checks can find; the detectable size is added by the analysis).
@@ -311,7 +313,7 @@ def _with_balanced(rates: dict[str, Draws]) -> dict[str, Draws]:
         return None if a is None or b is None else 1.0 - (a + b) / 2.0
 
     return {**rates, "balanced_accuracy": Draws(
-        bal(fpr.point, fnr.point), bal(fpr.loo, fnr.loo), bal(fpr.boot, fnr.boot),
+        1.0 - (fpr.point + fnr.point) / 2.0, bal(fpr.loo, fnr.loo), bal(fpr.boot, fnr.boot),
         bal(fpr.boot_pairs, fnr.boot_pairs))}
 
 
@@ -334,7 +336,7 @@ def _delta_frame(*, variant: str, metric: str, cells: Cells, subgroup_n: np.ndar
         return cache[(id(d), id(c))][key]
 
     for key in ("abs_diff", "rel_change_pct", "norm_change_pct", "excess_diff"):
-        s = infer(lambda d, c, key=key: changes(d, c, key), dense, compressed, level=level,
+        s = infer(partial(changes, key=key), dense, compressed, level=level,
                   bounds=CHANGE_BOUNDS[key])
         frame[key] = s.estimate
         if resampled:
@@ -400,13 +402,13 @@ def _delta_notes(dense: np.ndarray, *, metric: str, testable: np.ndarray) -> lis
 
 
 def _disparity_row(*, variant: str, grouping: str, metric: str, cells: Cells, idx: list[int],
-                   dense: Draws, compressed: Draws, level: float) -> dict:
+                   dense: Draws, compressed: Draws, level: float) -> dict[str, Any]:
     """Spread (max - min over a grouping's subgroups) of a rate, dense vs compressed."""
     def spread(x: np.ndarray) -> np.ndarray:
         sub = x[..., idx]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: undefined everywhere
-            return np.nanmax(sub, axis=-1) - np.nanmin(sub, axis=-1)
+            return np.asarray(np.nanmax(sub, axis=-1) - np.nanmin(sub, axis=-1))
 
     dense_spread, variant_spread = spread(dense.point), spread(compressed.point)
     in_grouping = compressed.point[idx]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -11,20 +11,24 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
 from compaudit.compress.masks import sparsity_report
-from compaudit.compress.registry import CompressionContext
+from compaudit.compress.registry import CompressionContext, StepCallback
 from compaudit.errors import AuditInputError
 from compaudit.models.head import Head
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-def require_fine_tune(where: str, context: CompressionContext) -> None:
+def require_fine_tune(
+    where: str, context: CompressionContext,
+) -> Callable[[nn.Module, Sequence[StepCallback]], None]:
+    """The context's fine-tuning function; an error naming ``where`` when it has none."""
     if context.fine_tune is None:
         raise AuditInputError(
             f"{where} trains the model, but the CompressionContext has no fine_tune "
             "function; pass CompressionContext(fine_tune=...) (a callable "
             "fine_tune(model, step_callbacks) that trains in place)"
         )
+    return context.fine_tune
 
 
 def require_train_dataset(where: str, context: CompressionContext) -> None:

@@ -116,7 +116,7 @@ def _step(node: fx.Node, modules: dict[str, nn.Module], layout: str, spatial: in
           units: int, norms: list[str]) -> tuple[str | None, str]:
     """Follow one channel-preserving op. Returns (new layout or None, reason)."""
     if node.op == "call_module":
-        m = modules[node.target]  # type: ignore[index]
+        m = modules[str(node.target)]
         if isinstance(m, _ELEMENTWISE_MODULES):
             return layout, ""
         if isinstance(m, _POOL_MODULES) and layout == "spatial":
@@ -162,16 +162,20 @@ def _step(node: fx.Node, modules: dict[str, nn.Module], layout: str, spatial: in
 def _reads_shape(node: fx.Node) -> bool:
     if node.op == "call_method":
         return node.target in ("size", "dim")
-    return node.op == "call_function" and node.target is getattr and node.args[1] == "shape"
+    return (node.op == "call_function" and node.target is getattr
+            and bool(node.args[1] == "shape"))
 
 
 def _follow(producer: fx.Node, modules: dict[str, nn.Module], calls: dict[str, int]
             ) -> UnitLayer | str:
     name = str(producer.target)
     module = modules[name]
-    is_conv = isinstance(module, nn.modules.conv._ConvNd)
-    units = module.out_channels if is_conv else module.out_features  # type: ignore[union-attr]
-    spatial = module.weight.dim() - 2 if is_conv else 0
+    if isinstance(module, nn.modules.conv._ConvNd):
+        is_conv, units, spatial = True, module.out_channels, module.weight.dim() - 2
+    elif isinstance(module, nn.Linear):
+        is_conv, units, spatial = False, module.out_features, 0
+    else:  # find_unit_layers follows convolutions and linear layers only
+        return f"is a {type(module).__name__}, not a convolution or linear layer"
     layout = "spatial" if is_conv else "channels"
     norms: list[str] = []
     if calls[name] != 1:
@@ -201,7 +205,8 @@ def _follow(producer: fx.Node, modules: dict[str, nn.Module], calls: dict[str, i
         node = nxt
 
 
-def _consumer(producer: str, consumer: str, module: nn.Module, layout: str,
+def _consumer(producer: str, consumer: str, module: nn.modules.conv._ConvNd | nn.Linear,
+              layout: str,
               norms: list[str], units: int, is_conv: bool, calls: dict[str, int]
               ) -> UnitLayer | str:
     if calls[consumer] != 1:
@@ -214,12 +219,12 @@ def _consumer(producer: str, consumer: str, module: nn.Module, layout: str,
         return UnitLayer(producer, consumer, tuple(norms), False, units)
     if is_conv and layout != "flat":
         return f"its next layer {consumer!r} is linear but the conv output is not flattened"
-    if not is_conv and module.in_features != units:  # type: ignore[union-attr]
+    if not is_conv and module.in_features != units:
         # e.g. a token-wise linear's (N, S, U) output flattened to (N, S*U): unit k is
         # then read at every S-th input, which the masks do not describe.
         return (f"its next layer {consumer!r} reads {module.in_features} inputs, not its "
                 f"{units} features (a flattened sequence of them)")
-    if module.in_features % units != 0:  # type: ignore[operator]
+    if module.in_features % units != 0:
         return f"its next layer {consumer!r} has {module.in_features} inputs, not a multiple of {units}"
     return UnitLayer(producer, consumer, tuple(norms), is_conv, units)
 

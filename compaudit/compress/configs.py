@@ -229,16 +229,21 @@ class GradualMagnitudeConfig(Checked):
     allow_regrowth: bool = True
 
     def _problems(self) -> _Problems:
-        steps = (self.begin_step, self.end_step)
-        fractions = (self.begin, self.end)
-        if None in steps and None in fractions or (None not in steps and
-                                                   any(f is not None for f in fractions)):
+        # Exactly one complete pair, the other absent: a begin_step beside begin and end
+        # would be dropped by for_run without a word.
+        no_steps = self.begin_step is None and self.end_step is None
+        no_fractions = self.begin is None and self.end is None
+        if self.begin_step is not None and self.end_step is not None and no_fractions:
+            begin, end = self.begin_step, self.end_step
+        elif self.begin is not None and self.end is not None and no_steps:
+            if self.end <= self.begin:
+                yield "end", (f"got {self.end!r}; expected a fraction greater than begin "
+                              f"({self.begin!r})")
+            begin, end = 0, 1
+        else:
             yield None, ("give begin_step and end_step (optimizer steps) or begin and end "
                          "(fractions of the fine-tuning run), one pair")
             return
-        if None not in fractions and self.end <= self.begin:
-            yield "end", f"got {self.end!r}; expected a fraction greater than begin ({self.begin!r})"
-        begin, end = steps if None not in steps else (0, 1)
         yield from schedule_problems(initial=self.initial_sparsity, final=self.sparsity,
                                      begin=begin, end=end, final_name="sparsity")
 
@@ -249,7 +254,7 @@ class GradualMagnitudeConfig(Checked):
 
     def for_run(self, total_steps: int) -> GradualMagnitudeConfig:
         """This config in optimizer steps, for a fine-tuning run of ``total_steps``."""
-        if self.in_steps:
+        if self.in_steps or self.begin is None or self.end is None:
             return self
         begin = int(round(self.begin * total_steps))
         end = max(begin + 1, int(round(self.end * total_steps)))

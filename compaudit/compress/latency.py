@@ -37,14 +37,14 @@ LATENCY_KERNELS = ("onnxruntime", "torch", "simulated")
 
 
 def _check_input_size(input_size: object) -> tuple[int, ...]:
-    ok = (isinstance(input_size, (tuple, list)) and len(input_size) >= 1
-          and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in input_size))
-    if not ok:
+    if not (isinstance(input_size, (tuple, list)) and len(input_size) >= 1
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                    for v in input_size)):
         raise AuditInputError(
             f"footprint: input_size must be the shape of one image without the batch "
             f"dimension, e.g. (3, 224, 224); got {input_size!r}"
         )
-    return tuple(input_size)  # type: ignore[arg-type]
+    return tuple(input_size)
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -120,13 +120,13 @@ def rewind_weights(
 def _lottery_ticket(
     model: nn.Module, config: LotteryTicketConfig, context: CompressionContext
 ) -> CompressedModel:
-    require_fine_tune("LotteryTicketConfig", context)
+    fine_tune = require_fine_tune("LotteryTicketConfig", context)
     targets = lottery_round_targets(config.sparsity, per_round_fraction=config.per_round_fraction,
                                     rounds=config.rounds)
     point = RewindPoint(config.rewind_step)
     if config.rewind_step == 0:
         point.save(model)
-    context.fine_tune(model, [point])  # type: ignore[misc]
+    fine_tune(model, [point])
     if point.state is None:
         raise AuditInputError(
             f"LotteryTicketConfig.rewind_step: the first training ended before step "
@@ -141,7 +141,7 @@ def _lottery_ticket(
         )
         masks = magnitude_masks(params, sparsity=target, scope=config.scope, keep_pruned=masks)
         rewind_weights(model, state=point.state, masks=masks)
-        context.fine_tune(model, [MaskCallback(masks)])  # type: ignore[misc]
+        fine_tune(model, [MaskCallback(masks)])
         apply_masks(model, masks)
     if masks is None:  # pragma: no cover - lottery_round_targets never returns []
         raise RuntimeError("no pruning round ran")

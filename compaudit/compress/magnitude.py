@@ -140,7 +140,7 @@ class GradualPruningCallback:
 def _gradual_magnitude(
     model: nn.Module, config: GradualMagnitudeConfig, context: CompressionContext
 ) -> CompressedModel:
-    require_fine_tune(type(config).__name__, context)
+    fine_tune = require_fine_tune(type(config).__name__, context)
     if not config.in_steps:
         if context.fine_tune_steps is None:
             raise AuditInputError(
@@ -149,7 +149,7 @@ def _gradual_magnitude(
                 "CompressionContext(fine_tune_steps=...) or give begin_step/end_step")
         config = config.for_run(context.fine_tune_steps)
     callback = GradualPruningCallback(config)
-    context.fine_tune(model, [callback])
+    fine_tune(model, [callback])
     if not callback.finished or callback.masks is None:
         raise AuditInputError(
             f"GradualMagnitudeConfig.end_step: training ran {callback.last_step} optimizer "
@@ -178,9 +178,11 @@ def _prune_then_fine_tune(
     apply_masks(model, masks)
     after = mean_loss(model, sample, device=context.device, head=context.head) if sample else None
     if config.fine_tune:
-        context.fine_tune(model, [MaskCallback(masks)])  # type: ignore[misc]
+        # Checked already (_checked_params); this hands over the function, typed.
+        fine_tune = require_fine_tune(type(config).__name__, context)
+        fine_tune(model, [MaskCallback(masks)])
         apply_masks(model, masks)
-    penalty = None if before is None else after - before  # type: ignore[operator]
+    penalty = None if before is None or after is None else after - before
     info = pruning_info(
         config, model, masks,
         loss_before=before, loss_after_pruning=after, pruning_penalty=penalty,

@@ -288,7 +288,8 @@ class MaskCallback:
         if self._bound is None or self._bound[0] != id(model):
             named = dict(model.named_parameters())
             _check_masks(named, self.masks)
-            pairs = [(named[n], ~m.to(named[n].device)) for n, m in self.masks.items()]
+            pairs: list[tuple[torch.Tensor, torch.Tensor]] = [
+                (named[n], ~m.to(named[n].device)) for n, m in self.masks.items()]
             self._bound = (id(model), pairs)
         return self._bound[1]
 

@@ -89,10 +89,14 @@ class PercentileObserver:
             self._amin = lo if self._amin is None else min(self._amin, lo)
             self._amax = hi if self._amax is None else max(self._amax, hi)
             return
+        if self._amin is None or self._amax is None:
+            raise RuntimeError("PercentileObserver: pass 1 needs the range of pass 0")
         values = a.cpu().numpy().ravel()
         # NumPy bins identically whether the range is implied by the data or passed in,
-        # so per-batch histograms over the global [min|x|, max|x|] add up exactly.
-        hist, edges = np.histogram(values, bins=self.num_bins, range=(self._amin, self._amax))
+        # so per-batch histograms over the global [min|x|, max|x|] add up exactly. The ends
+        # stay float32 (NumPy takes any real scalar; its stubs name only float).
+        hist, edges = np.histogram(values, bins=self.num_bins,
+                                   range=(self._amin, self._amax))  # type: ignore[arg-type]
         self._hist = hist if self._hist is None else self._hist + hist
         self._edges = edges.astype(np.float32)
 

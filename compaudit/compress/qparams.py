@@ -204,6 +204,8 @@ def fake_quantize(
     ...               qmin=0, qmax=255).tolist()
     [0.0, 2.0, 2.0, 255.0]
     """
+    s: float | torch.Tensor
+    z: float | torch.Tensor
     if scale.ndim == 0 and zero_point.ndim == 0:
         # Python numbers: clamp with tensor bounds runs 5x slower than with scalars;
         # a 0-dim tensor and its float are the same float32 operand of div and mul.
@@ -217,7 +219,8 @@ def fake_quantize(
     # below 2**24 (larger r clamp either way). Only a zero's sign may differ (round()
     # keeps -0.0 where "- z" gave +0.0; -0.0 == 0.0 in every later sum and product).
     q = x.div_(s) if inplace else torch.div(x.float(), s)
-    q.round_().clamp_(qmin - z, qmax - z)
+    # torch accepts numbers or tensors here; its overloads take one kind at a time.
+    q.round_().clamp_(qmin - z, qmax - z)  # type: ignore[arg-type]
     return q.mul_(s)
 
 

@@ -121,12 +121,13 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, *,
             dynamic_shapes=({0: batch},), verbose=False,
         )
     with atomic_path(path) as tmp:
-        program.save(str(tmp), external_data=False)
+        # With dynamo=True, export returns an ONNXProgram; torch's annotation allows None.
+        program.save(str(tmp), external_data=False)  # type: ignore[union-attr]
     return Path(path)
 
 
 def _reader(ortq: Any, input_name: str, batches: Sequence[np.ndarray]) -> Any:
-    class _Batches(ortq.CalibrationDataReader):  # type: ignore[misc, name-defined]
+    class _Batches(ortq.CalibrationDataReader):
         def __init__(self) -> None:
             self._it = iter(batches)
 

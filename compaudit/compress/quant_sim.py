@@ -225,7 +225,7 @@ def set_weight_format(module: nn.Module, scale: torch.Tensor, zero_point: torch.
 
 @torch.no_grad()
 def _quantize_weight(module: nn.Module, *, per_channel: bool, symmetric: bool) -> None:
-    w = module.weight
+    w = module.get_parameter("weight")
     axis = 0 if per_channel else None
     scale, zp = weight_qparams(w, per_channel=per_channel, symmetric=symmetric, axis=0)
     q = quantize(w, scale, zp, dtype="int8", axis=axis, symmetric=symmetric)

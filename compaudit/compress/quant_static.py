@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +76,8 @@ class ActivationQuantizer(nn.Module):
         self.dtype = dtype
         rng = qrange(dtype)
         self.qmin, self.qmax = rng.qmin, rng.qmax
+        self.scale: torch.Tensor
+        self.zero_point: torch.Tensor
         self.register_buffer("scale", torch.tensor(1.0))
         self.register_buffer("zero_point", torch.tensor(0))
         #: Set by :func:`prepare_static` when no other value shares the input tensor
@@ -130,7 +132,8 @@ def fold_batchnorm(model: nn.Module) -> fx.GraphModule:
     from torch.fx.experimental.optimization import fuse
 
     try:
-        return fuse(copy.deepcopy(model).eval(), inplace=True)
+        # fuse traces the model and returns the GraphModule; it is annotated as Module.
+        return cast(fx.GraphModule, fuse(copy.deepcopy(model).eval(), inplace=True))
     except Exception as err:  # fx raises many types for untraceable code
         raise AuditInputError(
             f"int8 static quantization needs a model torch.fx can trace, but tracing "
@@ -227,6 +230,14 @@ def prepare_static(model: nn.Module, *, observer: str = "minmax", percentile: fl
     return gm, plan
 
 
+def _quantizer(model: nn.Module, name: str) -> ActivationQuantizer:
+    """The quantizer :func:`prepare_static` inserted as ``name``."""
+    q = model.get_submodule(name)
+    if not isinstance(q, ActivationQuantizer):
+        raise TypeError(f"{name} is a {type(q).__name__}, not an ActivationQuantizer")
+    return q
+
+
 def _quantizers(model: nn.Module) -> list[ActivationQuantizer]:
     return [m for m in model.modules() if isinstance(m, ActivationQuantizer)]
 
@@ -241,7 +252,7 @@ def calibrate(model: nn.Module, batches: Callable[[], Iterable[torch.Tensor]], *
     the percentile observer needs two).
     """
     quantizers = [q for q in _quantizers(model) if q.observer is not None]
-    passes = max((q.observer.passes for q in quantizers), default=0)  # type: ignore[union-attr]
+    passes = max((q.observer.passes for q in quantizers if q.observer is not None), default=0)
     for pass_index in range(passes):
         for q in quantizers:
             q.pass_index = pass_index
@@ -258,20 +269,22 @@ def convert_static(model: fx.GraphModule, layers: list[StaticLayer]) -> list[dic
     list of dict
         Per layer: name, input and output scale and zero point, whether a ReLU was fused.
     """
-    for q in _quantizers(model):
-        q.freeze()
+    for quantizer in _quantizers(model):
+        quantizer.freeze()
     summary = []
     for layer in layers:
         m = model.get_submodule(layer.name)
-        q_in = model.get_submodule(layer.input_quantizer)
-        q_out = model.get_submodule(layer.output_quantizer)
-        device = m.weight.device
-        w_scale, w_zp = weight_qparams(m.weight, per_channel=True, symmetric=True, axis=0)
-        q = quantize(m.weight, w_scale, w_zp, dtype="int8", axis=0, symmetric=True)
-        m.weight.copy_(dequantize(q, w_scale, w_zp, axis=0).to(m.weight.dtype))
+        q_in = _quantizer(model, layer.input_quantizer)
+        q_out = _quantizer(model, layer.output_quantizer)
+        weight = m.get_parameter("weight")
+        device = weight.device
+        w_scale, w_zp = weight_qparams(weight, per_channel=True, symmetric=True, axis=0)
+        q = quantize(weight, w_scale, w_zp, dtype="int8", axis=0, symmetric=True)
+        weight.copy_(dequantize(q, w_scale, w_zp, axis=0).to(weight.dtype))
         if m.bias is not None:
-            qb, bias_scale = quantize_bias(m.bias, q_in.scale.to(device), w_scale.to(device))
-            m.bias.copy_((qb.float() * bias_scale).to(m.bias.dtype))  # DequantizeLinear
+            bias = m.get_parameter("bias")
+            qb, bias_scale = quantize_bias(bias, q_in.scale.to(device), w_scale.to(device))
+            bias.copy_((qb.float() * bias_scale).to(bias.dtype))  # DequantizeLinear
         set_weight_format(m, w_scale.to(device), w_zp.to(device), axis=0, symmetric=True)
         summary.append({
             "layer": layer.name,

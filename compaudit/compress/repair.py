@@ -118,7 +118,7 @@ def _objective(out: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor,
     """The mean training loss, mixed with ``distill`` times the divergence from the
     dense replica's predictions (``teacher``, its outputs on the batch)."""
     loss = losses.mean()
-    if distill == 0:
+    if teacher is None or distill == 0:
         return loss
     import torch.nn.functional as F
 
@@ -244,15 +244,16 @@ def repair_model(model: nn.Module, dense: nn.Module, dataset: Any, groups: Group
         for images, labels, ids in _batches(dataset, config.batch_size, seed=seed_e):
             images = images.to(device)
             labels = torch.as_tensor(labels).to(device)
-            teacher = None
+            teacher = targets = None
             if config.distill or flips:
                 with torch.no_grad():
                     teacher = dense(images).float()
+                    targets = head.predict(teacher) if flips else None
             if optimizer is not None:
                 optimizer.roll(compute_cmp_state_kwargs={
                     "model": model, "images": images, "labels": labels,
                     "groups": groups.of(ids).to(device), "teacher": teacher,
-                    "targets": head.predict(teacher) if flips else None})
+                    "targets": targets})
             else:
                 primal.zero_grad(set_to_none=True)
                 out = model(images).float()

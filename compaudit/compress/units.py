@@ -266,7 +266,7 @@ def remove_units(
     idx = torch.as_tensor(list(units), dtype=torch.long)
     w_out = consumer.weight
     # Consumer weights as (out, unit, positions); positions = kernel taps or flat slots.
-    per_unit = w_out.shape[1] // layer.num_units if layer.flat else None
+    per_unit = w_out.shape[1] // layer.num_units  # read for flat layers only
     cons_mask = torch.ones(w_out.shape, dtype=torch.bool, device=w_out.device)
     cons_view = (cons_mask.view(w_out.shape[0], layer.num_units, per_unit) if layer.flat
                  else cons_mask.view(w_out.shape[0], w_out.shape[1], -1))
@@ -325,7 +325,11 @@ def _choose_layers(config: UnitPruningConfig, eligible: dict[str, UnitLayer],
 
 
 def _n_remove(config: UnitPruningConfig, layer: UnitLayer) -> int:
-    k = config.count if config.count is not None else int(round(config.fraction * layer.num_units))
+    if config.count is not None:
+        k = config.count
+    else:
+        assert config.fraction is not None  # UnitPruningConfig holds one of the two
+        k = int(round(config.fraction * layer.num_units))
     if k >= layer.num_units:
         raise AuditInputError(
             f"UnitPruningConfig: removing {k} of the {layer.num_units} units of "
@@ -380,7 +384,8 @@ def _simultaneous(model: nn.Module, config: UnitPruningConfig, context: Compress
     gen = torch.Generator().manual_seed(int(context.seed))
     # Every layer is scored (l2 included) on the unpruned network, before any removal.
     picks = {layer.producer: _choose_units(
-        config, layer, stats[layer.producer], model.get_submodule(layer.producer).weight,
+        config, layer, stats[layer.producer],
+        model.get_submodule(layer.producer).get_parameter("weight"),
         counts[layer.producer], gen) for layer in layers}
     per_layer = {}
     # Forward order: a mean folded into a bias that is also a pruned producer's is zeroed
@@ -406,7 +411,8 @@ def _sequential(model: nn.Module, config: UnitPruningConfig, context: Compressio
     for layer in tqdm(layers, desc="unit pruning", disable=None, leave=False):
         stats = unit_statistics(model, layer, batches, device=context.device, head=context.head)
         removed, estimate = _choose_units(config, layer, stats,
-                                          model.get_submodule(layer.producer).weight,
+                                          model.get_submodule(layer.producer).get_parameter(
+                                              "weight"),
                                           counts[layer.producer], gen)
         _merge(masks, remove_units(model, layer, removed,
                                    mean=stats.mean if config.mean_replacement else None))

@@ -80,15 +80,16 @@ def check_attribute_arguments(
     problem = config.check_choice(f"{source}: argument target", target, ATTRIBUTES)
     if problem:
         problems.append(problem)
+    names: tuple[str, ...]
     if protected is None:
-        protected = tuple(a for a in ATTRIBUTES if a != target)
+        names = tuple(a for a in ATTRIBUTES if a != target)
     else:
         try:
-            protected = check_names(protected, field="protected", source=source)
+            names = check_names(protected, field="protected", source=source)
         except AuditInputError as err:
             problems += err.problems
-            protected = ()
-        unknown = [p for p in protected if p not in ATTRIBUTES]
+            names = ()
+        unknown = [p for p in names if p not in ATTRIBUTES]
         if unknown:
             problems.append(
                 f"{source}: argument protected: unknown attribute(s) "
@@ -101,7 +102,8 @@ def check_attribute_arguments(
                                   "40-59, 60+)")
     if problems:
         raise AuditInputError(problems)
-    return target, tuple(dict.fromkeys(protected)), age_groups  # type: ignore[return-value]
+    # Both strings now: check_choice accepted them among ATTRIBUTES and AGE_GROUPINGS.
+    return str(target), tuple(dict.fromkeys(names)), str(age_groups)
 
 
 class DemographicFaces(AuditDataset):

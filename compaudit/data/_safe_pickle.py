@@ -14,12 +14,14 @@ from typing import IO, Any
 
 import numpy as np
 
+# Private NumPy functions that pickles name: numpy's stubs leave _frombuffer out, and
+# mypy sees the NumPy 1 fallback as a second definition.
 try:  # NumPy 2 and its pickles: numpy._core
     from numpy._core.multiarray import _reconstruct
-    from numpy._core.numeric import _frombuffer
+    from numpy._core.numeric import _frombuffer  # type: ignore[attr-defined]
 except ImportError:  # NumPy 1
-    from numpy.core.multiarray import _reconstruct
-    from numpy.core.numeric import _frombuffer
+    from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+    from numpy.core.numeric import _frombuffer  # type: ignore[no-redef]
 
 __all__ = ["ADMITTED", "ArrayUnpickler", "RefusedGlobal", "safe_load"]
 

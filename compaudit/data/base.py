@@ -78,8 +78,9 @@ class TransformSpec:
 
     resize: int = 256
     crop: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    # One value per channel (a spec's [data].mean/std, checked there to hold three).
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
 
     def build(self) -> Callable:
         """Return a torchvision transform implementing this spec."""
@@ -166,7 +167,11 @@ DATASETS: Registry[type[AuditDataset]] = Registry("dataset")
 
 def register_dataset(name: str) -> Callable[[_D], _D]:
     """Class decorator adding a dataset to the registry under ``name``."""
-    return DATASETS.register(name)  # type: ignore[return-value]
+    def wrap(cls: _D) -> _D:  # keeps the class's own type for its callers
+        DATASETS.add(name, cls)
+        return cls
+
+    return wrap
 
 
 def list_datasets() -> list[str]:

@@ -137,7 +137,7 @@ class _Task:
     suffix: str
     image_format: str
     quality: int
-    wnids: list[str] | None
+    wnids: tuple[str, ...] | None
 
 
 def _write_chunk(task: _Task) -> int:

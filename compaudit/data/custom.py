@@ -195,8 +195,8 @@ class ManifestDataset(AuditDataset):
         src = str(self.manifest)
         _check_columns(table, src)
         problems: list[str] = []
-        labels, num_classes = _labels(table, num_classes, src, problems)
-        self.num_classes = int(num_classes) if isinstance(num_classes, (int, np.integer)) else 0
+        labels, classes = _labels(table, num_classes, src, problems)
+        self.num_classes = int(classes) if isinstance(classes, (int, np.integer)) else 0
         problems += _attribute_problems(table, self.protected, src)
         problems += _optional_column_problems(table, src)
         raw, rel, checked = self._paths_of(table, src, problems)
@@ -311,8 +311,8 @@ class ManifestDataset(AuditDataset):
         escapes = np.zeros(len(rel), bool)
         missing = np.zeros(len(rel), bool)
         by_folder: dict[str, list[int]] = defaultdict(list)
-        for i in np.flatnonzero(checked):
-            by_folder[os.path.dirname(rel[i])].append(int(i))
+        for i in np.flatnonzero(checked).tolist():
+            by_folder[os.path.dirname(rel[i])].append(i)
         for folder, rows in by_folder.items():
             directory = self.root / folder
             if not directory.resolve().is_relative_to(base):

@@ -65,8 +65,9 @@ def _pixels_plan(dataset: AuditDataset) -> tuple[AuditDataset, _Pixels] | None:
     t = source.transform
     steps = list(t.transforms) if isinstance(t, T.Compose) else [t]
     mean = std = None
-    if steps and isinstance(steps[-1], T.Normalize):
-        norm = steps.pop()
+    norm = steps[-1] if steps else None
+    if isinstance(norm, T.Normalize):
+        steps.pop()
         mean = tuple(float(v) for v in torch.as_tensor(norm.mean).flatten().tolist())
         std = tuple(float(v) for v in torch.as_tensor(norm.std).flatten().tolist())
     if not steps or not isinstance(steps[-1], T.ToTensor):
@@ -99,7 +100,7 @@ def _to_float(pixels: torch.Tensor, mean: torch.Tensor | None, std: torch.Tensor
     """
     x = pixels.to(torch.get_default_dtype()) if out is None else out.copy_(pixels)
     x.div_(255)
-    if mean is not None:
+    if mean is not None and std is not None:  # Normalize gives both
         x.sub_(mean).div_(std)
     return x
 
@@ -175,11 +176,12 @@ def decode_to_file(factory: Callable[[], AuditDataset], path: str | Path, *,
         parts = [_decode_chunk(t) for t in tasks]
     else:
         parts = executor.map(_decode_chunk, tasks, desc="decode")
-    if any(part is None for part in parts):  # items of several shapes: decode per job
+    decoded = [part for part in parts if part is not None]
+    if len(decoded) < len(parts):  # items of several shapes: decode per job
         path.unlink()
         return None
-    labels = [label for part in parts for label in part[0]]
-    ids = [eid for part in parts for eid in part[1]]
+    labels = [label for part in decoded for label in part[0]]
+    ids = [eid for part in decoded for eid in part[1]]
     side = {"labels": labels, "ids": ids, "pixels": plan is not None,
             "mean": plan.mean if plan else None, "std": plan.std if plan else None}
     Path(f"{path}.json").write_text(json.dumps(side))

@@ -128,11 +128,12 @@ class ImageNetVal(ImageFiles):
             [f"imagenet/{os.path.splitext(f)[0]}" for _, f, _ in items],
         )
 
-    def _find_labels(self, labels: str | Path | None, layout: str | None) -> tuple[str, Path]:
+    def _find_labels(self, labels: str | Path | None,
+                     layout: str | None) -> tuple[Literal["devkit", "loc"], Path]:
         """(``"devkit"`` or ``"loc"``, path) of the ground truth of a flat layout."""
         if labels is not None:
             path = Path(labels)
-            kind = "loc" if path.suffix.lower() == ".csv" else "devkit"
+            kind: Literal["devkit", "loc"] = "loc" if path.suffix.lower() == ".csv" else "devkit"
             if not path.exists():
                 raise AuditInputError(
                     f"labels {path} does not exist; expected the {DEVKIT_DIR} folder or {LOC_CSV}"

@@ -122,7 +122,7 @@ def allocate_counts(weights: Sequence[float], n: int) -> np.ndarray:
     total = sum(fractions)
     quotas = [f * n / total for f in fractions]
     counts = np.array([q.numerator // q.denominator for q in quotas], dtype=np.int64)
-    order = sorted(range(len(quotas)), key=lambda i: (-(quotas[i] - counts[i]), i))
+    order = sorted(range(len(quotas)), key=lambda i: (-(quotas[i] - int(counts[i])), i))
     counts[order[: n - int(counts.sum())]] += 1
     return counts
 
@@ -132,8 +132,9 @@ def _joint_mapping(joint: Mapping | Sequence) -> Mapping:
     ``[blond, male, young, weight]`` (each group at most once)."""
     if isinstance(joint, Mapping):
         return joint
-    rows = list(joint) if isinstance(joint, Sequence) and not isinstance(joint, str) else None
-    ok = rows is not None and all(
+    is_rows = isinstance(joint, Sequence) and not isinstance(joint, str)
+    rows = list(joint) if is_rows else []
+    ok = is_rows and all(
         isinstance(row, Sequence) and len(row) == 4 and all(isinstance(v, bool) for v in row[:3])
         and isinstance(row[3], (int, float)) and not isinstance(row[3], bool) for row in rows)
     mapping = {tuple(row[:3]): row[3] for row in rows} if ok else {}

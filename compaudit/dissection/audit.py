@@ -79,12 +79,11 @@ def dissect_population(models: Sequence[Any], plan: DissectionPlan, *, variant: 
     """
     dataset = _in_memory(plan.dataset())
     results = {}
-    concepts = None
     for k, model in enumerate(models):
-        result = dissect(model, dataset, config=plan.config)
-        results[(variant, k)] = result
-        concepts = result.concepts.assign(n_images=result.n_images)
-    units = units_frame(results)
+        results[(variant, k)] = dissect(model, dataset, config=plan.config)
+    units = units_frame(results)  # refuses an empty population
+    last = next(reversed(results.values()))
+    concepts = last.concepts.assign(n_images=last.n_images)
     out = Path(out_dir)
     with atomic_path(out / UNITS_FILE) as tmp:
         units.to_parquet(tmp, index=False)

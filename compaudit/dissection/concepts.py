@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -41,6 +42,8 @@ __all__ = [
     "SYNTHETIC_CATEGORY",
     "decode_broden_mask",
 ]
+
+_FaceSplit = Literal["train", "valid", "test", "all"]
 
 #: Category columns of Broden's ``index.csv``; scene and texture are image-level.
 BRODEN_CATEGORIES = ("color", "object", "part", "material", "scene", "texture")
@@ -146,7 +149,8 @@ class SyntheticFaceConcepts(ConceptDataset):
 
         super().__init__(transform=transform)
         self.root = Path(root)
-        self._faces = CelebA(self.root, split=split)  # validates the split and the files
+        # CelebA validates the split (a [dissection] string) and the files.
+        self._faces = CelebA(self.root, split=cast(_FaceSplit, split))
         table = concept_table(self.root)
         if list(table.columns[:2]) != ["code", "concept"] or not np.array_equal(
             table["code"].to_numpy(), np.arange(len(table))

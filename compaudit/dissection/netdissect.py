@@ -206,7 +206,9 @@ def _stream(model, dataset, config, progress: bool, desc: str, *, labels: bool =
         hooks.close()
 
 
-def _thresholds(model, dataset, config, progress):
+def _thresholds(
+    model: nn.Module, dataset: ConceptDataset, config: DissectionConfig, progress: bool,
+) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]] | None]:
     """Pass 1: the exact per-unit (1 - quantile) quantiles (see the module docstring).
 
     Returns the thresholds and the batches' activations when they fitted in
@@ -238,7 +240,7 @@ def _thresholds(model, dataset, config, progress):
                                       "the same size (a resizing transform)")
             values = torch.cat([top[name], act.permute(1, 0, 2, 3).reshape(k, -1)], dim=1)
             top[name] = torch.topk(values, top[name].shape[1], dim=1, sorted=True).values
-    thresholds = {}
+    thresholds: dict[str, torch.Tensor] = {}
     for name, desc_values in top.items():
         total = n * sizes[name][0] * sizes[name][1]
         pos = (total - 1) * (1 - q)
@@ -381,7 +383,8 @@ def _same_size_groups(labels: list[torch.Tensor]):
     """Yield ``(image indices, (B, L, H, W) maps)`` per mask size, maps padded with -1."""
     by_size: dict[tuple[int, int], list[int]] = {}
     for i, maps in enumerate(labels):
-        by_size.setdefault(tuple(maps.shape[-2:]), []).append(i)
+        height, width = maps.shape[-2:]
+        by_size.setdefault((height, width), []).append(i)
     for size, members in by_size.items():
         depth = max(labels[i].shape[0] for i in members)
         stacked = torch.full((len(members), depth, *size), -1, dtype=torch.long)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from compaudit.analysis._cells import cell_label
@@ -160,26 +161,28 @@ def _cell_name(cell: Mapping[str, Any]) -> str:
 def _subgroup_checks(metrics: Metrics, policy: GatePolicy,
                      variants: list[str]) -> Iterator[Check]:
     pol = policy.subgroup_rate
+    if pol is None:
+        return
     for row in metrics.deltas:
         if (row.metric not in pol.metrics or not _selected(row.variant, policy, variants)
                 or row.n < policy.min_subgroup_size):
             continue
         sign = _harm_sign(row.metric)
-        base = dict(kind="subgroup_rate", variant=row.variant, subject=row.subgroup,
-                    n=row.n, replicas=row.replicas)
+        check = partial(Check, kind="subgroup_rate", variant=row.variant,
+                        subject=row.subgroup, n=row.n, replicas=row.replicas)
         stem = f"{row.variant}/{row.subgroup}/{row.metric}"
         if pol.max_abs_increase is not None:
-            yield Check(id=f"{stem}/abs", **base, metric=row.metric,
+            yield check(id=f"{stem}/abs", metric=row.metric,
                         estimate=sign * row.abs_diff, se=row.abs_diff_se,
                         df=_df(row.abs_diff_df), bounds=RATE_CHANGE,
                         tolerance=pol.max_abs_increase, unit="points")
         if pol.max_rel_increase_pct is not None:
-            yield Check(id=f"{stem}/rel", **base, metric=f"{row.metric} (relative)",
+            yield check(id=f"{stem}/rel", metric=f"{row.metric} (relative)",
                         estimate=sign * row.rel_change_pct, se=row.rel_change_pct_se,
                         df=_df(row.rel_change_pct_df), bounds=_signed(GROWTH_PCT, sign),
                         tolerance=pol.max_rel_increase_pct, unit="%")
         if pol.max_excess_increase is not None and row.subgroup != "overall":
-            yield Check(id=f"{stem}/excess", **base, metric=f"{row.metric} (excess)",
+            yield check(id=f"{stem}/excess", metric=f"{row.metric} (excess)",
                         estimate=sign * row.excess_diff, se=row.excess_diff_se,
                         df=_df(row.excess_diff_df), bounds=RATE_CHANGE_DIFF,
                         tolerance=pol.max_excess_increase, unit="points")
@@ -188,6 +191,8 @@ def _subgroup_checks(metrics: Metrics, policy: GatePolicy,
 def _accuracy_checks(metrics: Metrics, policy: GatePolicy,
                      variants: list[str]) -> Iterator[Check]:
     pol = policy.accuracy
+    if pol is None:
+        return
     binary = metrics.task.binary
     metric = "balanced_accuracy" if binary else "accuracy"
     for row in metrics.deltas:
@@ -205,6 +210,8 @@ def _accuracy_checks(metrics: Metrics, policy: GatePolicy,
 def _disparity_checks(metrics: Metrics, policy: GatePolicy,
                       variants: list[str]) -> Iterator[Check]:
     pol = policy.disparity
+    if pol is None:
+        return
     for row in metrics.disparity:
         if row.metric not in pol.metrics or not _selected(row.variant, policy, variants):
             continue
@@ -228,6 +235,8 @@ def _ratio_check(check: Check, log_rr: float, *, zero: bool) -> Check:
 def _overindex_checks(metrics: Metrics, policy: GatePolicy,
                       variants: list[str]) -> Iterator[Check]:
     pol = policy.pie_overindex
+    if pol is None:
+        return
     for row in metrics.overindex:
         if (not _selected(row.variant, policy, variants)
                 or row.n_pie + row.n_non_pie < pol.min_cell_size):
@@ -244,6 +253,8 @@ def _overindex_checks(metrics: Metrics, policy: GatePolicy,
 def _within_label_checks(metrics: Metrics, policy: GatePolicy,
                          variants: list[str]) -> Iterator[Check]:
     pol = policy.pie_within_label
+    if pol is None:
+        return
     pies: dict[str, int] = {}
     for row in metrics.overindex_mh:
         pies[row.variant] = pies.get(row.variant, 0) + row.n_pie
@@ -273,22 +284,24 @@ def _overall_accuracy(metrics: Metrics) -> dict[str, DeltaRow]:
 def _robustness_checks(metrics: Metrics, policy: GatePolicy,
                        variants: list[str]) -> Iterator[Check]:
     pol = policy.robustness
+    if pol is None:
+        return
     clean = _overall_accuracy(metrics)
     for row in metrics.robustness.shift_deltas:
         if (row.metric != "accuracy" or row.subgroup != "overall"
                 or not _selected(row.variant, policy, variants)):
             continue
-        base = dict(kind="robustness", variant=row.variant, subject=row.shift)
+        check = partial(Check, kind="robustness", variant=row.variant, subject=row.shift)
         drop, se, df = -row.abs_diff, row.abs_diff_se, _df(row.abs_diff_df)
         if pol.max_accuracy_drop is not None:
-            yield Check(id=f"{row.variant}/{row.shift}/accuracy_drop", **base,
+            yield check(id=f"{row.variant}/{row.shift}/accuracy_drop",
                         metric="accuracy_drop", estimate=drop, se=se, df=df,
                         bounds=RATE_CHANGE, tolerance=pol.max_accuracy_drop, unit="points")
         ref = clean.get(row.variant)
         if pol.max_excess_drop is not None and ref is not None:
             # Shifted examples derive from clean ones, so the two estimates correlate
             # positively; adding variances overstates the se (a conservative interval).
-            yield Check(id=f"{row.variant}/{row.shift}/excess_drop", **base,
+            yield check(id=f"{row.variant}/{row.shift}/excess_drop",
                         metric="accuracy_drop (excess)", estimate=drop + ref.abs_diff,
                         se=math.hypot(se, ref.abs_diff_se),
                         df=_sum_df(se, df, ref.abs_diff_se, _df(ref.abs_diff_df)),
@@ -298,6 +311,8 @@ def _robustness_checks(metrics: Metrics, policy: GatePolicy,
 def _baseline_checks(metrics: Metrics, baseline: Metrics, policy: GatePolicy,
                      variants: list[str]) -> Iterator[Check]:
     pol, rates = policy.baseline, policy.subgroup_rate
+    if pol is None:
+        return
     wanted = rates.metrics if rates is not None else ("fpr", "fnr")
     old = {(r.variant, r.subgroup, r.metric): r for r in baseline.deltas}
     for row in metrics.deltas:
@@ -319,6 +334,8 @@ def _baseline_checks(metrics: Metrics, baseline: Metrics, policy: GatePolicy,
 def _dissection_checks(metrics: Metrics, policy: GatePolicy,
                        variants: list[str]) -> Iterator[Check]:
     pol = policy.dissection
+    if pol is None:
+        return
     replicas = metrics.dissection.replicas if metrics.dissection is not None else ()
     clean = _overall_accuracy(metrics)
     wanted = [(f, subject, tol) for f, subject, tol in (
@@ -351,6 +368,24 @@ def _dissection_checks(metrics: Metrics, policy: GatePolicy,
             yield check
 
 
+def _slice_checks(metrics: Metrics, policy: GatePolicy,
+                  variants: list[str]) -> Iterator[Check]:
+    pol = policy.slice
+    if pol is None:
+        return
+    rows = metrics.slices.rows if metrics.slices is not None else ()
+    for row in rows:
+        if not _selected(row.variant, policy, variants) or row.n_test < pol.min_slice_size:
+            continue
+        # Every slice, not only the top one: the Bonferroni correction over all checks
+        # covers choosing the worst slice after the fact.
+        yield Check(id=f"{row.variant}/slice-{row.slice}/error_increase", kind="slice",
+                    variant=row.variant, subject=f"slice {row.slice}: {row.description}",
+                    metric="error increase", estimate=row.change, se=row.change_se,
+                    df=_df(row.change_df), bounds=RATE_CHANGE, n=row.n_test,
+                    tolerance=pol.max_increase, unit="points")
+
+
 def _decide(check: Check, z: float, tail: float) -> None:
     if not (math.isfinite(check.estimate) or check.log_estimate == -math.inf):
         check.verdict = "inconclusive"
@@ -363,8 +398,8 @@ def _decide(check: Check, z: float, tail: float) -> None:
         hi = check.log_estimate + z * check.se
         check.lo, check.hi = 100 * (math.exp(lo) - 1), 100 * (math.exp(hi) - 1)
     elif math.isfinite(check.se):
-        lo, hi = bounded_interval(check.estimate, check.se, z, check.bounds)
-        check.lo, check.hi = float(lo), float(hi)
+        interval = bounded_interval(check.estimate, check.se, z, check.bounds)
+        check.lo, check.hi = float(interval[0]), float(interval[1])
     else:
         check.verdict = "inconclusive"
         check.reason = check.reason or "no standard error (bootstrap off?)"
@@ -453,11 +488,13 @@ def _check_baseline(baseline: Metrics, variants: list[str]) -> None:
 
 
 #: Each policy section and the function producing its checks, in the order they run.
-SECTIONS: Registry[Callable[..., Iterator[Check]]] = Registry("gate section")
+Section = Callable[[Metrics, GatePolicy, list[str]], Iterator[Check]]
+SECTIONS: Registry[Section] = Registry("gate section")
 for _name, _fn in (("accuracy", _accuracy_checks), ("subgroup_rate", _subgroup_checks),
                    ("disparity", _disparity_checks), ("pie_overindex", _overindex_checks),
                    ("pie_within_label", _within_label_checks),
-                   ("robustness", _robustness_checks), ("dissection", _dissection_checks)):
+                   ("robustness", _robustness_checks), ("dissection", _dissection_checks),
+                   ("slice", _slice_checks)):
     SECTIONS.add(_name, _fn)
 
 
@@ -466,11 +503,12 @@ def _collect(metrics: Metrics, policy: GatePolicy, variants: list[str],
     """Every section's checks, and a note for each section that produced none."""
     checks: list[Check] = []
     notes: list[str] = []
-    sections = [(name, lambda f=fn: f(metrics, policy, variants))
-                for name, fn in SECTIONS.items() if getattr(policy, name) is not None]
+    sections: list[tuple[str, Callable[[], Iterator[Check]]]] = [
+        (name, partial(fn, metrics, policy, variants))
+        for name, fn in SECTIONS.items() if getattr(policy, name) is not None]
     if baseline is not None and policy.baseline is not None:
         sections.append(("baseline",
-                         lambda: _baseline_checks(metrics, baseline, policy, variants)))
+                         partial(_baseline_checks, metrics, baseline, policy, variants)))
     for name, make in sections:
         found = list(make())  # rows were checked when metrics.json was read
         if not found:

@@ -153,7 +153,7 @@ def operating_points(checks: Iterable[Any], variants: list[str], *, dense: str,
         families.setdefault(point.family, []).append(point)
     out = []
     for family, points in families.items():
-        def order(p: VariantPoint) -> tuple:
+        def order(p: VariantPoint) -> tuple[float, int, float, bool, str]:
             size = (info.get(p.name) or {}).get("compressed_size_bytes")
             size = -float(size) if isinstance(size, (int, float)) else 0.0
             bits = -p.bits if p.bits is not None else 0

@@ -42,6 +42,10 @@ A policy is the ``[gate]`` table of an audit spec, or a file of its own::
     max_concept_drop = false  # optional: relative drop of the distinct concepts
     accuracy_tolerance = false  # optional: check only variants whose top-1 fell <= this
 
+    [gate.slice]              # with [analysis.slices]: error increase of each discovered slice
+    max_increase = 0.10       # compressed minus dense error of the slice, in rate units
+    min_slice_size = 30       # slices with fewer held-out (test) examples are not checked
+
 A section that is absent is not checked, except that the defaults below apply when no
 policy is given at all; an optional tolerance set to ``false`` is not checked.
 """
@@ -50,7 +54,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from compaudit.config import Checked, from_table, parse_toml, plain, read_utf8, setting
 from compaudit.errors import AuditInputError
@@ -65,6 +69,7 @@ __all__ = [
     "RobustnessPolicy",
     "BaselinePolicy",
     "DissectionPolicy",
+    "SlicePolicy",
     "load_policy",
     "policy_from_dict",
     "policy_table",
@@ -73,8 +78,12 @@ __all__ = [
 RateMetric = Literal["fpr", "fnr", "selection_rate", "accuracy", "balanced_accuracy"]
 
 
-def _tolerance(default: float | None) -> float | None:
-    """An optional tolerance >= 0; ``false`` in TOML turns its check off."""
+def _tolerance(default: float | None) -> Any:
+    """An optional tolerance >= 0; ``false`` in TOML turns its check off.
+
+    A field declaration, typed ``Any`` like :func:`~compaudit.config.setting` (and
+    :func:`dataclasses.field`), so that it stands as the default of a ``float | None`` field.
+    """
     return setting(default, ge=0, off=True)
 
 
@@ -164,6 +173,22 @@ class DissectionPolicy(Checked):
 
 
 @dataclass(frozen=True)
+class SlicePolicy(Checked):
+    """Tolerance on the error increase of the slices slice discovery found.
+
+    Each slice of each compressed variant (``[analysis.slices]``, or ``compaudit analyze
+    --embeddings``) is checked: its compressed minus dense error on the held-out examples
+    that did not shape it, with the seed-aware interval of the analysis, widened with
+    the other checks. ``max_increase`` in rate units (0.10 = 10 points);
+    ``min_slice_size``: slices with fewer held-out examples are not checked. Off unless
+    the policy names it; runs without slices have no checks.
+    """
+
+    max_increase: float = setting(0.10, ge=0)
+    min_slice_size: int = setting(30, ge=0)
+
+
+@dataclass(frozen=True)
 class GatePolicy(Checked):
     """Tolerances of every gate check; ``None`` sections are not checked."""
 
@@ -179,14 +204,16 @@ class GatePolicy(Checked):
     robustness: RobustnessPolicy | None = setting(factory=RobustnessPolicy)
     baseline: BaselinePolicy | None = setting(factory=BaselinePolicy)
     dissection: DissectionPolicy | None = setting(factory=DissectionPolicy)
+    # Off by default, even with no policy at all: slices exist only when asked for.
+    slice: SlicePolicy | None = None
 
 
 #: The check sections of a policy; a policy table turns off those it does not name.
 SECTIONS = ("accuracy", "subgroup_rate", "disparity", "pie_overindex", "pie_within_label",
-            "robustness", "baseline", "dissection")
+            "robustness", "baseline", "dissection", "slice")
 
 
-def policy_from_dict(table: dict, *, source: str = "policy") -> GatePolicy:
+def policy_from_dict(table: dict[str, Any], *, source: str = "policy") -> GatePolicy:
     """Build a :class:`GatePolicy` from the ``[gate]`` table; every mistake is reported.
 
     Sections absent from ``table`` are turned off, so a policy checks exactly what it
@@ -195,7 +222,7 @@ def policy_from_dict(table: dict, *, source: str = "policy") -> GatePolicy:
     problems: list[str] = []
     policy = from_table(GatePolicy, table, where=f"{source}: [gate]", problems=problems,
                         base={name: None for name in SECTIONS})
-    if problems:
+    if policy is None:  # from_table returns None exactly when it found problems
         raise AuditInputError(problems)
     return policy
 
@@ -212,7 +239,7 @@ def load_policy(path: str | Path) -> GatePolicy:
     return policy_from_dict(doc["gate"], source=str(path))
 
 
-def policy_table(policy: GatePolicy) -> dict:
+def policy_table(policy: GatePolicy) -> dict[str, Any]:
     """``policy`` as the ``[gate]`` table that :func:`policy_from_dict` reads back to an
     equal policy: sections that are off are left out, tolerances that are off are
     ``false``. The audit record stores it so that ``compaudit verify`` re-judges a run
@@ -221,7 +248,7 @@ def policy_table(policy: GatePolicy) -> dict:
     >>> policy_from_dict(policy_table(GatePolicy())) == GatePolicy()
     True
     """
-    table = plain(policy)
+    table: dict[str, Any] = plain(policy)
     for name in SECTIONS:
         if table[name] is None:
             del table[name]

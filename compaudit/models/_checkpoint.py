@@ -28,7 +28,10 @@ _VERSION = 1
 
 def capture_rng() -> dict[str, Any]:
     """Every global RNG state, in a form ``torch.load(weights_only=True)`` accepts."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    legacy = np.random.get_state()
+    if not isinstance(legacy, tuple):  # the global RandomState is an MT19937 one
+        raise RuntimeError("numpy's global RNG state is not MT19937's; cannot checkpoint it")
+    kind, keys, pos, has_gauss, cached = legacy
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         # NumPy's state holds an ndarray, which the weights-only unpickler refuses.

@@ -91,7 +91,11 @@ def register_architecture(name: str) -> Callable[[_B], _B]:
     name
         The name audit specs and :func:`build_model` use.
     """
-    return ARCHITECTURES.register(name)  # type: ignore[return-value]
+    def wrap(builder: _B) -> _B:  # keeps the builder's own type for its callers
+        ARCHITECTURES.add(name, builder)
+        return builder
+
+    return wrap
 
 
 def list_architectures() -> list[str]:
@@ -262,7 +266,7 @@ def _user_builder(arch: str, search_path: str | Path | None) -> ArchitectureBuil
         return model
 
     # Caches key on this file's contents: editing the user's code retrains (see
-    # architecture_source).
+    # architecture_source). mypy does not follow attributes set on a function.
     user_model.source_file = getattr(module, "__file__", None)  # type: ignore[attr-defined]
     return user_model
 

@@ -103,7 +103,10 @@ def _check_onnx_complete(path: Path) -> None:
         while fh.tell() < size and problem is None:
             start = fh.tell()
             tag = _varint(fh)
-            wire = tag & 7 if tag is not None else None
+            if tag is None:
+                problem = f"byte {start} holds no protobuf field (wire type None)"
+                break
+            wire = tag & 7
             if wire == 0:
                 end = fh.tell() if _varint(fh) is not None else size + 1
             elif wire == 2:

@@ -26,7 +26,7 @@ import torch
 
 from compaudit._atomic import atomic_write_text
 from compaudit.errors import AuditInputError
-from compaudit.executors import Executor, SerialExecutor, get_executor
+from compaudit.executors import Executor, ExecutorKind, SerialExecutor, get_executor
 from compaudit.models.architectures import build_model, resolve_architecture
 from compaudit.models.head import Head
 from compaudit.models.training import TrainConfig, train
@@ -113,7 +113,7 @@ def train_population(
     *,
     replicas: int,
     seeds: Sequence[int] | None = None,
-    executor: Executor | str | None = None,
+    executor: Executor | ExecutorKind | None = None,
     out_dir: str | Path,
     num_classes: int | None = None,
     small_input: bool = False,
@@ -168,7 +168,7 @@ def train_population(
                                   "attribute; pass num_classes=")
     owned = isinstance(executor, str)  # built here, so closed here
     if isinstance(executor, str):
-        executor = get_executor(executor)  # type: ignore[arg-type]
+        executor = get_executor(executor)
     executor = executor or SerialExecutor()
     out_dir = Path(out_dir)
     threads = config.num_threads or 1

@@ -144,7 +144,7 @@ def split_problems(spec: AuditSpec, *, training: bool) -> list[str]:
 
 
 def split_factories(spec: AuditSpec, folder: RunFolder, transform: Any
-                    ) -> tuple[Factory, Factory]:
+                    ) -> tuple[partial[Any], partial[Any]]:
     """(train, eval) factories of the spec's dataset, before any subset or caching."""
     d = spec.data
     root = resolve(folder, d.root)
@@ -153,7 +153,7 @@ def split_factories(spec: AuditSpec, folder: RunFolder, transform: Any
             dataset_factory(spec, root, eval_split(spec), transform))
 
 
-def dataset_factory(spec: AuditSpec, root: Path, split: str, transform: Any) -> Factory:
+def dataset_factory(spec: AuditSpec, root: Path, split: str, transform: Any) -> partial[Any]:
     """A picklable zero-argument factory building the spec's dataset for one split."""
     from compaudit.data import DATASETS
 
@@ -162,7 +162,10 @@ def dataset_factory(spec: AuditSpec, root: Path, split: str, transform: Any) -> 
     options = {} if cls.generator is not None else dict(spec.data.options)
     if spec.data.manifest:
         options["manifest"] = spec.data.manifest
-    return partial(cls, root, split=split,
+    # Every registered dataset takes these keywords (one constructor shape); the base
+    # class declares only root and transform.
+    build: Callable[..., Any] = cls
+    return partial(build, root, split=split,
                    target=spec.data.target or None, protected=tuple(spec.data.protected),
                    transform=transform, **options)
 
@@ -207,7 +210,8 @@ def prepare_shifts(spec: AuditSpec, folder: RunFolder, cache: StageCache, data: 
     from compaudit.data.corrupted_copy import write_corrupted_copy
     from compaudit.data.imagenet_c import ImageNetC
 
-    factories, keys = [], []
+    factories: list[Factory] = []
+    keys: list[str] = []
     for i, shift in enumerate(spec.shifts):
         section = spec.section("shifts")[i]
         if shift.kind == "corruptions":

@@ -22,9 +22,11 @@ __all__ = ["analyze_run", "gate_and_report", "write_provenance"]
 
 def analyze_run(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
                 variant_keys: dict[str, str], plan: Any, progress: bool,
-                log: Callable[[str], None]) -> None:
-    """Join the variants' outputs and run the analysis (cached on its inputs' keys)."""
-    key = stage_key(list(variant_keys.values()), spec.section("analysis"), spec.data.protected)
+                log: Callable[[str], None], embed_key: str | None = None) -> None:
+    """Join the variants' outputs and run the analysis (cached on its inputs' keys);
+    with ``embed_key`` (the embed stage ran), slices from ``embeddings.npz`` too."""
+    key = stage_key(list(variant_keys.values()), spec.section("analysis"), spec.data.protected,
+                    embed_key)
     if cache.fresh("analyze", key, [folder.metrics, folder.predictions]):
         return
     from compaudit import tables
@@ -40,8 +42,11 @@ def analyze_run(spec: AuditSpec, folder: RunFolder, cache: StageCache, *,
     records = {n: read_json(folder.variant_record(n), what="variant record",
                             fix="re-run 'compaudit run'") for n in names}
     write_variants_json(folder.variants_json, records)
+    if embed_key is not None:
+        log("[analyze] slices from the dense embeddings")
     analysis = analyze_files(folder.examples, folder.predictions, spec.analysis,
-                             progress=progress)
+                             progress=progress,
+                             embeddings=folder.embeddings if embed_key is not None else None)
     if plan is not None:
         from compaudit.dissection.audit import dissection_block, read_population
 
@@ -82,8 +87,9 @@ def write_provenance(spec: AuditSpec, folder: RunFolder, data_root: Path, starte
 
     import compaudit
 
-    jobs = _job_timings(folder, dense, variant_names(spec))
-    for step, prefix in (("train", "train:"), ("variants", "variant:")):
+    jobs = _job_timings(folder, dense, variant_names(spec),
+                        embed=spec.analysis.slices.enabled)
+    for step, prefix in (("train", "train:"), ("variants", "variant:"), ("embed", "embed")):
         ran = [t for name, t in jobs.items() if name.startswith(prefix) and t
                and t.get("finished", 0) >= started]
         own, in_jobs = timings.get(step, {}).get("cpu_s", 0.0), sum(t["cpu_s"] for t in ran)
@@ -109,9 +115,10 @@ def write_provenance(spec: AuditSpec, folder: RunFolder, data_root: Path, starte
     })
 
 
-def _job_timings(folder: RunFolder, dense: Any, names: list[str]) -> dict[str, Any]:
+def _job_timings(folder: RunFolder, dense: Any, names: list[str], *,
+                 embed: bool) -> dict[str, Any]:
     """Each job's own wall/CPU seconds (from its record; a cached job keeps the time of
-    the run that made it)."""
+    the run that made it); ``embed``: the embed jobs' together, when slices are on."""
     jobs: dict[str, Any] = {}
     for path in dense.paths:
         meta = path.with_suffix(".json")
@@ -122,4 +129,9 @@ def _job_timings(folder: RunFolder, dense: Any, names: list[str]) -> dict[str, A
         doc = read_json(folder.variant_record(name), what="variant record",
                         fix="re-run 'compaudit run'")
         jobs[f"variant:{name}"] = doc.get("timing")
+    from compaudit.pipeline.embed import embed_record
+
+    if embed and embed_record(folder).is_file():
+        doc = read_json(embed_record(folder), what="embed record", fix="re-run 'compaudit run'")
+        jobs["embed"] = doc.get("timing")
     return jobs

@@ -241,9 +241,9 @@ def _model_problems(spec: AuditSpec) -> list[str]:
     if len(dense) != len(paths):
         return problems
     for i, v in enumerate(spec.variants, 1):
-        for k, path in enumerate(METHODS.get(v.method).files(v.config)):
+        for k, file in enumerate(METHODS.get(v.method).files(v.config)):
             try:
-                load_artifact(path, structure=dense[min(k, len(dense) - 1)])
+                load_artifact(file, structure=dense[min(k, len(dense) - 1)])
             except AuditInputError as err:
                 problems += [f"{spec.source}: [[variants]] #{i}.files[{k}]: {p}"
                              for p in err.problems]
@@ -258,6 +258,22 @@ def _files(paths: tuple[str, ...]) -> list[str]:
     from compaudit.models.artifact_format import artifact_format
 
     return [f"    {path}  ({artifact_format(path)})" for path in paths]
+
+
+def _slices_line(spec: AuditSpec) -> str:
+    """The ``[analysis.slices]`` settings as the plan prints them."""
+    s = spec.analysis.slices
+    if not s.enabled:
+        return "slices: off ([analysis.slices].enabled = false)"
+    line = (f"slices: {s.n_slices} per variant from the dense replicas' penultimate "
+            f"features (PCA to {s.pca_dims} dims, error weight {s.error_weight:g}, "
+            f"{s.discovery_fraction:g} of the examples to discover, {s.typical} typical "
+            "images each)")
+    from compaudit.pipeline.embed import onnx_dense
+
+    onnx = onnx_dense(spec)
+    return line + (f"; skipped: dense replica {onnx} is an ONNX model without torch "
+                   "layers to embed with" if onnx else "")
 
 
 def describe_plan(spec: AuditSpec, run_dir: Path) -> str:
@@ -314,12 +330,14 @@ def describe_plan(spec: AuditSpec, run_dir: Path) -> str:
     lines += ["", f"analysis: bootstrap {spec.analysis.bootstrap}, level {spec.analysis.level}",
               f"gate: level {spec.gate.level}, inconclusive -> {spec.gate.inconclusive}; "
               f"checks {', '.join(checks) or '(none)'}"]
+    lines.append(_slices_line(spec))
     if spec.dissection is not None:
         lines.append(f"dissection: concepts {spec.dissection.concepts}, layers "
                      f"{', '.join(spec.dissection.layers) or '(architecture default)'}")
     stages = ["data", "shifts", "examples",
               "train" if not (m.weights or m.pretrained) else "load dense",
-              "variants", "analyze", "gate", "report"]
+              "variants", *(["embed"] if spec.analysis.slices.enabled else []),
+              "analyze", "gate", "report"]
     lines += [f"executor: {spec.executor.kind}"
               + (f", {spec.executor.workers} workers" if spec.executor.kind == "local" else ""),
               "", "stages: " + " -> ".join(stages)]

@@ -1,7 +1,8 @@
 """Run an audit spec stage by stage into one run folder, caching and resuming per stage.
 
 Stages (DESIGN.md): data → shifts → examples → train → variants (compress + predict +
-footprint [+ dissection], one job per variant) → analyze → gate → report. Each stage
+footprint [+ dissection], one job per variant) → [embed, with ``[analysis.slices]``] →
+analyze → gate → report. Each stage
 records a key in ``stages.json`` (:mod:`compaudit.pipeline.stages`); a stage whose key
 and outputs are unchanged is skipped. So a killed run resumes (dense replicas and
 training epochs are checkpointed too) and a changed spec recomputes only what depends
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compaudit.compress.configs import method_of
 from compaudit.pipeline.data import (
@@ -26,6 +27,7 @@ from compaudit.pipeline.data import (
     write_examples,
 )
 from compaudit.pipeline.decoding import RunDecoder
+from compaudit.pipeline.embed import embed_dense
 from compaudit.pipeline.outputs import analyze_run, gate_and_report, write_provenance
 from compaudit.pipeline.plan import preflight
 from compaudit.pipeline.stages import StageCache
@@ -35,6 +37,9 @@ from compaudit.record import record_run
 from compaudit.rundir import RunFolder
 from compaudit.schema import Metrics, read_metrics
 from compaudit.spec import AuditSpec
+
+if TYPE_CHECKING:  # the executors are imported when the jobs start
+    from compaudit.executors import ExecutorKind
 
 __all__ = ["RunResult", "run_audit"]
 
@@ -54,7 +59,7 @@ class RunResult:
     timings: dict[str, dict[str, float]]
 
 
-def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: str | None = None,
+def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: ExecutorKind | None = None,
               ray_address: str | None = None, progress: bool = True, report: bool = True,
               log: Callable[[str], None] = print) -> RunResult:
     """Run every stage of ``spec`` into ``out_dir``; skip stages that are up to date."""
@@ -86,9 +91,15 @@ def run_audit(spec: AuditSpec, out_dir: str | Path, *, executor: str | None = No
                 keys = run_variants(spec, folder, cache, data=data, shifts=shifts,
                                     dense=dense, examples_key=examples_key, plan=plan,
                                     pool=pool, decoder=decoder, log=log)
+            embed_key = None
+            if spec.analysis.slices.enabled:
+                with cache.timed("embed"):
+                    embed_key = embed_dense(spec, folder, cache, data=data, dense=dense,
+                                            examples_key=examples_key, decoder=decoder,
+                                            pool=pool, log=log)
     with cache.timed("analyze"):
         analyze_run(spec, folder, cache, variant_keys=keys, plan=plan, progress=progress,
-                    log=log)
+                    log=log, embed_key=embed_key)
     write_provenance(spec, folder, data.root, started, timings=cache.timings, dense=dense)
     with cache.timed("gate + report"):
         gate, report_path = gate_and_report(spec, folder, report=report)
@@ -107,7 +118,7 @@ def _loaded_files(spec: AuditSpec) -> list[Path]:
 
 
 @contextmanager
-def _executor(spec: AuditSpec, kind: str | None, ray_address: str | None, *,
+def _executor(spec: AuditSpec, kind: ExecutorKind | None, ray_address: str | None, *,
               progress: bool) -> Iterator[Any]:
     """The spec's executor (or the command line's), closed when the jobs are done."""
     from compaudit.executors import get_executor

@@ -39,7 +39,8 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
     m = spec.model
     bases = variant_bases(spec)
     derived_from = set(bases.values())
-    keys, jobs = {}, []
+    keys: dict[str, str] = {}
+    jobs: list[VariantJob] = []
     # Bases before the variants derived from them: a derived variant's key holds its base's.
     for i, variant in sorted(enumerate((DENSE, *spec.variants)),
                              key=lambda iv: _depth(iv[1].name, bases)):

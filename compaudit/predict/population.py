@@ -19,13 +19,13 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from compaudit import tables
@@ -55,7 +55,7 @@ _ITEM_HELP = (
 # --------------------------------------------------------------------------- checks
 
 
-def _check_int(value: object, *, name: str, low: int) -> int:
+def _check_int(value: Any, *, name: str, low: int) -> int:
     problem = check_int(name, value, minimum=low)
     if problem:
         raise AuditInputError(problem)
@@ -154,7 +154,7 @@ def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     return torch.stack(images), torch.tensor(labels, dtype=torch.int64), ids
 
 
-def _batches(dataset: object, *, batch_size: int, n_examples: int, num_workers: int,
+def _batches(dataset: Dataset[Any], *, batch_size: int, n_examples: int, num_workers: int,
              pin_memory: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
     """``(images, labels, ids)`` batches in dataset order.
 
@@ -177,12 +177,12 @@ def _batches(dataset: object, *, batch_size: int, n_examples: int, num_workers: 
     )
 
 
-def _first_image(dataset: object) -> torch.Tensor:
+def _first_image(dataset: Dataset[Any]) -> torch.Tensor:
     """The first image, as a batch would hold it (checks the item like a batch does)."""
     read = getattr(dataset, "read_batch", None)
     if callable(read):
         return read(0, 1)[0][0]
-    return _collate([dataset[0]])[0][0]  # type: ignore[index]
+    return _collate([dataset[0]])[0][0]
 
 
 def _seed_worker(worker_id: int) -> None:

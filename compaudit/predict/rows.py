@@ -33,8 +33,8 @@ class Outputs:
 
     def store(self, rows: list[int], start: int, res: dict[str, torch.Tensor]) -> None:
         """Put one batch's results of the members ``rows`` at columns ``start ..``."""
-        for name, values in res.items():
-            values = values.numpy()
+        for name, tensor in res.items():
+            values = tensor.numpy()
             if name not in self.arrays:
                 self.arrays[name] = np.empty((self.m, self.n, *values.shape[2:]), values.dtype)
             self.arrays[name][rows, start:start + values.shape[1]] = values

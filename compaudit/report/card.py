@@ -61,11 +61,11 @@ def _missing(value: float | None) -> bool:
 
 
 def _pct(value: float | None) -> str:
-    return "n/a" if _missing(value) else f"{100 * value:.1f}%"
+    return "n/a" if value is None or _missing(value) else f"{100 * value:.1f}%"
 
 
 def _amount(value: float | None, unit: str) -> str:
-    if _missing(value):
+    if value is None or _missing(value):
         return "n/a"
     return f"{100 * value:+.1f} pp" if unit == "points" else f"{value:+.1f}{unit}"
 

@@ -24,8 +24,10 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, PercentFormatter
@@ -35,6 +37,9 @@ from compaudit.report.rundata import VariantPoint
 
 __all__ = ["PALETTE", "HARM", "GOOD", "new_figure", "fig_to_img", "tradeoff_plot",
            "heatmap_plot", "class_impact_plot", "forest_plot", "report_style"]
+
+#: The legend entries the panels share: a line, or the errorbar of a lone point.
+_Handles = dict[str, "Artist | ErrorbarContainer"]
 
 #: Okabe-Ito, readable with the common colour-vision deficiencies.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442",
@@ -83,8 +88,9 @@ def _positions(points: Mapping[str, VariantPoint], variants: Sequence[str]) -> d
     xs: dict[str, float] = {}
     cat = [v for v in variants if points[v].sparsity is None]
     for v in variants:
-        if points[v].sparsity is not None:
-            xs[v] = float(points[v].sparsity) + _REPAIR_STEP * _depth(points, v)
+        sparsity = points[v].sparsity
+        if sparsity is not None:
+            xs[v] = float(sparsity) + _REPAIR_STEP * _depth(points, v)
     for i, v in enumerate(cat):
         xs[v] = 1.0 + _CAT_STEP * (i + 1)
     return xs
@@ -92,9 +98,9 @@ def _positions(points: Mapping[str, VariantPoint], variants: Sequence[str]) -> d
 
 def _depth(points: Mapping[str, VariantPoint], v: str) -> int:
     """Derivations from a variant made from the dense model to ``v`` (0 for most)."""
-    depth = 0
-    while points[v].base in points and depth < len(points):
-        v, depth = points[v].base, depth + 1
+    depth, base = 0, points[v].base
+    while base is not None and base in points and depth < len(points):
+        depth, base = depth + 1, points[base].base
     return depth
 
 
@@ -103,17 +109,17 @@ def _families(points: Mapping[str, VariantPoint], variants: Sequence[str],
     """Curves: dense plus each family's variants with a sparsity, sorted by sparsity;
     a derived variant (a repair) is a short curve of its own from its base to it, so
     the base and its repair sit side by side."""
-    fam: dict[str, list[str]] = {}
+    fam: dict[str, list[tuple[float, str]]] = {}
     repairs: dict[str, list[str]] = {}
     for v in variants:
         p = points[v]
         if v != dense and p.sparsity is not None:
-            if p.base in variants:
+            if p.base is not None and p.base in variants:
                 repairs[f"{v} (from {p.base})"] = [p.base, v]
             else:
-                fam.setdefault(p.family, []).append(v)
+                fam.setdefault(p.family, []).append((p.sparsity, v))
     return {**{f: ([dense] if dense in variants else [])
-               + sorted(vs, key=lambda v: points[v].sparsity) for f, vs in fam.items()},
+               + [v for _, v in sorted(vs, key=lambda sv: sv[0])] for f, vs in fam.items()},
             **repairs}
 
 
@@ -188,7 +194,7 @@ def tradeoff_plot(
     width = 3.7 * ncols + 0.6 if ncols > 1 else 5.6
     fig, axes = new_figure(nrows, ncols, figsize=(width, (3.0 + legend_h) * nrows + 0.4),
                            squeeze=False, sharey=False)
-    handles: dict[str, object] = {}
+    handles: _Handles = {}
     for ax, panel in zip(axes.flat, panels):
         _tradeoff_panel(ax, data[data["panel"] == panel], curves, handles=handles)
         ax.set_title(panel)
@@ -199,7 +205,7 @@ def tradeoff_plot(
 
 
 def _tradeoff_panel(ax: Axes, sub: pd.DataFrame, curves: _Curves, *,
-                    handles: dict[str, object]) -> None:
+                    handles: _Handles) -> None:
     """One panel: every series as family curves plus the variants without a sparsity."""
     series = list(dict.fromkeys(sub["series"]))
     by_family = len(series) == 1
@@ -221,7 +227,7 @@ def _tradeoff_panel(ax: Axes, sub: pd.DataFrame, curves: _Curves, *,
 
 
 def _family_curves(ax: Axes, rows: pd.DataFrame, curves: _Curves, *, name: str, si: int,
-                   dodge: float, by_family: bool, handles: dict[str, object]) -> None:
+                   dodge: float, by_family: bool, handles: _Handles) -> None:
     """One series' line per method family (dense, then the family by sparsity)."""
     for fi, (fam, members) in enumerate(curves.families.items()):
         members = [v for v in members if v in rows.index]
@@ -245,7 +251,7 @@ def _family_curves(ax: Axes, rows: pd.DataFrame, curves: _Curves, *, name: str, 
 
 
 def _categorical_points(ax: Axes, rows: pd.DataFrame, curves: _Curves, *, si: int,
-                        dodge: float, by_family: bool, handles: dict[str, object]) -> None:
+                        dodge: float, by_family: bool, handles: _Handles) -> None:
     """One series' variants without a sparsity, in the grey band, with the dense value
     as a dotted reference line."""
     cat = [v for v in rows.index if curves.points[v].sparsity is None and v in curves.xs]
@@ -265,7 +271,7 @@ def _categorical_points(ax: Axes, rows: pd.DataFrame, curves: _Curves, *, si: in
 
 
 def _tradeoff_legends(fig: Figure, axes: Any, curves: _Curves, *, n_panels: int,
-                      n_series: int, handles: dict[str, object]) -> None:
+                      n_series: int, handles: _Handles) -> None:
     """Line-style key, hidden spare axes, the shared legend, and the final layout."""
     fams = curves.families
     if len(fams) > 1 and n_series > 1:
@@ -275,7 +281,9 @@ def _tradeoff_legends(fig: Figure, axes: Any, curves: _Curves, *, n_panels: int,
     for ax in list(axes.flat)[n_panels:]:
         ax.set_visible(False)
     if handles:
-        fig.legend(list(handles.values()), list(handles), loc="lower center",
+        # An ErrorbarContainer is a legend handle too (HandlerErrorbar); the stubs take
+        # Artists only.
+        fig.legend(list(handles.values()), list(handles), loc="lower center",  # type: ignore[call-overload]
                    ncol=min(len(handles), 5), bbox_to_anchor=(0.5, -0.02), fontsize=8)
         fig.tight_layout(rect=(0, 0.07 + 0.02 * (len(handles) > 5), 1, 1))
     else:

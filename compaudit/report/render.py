@@ -21,7 +21,8 @@ __all__ = ["render_html", "render_report"]
 
 
 def _asset(name: str) -> str:
-    return resources.files("compaudit.report").joinpath("templates", name).read_text("utf-8")
+    # One name per step: Traversable.joinpath takes a single name before Python 3.11.
+    return (resources.files("compaudit.report") / "templates" / name).read_text("utf-8")
 
 
 def _csp_hash(text: str) -> str:

@@ -48,6 +48,12 @@ def test_gradual_magnitude_needs_one_pair_of_steps_or_fractions():
     assert _items(GradualMagnitudeConfig, sparsity=0.5, frequency=1) == one_pair
     assert _items(GradualMagnitudeConfig, sparsity=0.5, frequency=1, begin_step=0,
                   end_step=10, end=0.5) == one_pair
+    # Found while typing the rule for mypy: a lone begin_step beside both fractions was
+    # accepted, and for_run dropped it without a word.
+    assert _items(GradualMagnitudeConfig, sparsity=0.5, frequency=1, begin_step=10,
+                  begin=0.1, end=0.5) == one_pair
+    assert _items(GradualMagnitudeConfig, sparsity=0.5, frequency=1, end_step=10,
+                  begin=0.1, end=0.5) == one_pair
     assert _items(GradualMagnitudeConfig, sparsity=0.5, frequency=1, begin=0.5,
                   end=0.5) == [("end", "got 0.5; expected a fraction greater than begin (0.5)")]
     assert _items(GradualMagnitudeConfig, sparsity=0.5, frequency=1, begin_step=10,

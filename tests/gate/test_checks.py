@@ -23,6 +23,8 @@ from compaudit.schema import (
     DissectionReplicaRow,
     Metrics,
     OverindexMHRow,
+    SliceRow,
+    Slices,
     Task,
     dumps_metrics,
 )
@@ -401,12 +403,61 @@ def test_an_undecidable_cell_says_so_instead_of_a_size_beyond_the_range():
 
 def test_every_policy_section_but_baseline_has_one_registered_check_function():
     import dataclasses
+    import typing
 
+    from compaudit.gate import policy
     from compaudit.gate.checks import SECTIONS
-    from compaudit.gate.policy import GatePolicy
 
-    sections = [f.name for f in dataclasses.fields(GatePolicy)
-                if dataclasses.is_dataclass(getattr(GatePolicy(), f.name))]
+    hints = typing.get_type_hints(policy.GatePolicy)
+    # Every field typed as a section's policy (those off by default, as slice, too).
+    sections = [f.name for f in dataclasses.fields(policy.GatePolicy)
+                if any(dataclasses.is_dataclass(a) for a in typing.get_args(hints[f.name]))]
+    assert sorted(sections) == sorted(policy.SECTIONS)
     # baseline compares two runs, so it is not a section of one run's metrics
     assert SECTIONS.names() == sorted(set(sections) - {"baseline"})
     assert [name for name, _ in SECTIONS.items()][:2] == ["accuracy", "subgroup_rate"]
+
+
+def _sliced(*rows):
+    """A run with slice rows ``(variant, slice, change, se, df, n_test)``."""
+    return Metrics(options={"dense": "dense"}, variants={"dense": {}, "c": {}, "d": {}},
+                   slices=Slices(rows=tuple(
+                       SliceRow(variant=v, slice=k, n=2 * n, n_test=n, change=c, change_se=se,
+                                change_df=df, description=f"Male=True (s{k})")
+                       for v, k, c, se, df, n in rows)))
+
+
+ONLY_SLICE = policy_from_dict({"slice": {"max_increase": 0.05, "min_slice_size": 30}})
+
+
+@pytest.mark.parametrize("change, se, df, verdict", [
+    (0.20, 0.02, math.nan, "fail"), (0.0, 0.01, math.nan, "pass"),
+    (0.06, 0.03, 4.0, "inconclusive"), (0.0, math.nan, math.nan, "inconclusive")])
+def test_slice_check_on_the_change_of_a_slice(change, se, df, verdict):
+    (check,) = run_gate(_sliced(("c", 0, change, se, df, 200)), ONLY_SLICE).checks
+    assert (check.kind, check.subject, check.unit) == ("slice", "slice 0: Male=True (s0)",
+                                                       "points")
+    assert check.id == "c/slice-0/error_increase" and check.verdict == verdict
+    if math.isfinite(se):
+        # A single check: the analysis-level quantile (t with df, else normal), on the
+        # Fisher z scale of a change of a rate, as every rate check.
+        q = sps.t.ppf(0.975, df) if math.isfinite(df) else sps.norm.ppf(0.975)
+        lo, hi = _fisher_z(change, q * se)
+        assert (check.lo, check.hi) == (pytest.approx(lo), pytest.approx(hi))
+
+
+def test_slice_checks_every_slice_and_are_off_unless_named():
+    metrics = _sliced(("c", 0, 0.2, 0.02, math.nan, 200), ("c", 1, 0.0, 0.01, math.nan, 200),
+                      ("c", 2, 0.3, 0.05, math.nan, 12), ("d", 0, 0.0, 0.01, math.nan, 90))
+    result = run_gate(metrics, ONLY_SLICE)
+    # Slice 2 has 12 held-out examples, under min_slice_size.
+    assert [c.id for c in result.checks] == ["c/slice-0/error_increase",
+                                             "c/slice-1/error_increase",
+                                             "d/slice-0/error_increase"]
+    assert [c.verdict for c in result.checks] == ["fail", "pass", "pass"]
+    assert GatePolicy().slice is None  # no policy: no slice check
+    with pytest.raises(AuditInputError, match=r"\[gate.slice\] matched no check"):
+        run_gate(_handmade(0.0, 0.01), ONLY_SLICE)
+    with pytest.raises(AuditInputError, match=r"policy: \[gate\.slice\]\.max_increase: got -1; "
+                                              r"expected a number >= 0"):
+        policy_from_dict({"slice": {"max_increase": -1}})

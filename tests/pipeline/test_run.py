@@ -20,6 +20,10 @@ from compaudit.spec import parse_spec
 TINY = (Path(__file__).with_name("tiny_spec.toml").read_text() + """\
 [analysis]
 bootstrap = 50
+[analysis.slices]
+enabled = true
+n_slices = 4
+typical = 3
 [dissection]
 quantile = 0.02
 max_images = 60
@@ -76,15 +80,16 @@ def test_run_writes_every_output(first_run):
     # Time accounting: every step is timed; the serial executor runs the jobs inside
     # their steps, so a step lasts at least as long as its jobs together.
     steps, jobs = run["timings"]["steps"], run["timings"]["jobs"]
-    assert list(steps) == ["data", "shifts", "examples", "train", "variants", "analyze"]
+    assert list(steps) == ["data", "shifts", "examples", "train", "variants", "embed",
+                           "analyze"]
     assert set(jobs) == {"train:replica-000", "train:replica-001", "variant:dense",
-                         "variant:gmp-50", "variant:float16"}
-    for step, prefix in (("train", "train:"), ("variants", "variant:")):
+                         "variant:gmp-50", "variant:float16", "embed"}
+    for step, prefix in (("train", "train:"), ("variants", "variant:"), ("embed", "embed")):
         inside = sum(t["wall_s"] for name, t in jobs.items() if name.startswith(prefix))
         assert steps[step]["wall_s"] >= inside > 0
     assert all(t["cpu_s"] > 0 for t in jobs.values())
     # The steps that ran jobs in workers count the jobs' CPU time too.
-    for step, prefix in (("train", "train:"), ("variants", "variant:")):
+    for step, prefix in (("train", "train:"), ("variants", "variant:"), ("embed", "embed")):
         assert steps[step]["cpu_s"] >= sum(t["cpu_s"] for n, t in jobs.items()
                                            if n.startswith(prefix))
     assert result.timings["variants"] == steps["variants"]
@@ -123,6 +128,45 @@ def test_dissection_of_every_replica_reaches_metrics(first_run):
     assert [c["concept"] for c in block.concepts] == direct.concepts["concept"].tolist()
 
 
+def test_slices_from_the_dense_embeddings_reach_metrics_and_report(first_run):
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from compaudit.data.synthetic import SyntheticFaces
+    from compaudit.models.architectures import build_model
+    from compaudit.models.weights import read_state_dict
+    from compaudit.pipeline.data import eval_transform
+    from compaudit.tables import read_embeddings, read_examples
+
+    out, result = first_run
+    emb = read_embeddings(out / "embeddings.npz")
+    clean = read_examples(out / "examples.parquet").query("shift == 'clean'")
+    assert sorted(emb.example_ids) == sorted(clean["example_id"])
+    # Independent reference: the saved dense replicas run up to their pooling, by hand,
+    # on the first evaluation images.
+    spec = parse_spec(TINY, source="tiny.toml")
+    data = SyntheticFaces(out / "data" / "faces", split="test", transform=eval_transform(spec))
+    images = [data[i] for i in range(8)]
+    x = torch.stack([im for im, _, _ in images])
+    direct = []
+    for k in range(2):
+        model = build_model("small_cnn", num_classes=2, small_input=True)
+        model.load_state_dict(read_state_dict(out / "models" / "dense" / f"replica-00{k}.pt"))
+        with torch.no_grad():
+            direct.append(model.eval().pool(model.features(x)).flatten(1).numpy())
+    np.testing.assert_allclose(emb.rows_for(np.array([i for _, _, i in images])),
+                               np.mean(direct, axis=0), rtol=1e-4, atol=1e-5)
+    block = result.metrics.slices
+    assert block is not None and block.settings["n_slices"] == 4 and block.dims == 64
+    assert {r.variant for r in block.rows} == {"gmp-50", "float16"}
+    table = pd.read_csv(out / "tables" / "slices.csv")
+    assert len(table) == len(block.rows) and all(len(r.typical) <= 3 for r in block.rows)
+    assert "Slices compression breaks" in (out / "report.html").read_text()
+    record = json.loads((out / "audit_record.json").read_text())
+    assert record["files"]["embeddings.npz"]["role"] == "embeddings"
+
+
 def _copy(first_run, tmp_path):
     import shutil
 
@@ -147,6 +191,16 @@ def test_changed_variant_recomputes_only_that_variant(first_run, tmp_path):
     assert "data" in again.stages_skipped
     recorded = json.loads((out / "variants.json").read_text())["variants"]["gmp-50"]
     assert recorded["sparsity"] == pytest.approx(0.6, abs=0.01)
+
+
+def test_changed_slice_settings_rerun_only_the_analysis(first_run, tmp_path):
+    out = _copy(first_run, tmp_path)
+    changed = TINY.replace("n_slices = 4", "n_slices = 3")
+    again = run_audit(parse_spec(changed, source="tiny.toml"), out, progress=False, log=_quiet)
+    assert "analyze" in again.stages_run and "embed" in again.stages_skipped
+    assert not [s for s in again.stages_run if s.startswith(("variant:", "train"))]
+    rows = again.metrics.slices.rows
+    assert rows and max(r.slice for r in rows) <= 2
 
 
 def test_a_new_variants_schema_recompresses_every_variant(first_run, tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ from compaudit.report.sections.methodology import render_methodology
 from compaudit.report.sections.pie import render_pie
 from compaudit.report.sections.robustness import render_robustness
 from compaudit.report.sections.screen import render_screen
+from compaudit.report.sections.slices import render_slices
 from compaudit.report.sections.subgroups import render_subgroups
 from compaudit.report.sections.tradeoff import render_tradeoff
 from compaudit.report.sections.verdict import render_verdict
@@ -30,6 +31,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("pie", "PIE over-index", render_pie),
     Section("screen", "Pre-compression risk screen", render_screen),
     Section("gallery", "PIE gallery", render_gallery),
+    Section("slices", "Slices compression breaks", render_slices),
     Section("classes", "Class impact", render_classes),
     Section("robustness", "Robustness under shift", render_robustness),
     Section("dissection", "Interpretability (network dissection)", render_dissection),

@@ -135,7 +135,7 @@ def render_methodology(run: RunData, options: ReportOptions) -> Html:
         parts += [tag("h3", "Analysis inputs"), sortable_table(
             ["table", "path", "SHA-256", "rows"], rows, numeric=[False, False, False, True],
             caption="The files 'compaudit analyze' read; their hashes identify the data.")]
-    pairs = [("created_by", m.created_by)]
+    pairs: list[tuple[str, Any]] = [("created_by", m.created_by)]
     pairs += [(f"environment.{k}", v) for k, v in m.environment.items()]
     pairs += [(f"options.{k}", v) for k, v in m.options.items()]
     pairs += [(f"task.{k}", v) for k, v in m.task.as_dict().items()]

@@ -48,7 +48,8 @@ _BANNER = {
 
 #: Readable names of check kinds that are not self-explanatory.
 _KINDS = {"dissection": "network dissection",
-          "pie_within_label": "PIE over-index within label"}
+          "pie_within_label": "PIE over-index within label",
+          "slice": "discovered slice"}
 
 
 def _check_interval(c: GateCheck) -> tuple[str, str]:

@@ -218,3 +218,35 @@ def test_without_a_base_model_the_handler_says_how_to_run_it():
     with pytest.raises(AuditInputError, match="needs the base variant's compressed replica"):
         compress(TinyCNN(), ConstrainedFinetuneConfig(base="gmp-90"),
                  context=CompressionContext())
+
+
+def test_disagreement_bounds_and_distillation_run_and_report_what_they_bound():
+    data = Faces()
+    groups = group_index(data.examples(), ["G"])
+    ids = groups.of([f"ex/{i}" for i in range(len(data))])
+
+    def disagreement(model: nn.Module, dense: nn.Module) -> list[float]:
+        # independent of group_errors: whole-set predictions, split by group
+        with torch.no_grad():
+            model.eval(), dense.eval()
+            differ = (model(data.x).argmax(1) != dense(data.x).argmax(1)).double()
+        return [differ[ids == g].mean().item() for g in range(len(groups))]
+
+    config = ConstrainedFinetuneConfig(base="gmp", epochs=2, batch_size=32, lr=0.05,
+                                       relative_to="dense", max_increase=0.0, distill=0.5)
+    runs = []
+    for distill in (0.5, 0.0):
+        dense, base = _pruned_cnn()
+        with torch.no_grad():  # untrained outputs are tiny: the biases decide, and differ
+            dense.fc.bias.copy_(torch.tensor([0.0, 0.3]))
+            base.fc.bias.copy_(torch.tensor([0.3, 0.0]))
+        before = disagreement(base, dense)
+        report = repair_model(base, dense, data, groups, seed=0, head=Head(),
+                              config=replace(config, distill=distill))
+        assert report["base_disagreement"] == pytest.approx(before)
+        assert report["repaired_disagreement"] == pytest.approx(disagreement(base, dense))
+        runs.append(base)
+    assert sum(before) > 0  # the pruned base disagrees with dense somewhere
+    # distillation changes the objective, so the weights
+    assert any(not torch.equal(p, q) for p, q in zip(runs[0].parameters(),
+                                                     runs[1].parameters()))

@@ -20,6 +20,9 @@ multiplier ``lambda_g`` rises by ``dual_lr`` times the group's true violation (i
 error, a running estimate over the last ``error_window`` batches, minus the bound)
 and falls back to zero once the bound holds. ``max_increase = false`` runs the same
 loop with no constraint: plain fine-tuning with the same budget, the baseline.
+``distill`` mixes distillation from the dense replica into the objective, and
+``relative_to = "dense"`` bounds each group's disagreement with the dense replica
+instead of its error increase (docs/repair.md says what each did on the demo).
 """
 
 from __future__ import annotations
@@ -198,7 +201,8 @@ def repair_model(model: nn.Module, dense: nn.Module, dataset: Any, groups: Group
     dict
         ``groups`` (names), ``dense_error``, ``base_error``, ``repaired_error``
         (training split, per group), ``multipliers`` (final; empty unconstrained),
-        ``steps`` and ``seconds``.
+        ``steps`` and ``seconds``; with ``relative_to = "dense"`` also
+        ``base_disagreement`` and ``repaired_disagreement`` (per group, with dense).
     """
     head = head or Head()
     masks = {n: p.detach() != 0 for n, p in prunable_parameters(model).items()}

@@ -7,7 +7,8 @@ here and nowhere else::
     RUN/stages.json           stage keys of the stage cache
     RUN/data/                 generated data (synthetic faces, corrupted copies)
     RUN/models/dense/         replica-XXX.pt (+ .json) and training checkpoints
-    RUN/variants/<name>/      predictions.parquet, record.json (and dissection.parquet)
+    RUN/variants/<name>/      predictions.parquet, record.json (and dissection.parquet;
+                              models/replica-XXX.pt when another variant derives from it)
     RUN/examples.parquet, predictions.parquet, variants.json, class_names.json
     RUN/embeddings.npz        dense penultimate features per example (slice discovery)
     RUN/metrics.json, tables/ the analysis
@@ -61,7 +62,8 @@ METRICS_SCHEMA = "compaudit.metrics/3"
 #: simulated model. /3: ``method`` is the spec's method name (``gradual_magnitude``, not
 #: ``gmp``), new ``family``, ``axis`` and ``bits`` from the method's entry; the schema is
 #: part of every variant's stage key, so a run folder of /2 recompresses its variants.
-VARIANTS_SCHEMA = "compaudit.variants/3"
+#: /4: new ``base``, the compressed variant a derived variant (a repair) starts from.
+VARIANTS_SCHEMA = "compaudit.variants/4"
 #: Operating-point axes a ``variants.json`` record may name (``None``: placed by size).
 AXES = ("sparsity", "bits", None)
 #: A variant's dissection tables (per unit, and the concepts), in its folder.
@@ -121,6 +123,11 @@ class RunFolder:
 
     def variant_record(self, name: str) -> Path:
         return self.variant(name) / "record.json"
+
+    def variant_model(self, name: str, replica: int) -> Path:
+        """Compressed replica ``replica`` of variant ``name`` (a state dict), written when
+        another variant derives from it (``Method.derives_from``)."""
+        return self.variant(name) / "models" / f"replica-{replica:03d}.pt"
 
     def variant_units(self, name: str) -> Path:
         """The per-unit dissection table of every replica of variant ``name``."""

@@ -37,7 +37,8 @@ __all__ = [
     "DeltaRow", "ShiftDeltaRow", "DisparityRow", "OverindexRow", "OverindexMHRow",
     "ScreenGroupRow", "SubgroupMethod", "DissectionReplicaRow", "Dissection", "Robustness",
     "SliceRow", "Slices",
-    "Task", "Metrics", "GateCheck", "GateDoc", "RunInfo", "dumps_metrics", "read_metrics",
+    "Task", "Metrics", "GateCheck", "GateDoc", "RunInfo", "dumps_metrics",
+    "read_metrics",
     "read_gate", "read_run_info", "dumps_gate", "metrics_from_dict",
     "LATENCY_KERNELS", "VARIANT_FIELDS", "VariantRecord", "Variants", "dumps_variants", "read_variants",
 ]
@@ -579,6 +580,9 @@ class VariantRecord(_Record):
     latency_ms: float | None
     latency_batch_size: int | None
     latency_kernel: str | None
+    #: The compressed variant a derived variant (a repair) starts from: it is in that
+    #: variant's family, at the same sparsity, right after it.
+    base: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def problems(self) -> list[str]:
@@ -617,9 +621,11 @@ class Variants(_Record):
         for name, record in self.variants.items():
             at = f"{where}: variant {name!r}"
             out += [f"{at}: {p}" for p in record.problems()]
-            if record.derives_from is not None and record.derives_from not in self.variants:
-                out.append(f"{at}: field 'derives_from' is {record.derives_from!r}, which is "
-                           f"not a variant; valid: {', '.join(self.variants)}")
+            for link in ("derives_from", "base"):
+                other = getattr(record, link)
+                if other is not None and other not in self.variants:
+                    out.append(f"{at}: field {link!r} is {other!r}, which is not a variant; "
+                               f"valid: {', '.join(self.variants)}")
         return out
 
 

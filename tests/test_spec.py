@@ -135,7 +135,8 @@ level = 3
     assert "[data].colour: unknown key" in joined
     assert "[train].optimizer: got 'adam'; expected one of 'sgd', 'adamw'" in joined
     assert "[[variants]] #1.name: got 'dense'" in joined
-    assert "[[variants]] #2.method: got 'int4'; expected one of bfloat16, float16" in joined
+    assert ("[[variants]] #2.method: got 'int4'; expected one of bfloat16, "
+            "constrained_finetune, float16") in joined
     assert "[gate].level: got 3" in joined
     assert "unknown section [extra]" in joined
     assert len(problems) >= 7
@@ -148,7 +149,7 @@ def test_a_method_that_is_not_a_string_is_refused_with_the_valid_names():
     with pytest.raises(AuditInputError) as exc:
         parse_spec(text, source="bad.toml")
     assert ("bad.toml: [[variants]] #1.method: got ['gradual_magnitude']; expected one of "
-            "bfloat16, float16") in "\n".join(exc.value.problems)
+            "bfloat16, constrained_finetune, float16") in "\n".join(exc.value.problems)
 
 
 def test_method_parameters_are_checked_by_the_method_config_at_parse_time():
@@ -349,11 +350,11 @@ def test_loaded_variants_pair_one_file_with_each_dense_replica(tmp_path):
     spec = load_spec(tmp_path / "good.toml")
     assert spec.variants[-1].config.files == (str(tmp_path / "v0.pt"), str(tmp_path / "v1.onnx"))
     (tmp_path / "short.toml").write_text(good.replace('["v0.pt", "v1.onnx"]', '["v0.pt"]'))
-    with pytest.raises(AuditInputError, match=r"#5\.files: got 1 file\(s\); expected one per "
+    with pytest.raises(AuditInputError, match=r"#6\.files: got 1 file\(s\); expected one per "
                                               r"dense replica \(2\)"):
         load_spec(tmp_path / "short.toml")
     (tmp_path / "trained.toml").write_text(_demo_text() + load.format(files='["v0.pt"]'))
-    with pytest.raises(AuditInputError, match=r"#5\.method: 'load' pairs each file with a "
+    with pytest.raises(AuditInputError, match=r"#6\.method: 'load' pairs each file with a "
                                               r"dense replica given as a file"):
         load_spec(tmp_path / "trained.toml")
 

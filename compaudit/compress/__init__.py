@@ -16,6 +16,7 @@ from compaudit.compress.registry import CompressedModel, CompressionContext, com
 from compaudit.configs.compress import (
     METHODS,
     BFloat16Config,
+    ConstrainedFinetuneConfig,
     Float16Config,
     GradualMagnitudeConfig,
     Int8StaticConfig,
@@ -34,6 +35,7 @@ __all__ = [
     "Method",
     "method_of",
     "BFloat16Config",
+    "ConstrainedFinetuneConfig",
     "Float16Config",
     "GradualMagnitudeConfig",
     "Int8StaticConfig",

@@ -338,7 +338,8 @@ def footprint(
 def variant_record(*, method: str, parameters: Mapping[str, Any] | None,
                    derives_from: str | None, footprint: Mapping[str, Any],
                    family: str | None = None, axis: str | None = None,
-                   bits: int | None = None, **extra: Any) -> dict[str, Any]:
+                   bits: int | None = None, base: str | None = None,
+                   **extra: Any) -> dict[str, Any]:
     """One ``variants.json`` record from a footprint and how the variant was made.
 
     Parameters
@@ -357,6 +358,9 @@ def variant_record(*, method: str, parameters: Mapping[str, Any] | None,
         or ``None``; :class:`~compaudit.configs.compress.Method`); ``None`` for dense.
     bits
         Bit width of a quantizing method's weights (``info["bits"]``).
+    base
+        The compressed variant it was made from (a repair's base, whose family and
+        sparsity it shares; ``Method.derives_from``); ``None`` for the others.
     extra
         More JSON-ready fields (e.g. ``execution``, ``pruning_penalty``).
 
@@ -375,6 +379,7 @@ def variant_record(*, method: str, parameters: Mapping[str, Any] | None,
         "bits": bits,
         "parameters": dict(parameters or {}),
         "derives_from": derives_from,
+        "base": base,
         "sparsity": footprint.get("weight_sparsity"),
         "parameter_count": footprint.get("parameter_count"),
         "nonzero_count": footprint.get("nonzero_count"),

@@ -54,6 +54,13 @@ class CompressionContext:
     replicas
         How many dense replicas the method is applied to, when known (``load`` checks
         that it has one file for each).
+    base_model
+        For a method that derives from another variant (``Method.derives_from``): that
+        variant's compressed replica k, which the method starts from (the model passed
+        to :func:`compress` is then dense replica k, the reference).
+    protected
+        The audit's protected attributes (``[data].protected``); ``train_dataset``'s
+        ``examples()`` has an ``attr.<Name>`` column for each.
     """
 
     train_dataset: Any = None
@@ -66,6 +73,8 @@ class CompressionContext:
     replica: int = 0
     head: Any = None
     replicas: int | None = None
+    base_model: nn.Module | None = None
+    protected: tuple[str, ...] = ()
 
 
 @dataclass

@@ -27,6 +27,7 @@ __all__ = [
     "Method",
     "method_of",
     "BFloat16Config",
+    "ConstrainedFinetuneConfig",
     "Float16Config",
     "GradualMagnitudeConfig",
     "Int8StaticConfig",
@@ -83,6 +84,11 @@ class Method:
     torch_layers
         ``torch_layers(config)``: whether its models keep torch layers that dissection
         can hook (false for models run by ONNX Runtime).
+    derives_from
+        The config field naming another variant this method starts from (a repair
+        starts from its base's compressed replicas); ``None``: it starts from the dense
+        replicas. The pipeline runs such a variant after the one it names, hands its
+        job that variant's model files, and places it in that variant's family.
     """
 
     name: str
@@ -96,6 +102,7 @@ class Method:
     family: str | None = ""
     artifacts: str | None = None
     torch_layers: Callable[[Any], bool] = field(default=_torch_layers)
+    derives_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.family == "":
@@ -115,6 +122,10 @@ class Method:
     def files(self, config: Any) -> tuple[str, ...]:
         """The model files made elsewhere that ``config`` reads (none for most methods)."""
         return tuple(getattr(config, self.artifacts)) if self.artifacts else ()
+
+    def base_of(self, config: Any) -> str | None:
+        """The variant ``config`` derives from (its :attr:`derives_from` field), if any."""
+        return getattr(config, self.derives_from) if self.derives_from else None
 
     def family_of(self, variant: str) -> str:
         """The operating-point family of a variant of this method called ``variant``."""
@@ -502,3 +513,69 @@ class LoadConfig(Checked):
     """
 
     files: tuple[str, ...] = setting(nonempty=True)
+
+
+@method("constrained_finetune", handler=_HANDLERS + "repair:_constrained_finetune", trains=True,
+        reads_training_set=True, prunes=True, axis="sparsity", derives_from="base")
+@dataclass(frozen=True, kw_only=True)
+class ConstrainedFinetuneConfig(Checked):
+    """Repair a pruned variant: fine-tune it, masks kept, under subgroup error bounds.
+
+    Replica k starts from the compressed replica k of the variant named ``base`` (a
+    pruning method), keeps its zeros (the sparsity is the base's exactly) and
+    minimises the training loss subject to, for every group g (a label crossed with a
+    cell of the ``[data].protected`` attributes: its false-negative or false-positive
+    rate), ``error_g(repaired) - error_g(dense replica k) <= max_increase`` on the
+    training split. The Lagrangian is solved with ``cooper-optim`` as in Balancing Act
+    (Hashemizadeh et al., ICLR 2024), with proxy constraints: the multipliers follow
+    the true 0-1 error rates (a running estimate over recent batches), the weights
+    the gradient of each group's mean cross-entropy. See :mod:`compaudit.compress.repair`
+    and docs/repair.md.
+
+    Parameters
+    ----------
+    base
+        The ``[[variants]]`` name of the pruned variant to repair.
+    max_increase
+        Bound on each group's error increase over the dense replica, a fraction
+        (0.02 = 2 pp). ``false``: no constraint, plain fine-tuning of the masked base
+        with the same budget (the baseline a repair must beat).
+    epochs, batch_size, lr, momentum, weight_decay
+        The fine-tuning run (SGD, cosine learning rate to zero).
+    dual_lr
+        Step size of the multipliers' gradient ascent (on the violation, a fraction).
+    dual_decay
+        Shrink the multipliers' step with the weights' (cosine to zero), so the run
+        ends near the saddle point rather than mid-oscillation. Off by default: a
+        multiplier must be able to fall back once its bound holds, or the repair
+        overshoots (on the demo, decayed multipliers pushed blond men's FNR to half
+        the dense model's, and the changes onto them; docs/repair.md).
+    error_window
+        Batches the running 0-1 error of each group averages over (an exponential
+        window), so that rare groups' multipliers move on more than a few examples.
+    distill
+        Weight in [0, 1] of distillation from the dense replica in the objective:
+        ``(1 - distill) * cross-entropy + distill * KL(dense || repaired)``; 0 is the
+        training loss alone. It pulls the repair towards the dense model's own
+        predictions, not past them.
+    relative_to
+        ``"labels"`` (default, Balancing Act): a group's error is its error rate
+        (false-negative or false-positive rate), bounded by the dense replica's plus
+        ``max_increase``. ``"dense"``: a group's error is the share of its examples on
+        which the repaired model disagrees with dense replica k (the per-replica form
+        of a PIE), bounded by ``max_increase`` itself; it bounds changes in both
+        directions, which a PIE over-index check also counts.
+    """
+
+    base: str = setting(slug=True)
+    max_increase: float | None = setting(0.02, ge=0, le=1, off=True)
+    epochs: int = setting(2, ge=1)
+    batch_size: int = setting(128, ge=1)
+    lr: float = setting(0.01, gt=0)
+    momentum: float = setting(0.9, ge=0, lt=1)
+    weight_decay: float = setting(0.0, ge=0)
+    dual_lr: float = setting(0.2, gt=0)
+    error_window: int = setting(20, ge=1)
+    distill: float = setting(0.0, ge=0, le=1)
+    relative_to: Literal["labels", "dense"] = "labels"
+    dual_decay: bool = False

@@ -6,7 +6,10 @@ method's entry (:class:`~compaudit.configs.compress.Method`) through ``variants.
 (``family``, ``axis``, ``sparsity``, ``bits`` of each record); nothing is read from a
 variant's name. Within a family, variants are ordered from least to most compressed:
 on the ``sparsity`` axis by the measured sparsity, on the ``bits`` axis by bit width,
-widest first, then by ``compressed_size_bytes``, largest first, then by name.
+widest first, then by ``compressed_size_bytes``, largest first, then by name. A derived
+variant (``base`` in its record: a repair) is in its base's family and comes right after
+the variants it ties with, so a repaired variant is the base's step further: when the base
+fails and its repair passes, the repair is the recommended operating point.
 
 Without ``variants.json`` (``compaudit gate`` on a folder holding only ``metrics.json``)
 nothing says which variants share a method: **each variant is its own family**, placed
@@ -47,13 +50,15 @@ class VariantPoint:
     ``sparsity`` is a fraction in [0, 1] or ``None`` (placed categorically); ``family``
     groups variants into one curve (the method's family from ``variants.json``, else
     the variant alone). Only a method on the ``sparsity`` axis has a sparsity here, and
-    only from 1%: below that, zeros come from rounding, not pruning.
+    only from 1%: below that, zeros come from rounding, not pruning. ``base`` names the
+    variant a derived one (a repair) starts from, at the same sparsity.
     """
 
     name: str
     sparsity: float | None
     family: str
     bits: int | None = None
+    base: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ def variant_point(name: str, dense: str, info: VariantRecord | None) -> VariantP
         # On the axis it would sit on top of dense and read as a pruning level.
         sparsity = None
     bits = info.bits if info.axis == "bits" else None
-    return VariantPoint(name, sparsity, info.family or name, bits)
+    return VariantPoint(name, sparsity, info.family or name, bits, info.base)
 
 
 def _status(verdicts: list[str], inconclusive: str) -> str:
@@ -144,12 +149,15 @@ def operating_points(checks: Iterable[Any], variants: list[str], *, dense: str,
         families.setdefault(point.family, []).append(point)
     out = []
     for family, points in families.items():
-        def order(p: VariantPoint) -> tuple[float, int, float, str]:
+        def order(p: VariantPoint) -> tuple[float, int, float, bool, str]:
             record = info.get(p.name)
             nbytes = record.compressed_size_bytes if record is not None else None
             size = -float(nbytes) if nbytes is not None else 0.0
             bits = -p.bits if p.bits is not None else 0
-            return (p.sparsity if p.sparsity is not None else -1.0, bits, size, p.name)
+            # A derived variant (a repair, ``base`` in its record) shares its base's
+            # sparsity and size: it comes right after it, as the step taken from it.
+            return (p.sparsity if p.sparsity is not None else -1.0, bits, size,
+                    p.base is not None, p.name)
         points = sorted(points, key=order)
         status = tuple(_status(verdicts[p.name], inconclusive) for p in points)
         passing = [p.name for p, s in zip(points, status) if s == "pass"]

@@ -30,6 +30,7 @@ from compaudit.errors import AuditInputError
 from compaudit.models.architectures import build_model
 from compaudit.models.artifacts import has_torch_weights, load_artifact
 from compaudit.models.training import TrainConfig, train
+from compaudit.models.weights import save_state_dict
 from compaudit.predict import predict_population, write_predictions
 from compaudit.rundir import jsonable, write_json
 
@@ -72,6 +73,15 @@ class VariantJob:
     batch_size: int = 0  # [predict].batch_size; 0 chooses it from the models
     #: Where the variant is in the spec, e.g. ``"spec.toml: [[variants]] #2"``.
     spec_key: str = ""
+    #: ``[data].protected``: the groups a repair bounds.
+    protected: tuple[str, ...] = ()
+    #: A derived variant (``Method.derives_from``): its base's name and the base's
+    #: compressed replicas, one file per dense replica; and its family, the base's.
+    base: str | None = None
+    base_paths: tuple[Path, ...] = ()
+    family: str | None = None
+    #: Write compressed replica k to ``model_paths[k]``: a variant derives from this one.
+    model_paths: tuple[Path, ...] = ()
 
     @property
     def label(self) -> str:
@@ -175,6 +185,8 @@ def _variant_job(job: VariantJob, *, predict: bool = True
             # decoded images (in memory, or in the run's decoded array).
             train_data = job.train_data()
             steps = job.fine_tune.epochs * math.ceil(len(train_data) / job.fine_tune.batch_size)
+        base_models = [load_artifact(path, structure=models[k])
+                       for k, path in enumerate(job.base_paths)]
         for k, dense in enumerate(models):
             context = CompressionContext(
                 train_dataset=train_data, fine_tune_steps=steps,
@@ -186,6 +198,8 @@ def _variant_job(job: VariantJob, *, predict: bool = True
                 replica=k,
                 head=job.head,
                 replicas=len(models),
+                base_model=base_models[k] if base_models else None,
+                protected=job.protected,
             )
             try:
                 out = compress(dense, job.config, context=context)
@@ -196,6 +210,8 @@ def _variant_job(job: VariantJob, *, predict: bool = True
                 info, masks = out.info, out.masks or None
         models = compressed
         _check_dissectable(job, models)  # before predicting, not after
+        for model, path in zip(models, job.model_paths):  # a derived variant starts here
+            save_state_dict(model, path)
     if predict:  # else chunk jobs predict (compaudit/pipeline/chunks.py)
         write_variant_predictions(job, [
             predict_population({job.name: models}, factory(), device=job.device,
@@ -208,7 +224,8 @@ def _variant_job(job: VariantJob, *, predict: bool = True
     record = variant_record(method=info.get("method", job.method),
                             parameters=info.get("parameters", job.params),
                             derives_from=None if entry is None else "dense",
-                            family=None if entry is None else entry.family_of(job.name),
+                            family=None if entry is None else
+                            job.family or entry.family_of(job.name), base=job.base,
                             axis=None if entry is None else entry.axis,
                             bits=info.get("bits"), footprint=fp, **jsonable(extra))
     if job.dissection is not None:

@@ -18,7 +18,7 @@ import torch
 
 from compaudit.artifact_format import artifact_format
 from compaudit.config import plain
-from compaudit.configs.compress import METHODS
+from compaudit.configs.compress import METHODS, method_of
 from compaudit.data import get_dataset
 from compaudit.data.base import dataset_length
 from compaudit.errors import AuditInputError
@@ -35,12 +35,12 @@ from compaudit.pipeline.data import (
     split_problems,
 )
 from compaudit.pipeline.train import check_architecture, dense_paths, model_search_path
-from compaudit.pipeline.variants import check_schedules, dissection_plan
+from compaudit.pipeline.variants import check_schedules, dissection_plan, variant_bases
 from compaudit.rundir import RunFolder
 from compaudit.spec import AuditSpec
 
-__all__ = ["describe_plan", "device_problems", "executor_problems", "needs_training_set",
-           "preflight"]
+__all__ = ["derivation_problems", "describe_plan", "device_problems", "executor_problems",
+           "needs_training_set", "preflight"]
 
 
 def preflight(spec: AuditSpec, run_dir: Path, *, executor: str | None = None,
@@ -56,8 +56,8 @@ def preflight(spec: AuditSpec, run_dir: Path, *, executor: str | None = None,
     generated synthetic faces excepted); every model file loaded into the
     architecture; the dissection's layers and concept masks; pruning schedules.
     """
-    problems = executor_problems(spec, executor, ray_address)
-    if problems:  # a contradiction on the command line comes first, before any data
+    problems = executor_problems(spec, executor, ray_address) + derivation_problems(spec)
+    if problems:  # contradictions in the spec or on the command line first, before any data
         raise AuditInputError(problems)
     problems = device_problems(spec)
     failed: set[str] = set()
@@ -83,6 +83,39 @@ def preflight(spec: AuditSpec, run_dir: Path, *, executor: str | None = None,
         problems += _model_problems(spec)
     if problems:
         raise AuditInputError(problems)
+
+
+def derivation_problems(spec: AuditSpec) -> list[str]:
+    """A derived variant's base must be another variant of the spec, made by a pruning
+    method, and following bases may not lead back to it (a cycle)."""
+    names = {v.name: (i, v) for i, v in enumerate(spec.variants, 1)}
+    bases = variant_bases(spec)
+    problems = []
+    for name, base in bases.items():
+        i, v = names[name]
+        entry = method_of(v.config)
+        at = f"{spec.source}: [[variants]] #{i}.{entry.derives_from}"
+        if base == name:
+            problems.append(f"{at}: got {base!r}, the variant itself; expected another "
+                            "variant's name")
+        elif base not in names:
+            problems.append(f"{at}: got {base!r}, which names no variant; expected one of "
+                            f"{', '.join(n for n in names if n != name) or '(none)'}")
+        elif not method_of(names[base][1].config).prunes:
+            problems.append(f"{at}: got {base!r}, made by {names[base][1].method!r}, which does "
+                            f"not prune; {v.method} keeps the zeros of a pruned variant: "
+                            "expected a variant of a pruning method "
+                            f"({', '.join(n for n, e in METHODS.items() if e.prunes)})")
+        else:
+            seen, at_name = [name], base
+            while at_name in bases and at_name not in seen:
+                seen.append(at_name)
+                at_name = bases[at_name]
+            if at_name in seen:
+                problems.append(f"{at}: got {base!r}; the bases form a cycle "
+                                f"({' -> '.join([*seen, at_name])}); expected a chain that "
+                                "ends at a variant made from the dense replicas")
+    return problems
 
 
 def needs_training_set(spec: AuditSpec) -> bool:
@@ -266,7 +299,9 @@ def describe_plan(spec: AuditSpec, run_dir: Path) -> str:
             lines += [f"  {v.name}: loaded artifacts, replica k paired with file k:",
                       *_files(files)]
         else:
-            lines.append(f"  {v.name}: {v.method} ({_settings(v.params)})")
+            base = method_of(v.config).base_of(v.config)
+            lines.append(f"  {v.name}: {v.method} ({_settings(v.params)})"
+                         + (f"; starts from {base}'s replicas, after them" if base else ""))
     lines += ["", f"shifts ({len(spec.shifts)}):"]
     for s in spec.shifts:
         lines.append(f"  corruptions {', '.join(s.corruptions)} x severities "

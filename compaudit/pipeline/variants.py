@@ -25,7 +25,7 @@ from compaudit.pipeline.train import DenseStage, model_search_path
 from compaudit.rundir import VARIANTS_SCHEMA, RunFolder
 from compaudit.spec import AuditSpec, VariantSpec
 
-__all__ = ["check_schedules", "dissection_plan", "run_variants", "variant_names"]
+__all__ = ["check_schedules", "dissection_plan", "run_variants", "variant_bases", "variant_names"]
 
 DENSE = VariantSpec(name="dense", method="dense", config=None)
 
@@ -40,15 +40,24 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
                  pool: Any, decoder: RunDecoder, log: Callable[[str], None]) -> dict[str, str]:
     """Run the jobs of the variants that are not up to date; returns every variant's key."""
     m = spec.model
-    keys, jobs = {}, []
-    for i, variant in enumerate((DENSE, *spec.variants)):
+    bases = variant_bases(spec)
+    derived_from = set(bases.values())
+    keys: dict[str, str] = {}
+    jobs: list[VariantJob] = []
+    # Bases before the variants derived from them: a derived variant's key holds its base's.
+    for i, variant in sorted(enumerate((DENSE, *spec.variants)),
+                             key=lambda iv: _depth(iv[1].name, bases)):
         # Model files made elsewhere (method = "load"): their contents are inputs too.
         files = () if variant.config is None else method_of(variant.config).files(variant.config)
+        base = bases.get(variant.name)
         key = stage_key(dense.key, examples_key, variant.name, variant.method, variant.params,
                         spec.section("train"), spec.section("dissection"),
                         _predict_key(spec), VARIANTS_SCHEMA,
-                        [fingerprint(Path(f)) for f in files])
+                        [fingerprint(Path(f)) for f in files],
+                        *((keys[base], list(spec.data.protected)) if base else ()))
         keys[variant.name] = key
+        model_paths = tuple(folder.variant_model(variant.name, k) for k in range(m.replicas)) \
+            if variant.name in derived_from else ()
         job = VariantJob(
             name=variant.name, config=variant.config, method=variant.method,
             params=variant.params, arch=m.arch, num_classes=m.n_outputs,
@@ -60,29 +69,66 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
             examples_path=folder.examples, dissection=plan, options=m.options,
             search_path=model_search_path(spec), head=m.task_head(),
             batch_size=spec.predict.batch_size,
-            spec_key=f"{spec.source}: " + ("[model]" if i == 0 else f"[[variants]] #{i}"))
-        outputs = [job.predictions_path, job.record_path]
+            spec_key=f"{spec.source}: " + ("[model]" if i == 0 else f"[[variants]] #{i}"),
+            protected=tuple(spec.data.protected), base=base,
+            base_paths=tuple(folder.variant_model(base, k) for k in range(m.replicas))
+            if base else (),
+            family=_family(variant.name, spec, bases) if base else None,
+            model_paths=model_paths)
+        outputs = [job.predictions_path, job.record_path, *model_paths]
         if plan is not None:
             outputs.append(folder.variant_units(variant.name))
         if not cache.fresh(f"variant:{variant.name}", key, outputs):
             jobs.append(job)
     if jobs:
-        # Longest first (the methods that fine-tune every replica), so the last jobs to
-        # finish are short ones and no worker idles while one long job runs alone.
-        jobs.sort(key=lambda j: _length(j.config))
         log(f"[variants] {', '.join(j.name for j in jobs)}")
         eval_data = tuple(decoder.get(f"eval-{i}", f) for i, f in enumerate(jobs[0].eval_data))
         reads_train = any(j.config is not None and method_of(j.config).reads_training_set
                           for j in jobs)
         train_data = decoder.get("train", data.train) if reads_train else data.train
         jobs = [replace(j, eval_data=eval_data, train_data=train_data) for j in jobs]
-        if spec.predict.chunk_examples:
-            run_chunked(jobs, pool, chunk_examples=spec.predict.chunk_examples, log=log)
-        else:
-            pool.map(run_variant_job, jobs, desc="compress + predict")
-        for job in jobs:
-            cache.finish(f"variant:{job.name}", keys[job.name])
+        # One round per derivation depth: a derived variant's job reads its base's
+        # model files, so it runs after the round that wrote them.
+        for depth in sorted({_depth(j.name, bases) for j in jobs}):
+            # Longest first (the methods that fine-tune every replica), so the last jobs
+            # to finish are short ones and no worker idles while one long job runs alone.
+            round_ = sorted((j for j in jobs if _depth(j.name, bases) == depth),
+                            key=lambda j: _length(j.config))
+            if spec.predict.chunk_examples:
+                run_chunked(round_, pool, chunk_examples=spec.predict.chunk_examples, log=log)
+            else:
+                pool.map(run_variant_job, round_, desc="compress + predict")
+            for job in round_:
+                cache.finish(f"variant:{job.name}", keys[job.name])
     return keys
+
+
+def variant_bases(spec: AuditSpec) -> dict[str, str]:
+    """``{variant: the variant it derives from}`` for every derived variant
+    (``Method.derives_from``; checked by :func:`derivation_problems`)."""
+    out = {}
+    for v in spec.variants:
+        base = method_of(v.config).base_of(v.config)
+        if base is not None:
+            out[v.name] = base
+    return out
+
+
+def _depth(name: str, bases: dict[str, str]) -> int:
+    """How many derivations lead from the dense replicas to ``name`` (0 for most)."""
+    depth = 0
+    while name in bases and depth <= len(bases):
+        name, depth = bases[name], depth + 1
+    return depth
+
+
+def _family(name: str, spec: AuditSpec, bases: dict[str, str]) -> str | None:
+    """The operating-point family of a derived variant: its first base's, so that a
+    repair sits beside the variant it repairs."""
+    while name in bases:
+        name = bases[name]
+    v = next(v for v in spec.variants if v.name == name)
+    return method_of(v.config).family_of(name)
 
 
 def _predict_key(spec: AuditSpec) -> dict[str, Any]:

@@ -48,6 +48,7 @@ HARM = "#D55E00"   # vermillion: significant harm
 GOOD = "#0072B2"   # blue: significant improvement
 MUTED = "#9A9A9A"
 _CAT_STEP = 0.14   # spacing of variants that have no sparsity, right of the axis
+_REPAIR_STEP = 0.02  # a repaired variant, right of its base (same sparsity)
 _LINESTYLES = ["-", "--", ":", "-."]
 _MARKERS = ["o", "s", "^", "D", "v", "P"]
 
@@ -82,34 +83,52 @@ def fig_to_img(fig: Figure, alt: str) -> Html:
 
 
 def _positions(points: Mapping[str, VariantPoint], variants: Sequence[str]) -> dict[str, float]:
-    """x of each variant: its sparsity, or a slot right of 100% when it has none."""
+    """x of each variant: its sparsity, or a slot right of 100% when it has none; a
+    derived variant (a repair) a little right of its base, at the same sparsity."""
     xs: dict[str, float] = {}
     cat = [v for v in variants if points[v].sparsity is None]
     for v in variants:
         sparsity = points[v].sparsity
         if sparsity is not None:
-            xs[v] = float(sparsity)
+            xs[v] = float(sparsity) + _REPAIR_STEP * _depth(points, v)
     for i, v in enumerate(cat):
         xs[v] = 1.0 + _CAT_STEP * (i + 1)
     return xs
 
 
+def _depth(points: Mapping[str, VariantPoint], v: str) -> int:
+    """Derivations from a variant made from the dense model to ``v`` (0 for most)."""
+    depth, base = 0, points[v].base
+    while base is not None and base in points and depth < len(points):
+        depth, base = depth + 1, points[base].base
+    return depth
+
+
 def _families(points: Mapping[str, VariantPoint], variants: Sequence[str],
               dense: str) -> dict[str, list[str]]:
-    """Curves: dense plus each family's variants with a sparsity, sorted by sparsity."""
+    """Curves: dense plus each family's variants with a sparsity, sorted by sparsity;
+    a derived variant (a repair) is a short curve of its own from its base to it, so
+    the base and its repair sit side by side."""
     fam: dict[str, list[tuple[float, str]]] = {}
+    repairs: dict[str, list[str]] = {}
     for v in variants:
         p = points[v]
         if v != dense and p.sparsity is not None:
-            fam.setdefault(p.family, []).append((p.sparsity, v))
-    return {f: ([dense] if dense in variants else [])
-            + [v for _, v in sorted(vs, key=lambda sv: sv[0])] for f, vs in fam.items()}
+            if p.base is not None and p.base in variants:
+                repairs[f"{v} (from {p.base})"] = [p.base, v]
+            else:
+                fam.setdefault(p.family, []).append((p.sparsity, v))
+    return {**{f: ([dense] if dense in variants else [])
+               + [v for _, v in sorted(vs, key=lambda sv: sv[0])] for f, vs in fam.items()},
+            **repairs}
 
 
 def _decorate_x(ax: Axes, points: Mapping[str, VariantPoint], xs: Mapping[str, float],
                 dense: str) -> None:
     ticks = sorted(xs.items(), key=lambda kv: kv[1])
     labels = []
+    # A repair's tick would crowd its base's (same sparsity): its curve's legend names it.
+    ticks = [(v, x) for v, x in ticks if points[v].base not in points]
     for v, x in ticks:
         if points[v].sparsity is None:
             labels.append(v)

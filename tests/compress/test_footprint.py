@@ -250,7 +250,7 @@ def test_variants_json_is_valid_json_written_atomically(tmp_path):
     path = tmp_path / "run" / "variants.json"
     write_variants_json(path, _records())
     doc = json.loads(path.read_text())
-    assert doc["schema"] == VARIANTS_SCHEMA == "compaudit.variants/3"
+    assert doc["schema"] == VARIANTS_SCHEMA == "compaudit.variants/4"
     assert list(doc["variants"]) == ["dense", "int8-static"]
     for record in doc["variants"].values():
         assert set(VARIANT_FIELDS) <= set(record)

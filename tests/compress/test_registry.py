@@ -10,6 +10,7 @@ from compaudit.compress.registry import CompressionContext, compress
 from compaudit.configs.compress import (
     METHODS,
     BFloat16Config,
+    ConstrainedFinetuneConfig,
     Float16Config,
     GradualMagnitudeConfig,
     Int8StaticConfig,
@@ -43,6 +44,12 @@ class _Counted(torch.utils.data.Dataset):
         self.reads += 1
         return self.x[i], i % 2, f"ex/{i}"
 
+    def examples(self):
+        import pandas as pd
+
+        return pd.DataFrame({"example_id": [f"ex/{i}" for i in range(len(self))],
+                             "label": [i % 2 for i in range(len(self))]})
+
 
 def _configs(tmp_path) -> dict[str, object]:
     """A small config of every registered method (a new method must be added here)."""
@@ -61,7 +68,16 @@ def _configs(tmp_path) -> dict[str, object]:
         "int8_weight_only": Int8WeightOnlyConfig(),
         "int8_static": Int8StaticConfig(calibration_images=4, calibration_batch_size=2),
         "load": LoadConfig(files=(str(dense_file),)),
+        "constrained_finetune": ConstrainedFinetuneConfig(base="gmp", epochs=1, batch_size=8),
     }
+
+
+def _base_of(config: object) -> nn.Module | None:
+    """For a method deriving from another variant: that variant's replica (pruned)."""
+    if method_of(config).derives_from is None:
+        return None
+    return compress(_dense(), OneShotMagnitudeConfig(sparsity=0.5, fine_tune=False,
+                                                     penalty_batches=0)).model
 
 
 def _dense() -> nn.Module:
@@ -98,10 +114,14 @@ def test_every_methods_flags_agree_with_what_its_handler_does(tmp_path):
             train(model, data, settings, step_callbacks=callbacks, progress=False)
 
         context = CompressionContext(train_dataset=data, calibration_dataset=data,
-                                     fine_tune=fine_tune, fine_tune_steps=2, replicas=1)
+                                     fine_tune=fine_tune, fine_tune_steps=2, replicas=1,
+                                     base_model=_base_of(config))
         out = compress(_dense(), config, context=context)
         assert out.info["method"] == name, name
-        assert entry.trains == bool(tuned), name
+        # A derived method trains with its own loop (a Lagrangian): several passes over
+        # the training set, not context.fine_tune.
+        trained = bool(tuned) if entry.derives_from is None else data.reads > 2 * len(data)
+        assert entry.trains == trained, name
         assert entry.reads_training_set == (data.reads > 0), name
         weights = _weights(out.model)
         zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)

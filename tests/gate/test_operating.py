@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -63,6 +64,23 @@ def test_inconclusive_passes_only_under_a_pass_policy():
     (lenient,) = operating_points(checks, ["gmp-50", "gmp-90"], dense="dense",
                                   inconclusive="pass", variants_info=GMP)
     assert warn.recommended == "gmp-50" and lenient.recommended == "gmp-90"
+
+
+def test_a_repair_sits_right_after_its_base_and_can_be_recommended():
+    # The record of a derived variant names its base and carries the base's family (the
+    # pipeline writes it so) and the same sparsity and size: placed right after the base.
+    repaired = replace(_record("constrained_finetune", sparsity=0.9, size=100),
+                       family="gradual_magnitude", base="gmp-90")
+    info = {**GMP, "gmp-90": replace(GMP["gmp-90"], compressed_size_bytes=100),
+            "a-repair": repaired}
+    checks = [_c("gmp-50", "pass"), _c("gmp-90", "fail"), _c("a-repair", "pass")]
+    (point,) = operating_points(checks, ["a-repair", "gmp-90", "gmp-50"], dense="dense",
+                                variants_info=info)
+    assert point.variants == ("gmp-50", "gmp-90", "a-repair")  # not by name: 'a' < 'g'
+    assert point.sparsity == (0.5, 0.9, 0.9)
+    assert (point.recommended, point.first_failing) == ("a-repair", "gmp-90")
+    assert variant_point("a-repair", "dense", repaired).base == "gmp-90"
+    assert variant_point("gmp-90", "dense", GMP["gmp-90"]).base is None
 
 
 def test_families_come_from_the_method_not_the_name():
@@ -136,8 +154,23 @@ def test_variants_json_without_the_placement_is_refused(tmp_path, change, messag
 def test_variants_json_of_another_version_is_refused(tmp_path, doc):
     (tmp_path / "variants.json").write_text(json.dumps(doc))
     with pytest.raises(AuditInputError, match="field 'schema': .* expected "
-                                              "'compaudit.variants/3'.*re-run 'compaudit run'"):
+                                              "'compaudit.variants/4'.*re-run 'compaudit run'"):
         variants_info(tmp_path)
+
+
+@pytest.mark.parametrize("base, message", [
+    (3, "variant 'v': field 'base': got 3; expected a string"),
+    ("gmp-99", "variant 'v': field 'base' is 'gmp-99', which is not a variant; valid: "),
+])
+def test_a_base_that_is_no_variant_of_the_file_is_refused(tmp_path, base, message):
+    repaired = replace(GMP["gmp-90"], method="constrained_finetune", base="gmp-90")
+    write_variants_json(tmp_path / "variants.json", {**GMP, "v": repaired})
+    doc = json.loads((tmp_path / "variants.json").read_text())
+    doc["variants"]["v"]["base"] = base
+    (tmp_path / "variants.json").write_text(json.dumps(doc))
+    with pytest.raises(AuditInputError) as err:
+        variants_info(tmp_path)
+    assert f"{tmp_path / 'variants.json'}: {message}" in str(err.value)
 
 
 def _metrics():

@@ -270,3 +270,42 @@ def test_imagenets_training_split_needs_its_own_folder(tmp_path, monkeypatch, ca
         f"compaudit: error: {path}: [data].train_root: missing; the imagenet training split "
         "('train') is a folder of its own, needed to fine-tune or calibrate; expected the "
         "folder of training images"]
+
+
+def test_a_derived_variants_base_must_be_another_pruned_variant(tmp_path, capsys):
+    # Refused first, before any data is looked at (the root does not exist), each with
+    # its [[variants]] key.
+    path = tmp_path / "spec.toml"
+    repair = '[[variants]]\nname = "{}"\nmethod = "constrained_finetune"\nbase = "{}"\n'
+    path.write_text('[data]\ndataset = "manifest"\nroot = "nowhere"\n'
+                    '[[variants]]\nname = "f16"\nmethod = "float16"\n'
+                    '[[variants]]\nname = "gmp"\nmethod = "one_shot_magnitude"\nsparsity = 0.5\n'
+                    + repair.format("self", "self") + repair.format("typo", "gmq")
+                    + repair.format("of-f16", "f16") + repair.format("a", "b")
+                    + repair.format("b", "a") + repair.format("ok", "gmp")
+                    + repair.format("ok-again", "ok"))
+    for argv in (["check", str(path)], ["run", "--dry-run", str(path)]):
+        assert main(argv) == 2
+        pruning = "gradual_magnitude, one_shot_magnitude, random, unit, lottery, " \
+                  "constrained_finetune"
+        assert capsys.readouterr().err.splitlines() == [
+            f"compaudit: error: {path}: [[variants]] #3.base: got 'self', the variant itself; "
+            "expected another variant's name",
+            f"compaudit: error: {path}: [[variants]] #4.base: got 'gmq', which names no "
+            "variant; expected one of f16, gmp, self, of-f16, a, b, ok, ok-again",
+            f"compaudit: error: {path}: [[variants]] #5.base: got 'f16', made by 'float16', "
+            "which does not prune; constrained_finetune keeps the zeros of a pruned "
+            f"variant: expected a variant of a pruning method ({pruning})",
+            f"compaudit: error: {path}: [[variants]] #6.base: got 'b'; the bases form a cycle "
+            "(a -> b -> a); expected a chain that ends at a variant made from the dense "
+            "replicas",
+            f"compaudit: error: {path}: [[variants]] #7.base: got 'a'; the bases form a cycle "
+            "(b -> a -> b); expected a chain that ends at a variant made from the dense "
+            "replicas"]
+
+
+def test_the_plan_says_a_repair_starts_from_its_base(capsys):
+    demo = Path(__file__).resolve().parents[2] / "compaudit" / "demo.toml"
+    assert main(["check", str(demo)]) == 0
+    assert ("  gmp-90-repaired: constrained_finetune (base = 'gmp-90', max_increase = 0.02, "
+            "epochs = 2); starts from gmp-90's replicas, after them") in capsys.readouterr().out

@@ -15,6 +15,7 @@ from PIL import Image
 
 from compaudit.report.plots import (
     _CAT_STEP,
+    _REPAIR_STEP,
     _families,
     _positions,
     class_impact_plot,
@@ -54,6 +55,22 @@ def test_families_start_at_dense_and_run_by_sparsity():
     fams = _families(POINTS, list(POINTS), "dense")
     assert fams == {"gmp": ["dense", "gmp-50", "gmp-90"], "rnd": ["dense", "rnd-50"]}
     assert _families(POINTS, ["gmp-90"], "dense") == {"gmp": ["gmp-90"]}
+
+
+def test_a_repair_is_drawn_beside_its_base_joined_to_it():
+    points = {**POINTS, "gmp-90-repaired": VariantPoint("gmp-90-repaired", 0.9, "gmp",
+                                                        base="gmp-90")}
+    xs = _positions(points, list(points))
+    assert xs["gmp-90-repaired"] == pytest.approx(0.9 + _REPAIR_STEP)
+    fams = _families(points, list(points), "dense")
+    # the family's curve is unchanged; the repair is a short curve from its base
+    assert fams["gmp"] == ["dense", "gmp-50", "gmp-90"]
+    assert fams["gmp-90-repaired (from gmp-90)"] == ["gmp-90", "gmp-90-repaired"]
+    img = tradeoff_plot(_tradeoff_data(variants=tuple(points)), points=points, dense="dense",
+                        panels=["p"], ylabel="y", alt="a")
+    assert img is not None and img != tradeoff_plot(_tradeoff_data(), points=POINTS,
+                                                    dense="dense", panels=["p"], ylabel="y",
+                                                    alt="a")
 
 
 def test_tradeoff_plot_draws_nothing_without_data():

@@ -395,7 +395,7 @@ def test_many_class_run_plots_every_class(tmp_path):
     ("metrics.json", '{"schema": "other/9"}', "expected 'compaudit.metrics/3'"),
     ("class_names.json", '{"0": "a"}', "expected a JSON list of class names"),
     ("class_names.json", '["only one"]', "1 class names for 2 classes"),
-    ("variants.json", '{"variants": [{"method": "gmp"}]}', "expected 'compaudit.variants/3'"),
+    ("variants.json", '{"variants": [{"method": "gmp"}]}', "expected 'compaudit.variants/4'"),
     ("gate/gate.json", '{"checks": []}', "field 'verdict' missing"),
     ("run.json", "[1, 2]", "expected a JSON object"),
 ])

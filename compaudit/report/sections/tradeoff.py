@@ -62,6 +62,12 @@ def render_tradeoff(run: RunData, options: ReportOptions) -> Html:
         f"{100 * run.level:g}% t-intervals (seed-to-seed variation). Variants without a "
         "sparsity (for example quantized ones) sit in the grey band at the right; the dotted "
         "line there is the dense value.")]
+    repairs = {v: p.base for v, p in run.points.items() if p.base in run.points}
+    if repairs:
+        # The repair and its base share a sparsity: side by side, joined by a short line.
+        parts.append(tag("p", "Repaired variants sit just right of the variant they start from "
+                              "(the same sparsity), joined to it by a short line: ",
+                         "; ".join(f"{v} from {b}" for v, b in repairs.items()), "."))
     acc = accuracy_points(run)
     panels = list(dict.fromkeys(acc["panel"]))
     img = tradeoff_plot(acc, points=run.points, dense=run.dense, panels=panels,

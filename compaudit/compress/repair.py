@@ -1,0 +1,309 @@
+"""Repair a pruned variant: fine-tune it, masks kept, under subgroup error bounds.
+
+The handler of ``method = "constrained_finetune"``
+(:class:`~compaudit.configs.compress.ConstrainedFinetuneConfig`). Replica k starts from
+the base variant's compressed replica k (``context.base_model``); every zero of its
+prunable weights stays zero (the masks are read from the zeros and re-applied after
+every step), so its sparsity is the base's exactly. The groups are the cells of the
+label crossed with the protected attributes: a group's error is its false-negative
+rate (label 1) or false-positive rate (label 0), the quantities the gate bounds.
+
+The problem, on the training split, for each group g::
+
+    minimise  loss(w)   subject to   error_g(w) - error_g(dense replica k) <= max_increase
+
+is solved as a Lagrangian min-max with ``cooper-optim`` (``cooper``; the library of
+Balancing Act, Hashemizadeh et al., ICLR 2024) and *proxy constraints* (Cotter et al.,
+2019): the 0-1 error is not differentiable, so the weights follow the gradient of
+``loss + sum_g lambda_g * surrogate_g`` (the group's mean cross-entropy), while each
+multiplier ``lambda_g`` rises by ``dual_lr`` times the group's true violation (its 0-1
+error, a running estimate over the last ``error_window`` batches, minus the bound)
+and falls back to zero once the bound holds. ``max_increase = false`` runs the same
+loop with no constraint: plain fine-tuning with the same budget, the baseline.
+``distill`` mixes distillation from the dense replica into the objective, and
+``relative_to = "dense"`` bounds each group's disagreement with the dense replica
+instead of its error increase (docs/repair.md says what each did on the demo).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import cooper
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from compaudit.compress._common import pruning_info
+from compaudit.compress.masks import MaskCallback, prunable_parameters
+from compaudit.compress.registry import CompressedModel, CompressionContext
+from compaudit.configs.compress import ConstrainedFinetuneConfig
+from compaudit.configs.head import Head
+from compaudit.errors import AuditInputError
+
+__all__ = ["GroupIndex", "SubgroupErrorProblem", "group_index", "group_errors",
+           "repair_model"]
+
+
+class GroupIndex:
+    """Each training example's group: its label crossed with a cell of the protected
+    attributes. ``names[g]`` reads like ``label=1, Male=True, Young=False``."""
+
+    def __init__(self, codes: dict[str, int], names: Sequence[str]) -> None:
+        self.codes, self.names = codes, tuple(names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def of(self, ids: Sequence[str]) -> torch.Tensor:
+        """Group indices (int64) of the examples ``ids``."""
+        return torch.tensor([self.codes[str(i)] for i in ids], dtype=torch.int64)
+
+
+def group_index(examples: pd.DataFrame, protected: Sequence[str], *, where: str = "") -> GroupIndex:
+    """The :class:`GroupIndex` of a dataset's ``examples()`` table.
+
+    Raises :class:`AuditInputError` when an ``attr.<Name>`` column is missing.
+    """
+    cols = [f"attr.{a}" for a in protected]
+    missing = [c for c in cols if c not in examples.columns]
+    if missing:
+        raise AuditInputError(f"{where}[data].protected: the training set has no column(s) "
+                              f"{', '.join(missing)}; expected an attribute column for every "
+                              "protected attribute, which constrained_finetune bounds")
+    keys = ["label", *cols]
+    cells = examples[keys].astype(str).agg(", ".join, axis=1) if cols else \
+        examples["label"].astype(str)
+    ordered = sorted(set(cells))
+    code = {c: g for g, c in enumerate(ordered)}
+    names = [", ".join(f"{k.removeprefix('attr.')}={v}" for k, v in zip(keys, c.split(", ")))
+             for c in ordered]
+    return GroupIndex(dict(zip(examples["example_id"].astype(str), cells.map(code))), names)
+
+
+def _batches(dataset: Any, batch_size: int, *, seed: int | None) -> Iterator[Any]:
+    """``(images, labels, ids)`` batches; shuffled by ``seed`` (``None``: in order)."""
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    yield from DataLoader(dataset, batch_size=batch_size, shuffle=seed is not None,
+                          generator=generator, num_workers=0)
+
+
+@torch.no_grad()
+def group_errors(model: nn.Module, dataset: Any, groups: GroupIndex, *, head: Head,
+                 device: str = "cpu", batch_size: int = 256,
+                 reference: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each group's 0-1 error rate of ``model`` on ``dataset`` (eval mode), and its size;
+    with ``reference``, the rate at which it disagrees with that model's predictions."""
+    was_training = model.training
+    model.eval()
+    if reference is not None:
+        reference.eval()
+    wrong = torch.zeros(len(groups), dtype=torch.float64)
+    count = torch.zeros(len(groups), dtype=torch.float64)
+    for images, labels, ids in _batches(dataset, batch_size, seed=None):
+        g = groups.of(ids)
+        labels = torch.as_tensor(labels) if reference is None else \
+            head.predict(reference(images.to(device)).float()).cpu()
+        miss = (head.predict(model(images.to(device)).float()).cpu() != labels).double()
+        wrong.index_add_(0, g, miss)
+        count.index_add_(0, g, torch.ones_like(miss))
+    model.train(was_training)
+    return wrong / count.clamp(min=1), count
+
+
+def _objective(out: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor,
+               teacher: torch.Tensor | None, distill: float, head: Head) -> torch.Tensor:
+    """The mean training loss, mixed with ``distill`` times the divergence from the
+    dense replica's predictions (``teacher``, its outputs on the batch)."""
+    loss = losses.mean()
+    if teacher is None or distill == 0:
+        return loss
+    import torch.nn.functional as F
+
+    if head.sigmoid:
+        kd = F.binary_cross_entropy_with_logits(head.logit(out), head.logit(teacher).sigmoid())
+    else:
+        kd = F.kl_div(out.log_softmax(-1), teacher.log_softmax(-1), log_target=True,
+                      reduction="batchmean")
+    return (1 - distill) * loss + distill * kd
+
+
+class SubgroupErrorProblem(cooper.ConstrainedMinimizationProblem):
+    """``min loss`` s.t. ``error_g <= bound_g`` for every group, with proxy constraints.
+
+    One :class:`cooper.Constraint` over the groups with a dense multiplier. The
+    violation the weights see is each group's mean cross-entropy in the batch (its
+    gradient is all that enters the primal update); the strict violation the
+    multipliers see is the group's running 0-1 error minus its bound.
+    """
+
+    def __init__(self, bound: torch.Tensor, *, start: torch.Tensor, window: int,
+                 head: Head, distill: float = 0.0) -> None:
+        super().__init__()
+        self.bound = bound.float()
+        self.head = head
+        self.distill = distill
+        self.multiplier = cooper.multipliers.DenseMultiplier(num_constraints=len(bound))
+        self.constraint = cooper.Constraint(multiplier=self.multiplier,
+                                            constraint_type=cooper.ConstraintType.INEQUALITY)
+        # Running 0-1 error per group (an exponential window of ``window`` batches),
+        # started at the base's training-split error so no group starts from nothing.
+        self.decay = 1.0 - 1.0 / window
+        self._wrong = start.double() * window
+        self._seen = torch.full_like(self._wrong, float(window))
+
+    @property
+    def error(self) -> torch.Tensor:
+        """The running 0-1 error of every group."""
+        return (self._wrong / self._seen.clamp(min=1e-12)).float()
+
+    def compute_cmp_state(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                          groups: torch.Tensor, teacher: torch.Tensor | None = None,
+                          targets: torch.Tensor | None = None) -> cooper.CMPState:
+        out = model(images).float()
+        losses = self.head.loss(out, labels, reduction="none")
+        # What a group's error is counted against: the labels, or the dense replica's
+        # predictions (``relative_to = "dense"``).
+        targets = labels if targets is None else targets
+        group_losses = losses if targets is labels else \
+            self.head.loss(out, targets, reduction="none")
+        n = len(self.bound)
+        count = torch.zeros(n, device=out.device).index_add_(0, groups, torch.ones_like(losses))
+        surrogate = torch.zeros(n, device=out.device).index_add_(0, groups, group_losses) \
+            / count.clamp(min=1)
+        with torch.no_grad():
+            miss = (self.head.predict(out) != targets).double().cpu()
+            wrong = torch.zeros(n, dtype=torch.float64).index_add_(0, groups.cpu(), miss)
+            self._wrong = self.decay * self._wrong + wrong
+            self._seen = self.decay * self._seen + count.double().cpu()
+        state = cooper.ConstraintState(
+            violation=surrogate - self.bound.to(out.device),
+            strict_violation=(self.error - self.bound).to(out.device))
+        loss = _objective(out, labels, losses, teacher, self.distill, self.head)
+        return cooper.CMPState(loss=loss, observed_constraints={self.constraint: state})
+
+
+def repair_model(model: nn.Module, dense: nn.Module, dataset: Any, groups: GroupIndex, *,
+                 config: ConstrainedFinetuneConfig, head: Head | None = None,
+                 seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+    """Fine-tune the pruned ``model`` in place, zeros kept; returns what was measured.
+
+    ``dense`` is the reference of the bound (dense replica k). With
+    ``config.max_increase`` ``None`` the loop runs unconstrained.
+
+    Returns
+    -------
+    dict
+        ``groups`` (names), ``dense_error``, ``base_error``, ``repaired_error``
+        (training split, per group), ``multipliers`` (final; empty unconstrained),
+        ``steps`` and ``seconds``; with ``relative_to = "dense"`` also
+        ``base_disagreement`` and ``repaired_disagreement`` (per group, with dense).
+    """
+    head = head or Head()
+    masks = {n: p.detach() != 0 for n, p in prunable_parameters(model).items()}
+    keep = MaskCallback(masks)  # every zero stays zero
+    torch.manual_seed(seed)
+    model.to(device)
+    dense.to(device)
+    started = time.perf_counter()
+    dense_error, _ = group_errors(dense, dataset, groups, head=head, device=device)
+    base_error, _ = group_errors(model, dataset, groups, head=head, device=device)
+    flips = config.relative_to == "dense"
+    if flips:  # the constrained rate: disagreement with the dense replica
+        base_flips, _ = group_errors(model, dataset, groups, head=head, device=device,
+                                     reference=dense)
+    params = [p for p in model.parameters() if p.requires_grad]
+    primal = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                             weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(dataset) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    cosine = lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total) / total))  # noqa: E731
+    schedules = [torch.optim.lr_scheduler.LambdaLR(primal, cosine)]
+    problem = optimizer = None
+    if config.max_increase is not None:
+        bound = torch.full_like(dense_error, config.max_increase) if flips \
+            else dense_error + config.max_increase
+        problem = SubgroupErrorProblem(bound.float(), start=base_flips if flips else base_error,
+                                       window=config.error_window, head=head,
+                                       distill=config.distill)
+        problem.to(device)
+        dual = torch.optim.SGD(problem.dual_parameters(), lr=config.dual_lr, maximize=True)
+        # The multipliers' steps shrink with the weights': plain gradient descent-ascent
+        # circles the saddle point, and the run should end near it, not wherever the
+        # last circle was.
+        if config.dual_decay:
+            schedules.append(torch.optim.lr_scheduler.LambdaLR(dual, cosine))
+        optimizer = cooper.optim.SimultaneousOptimizer(cmp=problem, primal_optimizers=primal,
+                                                       dual_optimizers=dual)
+    model.train()
+    dense.eval()  # the teacher's BatchNorm uses its running statistics
+    step = 0
+    for epoch in range(config.epochs):
+        seed_e = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+        for images, labels, ids in _batches(dataset, config.batch_size, seed=seed_e):
+            images = images.to(device)
+            labels = torch.as_tensor(labels).to(device)
+            teacher = targets = None
+            if config.distill or flips:
+                with torch.no_grad():
+                    teacher = dense(images).float()
+                    targets = head.predict(teacher) if flips else None
+            if optimizer is not None:
+                optimizer.roll(compute_cmp_state_kwargs={
+                    "model": model, "images": images, "labels": labels,
+                    "groups": groups.of(ids).to(device), "teacher": teacher,
+                    "targets": targets})
+            else:
+                primal.zero_grad(set_to_none=True)
+                out = model(images).float()
+                _objective(out, labels, head.loss(out, labels, reduction="none"), teacher,
+                           config.distill, head).backward()
+                primal.step()
+            for schedule in schedules:
+                schedule.step()
+            step += 1
+            keep(step, model)  # pruned weights back to zero after every step
+    model.eval()
+    repaired_error, _ = group_errors(model, dataset, groups, head=head, device=device)
+    extra = {}
+    if flips:
+        extra = {"base_disagreement": base_flips.tolist(), "repaired_disagreement":
+                 group_errors(model, dataset, groups, head=head, device=device,
+                              reference=dense)[0].tolist()}
+    return {
+        "groups": list(groups.names),
+        "dense_error": dense_error.tolist(),
+        "base_error": base_error.tolist(),
+        "repaired_error": repaired_error.tolist(),
+        "multipliers": [] if problem is None else problem.multiplier.weight.detach().cpu().tolist(),
+        "steps": step,
+        "seconds": time.perf_counter() - started,
+        **extra,
+    }
+
+
+def _constrained_finetune(model: nn.Module, config: ConstrainedFinetuneConfig,
+                          context: CompressionContext) -> CompressedModel:
+    """The registered handler: ``model`` is dense replica k, ``context.base_model`` the
+    base variant's replica k, which is repaired in place and returned."""
+    base = context.base_model
+    if base is None or context.train_dataset is None:
+        raise AuditInputError(f"constrained_finetune (base {config.base!r}): needs the base "
+                              "variant's compressed replica and the training set; run it "
+                              "through an audit spec, which hands both to its job")
+    examples = context.train_dataset.examples()
+    groups = group_index(examples, context.protected)
+    # The base's masks are its zeros; the tensors it pruned are those holding any (the
+    # layers it kept dense, e.g. the first convolution, have none).
+    masks = {n: p.detach() != 0 for n, p in prunable_parameters(base).items()
+             if bool((p == 0).any())}
+    report = repair_model(base, model, context.train_dataset, groups, config=config,
+                          head=context.head, seed=context.seed, device=context.device)
+    # Sparsity over the tensors the base pruned, as the base's own record counts it.
+    info = pruning_info(config, base, masks, repair=report)
+    return CompressedModel(model=base, masks=masks, info=info)

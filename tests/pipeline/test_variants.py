@@ -1,0 +1,72 @@
+"""The variants stage with a derived variant (a repair): it runs after its base, from
+the base's model files, its stage key holds the base's, and it joins the base's family."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from compaudit.pipeline import run_audit
+from compaudit.spec import parse_spec
+
+SPEC = Path(__file__).with_name("tiny_spec.toml").read_text().replace("[[shifts]]", """\
+[[variants]]
+name = "gmp-50-repaired"
+method = "constrained_finetune"
+base = "gmp-50"
+epochs = 1
+[[shifts]]""") + """
+[analysis]
+bootstrap = 20
+[executor]
+kind = "serial"
+"""
+
+
+def _run(text: str, out: Path):
+    return run_audit(parse_spec(text, source="tiny.toml"), out, progress=False,
+                     log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("derived")
+    first = _run(SPEC, out)
+    records = json.loads((out / "variants.json").read_text())["variants"]
+    gate = json.loads((out / "gate" / "gate.json").read_text())
+    # Only the repair changes: the base and every other variant are reused.
+    second = _run(SPEC.replace("epochs = 1\n[[shifts]]", "epochs = 2\n[[shifts]]"), out)
+    # The base changes: the repair, which starts from it, is made again too.
+    third = _run(SPEC.replace("sparsity = 0.5", "sparsity = 0.6"), out)
+    return out, first, records, gate, second, third
+
+
+def test_the_repair_keeps_its_bases_sparsity_and_joins_its_family(runs):
+    out, _, records, gate, *_ = runs
+    base, repaired = records["gmp-50"], records["gmp-50-repaired"]
+    assert repaired["base"] == "gmp-50" and base["base"] is None
+    assert repaired["derives_from"] == "dense"  # paired with dense replica k, as the base
+    assert (repaired["family"], repaired["axis"]) == ("gradual_magnitude", "sparsity")
+    assert repaired["sparsity"] == base["sparsity"]
+    assert repaired["nonzero_count"] == base["nonzero_count"]
+    # The base's replicas were written for it, one per dense replica, and hold the zeros.
+    files = sorted((out / "variants" / "gmp-50" / "models").iterdir())
+    assert [f.name for f in files] == ["replica-000.pt", "replica-001.pt"]
+    state = torch.load(files[0], weights_only=True)
+    zeros = sum(int((t == 0).sum()) for t in state.values())
+    assert zeros >= base["parameter_count"] - base["nonzero_count"]
+    (point,) = [p for p in gate["operating_points"] if p["family"] == "gradual_magnitude"]
+    assert [v["name"] for v in point["variants"]] == ["gmp-50", "gmp-50-repaired"]
+    repair = repaired["repair"]
+    assert len(repair["groups"]) == len(repair["dense_error"]) == len(repair["multipliers"])
+
+
+def test_a_changed_repair_reruns_alone_and_a_changed_base_reruns_both(runs):
+    *_, second, third = runs
+    assert "variant:gmp-50-repaired" in second.stages_run
+    assert {"variant:gmp-50", "variant:float16", "variant:dense"} <= set(second.stages_skipped)
+    assert {"variant:gmp-50", "variant:gmp-50-repaired"} <= set(third.stages_run)
+    assert "variant:float16" in third.stages_skipped

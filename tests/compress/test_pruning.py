@@ -11,6 +11,7 @@ import torch
 from compaudit.compress import pruning
 from compaudit.compress.registry import CompressedModel, CompressionContext, compress
 from compaudit.configs.compress import (
+    ConstrainedFinetuneConfig,
     GradualMagnitudeConfig,
     LotteryTicketConfig,
     OneShotMagnitudeConfig,
@@ -22,9 +23,10 @@ from compaudit.models.training import TrainConfig, train
 
 
 def test_every_pruning_config_is_registered():
+    # The repair keeps its base's zeros, so its variants are pruned ones too.
     assert set(pruning.PRUNING_CONFIGS) == {
         GradualMagnitudeConfig, OneShotMagnitudeConfig, RandomPruningConfig,
-        UnitPruningConfig, LotteryTicketConfig}
+        UnitPruningConfig, LotteryTicketConfig, ConstrainedFinetuneConfig}
     assert set(pruning.__all__) <= set(dir(pruning))
 
 

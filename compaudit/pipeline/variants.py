@@ -87,12 +87,11 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
                           for j in jobs)
         train_data = decoder.get("train", data.train) if reads_train else data.train
         jobs = [replace(j, eval_data=eval_data, train_data=train_data) for j in jobs]
-        # One round per derivation depth: a derived variant's job reads its base's
-        # model files, so it runs after the round that wrote them.
-        for depth in sorted({_depth(j.name, bases) for j in jobs}):
+        rounds = _rounds(jobs, bases)
+        for depth in sorted(set(rounds.values())):
             # Longest first (the methods that fine-tune every replica), so the last jobs
             # to finish are short ones and no worker idles while one long job runs alone.
-            round_ = sorted((j for j in jobs if _depth(j.name, bases) == depth),
+            round_ = sorted((j for j in jobs if rounds[j.name] == depth),
                             key=lambda j: _length(j.config))
             if spec.predict.chunk_examples:
                 run_chunked(round_, pool, chunk_examples=spec.predict.chunk_examples, log=log)
@@ -112,6 +111,18 @@ def variant_bases(spec: AuditSpec) -> dict[str, str]:
         if base is not None:
             out[v.name] = base
     return out
+
+
+def _rounds(jobs: list[VariantJob], bases: dict[str, str]) -> dict[str, int]:
+    """The round each job runs in. A derived variant's job reads its base's model files,
+    so it runs in the round after the one that wrote them (one round per derivation
+    depth). Short jobs that nothing derives from (no training) wait for the last round,
+    beside the derived jobs, so that no worker idles while a repair runs alone."""
+    depth = {j.name: _depth(j.name, bases) for j in jobs}
+    last = max(depth.values(), default=0)
+    bases_of_others = set(bases.values())
+    return {j.name: last if depth[j.name] == 0 and j.name not in bases_of_others
+            and _length(j.config)[0] else depth[j.name] for j in jobs}
 
 
 def _depth(name: str, bases: dict[str, str]) -> int:

@@ -70,3 +70,28 @@ def test_a_changed_repair_reruns_alone_and_a_changed_base_reruns_both(runs):
     assert {"variant:gmp-50", "variant:float16", "variant:dense"} <= set(second.stages_skipped)
     assert {"variant:gmp-50", "variant:gmp-50-repaired"} <= set(third.stages_run)
     assert "variant:float16" in third.stages_skipped
+
+
+def test_short_jobs_wait_for_the_derived_round_and_long_ones_go_first():
+    from types import SimpleNamespace
+
+    from compaudit.configs.compress import (
+        ConstrainedFinetuneConfig,
+        GradualMagnitudeConfig,
+        Int8StaticConfig,
+    )
+    from compaudit.pipeline.variants import _rounds
+
+    def job(name, config):
+        return SimpleNamespace(name=name, config=config)
+
+    jobs = [job("dense", None), job("gmp-50", GradualMagnitudeConfig(sparsity=0.5, frequency=20, begin=0.0, end=0.5)),
+            job("gmp-90", GradualMagnitudeConfig(sparsity=0.9, frequency=20, begin=0.0, end=0.5)),
+            job("int8", Int8StaticConfig()),
+            job("fixed", ConstrainedFinetuneConfig(base="gmp-90"))]
+    # The repair reads gmp-90's files: after it. The short jobs (dense, int8) run beside
+    # the repair, not before it, so the two workers stay busy; gmp-50 trains: first round.
+    assert _rounds(jobs, {"fixed": "gmp-90"}) == {
+        "dense": 1, "gmp-50": 0, "gmp-90": 0, "int8": 1, "fixed": 1}
+    # Without a derived variant every job is in one round.
+    assert set(_rounds(jobs[:4], {}).values()) == {0}

@@ -166,7 +166,10 @@ def record_run(spec: Any, folder: RunFolder, *, model_files: Iterable[Path], ver
     record.add("provenance", [folder.run_json])
     record.add("examples", [folder.examples])
     record.add("predictions", [folder.predictions])
-    record.add("embeddings", [folder.embeddings] if folder.embeddings.is_file() else [])
+    # A run with slices off leaves an older run's embeddings in place (a cache); only the
+    # run that used them records them.
+    used = spec.analysis.slices.enabled and folder.embeddings.is_file()
+    record.add("embeddings", [folder.embeddings] if used else [])
     record.add("variants", [p for p in (folder.variants_json, folder.class_names) if p.is_file()])
     written = set(_written(folder.root / "models") + _written(folder.root / "variants"))
     record.add("model", [p for p in model_files if p not in written])

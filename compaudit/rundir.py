@@ -253,8 +253,9 @@ def check_metrics_schema(metrics: Any, *, source: str = "metrics") -> None:
             "re-run 'compaudit analyze' (or 'compaudit run') with this compaudit version")
 
 
-def retire_metrics(path: Path) -> None:
-    """Remove an older ``metrics.json`` of compaudit's before its outputs are rewritten.
+def retire_metrics(path: Path) -> bool:
+    """Remove an older ``metrics.json`` of compaudit's before its outputs are rewritten;
+    True when there was one.
 
     A folder or a file compaudit did not write stands in the way: an error, nothing
     is removed.
@@ -263,7 +264,7 @@ def retire_metrics(path: Path) -> None:
         raise AuditInputError(f"{path}: is a folder; expected the metrics.json file of a "
                               "run (move it away or choose another --out)")
     if not path.exists():
-        return
+        return False
     try:
         ours = str(json.loads(path.read_text(encoding="utf-8")).get("schema", "")
                    ).startswith("compaudit.metrics/")
@@ -273,3 +274,4 @@ def retire_metrics(path: Path) -> None:
         raise AuditInputError(f"{path}: exists and was not written by compaudit; compaudit "
                               "never overwrites files it did not create (choose another --out)")
     path.unlink()
+    return True

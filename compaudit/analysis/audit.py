@@ -71,7 +71,9 @@ TABLE_NAMES = (
     "screen_scores", "screen_groups", "subgroups", "subgroup_summary", "deltas",
     "disparity", "corruption_errors", "shift_metrics", "shift_deltas", "accuracy_by_severity",
     "skipped_subgroups",
-)  # plus "slices" and "slice_members" when the analysis is given embeddings
+)
+#: Tables written only by some analyses (slices: when given embeddings).
+OPTIONAL_TABLES = ("slices", "slice_members")
 
 
 @dataclass(frozen=True)
@@ -168,12 +170,17 @@ class AnalysisResult:
 
         An older ``metrics.json`` of compaudit's is removed first, so a failure midway
         leaves a folder that ``report`` and ``gate`` refuse, never new tables beside
-        old metrics.
+        old metrics; so are that analysis's optional tables this one does not write.
         """
         folder = RunFolder(Path(out_dir))
         folder.create()
         text = dumps_metrics(self.metrics)  # fails before anything is written
-        retire_metrics(folder.metrics)
+        if retire_metrics(folder.metrics):
+            # The older analysis's optional tables, when this one has none: a reader
+            # must not take them for this run's.
+            for name in OPTIONAL_TABLES:
+                if name not in self.tables:
+                    folder.table(name).unlink(missing_ok=True)
         for name, table in self.tables.items():
             with atomic_path(folder.table(name)) as tmp:
                 table.to_csv(tmp, index=False)

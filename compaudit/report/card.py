@@ -173,9 +173,29 @@ def _limitations(metrics: Metrics, gate: GateDoc | None, limit: int = 10) -> str
                      f"{r.relative_growth_pct:+.0f}% ({r.n_pie} PIEs)")
     if not grown:
         lines.append("- none")
-    lines += ["", "Slice discovery (clusters of dense embeddings) is not part of this "
-                  "audit's metrics."]
+    lines += ["", *_slice_lines(metrics, limit)]
     return "\n".join(lines)
+
+
+def _slice_lines(metrics: Metrics, limit: int) -> list[str]:
+    """Slices (clusters of dense embeddings) whose error compression raised, q < 0.05."""
+    if metrics.slices is None:
+        return ["Slice discovery (clusters of dense embeddings, `[analysis.slices]`) was "
+                "not run in this audit: harm to groups no attribute names is not covered."]
+    # NaN q (a slice too small to test) compares False: never listed.
+    hit = sorted((r for r in metrics.slices.rows if r.q < 0.05 and r.change > 0),
+                 key=lambda r: -r.change)
+    lines = ["Slices compression breaks (clusters of the dense model's embeddings whose "
+             "error rose, q < 0.05; `tables/slices.csv`):"]
+    lines += [f"- {r.variant}, slice {r.slice} ({r.n:,} examples): error "
+              f"{100 * r.dense_error:.1f}% -> {100 * r.compressed_error:.1f}% "
+              f"({100 * r.change:+.1f} points, interval {100 * r.change_lo:+.1f} to "
+              f"{100 * r.change_hi:+.1f}); {r.description}" for r in hit[:limit]]
+    if len(hit) > limit:
+        lines.append(f"- ... and {len(hit) - limit} more (see report.html)")
+    if not hit:
+        lines.append("- none")
+    return lines
 
 
 def _audit(metrics: Metrics, gate: GateDoc | None, dataset: str) -> str:

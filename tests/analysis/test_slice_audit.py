@@ -109,3 +109,26 @@ def test_embeddings_missing_an_example_name_the_file(planted, tmp_path):
                                               r"'slices/000000'\)"):
         analyze_files(root / "ex.parquet", root / "pr.parquet", AnalysisOptions(bootstrap=0),
                       embeddings=tmp_path / "e.npz")
+
+
+def test_a_rerun_without_embeddings_retires_the_older_slice_tables(planted, tmp_path):
+    root, *_ = planted
+    with_slices = AnalysisOptions(bootstrap=0, slices=SliceSettings(n_slices=4))
+    analyze_files(root / "ex.parquet", root / "pr.parquet", with_slices,
+                  embeddings=root / "emb.npz").write(tmp_path)
+    assert (tmp_path / "tables" / "slices.csv").is_file()
+    analyze_files(root / "ex.parquet", root / "pr.parquet",
+                  AnalysisOptions(bootstrap=0)).write(tmp_path)
+    tables = {p.name for p in (tmp_path / "tables").iterdir()}
+    assert "slices.csv" not in tables and "slice_members.csv" not in tables
+    assert "subgroups.csv" in tables and read_metrics(tmp_path).slices is None
+
+
+def test_a_folder_without_older_metrics_keeps_a_file_named_like_a_table(planted, tmp_path):
+    root, *_ = planted
+    mine = tmp_path / "tables" / "slices.csv"
+    mine.parent.mkdir()
+    mine.write_text("not compaudit's\n")
+    analyze_files(root / "ex.parquet", root / "pr.parquet",
+                  AnalysisOptions(bootstrap=0)).write(tmp_path)
+    assert mine.read_text() == "not compaudit's\n"

@@ -203,6 +203,18 @@ def test_changed_slice_settings_rerun_only_the_analysis(first_run, tmp_path):
     assert rows and max(r.slice for r in rows) <= 2
 
 
+def test_slices_turned_off_leave_no_slice_output_in_the_record(first_run, tmp_path):
+    out = _copy(first_run, tmp_path)
+    changed = TINY.replace("[analysis.slices]\nenabled = true", "[analysis.slices]\nenabled = false")
+    assert changed != TINY
+    again = run_audit(parse_spec(changed, source="tiny.toml"), out, progress=False, log=_quiet)
+    assert "analyze" in again.stages_run and again.metrics.slices is None
+    files = json.loads((out / "audit_record.json").read_text())["files"]
+    assert "embeddings.npz" not in files and (out / "embeddings.npz").is_file()  # kept: a cache
+    assert not (out / "tables" / "slices.csv").exists()
+    assert not [f for f in files if "slice" in f]
+
+
 def test_a_new_variants_schema_recompresses_every_variant(first_run, tmp_path, monkeypatch):
     # A run folder of an older compaudit (another variants.json schema) is not reused:
     # the schema is part of each variant's stage key, so variants.json is rewritten.

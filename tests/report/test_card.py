@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from compaudit.cli import main
 from compaudit.report.card import MARKER_BEGIN, MARKER_END, SECTIONS
-from compaudit.simulate import PlantedHarm, simulate_binary
+from compaudit.simulate import PlantedHarm, simulate_binary, simulate_slices
+from compaudit.tables import write_embeddings
 
 hub = pytest.importorskip("huggingface_hub")
 
@@ -66,6 +68,7 @@ def test_the_card_parses_back_with_the_numbers_of_metrics_json(run, capsys):
     failed = [c for c in gate["checks"] if c["verdict"] == "fail"]
     assert f"{len(failed)} check(s) failed" in text and failed
     assert "Bias, risks, and limitations" in text and "Male, Young" in text
+    assert "Slice discovery (clusters of dense embeddings, `[analysis.slices]`) was not run" in text
 
 
 def test_into_fills_a_team_card_and_keeps_every_other_byte(run, tmp_path):
@@ -105,3 +108,35 @@ def test_without_huggingface_hub_the_error_names_the_extra(run, monkeypatch, cap
     assert main(["card", str(run), "--out", str(run / "x.md")]) == 2
     assert "install the 'card' extra" in capsys.readouterr().err
     assert not (run / "x.md").exists()
+
+
+def test_the_card_lists_the_slices_compression_broke(tmp_path):
+    pop, emb, _ = simulate_slices(n_examples=1200, size=0.12, effect=0.4, seed=4)
+    rows = []
+    for name, v in pop.variants.items():
+        for r, rid in enumerate(v.replicas):
+            pred = v.pred[r].astype("int64")
+            rows.append(pd.DataFrame({
+                "variant": name, "replica": int(rid),
+                "example_id": pop.examples["example_id"].astype(str), "pred": pred,
+                "p_true": (pred == pop.labels).astype("float32"),
+                "p_pos": pred.astype("float32")}))
+    pop.examples.to_parquet(tmp_path / "ex.parquet")
+    pd.concat(rows, ignore_index=True).to_parquet(tmp_path / "pr.parquet")
+    write_embeddings(pop.examples["example_id"].to_numpy(), emb, tmp_path / "emb.npz")
+    run = tmp_path / "run"
+    assert main(["analyze", "--examples", str(tmp_path / "ex.parquet"), "--predictions",
+                 str(tmp_path / "pr.parquet"), "--embeddings", str(tmp_path / "emb.npz"),
+                 "--out", str(run), "--bootstrap", "200", "--no-progress"]) == 0
+    assert main(["card", str(run)]) == 0
+    text = hub.ModelCard.load(run / "model_card.md").text
+    table = pd.read_csv(run / "tables" / "slices.csv")
+    hit = table[(table["q"] < 0.05) & (table["change"] > 0)].sort_values("change",
+                                                                          ascending=False)
+    assert len(hit) >= 1  # the planted slice (+40 points) is significant
+    top = hit.iloc[0]
+    assert (f"- {top['variant']}, slice {top['slice']} ({top['n']:,} examples): error "
+            f"{100 * top['dense_error']:.1f}% -> {100 * top['compressed_error']:.1f}%") in text
+    # Slices not significantly hurt are not listed.
+    for _, r in table[~table.index.isin(hit.index)].iterrows():
+        assert f"slice {r['slice']} ({r['n']:,} examples)" not in text

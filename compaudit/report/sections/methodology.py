@@ -47,6 +47,13 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
      "label and pooled over labels with the Mantel-Haenszel risk ratio (Greenland-Robins "
      "interval, Cochran-Mantel-Haenszel test), so that PIEs concentrating on one class in "
      "every group do not read as group harm."),
+    ("Slices compression breaks", "Groups no attribute names, found from the data: the "
+     "dense population's penultimate features (averaged over replicas) are reduced by PCA "
+     "and clustered with a Gaussian mixture fitted, on a held-out share of the examples, to "
+     "the features beside each example's compression-caused error change (Domino, Eyuboglu "
+     "et al.); every example is assigned by the features alone, and each slice's error "
+     "change is estimated on the examples the mixture did not see, with the same paired, "
+     "seed-aware intervals as subgroups and BH across slices."),
     ("Pre-compression risk screen", "Each example's entropy of the dense replicas' mean "
      "prediction, computed before compression (Iofinova et al., CVPR 2023); validated against "
      "each variant's PIEs by AUROC and precision among the highest-risk examples."),

@@ -29,6 +29,7 @@ TERMS = [
     ("Benjamini-Hochberg (BH)", "false discovery rate"),
     ("PIE over-index", "share among PIEs divided by its share among non-PIEs, minus one"),
     ("Within-label over-index (Mantel-Haenszel)", "Greenland-Robins"),
+    ("Slices compression breaks", "assigned by the features alone"),
     ("Pre-compression risk screen", "entropy of the dense replicas' mean prediction"),
     ("Bonferroni gate", "z for α divided by the number of checks"),
     ("Corruption error (CE) and mCE", "AlexNet for ImageNet-C"),

@@ -573,3 +573,21 @@ def test_dissection_gate_checks_render_as_percent_of_the_dense_count(full_run, t
     assert '+47.9%<span class="ci">[+20.0, +75.0]</span>' in row
     assert ">10%</td>" in row
     assert "The gate checked 1 of these drops: 1 failed" in sections["dissection"]
+
+
+def test_printing_unfolds_folded_images(tmp_path):
+    # The report's own stylesheet, real Chromium: a folded (closed <details>) image is
+    # in the PDF, so the PDF holds the pixels; without the print rule it holds 6 kB.
+    from compaudit.report.pdf import print_pdf
+    from compaudit.report.render import _asset
+
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((300, 300, 3)) * 255).astype(np.uint8)).save(tmp_path / "n.png")
+    picture = thumbnail(tmp_path / "n.png", size=300, alt="noise")
+    page = (f"<html><head><style>{_asset('report.css')}</style></head><body><p>x</p>"
+            f"<details><summary>folded</summary>{picture}</details></body></html>")
+    (tmp_path / "p.html").write_text(page)
+    folded = print_pdf(tmp_path / "p.html", tmp_path / "p.pdf").stat().st_size
+    (tmp_path / "q.html").write_text(page.replace("<details>", "<details open>"))
+    unfolded = print_pdf(tmp_path / "q.html", tmp_path / "q.pdf").stat().st_size
+    assert folded > 100_000 and folded > 0.9 * unfolded

@@ -92,8 +92,19 @@ def render_slices(run: RunData, options: ReportOptions) -> Html:
         top = rows[:TOP_SLICES]
         parts.append(tag("h3", f"{variant}: top {len(top)} of {len(rows)} slices"))
         parts.append(_table(top, run))
-        for r in top:
+        hit = [r for r in top if _significant(r, run.alpha)]
+        if not hit:
+            parts.append(tag("p", f"No slice's error rose significantly (q ≤ {run.alpha:g})."))
+        for r in hit:
             if r.typical:
                 parts.append(tag("h4", f"slice {r.slice}: most typical images"))
                 parts.append(_gallery(r, paths, options.thumbnail_px, cache))
+        # The others' images stay one click away: a reviewer reads the harmed ones first.
+        rest = [join([tag("h4", f"slice {r.slice}: most typical images"),
+                      _gallery(r, paths, options.thumbnail_px, cache)])
+                for r in top if r.typical and r not in hit]
+        if rest:
+            parts.append(tag("details", tag(
+                "summary", f"Typical images of the {len(rest)} slice(s) above without a "
+                           "significant error rise"), *rest))
     return join(parts)

@@ -67,3 +67,21 @@ def test_typical_images_are_embedded_and_hostile_text_escaped(make_run, tmp_path
     assert html.count('src="data:image/png;base64,') == 1  # a.png; the other is missing
     assert html.count('class="thumb placeholder"') == 1
     assert "slice 0: most typical images" in text_of(html)
+
+
+def test_images_of_slices_without_a_significant_rise_are_folded(make_run, text_of):
+    rows = [_row(0, 0.3, 0.001, typical=["a"]), _row(1, 0.1, 0.5, typical=["b"]),
+            _row(2, -0.1, 0.01, typical=["c"])]  # significant, but a fall
+    run = make_run(_block(*rows, _row(0, 0.02, 0.9, variant="gmp-50", typical=["d"])),
+                   variants=("dense", "gmp-50", "gmp-90"))
+    html = render_slices(run, ReportOptions())
+    folded = [html[i:html.index("</details>", i)] for i in range(len(html))
+              if html.startswith("<details", i)]
+    assert len(folded) == 2  # gmp-50's slice 0; gmp-90's slices 1 and 2
+    gmp50, gmp90 = folded
+    assert "slice 0: most typical images" in gmp50 and "1 slice(s)" in gmp50
+    assert "slice 1: most typical images" in gmp90 and "slice 2" in gmp90
+    assert "slice 0: most typical images" not in gmp90  # the harmed slice stays open
+    assert html.count("slice 0: most typical images") == 2
+    text = text_of(html)
+    assert text.count("No slice's error rose significantly (q ≤ 0.05).") == 1  # gmp-50

@@ -9,12 +9,13 @@ from typing import Any
 import pandas as pd
 
 from compaudit.errors import AuditInputError
-from compaudit.report.format import finite
+from compaudit.report.format import finite, pp_parts, signed_pct_parts
 from compaudit.report.html import Cell, Html, tag
 from compaudit.report.rundata import RunData
 
 __all__ = ["ReportOptions", "Section", "records", "harm_sign", "mark_cell", "sig_legend",
-           "cell_label", "METRIC_NAMES", "METRIC_SHORT", "NOT_AVAILABLE"]
+           "cell_label", "check_interval", "check_tolerance", "METRIC_NAMES", "METRIC_SHORT",
+           "NOT_AVAILABLE"]
 
 NOT_AVAILABLE = "Not available in this run"
 
@@ -124,3 +125,19 @@ def cell_label(row: dict[str, Any], run: RunData) -> str:
             parts.append(f"{str(key)[5:]}={value}")
     return " · ".join(parts) or "all"
 
+
+
+def check_interval(c: Any) -> tuple[str, str]:
+    """A gate check's estimate and interval as (text, interval text): rate changes in
+    percentage points (``unit == "points"``), ratios as signed percentages."""
+    if c.unit == "points":
+        return pp_parts(c.estimate, c.lo, c.hi)
+    return signed_pct_parts(c.estimate, c.lo, c.hi)
+
+
+def check_tolerance(c: Any) -> str:
+    """A gate check's tolerance in the unit its interval is shown in."""
+    t = finite(c.tolerance)
+    if t is None:
+        return "n/a"
+    return f"{100 * t:.2f} pp" if c.unit == "points" else f"{t:g}%"

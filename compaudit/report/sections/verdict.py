@@ -13,9 +13,7 @@ from compaudit.report.format import (
     pct_interval,
     pp,
     pp_interval,
-    pp_parts,
     q_text,
-    signed_pct_parts,
     sort_key,
 )
 from compaudit.report.html import (
@@ -32,9 +30,12 @@ from compaudit.report.sections._common import (
     METRIC_NAMES,
     ReportOptions,
     cell_label,
+    check_interval,
+    check_tolerance,
     harm_sign,
     records,
 )
+from compaudit.report.sections.repairs import render_repairs
 from compaudit.schema import GateCheck
 
 __all__ = ["render_verdict"]
@@ -50,19 +51,6 @@ _BANNER = {
 _KINDS = {"dissection": "network dissection",
           "pie_within_label": "PIE over-index within label",
           "slice": "discovered slice"}
-
-
-def _check_interval(c: GateCheck) -> tuple[str, str]:
-    if c.unit == "points":
-        return pp_parts(c.estimate, c.lo, c.hi)
-    return signed_pct_parts(c.estimate, c.lo, c.hi)
-
-
-def _tolerance(c: GateCheck) -> str:
-    t = finite(c.tolerance)
-    if t is None:
-        return "n/a"
-    return f"{100 * t:.2f} pp" if c.unit == "points" else f"{t:g}%"
 
 
 def _banner(run: RunData) -> Html:
@@ -98,8 +86,8 @@ def _failing_checks(run: RunData, limit: int = 10) -> Html:
     checks.sort(key=lambda c: (_ORDER.get(c.verdict, 3), -_lower(c)))
     rows = [[Cell(c.verdict, sort=_ORDER.get(c.verdict, 3), cls=f"verdict-{c.verdict}"),
              c.variant, Cell(c.subject, cls="wrap"), c.metric, _KINDS.get(c.kind, c.kind),
-             interval_cell(_check_interval(c), sort=sort_key(c.estimate)),
-             Cell(_tolerance(c), sort=sort_key(c.tolerance)), Cell(c.reason, cls="wrap")]
+             interval_cell(check_interval(c), sort=sort_key(c.estimate)),
+             Cell(check_tolerance(c), sort=sort_key(c.tolerance)), Cell(c.reason, cls="wrap")]
             for c in checks[:limit]]
     more = f" (the {limit} most severe of {len(checks)})" if len(checks) > limit else ""
     return join([tag("h3", "Top failing and inconclusive checks"), sortable_table(
@@ -207,6 +195,8 @@ def _operating_points(run: RunData) -> Html:
 
 
 def render_verdict(run: RunData, options: ReportOptions) -> Html:
-    """Gate banner, operating points, failing checks and the key findings."""
-    return join([_banner(run), _operating_points(run), tag("h3", "Key findings"),
+    """Gate banner, operating points, repairs beside their base, the key findings and
+    the failing checks."""
+    return join([_banner(run), _operating_points(run), render_repairs(run),
+                 tag("h3", "Key findings"),
                  _key_findings(run), _failing_checks(run)])

@@ -182,12 +182,3 @@ def test_train_config_cross_field_rules():
     assert info.value.items == [("device", "got 'gpu'; expected a torch device string such "
                                            "as 'cpu', 'cuda' or 'cuda:1'")]
     assert TrainConfig(device="cuda:1").device == "cuda:1"
-
-
-def test_analysis_options_name_each_attribute_once():
-    from compaudit.analysis.audit import AnalysisOptions
-
-    with pytest.raises(ConfigError) as info:
-        AnalysisOptions(protected=("Male", "Young", "Male"))
-    assert info.value.items == [("protected", "got ['Male', 'Young', 'Male']; expected "
-                                              "each attribute once")]

@@ -3,31 +3,22 @@
 from __future__ import annotations
 
 import hashlib
-import platform
-from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-import compaudit
 from compaudit._atomic import atomic_path, atomic_write_text
-from compaudit.analysis.accuracy import accuracy_summary, accuracy_table
-from compaudit.analysis.classes import class_summary, class_table
-from compaudit.analysis.dissection import (
-    check_dissection_config,
-    dissection_block,
-    read_dissection,
-)
-from compaudit.analysis.pie import (
-    overindex_table,
-    overindex_within_label,
-    pie_summary,
-    pie_table,
-)
+from compaudit.analysis._metrics_record import metrics_record
+from compaudit.analysis.accuracy import accuracy_table
+from compaudit.analysis.classes import class_table
+from compaudit.analysis.dissection import check_dissection_config, dissection_block, read_dissection
+from compaudit.analysis.options import AnalysisOptions
+from compaudit.analysis.pie import overindex_table, overindex_within_label, pie_table
 from compaudit.analysis.population import Population, build_population
 from compaudit.analysis.robustness import (
     ALEXNET_ERRORS,
@@ -36,31 +27,12 @@ from compaudit.analysis.robustness import (
     shifted_population_metrics,
     subgroups_under_shift,
 )
-from compaudit.analysis.screen import (
-    ScreenResult,
-    dense_p_true,
-    screen_population,
-    validate_screen,
-)
-from compaudit.analysis.slice_audit import SliceSettings, slice_analysis
-from compaudit.analysis.subgroups import DEFAULT_MAX_CELLS, subgroup_analysis, subgroup_cells
-from compaudit.config import Checked, setting
+from compaudit.analysis.screen import ScreenResult, dense_p_true, screen_population
+from compaudit.analysis.slice_audit import slice_analysis
+from compaudit.analysis.subgroups import subgroup_analysis, subgroup_cells
 from compaudit.errors import AuditInputError
 from compaudit.rundir import METRICS_SCHEMA, RunFolder, jsonable, retire_metrics
-from compaudit.schema import (
-    DeltaRow,
-    DisparityRow,
-    Dissection,
-    Metrics,
-    OverindexMHRow,
-    OverindexRow,
-    Robustness,
-    ScreenGroupRow,
-    ShiftDeltaRow,
-    SubgroupMethod,
-    Task,
-    dumps_metrics,
-)
+from compaudit.schema import Dissection, Metrics, dumps_metrics
 from compaudit.tables import Embeddings, read_embeddings, read_examples, read_predictions
 
 __all__ = ["AnalysisOptions", "AnalysisResult", "analyze", "analyze_files", "dumps_metrics",
@@ -74,81 +46,6 @@ TABLE_NAMES = (
 )
 #: Tables written only by some analyses (slices: when given embeddings).
 OPTIONAL_TABLES = ("slices", "slice_members")
-
-
-@dataclass(frozen=True)
-class AnalysisOptions(Checked):
-    """Options of :func:`analyze`.
-
-    Parameters
-    ----------
-    dense
-        Name of the reference (uncompressed) variant.
-    protected
-        Protected attributes (names without ``attr.``); ``None`` takes every ``attr.*``
-        column of the examples table.
-    positive_label
-        The class counted as positive in binary tasks (FPR, FNR, ...).
-    bootstrap
-        Bootstrap resamples for intervals and p-values; 0 turns the bootstrap off.
-    seed
-        Seed of the bootstrap.
-    alpha
-        Significance level for the ``significant_*`` flags.
-    level
-        Confidence level of every interval.
-    num_classes
-        Number of classes; inferred when ``None`` (2 when predictions carry ``p_pos``).
-    shift
-        Which ``shift`` of the examples the class, PIE and subgroup analyses use.
-    max_intersection_order
-        Largest number of attributes intersected into a subgroup (1: single attributes
-        only). ``None``: every order with up to 4 protected attributes, else 2.
-    min_cell_size
-        Subgroups (other than ``overall``) with fewer examples are skipped: not
-        analysed, listed in the ``skipped_subgroups`` table and counted in
-        ``metrics.json`` under ``subgroup_cells.skipped``. The default 1 analyses every
-        subgroup that has an example.
-    max_cells
-        Limit on the number of subgroups (overall and skipped ones included); more is an
-        :class:`~compaudit.errors.AuditInputError`, raised before the analysis allocates
-        per-subgroup arrays.
-    screen_top
-        Fraction of examples the pre-compression risk screen flags as at risk
-        (:mod:`compaudit.analysis.screen`).
-    slices
-        Slice discovery settings (``[analysis.slices]``,
-        :class:`~compaudit.analysis.slice_audit.SliceSettings`); slices are found when
-        :func:`analyze` is given embeddings.
-    about
-        What the intervals are about. ``"procedure"`` (default): the compression
-        method, so with paired replicas they cover seed-to-seed variation as well as
-        the examples (:mod:`compaudit.analysis._pair_inference`). ``"models"``: the
-        models at hand are fixed artifacts (a team's shipped files), so they cover the
-        test examples only: the paired example bootstrap, pooled over the given pairs.
-        ``compaudit run`` defaults to ``"models"`` when ``[model].weights`` or
-        ``pretrained`` are the user's files.
-    """
-
-    dense: str = setting("dense", nonempty=True)
-    protected: tuple[str, ...] | None = None
-    positive_label: int = setting(1, ge=0)
-    bootstrap: int = setting(1000, ge=0)
-    seed: int = setting(0, ge=0)
-    alpha: float = setting(0.05, gt=0, lt=1)
-    level: float = setting(0.95, gt=0, lt=1)
-    num_classes: int | None = setting(None, ge=2)
-    shift: str = "clean"
-    max_intersection_order: int | None = setting(None, ge=1)
-    min_cell_size: int = setting(1, ge=1)
-    max_cells: int = setting(DEFAULT_MAX_CELLS, ge=1)
-    screen_top: float = setting(0.05, gt=0, le=1)
-    about: Literal["procedure", "models"] = "procedure"
-    slices: SliceSettings = setting(factory=SliceSettings)
-
-    def _problems(self) -> Iterator[tuple[str, str]]:
-        if self.protected is not None and len(set(self.protected)) != len(self.protected):
-            yield "protected", f"got {list(self.protected)}; expected each attribute once"
 
 
 @dataclass
@@ -186,16 +83,6 @@ class AnalysisResult:
                 table.to_csv(tmp, index=False)
         atomic_write_text(folder.metrics, text)
         return folder.metrics
-
-
-def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
-    return jsonable(table.to_dict(orient="records")) if not table.empty else []
-
-
-def _rows(table: pd.DataFrame, row: type[Any], where: str) -> tuple[Any, ...]:
-    """The table's rows as records of type ``row``."""
-    return tuple(row.from_dict(r, where=f"{where}[{i}]")
-                 for i, r in enumerate(_records(table)))
 
 
 def _check_attributes(pop: Population, options: AnalysisOptions) -> list[str]:
@@ -283,8 +170,9 @@ def analyze(
         "skipped_subgroups": sub.skipped,
         **slice_tables,
     }
-    metrics = _metrics(full=full, pop=pop, tables=tables, screened=screened, sub=sub,
-                       robust=robust, attributes=attributes, options=options, inputs=inputs)
+    metrics = metrics_record(full=full, pop=pop, tables=tables, screened=screened, sub=sub,
+                             robust=robust, attributes=attributes, options=options,
+                             inputs=inputs)
     metrics = replace(metrics, slices=slices)
     steps.update()
     steps.close()
@@ -330,53 +218,6 @@ def _pie_analyses(pop: Population, predictions: pd.DataFrame, attributes: list[s
             "screen_scores": screened.scores, "screen_groups": screened.groups}, screened
 
 
-def _metrics(*, full: Population, pop: Population, tables: dict[str, pd.DataFrame],
-             screened: ScreenResult, sub: Any, robust: dict[str, Any], attributes: list[str],
-             options: AnalysisOptions, inputs: dict[str, Any] | None) -> Metrics:
-    """The ``metrics.json`` record from the analysis tables."""
-    acc, summary = tables["accuracy"], tables["subgroup_summary"]
-    return Metrics(
-        schema=METRICS_SCHEMA,
-        created_by=f"compaudit {compaudit.__version__}",
-        environment={"python": platform.python_version(), "numpy": np.__version__,
-                     "pandas": pd.__version__},
-        inputs=inputs or {},
-        options=jsonable(asdict(options)),
-        task=Task(num_classes=pop.num_classes, binary=pop.is_binary,
-                  n_examples=len(pop.labels), attributes=tuple(attributes),
-                  shifts=tuple(sorted(full.examples["shift"].unique().tolist()))),
-        variants={name: {"replicas": v.replicas.tolist()} for name, v in full.variants.items()},
-        accuracy=jsonable(accuracy_summary(acc[(acc["shift"] == options.shift)])),
-        accuracy_by_shift=tuple(_records(acc)),
-        classes=jsonable(class_summary(tables["classes"])),
-        pie=jsonable(pie_summary(tables["pie"])),
-        overindex=_rows(tables["overindex"], OverindexRow, "overindex"),
-        # Per-label tables only for binary tasks: many-class ones are labels x cells long.
-        overindex_within_label=(_rows(tables["overindex_within_label"], OverindexRow,
-                                      "overindex_within_label") if pop.is_binary else ()),
-        overindex_mh=_rows(tables["overindex_mh"], OverindexMHRow, "overindex_mh"),
-        screen_summary=jsonable(screened.summary),
-        screen=jsonable(validate_screen(screened, tables["pie"], tables["overindex_mh"])),
-        screen_groups=_rows(tables["screen_groups"], ScreenGroupRow, "screen_groups"),
-        subgroup_cells={
-            "attributes": len(attributes), "max_order": sub.max_order,
-            "min_cell_size": options.min_cell_size, "max_cells": options.max_cells,
-            "analysed": int(summary["subgroup"].nunique()) if not summary.empty else 0,
-            "skipped": len(sub.skipped),
-        },
-        subgroups=tuple(_records(summary)),
-        subgroup_method=SubgroupMethod.from_dict(jsonable(sub.method), where="subgroup_method"),
-        deltas=_rows(sub.deltas, DeltaRow, "deltas"),
-        disparity=_rows(sub.disparity, DisparityRow, "disparity"),
-        robustness=Robustness(
-            reference=robust["reference"],
-            corruption_errors=tuple(_records(robust["corruption_errors"])),
-            shift_metrics=tuple(_records(_shift_summary(robust["shift_metrics"]))),
-            shift_deltas=_rows(robust["shift_deltas"], ShiftDeltaRow, "shift_deltas"),
-        ),
-    )
-
-
 def _robustness(full: Population, acc: pd.DataFrame, attributes: list[str],
                 options: AnalysisOptions) -> dict[str, Any]:
     """Corruption errors, per-shift calibration, and subgroup deltas under each shift."""
@@ -394,12 +235,6 @@ def _robustness(full: Population, acc: pd.DataFrame, attributes: list[str],
             seed=options.seed, level=options.level, **_bounds(options))
         if has_shift else pd.DataFrame(),
     }
-
-
-def _shift_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean over replicas of top-1, calibration error and AURRA per (variant, shift)."""
-    cols = ["top1", "rms_calibration_error", "aurra"]
-    return table.groupby(["variant", "shift"], sort=False)[cols].mean().reset_index()
 
 
 def _accuracy_by_shift(pop: Population) -> pd.DataFrame:

@@ -269,7 +269,7 @@ class Task(Record):
 class Metrics(Record):
     """``metrics.json``: every number the report and the gate use (docs/outputs.md).
 
-    ``options`` are :class:`compaudit.analysis.audit.AnalysisOptions` as a mapping;
+    ``options`` are :class:`compaudit.analysis.options.AnalysisOptions` as a mapping;
     :attr:`dense`, :attr:`level`, :attr:`alpha` and :attr:`shift` read it.
     """
 

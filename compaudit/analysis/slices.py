@@ -25,7 +25,7 @@ the slices' tests are honest:
    are ranked by the change, largest first: slice 0 is the one compression hurt most.
 5. **Describe** each slice over all its members: size, label mix, each protected
    attribute value's share against the whole set (over-index), and the ``typical``
-   members of highest embedding posterior.
+   members of highest embedding posterior (:mod:`compaudit.analysis._slice_description`).
 
 Because the mixture never sees the test part, a slice's test is the test of a fixed
 group of examples, as for an annotated subgroup; the price is that only the test part
@@ -43,8 +43,9 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from compaudit.analysis._cells import cell_label, subgroup_cells
+from compaudit.analysis._cells import subgroup_cells
 from compaudit.analysis._pair_inference import PAIRED, draws, infer
+from compaudit.analysis._slice_description import TYPICAL_COLUMNS, describe, typical_members
 from compaudit.analysis._subgroup_sums import subgroup_sums
 from compaudit.analysis.pie import modal_prediction
 from compaudit.analysis.population import Population
@@ -61,23 +62,12 @@ TABLE_COLUMNS = ["variant", "slice", "n", "n_test", "dense_error", "compressed_e
                  "change", "change_lo", "change_hi", "change_se", "change_df", "p", "q",
                  "label_mix", "over_index", "description"]
 MEMBER_COLUMNS = ["variant", "slice", "example_id"]
-TYPICAL_COLUMNS = ["variant", "slice", "rank", "example_id"]
 #: The grouping column the slice ids take in the test part's examples.
 _SLICE = "slice"
-#: An attribute value is named in a description when its share in the slice exceeds
-#: its share in the whole set by at least this much (in share units).
-DESCRIBE_MIN_EXCESS = 0.10
-#: At most this many attribute values (label included) are named in a description.
-DESCRIBE_TOP = 2
-#: Labels kept in ``label_mix`` (the most frequent in the slice).
-LABEL_MIX_TOP = 5
 #: Variance added to every mixture column (the embedding's are whitened to 1).
 REG_COVAR = 0.1
 #: Mixture fits from different k-means starts; the best likelihood is kept.
 N_INIT = 1
-#: Typical members: posteriors from this value up are equally confident, and the most
-#: central of them (highest density) are shown first.
-CONFIDENT = 0.99
 #: PCA directions with less variance than this share of the largest are dropped
 #: (a rank-deficient embedding would otherwise be whitened by dividing by zero).
 _RANK_TOL = 1e-10
@@ -224,11 +214,11 @@ def _find_slices(pop: Population, emb: np.ndarray, *, names: list[str], attrs: l
                                            bootstrap)
         rank = {int(c): i for i, c in enumerate(table.pop("component"))}
         slice_of = np.array([rank[int(c)] for c in assign], np.int64)
-        table = _describe(table, pop, slice_of, attrs)
+        table = describe(table, pop, slice_of, attrs)
         tables.append(table[TABLE_COLUMNS])
         members.append(pd.DataFrame({"variant": name, "slice": slice_of,
                                      "example_id": pop.examples["example_id"].to_numpy()}))
-        typical.append(_typical(pop, name, assign, post, density, rank, options.typical))
+        typical.append(typical_members(pop, name, assign, post, density, rank, options.typical))
     return SliceResult(
         table=pd.concat(tables, ignore_index=True),
         members=pd.concat(members, ignore_index=True).sort_values(
@@ -422,55 +412,3 @@ def _slice_table(pop: Population, variant: str, assign: np.ndarray, test: np.nda
     return frame, method
 
 
-def _describe(table: pd.DataFrame, pop: Population, slice_of: np.ndarray,
-              attributes: list[str]) -> pd.DataFrame:
-    """Add label mix, over-index of each attribute value and a one-line description."""
-    columns = {"label": pd.Series(pop.labels)}
-    for a in attributes:
-        columns[a] = pop.examples[f"attr.{a}"].reset_index(drop=True)
-    whole = {key: col.value_counts(normalize=True) for key, col in columns.items()}
-    mixes, overs, texts = [], [], []
-    for s in table["slice"].to_numpy():
-        inside = slice_of == s
-        shares = {key: col[inside].value_counts(normalize=True) for key, col in columns.items()}
-        # value_counts sorts by share, largest first.
-        mixes.append({str(k): float(v) for k, v in shares["label"].head(LABEL_MIX_TOP).items()})
-        over: dict[str, float] = {}
-        named: list[tuple[float, str]] = []
-        for key in columns:
-            for value, share in whole[key].items():
-                if share == 0:  # an unused level of a categorical column
-                    continue
-                here = float(shares[key].get(value, 0.0))
-                label = cell_label([(key, value)])
-                if key != "label":
-                    over[label] = here / float(share)
-                if here - float(share) >= DESCRIBE_MIN_EXCESS:
-                    named.append((here - float(share), f"{label} ({here:.0%} vs "
-                                                       f"{float(share):.0%} overall)"))
-        overs.append(over)
-        named.sort(key=lambda t: -t[0])
-        texts.append(", ".join(t for _, t in named[:DESCRIBE_TOP])
-                     or "no label or attribute value over-represented")
-    return table.assign(label_mix=mixes, over_index=overs, description=texts)
-
-
-def _typical(pop: Population, variant: str, assign: np.ndarray, post: np.ndarray,
-             density: np.ndarray, rank: dict[int, int], typical: int) -> pd.DataFrame:
-    """Each slice's ``typical`` members: highest embedding posterior, where posteriors
-    of at least :data:`CONFIDENT` count as equal and the highest density under the
-    slice's component comes first (the highest posteriors alone lie on the far side
-    of the slice from its neighbours, not at its centre)."""
-    rows = []
-    ids = pop.examples["example_id"].to_numpy()
-    for component, s in rank.items():
-        idx = np.flatnonzero(assign == component)
-        confident = np.minimum(post[idx, component], CONFIDENT)
-        order = np.lexsort((-density[idx, component], -confident))
-        best = idx[order[:typical]]
-        rows.append(pd.DataFrame({"variant": variant, "slice": s,
-                                  "rank": np.arange(len(best), dtype=np.int64),
-                                  "example_id": ids[best]}))
-    frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
-        columns=TYPICAL_COLUMNS)
-    return frame.sort_values(["slice", "rank"], kind="stable").reset_index(drop=True)

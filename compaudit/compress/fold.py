@@ -32,10 +32,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import fx, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 __all__ = ["FoldReport", "fold_batchnorm_"]
@@ -126,8 +128,10 @@ def fold_batchnorm_(model: nn.Module) -> FoldReport:
     FoldReport
         The folded pairs and how they were found.
     """
+    graph: Literal["fx", "sequential"] = "fx"
+    error = None
     try:
-        pairs, graph, error = _pairs_from_graph(model), "fx", None
+        pairs = _pairs_from_graph(model)
     except Exception as err:  # fx raises many types for untraceable code
         first = str(err).splitlines()[0] if str(err) else ""
         pairs, graph, error = (_pairs_from_sequentials(model), "sequential",
@@ -135,14 +139,15 @@ def fold_batchnorm_(model: nn.Module) -> FoldReport:
     shared = _shared(model)
     done = []
     for conv_name, norm_name in pairs:
-        conv, norm = model.get_submodule(conv_name), model.get_submodule(norm_name)
-        if id(conv) in shared or id(norm) in shared:
-            continue
-        weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, norm.running_mean,
-                                            norm.running_var, norm.eps, norm.weight,
-                                            norm.bias)
+        conv = cast(_ConvNd, model.get_submodule(conv_name))
+        norm = cast(_BatchNorm, model.get_submodule(norm_name))
+        mean, var = norm.running_mean, norm.running_var
+        if id(conv) in shared or id(norm) in shared or mean is None or var is None:
+            continue  # (statistics checked by _foldable; repeated for the type checker)
+        weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, mean, var, norm.eps,
+                                            norm.weight, norm.bias)
         conv.weight, conv.bias = weight, bias
         parent, _, attr = norm_name.rpartition(".")
         setattr(model.get_submodule(parent), attr, nn.Identity())
         done.append((conv_name, norm_name))
-    return FoldReport(pairs=done, graph=graph, trace_error=error)  # type: ignore[arg-type]
+    return FoldReport(pairs=done, graph=graph, trace_error=error)

@@ -3,16 +3,24 @@
 Transforms that modify ``model`` in place (callers pass a copy):
 
 * :func:`round_float_precision` / :func:`cast_float_precision`: float16 or bfloat16.
-  *Native* casts parameters and buffers and runs every op in that dtype. *Simulated*
-  keeps float32 kernels but rounds parameters, buffers, the input and the output of
-  every leaf module through the dtype (``x.to(dtype).to(float32)``); it differs from
-  native execution only inside an op (accumulation precision), and it exists because
-  CPU half-precision kernels, though present in torch 2.15, run 10-15x slower than
-  float32 on CPUs without native FP16/BF16 arithmetic. It rounds a module's own output
-  in place (one half-size temporary per layer) and skips the ReLU/ReLU6/pooling that an
-  ``nn.Sequential`` applies to a rounded output (their values are already rounded):
-  the same logits bit for bit, at 1.5x dense instead of 1.74x for ``mobilenet_v2`` on
-  one CPU thread; the float16 conversions themselves are the rest.
+  Both first fold every eval-mode BatchNorm into the convolution that feeds it
+  (:mod:`compaudit.compress.fold`, in float32), as ONNX export and every float16/int8
+  runtime do, so the folded weight is what is rounded and a Conv-BN-ReLU block rounds
+  once; the :class:`~compaudit.compress.fold.FoldReport` is kept on the root as
+  :data:`FOLDED_BATCHNORM_ATTR`. *Native* casts parameters and buffers and runs every
+  op in that dtype. *Simulated* keeps float32 kernels but rounds parameters, buffers,
+  the input and the output of every leaf module through the dtype
+  (``x.to(dtype).to(float32)``); it differs from native execution only inside an op
+  (accumulation precision), and it exists because CPU half-precision kernels, though
+  present in torch 2.15, run 10-15x slower than float32 on CPUs without native
+  FP16/BF16 arithmetic. It rounds a module's own output in place (one half-size
+  temporary per layer), does not hook the Identity left by a folded BatchNorm, and
+  skips the ReLU/ReLU6/pooling that an ``nn.Sequential`` applies to a rounded output
+  (their values are already rounded): the same logits bit for bit as rounding every
+  leaf's output of the folded model. Forward CPU time against dense, 224 px, one
+  thread (``benchmarks/bench_quant_sim.py``): ``mobilenet_v2`` 1.74x rounding every
+  leaf, 1.50x with these shortcuts, 1.17x with BatchNorm folded; ``resnet50`` 1.26x
+  -> 1.15x; the float16 conversions themselves are the rest.
 * :func:`quantize_weights_int8`: int8 weights (per output channel, symmetric by
   default) of every conv and linear layer, stored dequantized; activations stay float.
 
@@ -32,11 +40,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from compaudit.compress.fold import fold_batchnorm_
 from compaudit.compress.qparams import dequantize, quantize, weight_qparams
 
 __all__ = [
     "WEIGHT_FORMAT_ATTR",
     "FLOAT_STORAGE_ATTR",
+    "FOLDED_BATCHNORM_ATTR",
     "QUANTIZABLE",
     "round_float_precision",
     "cast_float_precision",
@@ -48,6 +58,8 @@ __all__ = [
 WEIGHT_FORMAT_ATTR = "compaudit_weight_format"
 #: Attribute of a reduced-precision model's root: ``"float16"`` or ``"bfloat16"``.
 FLOAT_STORAGE_ATTR = "compaudit_float_storage"
+#: Attribute of a float16/bfloat16 model's root: the :class:`~compaudit.compress.fold.FoldReport`.
+FOLDED_BATCHNORM_ATTR = "compaudit_folded_batchnorm"
 #: Layers whose weights are quantized.
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -105,15 +117,17 @@ def _keeps_rounding(module: nn.Module, dtype: torch.dtype) -> bool:
         and not module.training
 
 
-def _after_rounded_leaf(model: nn.Module, dtype: torch.dtype) -> dict[nn.Module, list]:
+def _after_rounded_leaf(model: nn.Module, dtype: torch.dtype,
+                        folded: set[nn.Module]) -> dict[nn.Module, list]:
     """Leaves that an ``nn.Sequential`` calls directly on another leaf's output and that
-    keep rounding (the ReLU6 after every BatchNorm of MobileNetV2), with the leaves
-    they follow: their output needs no rounding when their input is that leaf's
-    rounded output (checked when called: the module may be called elsewhere too)."""
+    keep rounding (the ReLU6 after every folded BatchNorm of MobileNetV2), with the
+    leaves they follow: their output needs no rounding when their input is that leaf's
+    rounded output (checked when called: the module may be called elsewhere too).
+    ``folded`` (the Identity left by a folded BatchNorm, not hooked) is looked through."""
     found: dict[nn.Module, list] = {}
     for seq in model.modules():
         if isinstance(seq, nn.Sequential) and type(seq).forward is nn.Sequential.forward:
-            children = list(seq.children())
+            children = [c for c in seq.children() if c not in folded]
             for prev, cur in zip(children, children[1:]):
                 if not list(prev.children()) and not list(cur.children()) \
                         and _keeps_rounding(cur, dtype):
@@ -176,19 +190,36 @@ def _float32_output_hook(module: nn.Module, args: tuple, output: Any) -> Any:
     return output
 
 
-def round_float_precision(model: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """Simulate ``dtype`` in float32: round weights, buffers and every leaf's output.
+def _fold(model: nn.Module, fold_batchnorm: bool) -> set[nn.Module]:
+    """Fold BatchNorm (:mod:`compaudit.compress.fold`), record the report on the root and
+    return the Identity modules left in place of the folded BatchNorms."""
+    if not fold_batchnorm:
+        return set()
+    report = fold_batchnorm_(model)
+    setattr(model, FOLDED_BATCHNORM_ATTR, report)
+    return {model.get_submodule(norm) for _, norm in report.pairs}
 
+
+def round_float_precision(model: nn.Module, dtype: torch.dtype, *,
+                          fold_batchnorm: bool = True) -> nn.Module:
+    """Simulate ``dtype`` in float32: fold BatchNorm, round weights, buffers and every
+    leaf's output.
+
+    ``fold_batchnorm=False`` keeps BatchNorm as a layer of its own (rounded weights,
+    buffers and output), as no deployment runs it; for comparisons only.
     Returns ``model`` (modified in place) for chaining.
     """
+    folded = _fold(model, fold_batchnorm)
     with torch.no_grad():
         for t in [*model.parameters(), *model.buffers()]:
             if t.is_floating_point():
                 t.copy_(t.to(dtype).to(t.dtype))
     model.register_forward_pre_hook(functools.partial(_round_inputs_hook, dtype))
     last = _LastRounded()
-    skippable = _after_rounded_leaf(model, dtype)
+    skippable = _after_rounded_leaf(model, dtype, folded)
     for module in model.modules():
+        if module in folded:
+            continue  # an Identity on its conv's output, which is rounded
         if module in skippable:
             module.register_forward_hook(functools.partial(
                 _skip_if_rounded_hook, dtype, last, tuple(skippable[module])))
@@ -200,8 +231,11 @@ def round_float_precision(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     return model
 
 
-def cast_float_precision(model: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """Run natively in ``dtype``: cast parameters and buffers; float32 in, float32 logits out."""
+def cast_float_precision(model: nn.Module, dtype: torch.dtype, *,
+                         fold_batchnorm: bool = True) -> nn.Module:
+    """Run natively in ``dtype``: fold BatchNorm (in float32), cast parameters and
+    buffers; float32 in, float32 logits out."""
+    _fold(model, fold_batchnorm)
     model.to(dtype)
     model.register_forward_pre_hook(functools.partial(_cast_inputs_hook, dtype))
     model.register_forward_hook(_float32_output_hook)

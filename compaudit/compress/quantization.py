@@ -9,7 +9,10 @@
   activations calibrated on training images.
 
 Float16/bfloat16 run natively on CUDA and are simulated in float32 on the CPU (see
-:mod:`compaudit.compress.quant_sim`); ``execution`` forces either. Int8 static has two
+:mod:`compaudit.compress.quant_sim`); ``execution`` forces either. Both fold BatchNorm
+into its convolution first, as deployed float16 models are (``info``:
+``batchnorm_folded`` pairs, ``batchnorm_fold_graph`` ``"fx"`` or ``"sequential"`` when
+the model could not be traced, then ``batchnorm_trace_error``). Int8 static has two
 backends that agree by construction: ``"simulated"`` (fake-quant in torch, any device)
 and ``"onnxruntime"`` (ONNX Runtime's QDQ quantizer and int8 CPU kernels, the optional
 extra ``onnx``). The original model is never modified.
@@ -36,6 +39,7 @@ from tqdm.auto import tqdm
 
 from compaudit.compress.quant_onnx import onnx_static_int8
 from compaudit.compress.quant_sim import (
+    FOLDED_BATCHNORM_ATTR,
     cast_float_precision,
     quantize_weights_int8,
     round_float_precision,
@@ -83,9 +87,12 @@ def _reduced_precision(model: nn.Module, config: Float16Config, context: Compres
         cast_float_precision(out, dtype)
     else:
         round_float_precision(out, dtype)
+    fold = getattr(out, FOLDED_BATCHNORM_ATTR)
     return CompressedModel(model=out, info=_method_info(
         config, bits=dtype.itemsize * 8, execution=execution,
-        dtype=str(dtype).removeprefix("torch.")))
+        dtype=str(dtype).removeprefix("torch."), batchnorm_folded=len(fold.pairs),
+        batchnorm_fold_graph=fold.graph,
+        **({"batchnorm_trace_error": fold.trace_error} if fold.trace_error else {})))
 
 
 def _float16(model: nn.Module, config: Float16Config,

@@ -349,16 +349,22 @@ def test_deployable_size_float16_is_half_and_int8_a_quarter(arch_model):
     container = (dense - 4 * c["F"] - 8 * c["I"]) / c["n"]
     assert 150 < container < 500, container
 
-    # float16 / bfloat16, simulated or native: 2 bytes per float
+    # float16 / bfloat16, simulated or native: BatchNorm folded (every conv of these
+    # models feeds one), so per layer a weight and a bias, 2 bytes per float
     for config in (Float16Config(), Float16Config(execution="native"),
                    BFloat16Config(execution="native")):
-        half = _size(compress(model, config, context=ctx).model)
-        expected = 2 * c["F"] + 8 * c["I"] + container * c["n"]
-        assert abs(half - expected) <= ALIGN * c["n"], (config, half, expected)
-        # within 2% of half the float32 bytes once the container is set aside
-        data = container * c["n"]
-        assert (half - data) / (dense - data) == pytest.approx(0.5, rel=0.02)
-        if arch == "resnet18":  # 122 tensors, 45 MB: the container is negligible
+        half_model = compress(model, config, context=ctx).model
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in half_model.modules())
+        half = _size(half_model)
+        # 2 tensors per layer; torch.save's fixed records weigh more per tensor in a
+        # 10-tensor file than in the dense 36-tensor one, so the container is bounded
+        # as above rather than taken from the dense file
+        data = 2 * (c["W"] + c["C"])
+        assert 150 < (half - data) / (2 * c["L"]) < 500, (config, half, data)
+        # below half the dense bytes: the dense artifact keeps BatchNorm's 4 floats
+        # and step counter per channel, the folded one a bias per channel
+        assert half < 0.5 * dense
+        if arch == "resnet18":  # 45 MB: BatchNorm and the container are negligible
             assert half / dense == pytest.approx(0.5, rel=0.01)
 
     # int8 weight-only: 1 byte per conv/linear weight, a float32 scale and an int8 zero

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compaudit.compress.fold import fold_batchnorm_
 from compaudit.compress.observers import MinMaxObserver, PercentileObserver
 from compaudit.compress.qparams import (
     compute_qparams,
@@ -475,9 +476,10 @@ class _SharedActivation(nn.Module):
         return self.head(self.keep(z * 0.999).flatten(1))
 
 
+@pytest.mark.parametrize("fold", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("arch", ["mobilenet_v2", "resnet18", "shared"])
-def test_simulated_reduced_precision_equals_rounding_every_leaf_output(arch, dtype):
+def test_simulated_reduced_precision_equals_rounding_every_leaf_output(arch, dtype, fold):
     import torchvision
 
     torch.manual_seed(3)
@@ -489,8 +491,11 @@ def test_simulated_reduced_precision_equals_rounding_every_leaf_output(arch, dty
             m.running_var.uniform_(0.5, 2.0)
     model.eval()
     x = 3 * torch.randn(4, 3, 12 if arch == "shared" else 64, 12 if arch == "shared" else 64)
-    sim = round_float_precision(copy.deepcopy(model), dtype)
-    ref = _round_every_leaf(copy.deepcopy(model), dtype)
+    sim = round_float_precision(copy.deepcopy(model), dtype, fold_batchnorm=fold)
+    plain = copy.deepcopy(model)
+    if fold:  # the plain simulation of the folded model (folding: tests/compress/test_fold.py)
+        fold_batchnorm_(plain)
+    ref = _round_every_leaf(plain, dtype)
     with torch.inference_mode():
         got, want = sim(x), ref(x)
         again = copy.deepcopy(sim)(x)  # copies run the same (no state kept between calls)

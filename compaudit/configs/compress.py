@@ -89,6 +89,10 @@ class Method:
         starts from its base's compressed replicas); ``None``: it starts from the dense
         replicas. The pipeline runs such a variant after the one it names, hands its
         job that variant's model files, and places it in that variant's family.
+    revision
+        Raised when the method's code changes what it produces for the same settings;
+        part of each variant's stage key, so a run folder recomputes that method's
+        variants (only those) instead of reusing outputs of the older code.
     """
 
     name: str
@@ -103,6 +107,7 @@ class Method:
     artifacts: str | None = None
     torch_layers: Callable[[Any], bool] = field(default=_torch_layers)
     derives_from: str | None = None
+    revision: int = 1
 
     def __post_init__(self) -> None:
         if self.family == "":
@@ -392,7 +397,9 @@ class LotteryTicketConfig(Checked):
                          f"{self.per_round_fraction!r} and {self.rounds!r})")
 
 
-@method("float16", handler=_HANDLERS + "quantization:_float16", quantizes=True, axis="bits")
+# revision 2: BatchNorm folded into its conv before rounding (compress/fold.py).
+@method("float16", handler=_HANDLERS + "quantization:_float16", quantizes=True, axis="bits",
+        revision=2)
 @dataclass(frozen=True, kw_only=True)
 class Float16Config(Checked):
     """Cast to float16 (IEEE half).
@@ -409,7 +416,8 @@ class Float16Config(Checked):
     execution: Execution = "auto"
 
 
-@method("bfloat16", handler=_HANDLERS + "quantization:_bfloat16", quantizes=True, axis="bits")
+@method("bfloat16", handler=_HANDLERS + "quantization:_bfloat16", quantizes=True, axis="bits",
+        revision=2)
 @dataclass(frozen=True, kw_only=True)
 class BFloat16Config(Float16Config):
     """Cast to bfloat16 (8-bit exponent, 7-bit mantissa); ``execution`` as for float16."""

@@ -48,9 +48,12 @@ def run_variants(spec: AuditSpec, folder: RunFolder, cache: StageCache, *, data:
     for i, variant in sorted(enumerate((DENSE, *spec.variants)),
                              key=lambda iv: _depth(iv[1].name, bases)):
         # Model files made elsewhere (method = "load"): their contents are inputs too.
-        files = () if variant.config is None else method_of(variant.config).files(variant.config)
+        method = None if variant.config is None else method_of(variant.config)
+        files = () if method is None else method.files(variant.config)
+        revision = 1 if method is None else method.revision
         base = bases.get(variant.name)
-        key = stage_key(dense.key, examples_key, variant.name, variant.method, variant.params,
+        key = stage_key(dense.key, examples_key, variant.name, variant.method, revision,
+                        variant.params,
                         spec.section("train"), spec.section("dissection"),
                         _predict_key(spec), VARIANTS_SCHEMA,
                         [fingerprint(Path(f)) for f in files],

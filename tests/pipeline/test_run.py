@@ -215,6 +215,20 @@ def test_slices_turned_off_leave_no_slice_output_in_the_record(first_run, tmp_pa
     assert not [f for f in files if "slice" in f]
 
 
+def test_a_methods_new_revision_recomputes_only_its_variants(first_run, tmp_path, monkeypatch):
+    # float16 changed what it computes (BatchNorm folded): a run folder made by the older
+    # code must not hand back its float16 predictions, and nothing else is redone.
+    import dataclasses
+
+    out = _copy(first_run, tmp_path)
+    entry = METHODS.get("float16")
+    monkeypatch.setitem(METHODS._entries, "float16",
+                        dataclasses.replace(entry, revision=entry.revision + 1))
+    again = run_audit(parse_spec(TINY, source="tiny.toml"), out, progress=False, log=_quiet)
+    assert "variant:float16" in again.stages_run and "analyze" in again.stages_run
+    assert {"variant:dense", "variant:gmp-50"} <= set(again.stages_skipped)
+
+
 def test_a_new_variants_schema_recompresses_every_variant(first_run, tmp_path, monkeypatch):
     # A run folder of an older compaudit (another variants.json schema) is not reused:
     # the schema is part of each variant's stage key, so variants.json is rewritten.

@@ -42,6 +42,11 @@ class Check:
     # The range of the estimate: its interval is built where it is unbounded.
     bounds: Bounds = (None, None)
 
+    def amount(self, value: float) -> str:
+        """``value`` in the unit the check is read in: a rate change (``unit ==
+        "points"``, a fraction) in percentage points, a relative growth in percent."""
+        return f"{100 * value:.2f} pp" if self.unit == "points" else f"{value:g}%"
+
     def record(self) -> GateCheck:
         """The check as ``gate.json`` holds it."""
         return GateCheck(id=self.id, kind=self.kind, variant=self.variant,

@@ -113,12 +113,12 @@ def _decide(check: Check, z: float, tail: float) -> None:
         return
     if check.lo > check.tolerance:
         check.verdict = "fail"
-        check.reason = f"increase above {check.tolerance:g} {check.unit} with confidence"
+        check.reason = f"increase above {check.amount(check.tolerance)} with confidence"
     elif check.hi <= check.tolerance:
         check.verdict, check.reason = "pass", ""
     else:
         check.verdict = "inconclusive"
-        check.reason = f"interval contains the tolerance {check.tolerance:g} {check.unit}"
+        check.reason = f"interval contains the tolerance {check.amount(check.tolerance)}"
         if check.kind in ("subgroup_rate", "accuracy") and check.n is not None:
             check.reason += "; " + detectable(check, z)
 

@@ -21,10 +21,6 @@ def _interval(c: Check) -> str:
     return f"{c.estimate:+.1f} [{c.lo:+.1f}, {c.hi:+.1f}] %"
 
 
-def _tolerance(c: Check) -> str:
-    return f"{100 * c.tolerance:.2f} pp" if c.unit == "points" else f"{c.tolerance:g} %"
-
-
 def _sorted(checks: list[Check]) -> list[Check]:
     return sorted(checks, key=lambda c: (_ORDER[c.verdict], -(c.lo if c.lo == c.lo else -1e9)))
 
@@ -62,7 +58,7 @@ def format_table(result: GateResult, *, show_passed: bool = False, limit: int = 
                      f"{'metric':<20}{'increase [interval]':<34}tolerance")
     for c in shown[:limit]:
         lines.append(f"{c.verdict:<13}{c.kind:<18}{c.variant:<12}{c.subject[:29]:<30}"
-                     f"{c.metric:<20}{_interval(c):<34}{_tolerance(c)}")
+                     f"{c.metric:<20}{_interval(c):<34}{c.amount(c.tolerance)}")
     if len(shown) > limit:
         lines.append(f"... and {len(shown) - limit} more (see the JUnit or JSON output)")
     lines += [f"note: {note}" for note in result.notes]
@@ -79,7 +75,7 @@ def to_junit(result: GateResult) -> str:
     n_fail = n_skip = 0
     for c in result.checks:
         case = ET.SubElement(suite, "testcase", classname=f"compaudit.gate.{c.kind}", name=c.id)
-        text = f"{c.metric} increase {_interval(c)}; tolerance {_tolerance(c)}. {c.reason}"
+        text = f"{c.metric} increase {_interval(c)}; tolerance {c.amount(c.tolerance)}. {c.reason}"
         fail = c.verdict == "fail" or (c.verdict == "inconclusive"
                                        and result.policy.inconclusive == "fail")
         if fail:
@@ -137,7 +133,7 @@ def to_markdown(result: GateResult, *, limit: int = 25) -> str:
         for c in shown:
             lines.append(f"| {c.verdict} | {c.kind} | {_md_escape(c.variant)} | "
                          f"{_md_escape(c.subject)} | {c.metric} | {_interval(c)} | "
-                         f"{_tolerance(c)} |")
+                         f"{c.amount(c.tolerance)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -58,7 +58,7 @@ def test_inconclusive_subgroup_check_states_what_its_cell_can_detect(handmade, o
     assert check.verdict == "inconclusive"
     # One check: tail 0.025; t with 4 df. MDE = (t_{0.975,4} + t_{0.8,4}) * se.
     mde = (sps.t.ppf(0.975, 4) + sps.t.ppf(0.8, 4)) * 0.01
-    assert check.reason == ("interval contains the tolerance 0.02 points; this cell can "
+    assert check.reason == ("interval contains the tolerance 2.00 pp; this cell can "
                             f"detect only ≥ {100 * mde:.1f} pp with 500 examples and "
                             "5 replicas")
 

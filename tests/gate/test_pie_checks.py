@@ -56,6 +56,12 @@ def test_within_label_check_is_the_greenland_robins_interval(rr, se, verdict):
         z = sps.norm.ppf(0.975)  # one check: no widening
         assert check.lo == pytest.approx(100 * (rr * math.exp(-z * se) - 1))
         assert check.hi == pytest.approx(100 * (rr * math.exp(z * se) - 1))
+    # The reason reads the tolerance in the check's unit (percent growth).
+    tolerance = f"{ONLY_WITHIN.pie_within_label.max_relative_growth_pct:g}%"
+    assert check.reason == {"fail": f"increase above {tolerance} with confidence",
+                            "pass": "",
+                            "inconclusive": f"interval contains the tolerance {tolerance}"
+                            }[verdict]
 
 
 def test_within_label_check_skips_variants_with_few_pies():

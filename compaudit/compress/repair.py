@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import cooper
-import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -45,6 +46,7 @@ from compaudit.compress.registry import CompressedModel, CompressionContext
 from compaudit.configs.compress import ConstrainedFinetuneConfig
 from compaudit.configs.head import Head
 from compaudit.errors import AuditInputError
+from compaudit.models.training import cosine_factor, epoch_loader
 
 __all__ = ["GroupIndex", "SubgroupErrorProblem", "group_index", "group_errors",
            "repair_model"]
@@ -86,13 +88,6 @@ def group_index(examples: pd.DataFrame, protected: Sequence[str], *, where: str 
     return GroupIndex(dict(zip(examples["example_id"].astype(str), cells.map(code))), names)
 
 
-def _batches(dataset: Any, batch_size: int, *, seed: int | None) -> Iterator[Any]:
-    """``(images, labels, ids)`` batches; shuffled by ``seed`` (``None``: in order)."""
-    generator = None if seed is None else torch.Generator().manual_seed(seed)
-    yield from DataLoader(dataset, batch_size=batch_size, shuffle=seed is not None,
-                          generator=generator, num_workers=0)
-
-
 @torch.no_grad()
 def group_errors(model: nn.Module, dataset: Any, groups: GroupIndex, *, head: Head,
                  device: str = "cpu", batch_size: int = 256,
@@ -105,7 +100,7 @@ def group_errors(model: nn.Module, dataset: Any, groups: GroupIndex, *, head: He
         reference.eval()
     wrong = torch.zeros(len(groups), dtype=torch.float64)
     count = torch.zeros(len(groups), dtype=torch.float64)
-    for images, labels, ids in _batches(dataset, batch_size, seed=None):
+    for images, labels, ids in DataLoader(dataset, batch_size=batch_size):
         g = groups.of(ids)
         labels = torch.as_tensor(labels) if reference is None else \
             head.predict(reference(images.to(device)).float()).cpu()
@@ -123,8 +118,6 @@ def _objective(out: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor,
     loss = losses.mean()
     if teacher is None or distill == 0:
         return loss
-    import torch.nn.functional as F
-
     if head.sigmoid:
         kd = F.binary_cross_entropy_with_logits(head.logit(out), head.logit(teacher).sigmoid())
     else:
@@ -194,7 +187,10 @@ def repair_model(model: nn.Module, dense: nn.Module, dataset: Any, groups: Group
     """Fine-tune the pruned ``model`` in place, zeros kept; returns what was measured.
 
     ``dense`` is the reference of the bound (dense replica k). With
-    ``config.max_increase`` ``None`` the loop runs unconstrained.
+    ``config.max_increase`` ``None`` the loop runs unconstrained. The batches and the
+    cosine learning rate are the training loop's (:func:`~compaudit.models.training.
+    epoch_loader`, :func:`~compaudit.models.training.cosine_factor`); what is the
+    repair's own is the step (:class:`_RepairStep`).
 
     Returns
     -------
@@ -205,86 +201,101 @@ def repair_model(model: nn.Module, dense: nn.Module, dataset: Any, groups: Group
         ``base_disagreement`` and ``repaired_disagreement`` (per group, with dense).
     """
     head = head or Head()
-    masks = {n: p.detach() != 0 for n, p in prunable_parameters(model).items()}
-    keep = MaskCallback(masks)  # every zero stays zero
+    keep = MaskCallback({n: p.detach() != 0 for n, p in prunable_parameters(model).items()})
     torch.manual_seed(seed)
     model.to(device)
     dense.to(device)
     started = time.perf_counter()
-    dense_error, _ = group_errors(dense, dataset, groups, head=head, device=device)
-    base_error, _ = group_errors(model, dataset, groups, head=head, device=device)
-    flips = config.relative_to == "dense"
-    if flips:  # the constrained rate: disagreement with the dense replica
-        base_flips, _ = group_errors(model, dataset, groups, head=head, device=device,
-                                     reference=dense)
-    params = [p for p in model.parameters() if p.requires_grad]
-    primal = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
-                             weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(dataset) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    cosine = lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total) / total))  # noqa: E731
-    schedules = [torch.optim.lr_scheduler.LambdaLR(primal, cosine)]
-    problem = optimizer = None
-    if config.max_increase is not None:
-        bound = torch.full_like(dense_error, config.max_increase) if flips \
-            else dense_error + config.max_increase
-        problem = SubgroupErrorProblem(bound.float(), start=base_flips if flips else base_error,
-                                       window=config.error_window, head=head,
-                                       distill=config.distill)
-        problem.to(device)
-        dual = torch.optim.SGD(problem.dual_parameters(), lr=config.dual_lr, maximize=True)
-        # The multipliers' steps shrink with the weights': plain gradient descent-ascent
-        # circles the saddle point, and the run should end near it, not wherever the
-        # last circle was.
-        if config.dual_decay:
-            schedules.append(torch.optim.lr_scheduler.LambdaLR(dual, cosine))
-        optimizer = cooper.optim.SimultaneousOptimizer(cmp=problem, primal_optimizers=primal,
-                                                       dual_optimizers=dual)
+    errors = partial(group_errors, dataset=dataset, groups=groups, head=head, device=device)
+    dense_error, base_error = errors(dense)[0], errors(model)[0]
+    # With relative_to = "dense" the constrained rate is disagreement with dense replica k.
+    base_flips = errors(model, reference=dense)[0] if config.relative_to == "dense" else None
+    step = _RepairStep(model, dense, config=config, head=head, groups=groups, device=device,
+                       total=math.ceil(len(dataset) / config.batch_size) * config.epochs,
+                       dense_error=dense_error,
+                       start=base_error if base_flips is None else base_flips)
     model.train()
     dense.eval()  # the teacher's BatchNorm uses its running statistics
-    step = 0
-    for epoch in range(config.epochs):
-        seed_e = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-        for images, labels, ids in _batches(dataset, config.batch_size, seed=seed_e):
-            images = images.to(device)
-            labels = torch.as_tensor(labels).to(device)
-            teacher = targets = None
-            if config.distill or flips:
-                with torch.no_grad():
-                    teacher = dense(images).float()
-                    targets = head.predict(teacher) if flips else None
-            if optimizer is not None:
-                optimizer.roll(compute_cmp_state_kwargs={
-                    "model": model, "images": images, "labels": labels,
-                    "groups": groups.of(ids).to(device), "teacher": teacher,
-                    "targets": targets})
-            else:
-                primal.zero_grad(set_to_none=True)
-                out = model(images).float()
-                _objective(out, labels, head.loss(out, labels, reduction="none"), teacher,
-                           config.distill, head).backward()
-                primal.step()
-            for schedule in schedules:
-                schedule.step()
-            step += 1
-            keep(step, model)  # pruned weights back to zero after every step
+    done = 0
+    for epoch in range(1, config.epochs + 1):
+        for batch in epoch_loader(dataset, batch_size=config.batch_size, seed=seed,
+                                  epoch=epoch):
+            step(*batch)
+            done += 1
+            keep(done, model)  # pruned weights back to zero after every step
     model.eval()
-    repaired_error, _ = group_errors(model, dataset, groups, head=head, device=device)
-    extra = {}
-    if flips:
-        extra = {"base_disagreement": base_flips.tolist(), "repaired_disagreement":
-                 group_errors(model, dataset, groups, head=head, device=device,
-                              reference=dense)[0].tolist()}
+    extra = {} if base_flips is None else {
+        "base_disagreement": base_flips.tolist(),
+        "repaired_disagreement": errors(model, reference=dense)[0].tolist()}
     return {
         "groups": list(groups.names),
         "dense_error": dense_error.tolist(),
         "base_error": base_error.tolist(),
-        "repaired_error": repaired_error.tolist(),
-        "multipliers": [] if problem is None else problem.multiplier.weight.detach().cpu().tolist(),
-        "steps": step,
+        "repaired_error": errors(model)[0].tolist(),
+        "multipliers": [] if step.problem is None else
+        step.problem.multiplier.weight.detach().cpu().tolist(),
+        "steps": done,
         "seconds": time.perf_counter() - started,
         **extra,
     }
+
+
+class _RepairStep:
+    """One optimisation step of the repair: the Lagrangian's simultaneous primal-dual
+    step (``cooper``), or a plain step of the objective when unconstrained; then the
+    learning rates' schedule."""
+
+    def __init__(self, model: nn.Module, dense: nn.Module, *,
+                 config: ConstrainedFinetuneConfig, head: Head, groups: GroupIndex,
+                 device: str, total: int, dense_error: torch.Tensor,
+                 start: torch.Tensor) -> None:
+        self.model, self.dense, self.config = model, dense, config
+        self.head, self.groups, self.device = head, groups, device
+        self.flips = config.relative_to == "dense"
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.primal = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                                      weight_decay=config.weight_decay)
+        self.schedules = [torch.optim.lr_scheduler.LambdaLR(self.primal, cosine_factor(total))]
+        self.problem: SubgroupErrorProblem | None = None
+        self.optimizer: cooper.optim.SimultaneousOptimizer | None = None
+        if config.max_increase is None:
+            return
+        bound = torch.full_like(dense_error, config.max_increase) if self.flips \
+            else dense_error + config.max_increase
+        self.problem = SubgroupErrorProblem(bound.float(), start=start,
+                                            window=config.error_window, head=head,
+                                            distill=config.distill)
+        self.problem.to(device)
+        dual = torch.optim.SGD(self.problem.dual_parameters(), lr=config.dual_lr, maximize=True)
+        # The multipliers' steps shrink with the weights': plain gradient descent-ascent
+        # circles the saddle point, and the run should end near it, not wherever the
+        # last circle was.
+        if config.dual_decay:
+            self.schedules.append(torch.optim.lr_scheduler.LambdaLR(dual, cosine_factor(total)))
+        self.optimizer = cooper.optim.SimultaneousOptimizer(
+            cmp=self.problem, primal_optimizers=self.primal, dual_optimizers=dual)
+
+    def __call__(self, images: torch.Tensor, labels: Any, ids: Sequence[str]) -> None:
+        images = images.to(self.device)
+        labels = torch.as_tensor(labels).to(self.device)
+        teacher = targets = None
+        if self.config.distill or self.flips:
+            with torch.no_grad():
+                teacher = self.dense(images).float()
+                targets = self.head.predict(teacher) if self.flips else None
+        if self.optimizer is not None:
+            self.optimizer.roll(compute_cmp_state_kwargs={
+                "model": self.model, "images": images, "labels": labels,
+                "groups": self.groups.of(ids).to(self.device), "teacher": teacher,
+                "targets": targets})
+        else:
+            self.primal.zero_grad(set_to_none=True)
+            out = self.model(images).float()
+            _objective(out, labels, self.head.loss(out, labels, reduction="none"), teacher,
+                       self.config.distill, self.head).backward()
+            self.primal.step()
+        for schedule in self.schedules:
+            schedule.step()
 
 
 def _constrained_finetune(model: nn.Module, config: ConstrainedFinetuneConfig,

@@ -2,7 +2,8 @@
 
 ``compress(model, config, context=...)`` applies the method a config dataclass
 describes; the configs and each method's identity (:data:`METHODS`) live in
-:mod:`compaudit.configs.compress`, which imports no torch, and are re-exported here.
+:mod:`compaudit.configs.compress`, which imports no torch, and are re-exported here
+(its ``__all__``, so the two lists cannot drift apart).
 """
 
 from compaudit.compress.footprint import footprint, variant_record, write_variants_json
@@ -13,38 +14,11 @@ from compaudit.compress.pruning import (
     sparsity_report,
 )
 from compaudit.compress.registry import CompressedModel, CompressionContext, compress
-from compaudit.configs.compress import (
-    METHODS,
-    BFloat16Config,
-    ConstrainedFinetuneConfig,
-    Float16Config,
-    GradualMagnitudeConfig,
-    Int8StaticConfig,
-    Int8WeightOnlyConfig,
-    LoadConfig,
-    LotteryTicketConfig,
-    Method,
-    OneShotMagnitudeConfig,
-    RandomPruningConfig,
-    UnitPruningConfig,
-    method_of,
-)
+from compaudit.configs import compress as _configs
+from compaudit.configs.compress import *  # noqa: F403  (re-exported: its __all__)
 
 __all__ = [
-    "METHODS",
-    "Method",
-    "method_of",
-    "BFloat16Config",
-    "ConstrainedFinetuneConfig",
-    "Float16Config",
-    "GradualMagnitudeConfig",
-    "Int8StaticConfig",
-    "Int8WeightOnlyConfig",
-    "LoadConfig",
-    "LotteryTicketConfig",
-    "OneShotMagnitudeConfig",
-    "RandomPruningConfig",
-    "UnitPruningConfig",
+    *_configs.__all__,
     "footprint",
     "variant_record",
     "write_variants_json",

@@ -61,6 +61,9 @@ class CompressionContext:
     protected
         The audit's protected attributes (``[data].protected``); ``train_dataset``'s
         ``examples()`` has an ``attr.<Name>`` column for each.
+    dense_population
+        Every dense replica (replica k among them), for a method that measures the
+        dense population as PIEs do (the repair's ``teacher = "population"``).
     """
 
     train_dataset: Any = None
@@ -75,6 +78,7 @@ class CompressionContext:
     replicas: int | None = None
     base_model: nn.Module | None = None
     protected: tuple[str, ...] = ()
+    dense_population: tuple[nn.Module, ...] = ()
 
 
 @dataclass

@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import cooper
-import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -45,6 +46,7 @@ from compaudit.compress.registry import CompressedModel, CompressionContext
 from compaudit.configs.compress import ConstrainedFinetuneConfig
 from compaudit.configs.head import Head
 from compaudit.errors import AuditInputError
+from compaudit.models.training import cosine_factor, epoch_loader
 
 __all__ = ["GroupIndex", "SubgroupErrorProblem", "group_index", "group_errors",
            "repair_model"]
@@ -86,29 +88,59 @@ def group_index(examples: pd.DataFrame, protected: Sequence[str], *, where: str 
     return GroupIndex(dict(zip(examples["example_id"].astype(str), cells.map(code))), names)
 
 
-def _batches(dataset: Any, batch_size: int, *, seed: int | None) -> Iterator[Any]:
-    """``(images, labels, ids)`` batches; shuffled by ``seed`` (``None``: in order)."""
-    generator = None if seed is None else torch.Generator().manual_seed(seed)
-    yield from DataLoader(dataset, batch_size=batch_size, shuffle=seed is not None,
-                          generator=generator, num_workers=0)
+class Teacher:
+    """The dense reference of a repair: dense replica k alone, or the whole dense
+    population. Its probabilities are the mean of its models' (what ``distill``
+    matches), its prediction their modal prediction (ties to the larger class, as
+    :func:`compaudit.analysis.pie.modal_prediction`), which a PIE is measured against."""
+
+    def __init__(self, models: Sequence[nn.Module], head: Head) -> None:
+        self.models, self.head = tuple(models), head
+
+    def to(self, device: str) -> Teacher:
+        """Move and set every model to eval mode (BatchNorm's running statistics)."""
+        for m in self.models:
+            m.to(device).eval()
+        return self
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean probability ``(batch,)`` of the positive class (sigmoid head) or
+        ``(batch, classes)`` of every class (softmax head), and the modal prediction
+        ``(batch,)`` of the models, from one pass of each."""
+        outs = [m(images).float() for m in self.models]
+        probs = [self.head.logit(o).sigmoid() if self.head.sigmoid else o.softmax(-1)
+                 for o in outs]
+        preds = torch.stack([self.head.predict(o) for o in outs])
+        votes = F.one_hot(preds, int(preds.max()) + 1).sum(0)
+        # argmax takes the first maximum: flipped, the larger class wins a tie.
+        return torch.stack(probs).mean(0), votes.shape[-1] - 1 - votes.flip(-1).argmax(-1)
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """The modal prediction of the models ``(batch,)``."""
+        return self(images)[1]
 
 
 @torch.no_grad()
 def group_errors(model: nn.Module, dataset: Any, groups: GroupIndex, *, head: Head,
                  device: str = "cpu", batch_size: int = 256,
-                 reference: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 reference: nn.Module | Teacher | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each group's 0-1 error rate of ``model`` on ``dataset`` (eval mode), and its size;
-    with ``reference``, the rate at which it disagrees with that model's predictions."""
+    with ``reference`` (a model or a :class:`Teacher`), the rate at which it disagrees
+    with the reference's (modal) predictions."""
     was_training = model.training
     model.eval()
+    if isinstance(reference, nn.Module):
+        reference = Teacher((reference,), head)
     if reference is not None:
-        reference.eval()
+        reference.to(device)
     wrong = torch.zeros(len(groups), dtype=torch.float64)
     count = torch.zeros(len(groups), dtype=torch.float64)
-    for images, labels, ids in _batches(dataset, batch_size, seed=None):
+    for images, labels, ids in DataLoader(dataset, batch_size=batch_size):
         g = groups.of(ids)
         labels = torch.as_tensor(labels) if reference is None else \
-            head.predict(reference(images.to(device)).float()).cpu()
+            reference.predict(images.to(device)).cpu()
         miss = (head.predict(model(images.to(device)).float()).cpu() != labels).double()
         wrong.index_add_(0, g, miss)
         count.index_add_(0, g, torch.ones_like(miss))
@@ -119,17 +151,14 @@ def group_errors(model: nn.Module, dataset: Any, groups: GroupIndex, *, head: He
 def _objective(out: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor,
                teacher: torch.Tensor | None, distill: float, head: Head) -> torch.Tensor:
     """The mean training loss, mixed with ``distill`` times the divergence from the
-    dense replica's predictions (``teacher``, its outputs on the batch)."""
+    dense reference's probabilities on the batch (``teacher``, :meth:`Teacher.probs`)."""
     loss = losses.mean()
     if teacher is None or distill == 0:
         return loss
-    import torch.nn.functional as F
-
     if head.sigmoid:
-        kd = F.binary_cross_entropy_with_logits(head.logit(out), head.logit(teacher).sigmoid())
+        kd = F.binary_cross_entropy_with_logits(head.logit(out), teacher)
     else:
-        kd = F.kl_div(out.log_softmax(-1), teacher.log_softmax(-1), log_target=True,
-                      reduction="batchmean")
+        kd = F.kl_div(out.log_softmax(-1), teacher, reduction="batchmean")
     return (1 - distill) * loss + distill * kd
 
 
@@ -190,11 +219,17 @@ class SubgroupErrorProblem(cooper.ConstrainedMinimizationProblem):
 
 def repair_model(model: nn.Module, dense: nn.Module, dataset: Any, groups: GroupIndex, *,
                  config: ConstrainedFinetuneConfig, head: Head | None = None,
-                 seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+                 seed: int = 0, device: str = "cpu",
+                 population: Sequence[nn.Module] = ()) -> dict[str, Any]:
     """Fine-tune the pruned ``model`` in place, zeros kept; returns what was measured.
 
-    ``dense`` is the reference of the bound (dense replica k). With
-    ``config.max_increase`` ``None`` the loop runs unconstrained.
+    ``dense`` is the reference of the error bound (dense replica k); ``population``
+    the dense replicas, which ``config.teacher = "population"`` distils from and
+    measures disagreement against. With ``config.max_increase`` ``None`` the loop runs
+    unconstrained. The batches and the
+    cosine learning rate are the training loop's (:func:`~compaudit.models.training.
+    epoch_loader`, :func:`~compaudit.models.training.cosine_factor`); what is the
+    repair's own is the step (:class:`_RepairStep`).
 
     Returns
     -------
@@ -202,89 +237,109 @@ def repair_model(model: nn.Module, dense: nn.Module, dataset: Any, groups: Group
         ``groups`` (names), ``dense_error``, ``base_error``, ``repaired_error``
         (training split, per group), ``multipliers`` (final; empty unconstrained),
         ``steps`` and ``seconds``; with ``relative_to = "dense"`` also
-        ``base_disagreement`` and ``repaired_disagreement`` (per group, with dense).
+        ``base_disagreement`` and ``repaired_disagreement`` (per group, with the teacher's
+        modal prediction).
     """
     head = head or Head()
-    masks = {n: p.detach() != 0 for n, p in prunable_parameters(model).items()}
-    keep = MaskCallback(masks)  # every zero stays zero
+    if config.teacher == "population" and not population:
+        raise AuditInputError(f"constrained_finetune (base {config.base!r}): teacher = "
+                              "\"population\" needs the dense replicas; run it through an "
+                              "audit spec, which hands them to its job")
+    teacher = Teacher(population if config.teacher == "population" else (dense,), head)
+    keep = MaskCallback({n: p.detach() != 0 for n, p in prunable_parameters(model).items()})
     torch.manual_seed(seed)
     model.to(device)
     dense.to(device)
     started = time.perf_counter()
-    dense_error, _ = group_errors(dense, dataset, groups, head=head, device=device)
-    base_error, _ = group_errors(model, dataset, groups, head=head, device=device)
-    flips = config.relative_to == "dense"
-    if flips:  # the constrained rate: disagreement with the dense replica
-        base_flips, _ = group_errors(model, dataset, groups, head=head, device=device,
-                                     reference=dense)
-    params = [p for p in model.parameters() if p.requires_grad]
-    primal = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
-                             weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(dataset) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    cosine = lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total) / total))  # noqa: E731
-    schedules = [torch.optim.lr_scheduler.LambdaLR(primal, cosine)]
-    problem = optimizer = None
-    if config.max_increase is not None:
-        bound = torch.full_like(dense_error, config.max_increase) if flips \
-            else dense_error + config.max_increase
-        problem = SubgroupErrorProblem(bound.float(), start=base_flips if flips else base_error,
-                                       window=config.error_window, head=head,
-                                       distill=config.distill)
-        problem.to(device)
-        dual = torch.optim.SGD(problem.dual_parameters(), lr=config.dual_lr, maximize=True)
-        # The multipliers' steps shrink with the weights': plain gradient descent-ascent
-        # circles the saddle point, and the run should end near it, not wherever the
-        # last circle was.
-        if config.dual_decay:
-            schedules.append(torch.optim.lr_scheduler.LambdaLR(dual, cosine))
-        optimizer = cooper.optim.SimultaneousOptimizer(cmp=problem, primal_optimizers=primal,
-                                                       dual_optimizers=dual)
+    errors = partial(group_errors, dataset=dataset, groups=groups, head=head, device=device)
+    dense_error, base_error = errors(dense)[0], errors(model)[0]
+    # With relative_to = "dense" the constrained rate is disagreement with dense replica k.
+    base_flips = errors(model, reference=teacher)[0] if config.relative_to == "dense" else None
+    step = _RepairStep(model, teacher.to(device), config=config, head=head, groups=groups, device=device,
+                       total=math.ceil(len(dataset) / config.batch_size) * config.epochs,
+                       dense_error=dense_error,
+                       start=base_error if base_flips is None else base_flips)
     model.train()
-    dense.eval()  # the teacher's BatchNorm uses its running statistics
-    step = 0
-    for epoch in range(config.epochs):
-        seed_e = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-        for images, labels, ids in _batches(dataset, config.batch_size, seed=seed_e):
-            images = images.to(device)
-            labels = torch.as_tensor(labels).to(device)
-            teacher = targets = None
-            if config.distill or flips:
-                with torch.no_grad():
-                    teacher = dense(images).float()
-                    targets = head.predict(teacher) if flips else None
-            if optimizer is not None:
-                optimizer.roll(compute_cmp_state_kwargs={
-                    "model": model, "images": images, "labels": labels,
-                    "groups": groups.of(ids).to(device), "teacher": teacher,
-                    "targets": targets})
-            else:
-                primal.zero_grad(set_to_none=True)
-                out = model(images).float()
-                _objective(out, labels, head.loss(out, labels, reduction="none"), teacher,
-                           config.distill, head).backward()
-                primal.step()
-            for schedule in schedules:
-                schedule.step()
-            step += 1
-            keep(step, model)  # pruned weights back to zero after every step
+    done = 0
+    for epoch in range(1, config.epochs + 1):
+        for batch in epoch_loader(dataset, batch_size=config.batch_size, seed=seed,
+                                  epoch=epoch):
+            step(*batch)
+            done += 1
+            keep(done, model)  # pruned weights back to zero after every step
     model.eval()
-    repaired_error, _ = group_errors(model, dataset, groups, head=head, device=device)
-    extra = {}
-    if flips:
-        extra = {"base_disagreement": base_flips.tolist(), "repaired_disagreement":
-                 group_errors(model, dataset, groups, head=head, device=device,
-                              reference=dense)[0].tolist()}
+    extra = {} if base_flips is None else {
+        "base_disagreement": base_flips.tolist(),
+        "repaired_disagreement": errors(model, reference=teacher)[0].tolist()}
     return {
         "groups": list(groups.names),
         "dense_error": dense_error.tolist(),
         "base_error": base_error.tolist(),
-        "repaired_error": repaired_error.tolist(),
-        "multipliers": [] if problem is None else problem.multiplier.weight.detach().cpu().tolist(),
-        "steps": step,
+        "repaired_error": errors(model)[0].tolist(),
+        "multipliers": [] if step.problem is None else
+        step.problem.multiplier.weight.detach().cpu().tolist(),
+        "steps": done,
         "seconds": time.perf_counter() - started,
         **extra,
     }
+
+
+class _RepairStep:
+    """One optimisation step of the repair: the Lagrangian's simultaneous primal-dual
+    step (``cooper``), or a plain step of the objective when unconstrained; then the
+    learning rates' schedule."""
+
+    def __init__(self, model: nn.Module, teacher: Teacher, *,
+                 config: ConstrainedFinetuneConfig, head: Head, groups: GroupIndex,
+                 device: str, total: int, dense_error: torch.Tensor,
+                 start: torch.Tensor) -> None:
+        self.model, self.teacher, self.config = model, teacher, config
+        self.head, self.groups, self.device = head, groups, device
+        self.flips = config.relative_to == "dense"
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.primal = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                                      weight_decay=config.weight_decay)
+        self.schedules = [torch.optim.lr_scheduler.LambdaLR(self.primal, cosine_factor(total))]
+        self.problem: SubgroupErrorProblem | None = None
+        self.optimizer: cooper.optim.SimultaneousOptimizer | None = None
+        if config.max_increase is None:
+            return
+        bound = torch.full_like(dense_error, config.max_increase) if self.flips \
+            else dense_error + config.max_increase
+        self.problem = SubgroupErrorProblem(bound.float(), start=start,
+                                            window=config.error_window, head=head,
+                                            distill=config.distill)
+        self.problem.to(device)
+        dual = torch.optim.SGD(self.problem.dual_parameters(), lr=config.dual_lr, maximize=True)
+        # The multipliers' steps shrink with the weights': plain gradient descent-ascent
+        # circles the saddle point, and the run should end near it, not wherever the
+        # last circle was.
+        if config.dual_decay:
+            self.schedules.append(torch.optim.lr_scheduler.LambdaLR(dual, cosine_factor(total)))
+        self.optimizer = cooper.optim.SimultaneousOptimizer(
+            cmp=self.problem, primal_optimizers=self.primal, dual_optimizers=dual)
+
+    def __call__(self, images: torch.Tensor, labels: Any, ids: Sequence[str]) -> None:
+        images = images.to(self.device)
+        labels = torch.as_tensor(labels).to(self.device)
+        teacher = targets = None
+        if self.config.distill or self.flips:
+            probs, modal = self.teacher(images)
+            teacher = probs if self.config.distill else None
+            targets = modal if self.flips else None
+        if self.optimizer is not None:
+            self.optimizer.roll(compute_cmp_state_kwargs={
+                "model": self.model, "images": images, "labels": labels,
+                "groups": self.groups.of(ids).to(self.device), "teacher": teacher,
+                "targets": targets})
+        else:
+            self.primal.zero_grad(set_to_none=True)
+            out = self.model(images).float()
+            _objective(out, labels, self.head.loss(out, labels, reduction="none"), teacher,
+                       self.config.distill, self.head).backward()
+            self.primal.step()
+        for schedule in self.schedules:
+            schedule.step()
 
 
 def _constrained_finetune(model: nn.Module, config: ConstrainedFinetuneConfig,
@@ -303,7 +358,8 @@ def _constrained_finetune(model: nn.Module, config: ConstrainedFinetuneConfig,
     masks = {n: p.detach() != 0 for n, p in prunable_parameters(base).items()
              if bool((p == 0).any())}
     report = repair_model(base, model, context.train_dataset, groups, config=config,
-                          head=context.head, seed=context.seed, device=context.device)
+                          head=context.head, seed=context.seed, device=context.device,
+                          population=context.dense_population)
     # Sparsity over the tensors the base pruned, as the base's own record counts it.
     info = pruning_info(config, base, masks, repair=report)
     return CompressedModel(model=base, masks=masks, info=info)

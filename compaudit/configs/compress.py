@@ -573,6 +573,11 @@ class ConstrainedFinetuneConfig(Checked):
         which the repaired model disagrees with dense replica k (the per-replica form
         of a PIE), bounded by ``max_increase`` itself; it bounds changes in both
         directions, which a PIE over-index check also counts.
+    teacher
+        The dense reference of ``distill`` and of ``relative_to = "dense"``:
+        ``"replica"`` (default), dense replica k; ``"population"``, every dense
+        replica: their mean probabilities and their modal prediction, which PIEs
+        are measured against (Hooker et al.).
     """
 
     base: str = setting(slug=True)
@@ -586,4 +591,5 @@ class ConstrainedFinetuneConfig(Checked):
     error_window: int = setting(20, ge=1)
     distill: float = setting(0.0, ge=0, le=1)
     relative_to: Literal["labels", "dense"] = "labels"
+    teacher: Literal["replica", "population"] = "replica"
     dual_decay: bool = False

@@ -52,6 +52,7 @@ from compaudit.models._checkpoint import (
 
 __all__ = [
     "TrainConfig", "TrainResult", "train", "FineTuner", "StepCallback", "EpochCallback",
+    "cosine_factor", "epoch_loader",
 ]
 
 StepCallback = Callable[[int, nn.Module], None]
@@ -318,10 +319,16 @@ def _build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optim
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
+def cosine_factor(total_steps: int) -> Callable[[int], float]:
+    """Multiplier of the peak learning rate after ``step`` steps: cosine to zero at
+    ``total_steps`` (a ``LambdaLR`` factor; the repair's multipliers use it too)."""
+    return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+
 def _lr_factor(config: TrainConfig, total_steps: int) -> Callable[[int], float]:
     """Multiplier of the peak learning rate after ``step`` scheduler steps."""
     if config.schedule == "cosine":
-        return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+        return cosine_factor(total_steps)
     if config.schedule == "step":
         bounds = [round(m * total_steps) for m in config.step_milestones]
         return lambda step: config.step_gamma ** sum(step >= b for b in bounds)
@@ -340,11 +347,22 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(worker_seed)
 
 
-def _loader(dataset: Any, config: TrainConfig, epoch: int, *, pin: bool) -> DataLoader:
-    generator = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))
-    return DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=generator,
-                      num_workers=config.num_workers, worker_init_fn=_seed_worker,
+def epoch_loader(dataset: Any, *, batch_size: int, seed: int, epoch: int, num_workers: int = 0,
+                 pin: bool = False) -> DataLoader:
+    """The shuffled batches of ``epoch`` (from 1) of a run seeded ``seed``.
+
+    The order depends on ``seed`` and ``epoch`` only (not on ``num_workers`` or on the
+    epochs before), so a resumed run needs no loader state.
+    """
+    generator = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator,
+                      num_workers=num_workers, worker_init_fn=_seed_worker,
                       pin_memory=pin, drop_last=False)
+
+
+def _loader(dataset: Any, config: TrainConfig, epoch: int, *, pin: bool) -> DataLoader:
+    return epoch_loader(dataset, batch_size=config.batch_size, seed=config.seed, epoch=epoch,
+                        num_workers=config.num_workers, pin=pin)
 
 
 def _seed_everything(seed: int) -> None:

@@ -200,6 +200,7 @@ def _variant_job(job: VariantJob, *, predict: bool = True
                 replicas=len(models),
                 base_model=base_models[k] if base_models else None,
                 protected=job.protected,
+                dense_population=tuple(models),
             )
             try:
                 out = compress(dense, job.config, context=context)

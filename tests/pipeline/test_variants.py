@@ -37,11 +37,14 @@ def runs(tmp_path_factory):
     first = _run(SPEC, out)
     records = json.loads((out / "variants.json").read_text())["variants"]
     gate = json.loads((out / "gate" / "gate.json").read_text())
-    # Only the repair changes: the base and every other variant are reused.
-    second = _run(SPEC.replace("epochs = 1\n[[shifts]]", "epochs = 2\n[[shifts]]"), out)
+    # Only the repair changes: the base and every other variant are reused. It measures
+    # disagreement with the dense population, which the job hands it.
+    second = _run(SPEC.replace("epochs = 1\n[[shifts]]", 'epochs = 1\nteacher = "population"\n'
+                               'relative_to = "dense"\ndistill = 0.5\n[[shifts]]'), out)
+    population = json.loads((out / "variants.json").read_text())["variants"]["gmp-50-repaired"]
     # The base changes: the repair, which starts from it, is made again too.
     third = _run(SPEC.replace("sparsity = 0.5", "sparsity = 0.6"), out)
-    return out, first, records, gate, second, third
+    return out, first, records, gate, population, second, third
 
 
 def test_the_repair_keeps_its_bases_sparsity_and_joins_its_family(runs):
@@ -65,7 +68,10 @@ def test_the_repair_keeps_its_bases_sparsity_and_joins_its_family(runs):
 
 
 def test_a_changed_repair_reruns_alone_and_a_changed_base_reruns_both(runs):
-    *_, second, third = runs
+    *_, population, second, third = runs
+    assert population["parameters"]["teacher"] == "population"
+    n = len(population["repair"]["groups"])
+    assert len(population["repair"]["repaired_disagreement"]) == n
     assert "variant:gmp-50-repaired" in second.stages_run
     assert {"variant:gmp-50", "variant:float16", "variant:dense"} <= set(second.stages_skipped)
     assert {"variant:gmp-50", "variant:gmp-50-repaired"} <= set(third.stages_run)

@@ -71,7 +71,7 @@ def test_demo_flags_the_rare_subgroup_and_the_control_passes(tmp_path):
     # The repair of gmp-90 (constrained_finetune, docs/repair.md): no check fails, none
     # that gmp-90 fails included, and the error-rate harm on young men is gone: their FNR
     # excess and the FNR gap pass. (The PIE check gmp-90 fails measured inconclusive for
-    # the repair, +46% [-12, +142] against 75%, not a pass: docs/repair.md.)
+    # the repair, +37% [-19, +131] against 75%, not a pass: docs/repair.md.)
     def key(c):
         return c["kind"], c["subject"], c["metric"]
 

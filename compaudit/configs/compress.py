@@ -523,8 +523,10 @@ class LoadConfig(Checked):
     files: tuple[str, ...] = setting(nonempty=True)
 
 
+# revision 2: the training loop's batch order (models/training.epoch_loader).
 @method("constrained_finetune", handler=_HANDLERS + "repair:_constrained_finetune", trains=True,
-        reads_training_set=True, prunes=True, axis="sparsity", derives_from="base")
+        reads_training_set=True, prunes=True, axis="sparsity", derives_from="base",
+        revision=2)
 @dataclass(frozen=True, kw_only=True)
 class ConstrainedFinetuneConfig(Checked):
     """Repair a pruned variant: fine-tune it, masks kept, under subgroup error bounds.

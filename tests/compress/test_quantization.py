@@ -423,8 +423,10 @@ def _relu6_small_cnn(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def test_simulated_int8_agrees_with_onnxruntime_int8_with_clip_activations(trained_faces,
-                                                                           tmp_path):
+@pytest.mark.parametrize("observer, dtype", [("minmax", "uint8"), ("percentile", "uint8"),
+                                             ("minmax", "int8")])
+def test_simulated_int8_agrees_with_onnxruntime_int8_with_clip_activations(
+        trained_faces, observer, dtype, tmp_path):
     # ReLU6, F.relu6, Hardtanh and clamp export as Clip; ONNX Runtime removes a Clip that
     # alone reads a quantized conv output (QDQRemovableActivation) and quantizes the conv
     # output with the Clip's range; the simulation must place its quantizers alike.
@@ -433,9 +435,10 @@ def test_simulated_int8_agrees_with_onnxruntime_int8_with_clip_activations(train
     base, data, x, y = trained_faces
     model = _relu6_small_cnn(base)
     ctx = CompressionContext(calibration_dataset=data, seed=0)
-    sim = compress(model, Int8StaticConfig(calibration_images=256), context=ctx)
+    common = dict(calibration_images=256, activation_observer=observer, activation_dtype=dtype)
+    sim = compress(model, Int8StaticConfig(**common), context=ctx)
     ort = compress(model, Int8StaticConfig(backend="onnxruntime", onnx_dir=str(tmp_path),
-                                           calibration_images=256), context=ctx)
+                                           **common), context=ctx)
     ops = _int8_graph_ops(tmp_path)
     quantizers = [m for m in sim.model.modules() if isinstance(m, ActivationQuantizer)]
     # the input, each block's clipped output, the pooled features, the logits: one

@@ -53,7 +53,7 @@ __all__ = [
 
 #: ONNX opset of exported models (torch 2.15's dynamo exporter writes 20 natively).
 #: Operators ONNX Runtime quantizes; the simulation mirrors exactly these.
-ORT_OP_TYPES = ("Conv", "Gemm", "MatMul", "Relu")
+ORT_OP_TYPES = ("Conv", "Gemm", "MatMul", "Relu", "Clip")
 ONNX_EXTRA_MESSAGE = (
     "int8 static quantization with backend='onnxruntime' needs onnx, onnxruntime and "
     "onnxscript, the optional extra 'onnx'; install it with pip install -e \".[onnx]\" "

@@ -2,25 +2,35 @@
 
 :func:`prepare_static` folds BatchNorm into the preceding convolutions (``torch.fx``)
 and inserts an :class:`ActivationQuantizer` on every tensor ONNX Runtime quantizes when
-``op_types_to_quantize = ("Conv", "Gemm", "MatMul", "Relu")``:
+``op_types_to_quantize = ("Conv", "Gemm", "MatMul", "Relu", "Clip")``:
 
 * the input of every conv/linear layer;
-* the output of every conv/linear layer, or, when a ReLU is its only consumer, the
-  ReLU's output (ONNX Runtime removes such a ReLU and quantizes the layer's output with
-  the ReLU's range; a zero point at ``qmin`` clamps negatives exactly like the ReLU).
+* the output of every conv/linear layer, or, when an activation ONNX Runtime removes is
+  its only consumer, that activation's output: a ReLU, or a ReLU6/Hardtanh/clamp with
+  number bounds (``nn.ReLU6``, ``nn.Hardtanh``, ``F.relu6``, ``F.hardtanh``,
+  ``torch.clamp``, which export as ``Clip``). ONNX Runtime's QDQ quantizer treats
+  ``Relu`` and ``Clip`` alike (``QDQRemovableActivation`` in
+  ``onnxruntime/quantization/registry.py``): with asymmetric activations it removes the
+  node and quantizes the layer's output with the activation output's calibrated range.
+  :func:`convert_static` removes the activation likewise, after calibration. This is
+  exact: the range is widened to contain 0, so for a ReLU or ReLU6 (output ``[0, m]``,
+  ``m <= 6``) the zero point is ``qmin`` and the quantizer's clamp to ``[qmin, qmax]``
+  sends every value the activation clamps (below 0, above ``m <= 6``) to the same
+  integer as the clamped value, and leaves the others as they were. One quantizer per
+  Conv-BN-ReLU6 block instead of two, as int8 deployments run ReLU6 networks.
 
 As in the QDQ graph, a quantized tensor is replaced for *all* its consumers, e.g. the
 identity branch of a residual block reads the quantized block input. Pooling, flatten,
-additions and unfused ReLUs run in float on dequantized values, as ONNX Runtime runs
-them. :func:`calibrate` runs the float model over calibration batches (the quantizers
-observe), and :func:`convert_static` fixes the activation scales and quantizes weights
-(per output channel, symmetric int8) and biases (int32 at ``s_input * s_weight``).
-Rounding rules are those of :mod:`compaudit.compress.qparams`.
+additions and unfused activations run in float on dequantized values, as ONNX Runtime
+runs them. :func:`calibrate` runs the float model over calibration batches (the
+quantizers observe), and :func:`convert_static` fixes the activation scales and
+quantizes weights (per output channel, symmetric int8) and biases (int32 at
+``s_input * s_weight``). Rounding rules are those of :mod:`compaudit.compress.qparams`.
 
-The layouts agree for convolutional classifiers (conv/linear/ReLU/pooling/residual
-additions, e.g. ``small_cnn`` and the ResNets). A linear layer on inputs of rank > 2
-exports as ``MatMul`` + ``Add``, whose output ONNX Runtime quantizes before the bias is
-added; the simulation quantizes after it, so such models may differ slightly.
+The layouts agree for convolutional classifiers (conv/linear/ReLU/ReLU6/pooling/residual
+additions, e.g. ``small_cnn``, the ResNets and MobileNetV2). A linear layer on inputs of
+rank > 2 exports as ``MatMul`` + ``Add``, whose output ONNX Runtime quantizes before the
+bias is added; the simulation quantizes after it, so such models may differ slightly.
 """
 
 from __future__ import annotations
@@ -112,7 +122,11 @@ class ActivationQuantizer(nn.Module):
 
 @dataclass(frozen=True)
 class StaticLayer:
-    """A quantized conv/linear layer and the quantizers of its input and output."""
+    """A quantized conv/linear layer and the quantizers of its input and output.
+
+    ``relu_fused``: the output quantizer sits on a ReLU/ReLU6/Hardtanh/clamp that alone
+    read the layer's output (the name predates ReLU6; it is a key of the variant's info).
+    """
 
     name: str
     input_quantizer: str
@@ -142,14 +156,29 @@ def fold_batchnorm(model: nn.Module) -> fx.GraphModule:
 
 
 _RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_)
+# exported as ONNX Clip (onnxscript's aten_hardtanh, aten_relu6, aten_clamp)
+_CLIP_FUNCTIONS = (F.relu6, F.hardtanh, F.hardtanh_, torch.clamp, torch.clamp_, torch.clip,
+                   torch.clip_)
+_CLIP_METHODS = ("clamp", "clamp_", "clip", "clip_")
+
+
+def _has_scalar_bounds(node: fx.Node) -> bool:
+    """Whether a clamp's bounds are numbers or None (ONNX Clip); tensor bounds export as
+    Max/Min, which ONNX Runtime does not remove."""
+    bounds = [*node.args[1:], *(v for k, v in node.kwargs.items() if k != "inplace")]
+    return all(b is None or isinstance(b, (int, float)) for b in bounds)
 
 
 def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Whether ``node`` is an activation ONNX Runtime's QDQ quantizer removes: a ReLU, or a
+    ReLU6/Hardtanh/clamp, which exports as ``Clip`` (both ``QDQRemovableActivation``)."""
     if node.op == "call_module":
-        return isinstance(modules.get(str(node.target)), nn.ReLU)
+        return isinstance(modules.get(str(node.target)), (nn.ReLU, nn.Hardtanh))
     if node.op == "call_function":
-        return node.target in _RELU_FUNCTIONS
-    return node.op == "call_method" and node.target in ("relu", "relu_")
+        return node.target in _RELU_FUNCTIONS or (
+            node.target in _CLIP_FUNCTIONS and _has_scalar_bounds(node))
+    return node.op == "call_method" and (node.target in ("relu", "relu_") or (
+        node.target in _CLIP_METHODS and _has_scalar_bounds(node)))
 
 
 def _insert_quantizer(gm: fx.GraphModule, node: fx.Node, name: str,
@@ -259,6 +288,38 @@ def calibrate(model: nn.Module, batches: Callable[[], Iterable[torch.Tensor]], *
             model(x.to(device))
 
 
+def _drop_fused_activations(model: fx.GraphModule, layers: list[StaticLayer]) -> None:
+    """Remove each fused activation from the graph, as ONNX Runtime removes the node: its
+    quantizer then reads the layer's output directly.
+
+    The quantizer's range is the activation's calibrated output range widened to contain 0
+    (:func:`compute_qparams`). With bounds ``lo <= 0 <= hi`` (ReLU: ``[0, inf)``, ReLU6:
+    ``[0, 6]``) that range lies inside ``[lo, hi]``, so the quantizer's clamp to
+    ``[qmin, qmax]`` maps every input the activation clamps to the same integer as the
+    clamped value (below ``lo`` both to ``qmin``, above ``hi`` both to ``qmax``) and
+    leaves the others alone: the same values (a zero's sign aside), one elementwise pass
+    fewer. With ``lo = 0`` the zero point is exactly ``qmin``; with ``lo < 0`` it is
+    rounded, and an input below ``lo`` can land one step from ``lo``'s. Bounds that
+    exclude 0 change the function; ONNX Runtime removes such a ``Clip`` all the same, and
+    so does the simulation, to stay its mirror.
+    """
+    fused = {layer.output_quantizer for layer in layers if layer.relu_fused}
+    for node in list(model.graph.nodes):
+        if node.op != "call_module" or node.target not in fused:
+            continue
+        activation = node.args[0]
+        source = activation.args[0] if activation.args else None
+        if not isinstance(source, fx.Node):  # input passed by keyword: keep it, exact too
+            continue
+        # fusing required the activation to be the layer's only consumer, and the
+        # quantizer replaced every use of the activation
+        node.replace_input_with(activation, source)
+        if not activation.users:
+            model.graph.erase_node(activation)
+    model.graph.lint()
+    model.recompile()
+
+
 @torch.no_grad()
 def convert_static(model: fx.GraphModule, layers: list[StaticLayer]) -> list[dict[str, Any]]:
     """Fix activation scales, quantize weights and biases; the model then runs quantized.
@@ -266,10 +327,12 @@ def convert_static(model: fx.GraphModule, layers: list[StaticLayer]) -> list[dic
     Returns
     -------
     list of dict
-        Per layer: name, input and output scale and zero point, whether a ReLU was fused.
+        Per layer: name, input and output scale and zero point, whether an activation
+        (ReLU, ReLU6, Hardtanh, clamp) was fused.
     """
     for quantizer in _quantizers(model):
         quantizer.freeze()
+    _drop_fused_activations(model, layers)
     summary = []
     for layer in layers:
         m = model.get_submodule(layer.name)

@@ -446,8 +446,10 @@ def _runs_in_torch(config: Int8StaticConfig) -> bool:
     return config.backend != "onnxruntime"
 
 
+# revision 2: ReLU6/Hardtanh/clamp (ONNX Clip) fused into the conv/linear output's quantizer,
+# as ReLU was, in the simulation and ONNX Runtime's op_types_to_quantize alike.
 @method("int8_static", handler=_HANDLERS + "quantization:_int8_static", reads_training_set=True,
-        quantizes=True, axis="bits", torch_layers=_runs_in_torch)
+        quantizes=True, axis="bits", torch_layers=_runs_in_torch, revision=2)
 @dataclass(frozen=True, kw_only=True)
 class Int8StaticConfig(Checked):
     """int8 weights (per channel, symmetric) and activations (per tensor) calibrated on data.

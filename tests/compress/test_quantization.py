@@ -217,10 +217,19 @@ def test_activation_quantizer_observes_then_quantizes():
 # --- int8 static (simulated) ------------------------------------------------------------------
 
 
-def test_simulated_static_matches_a_hand_written_quantized_forward():
+@pytest.mark.parametrize("activation, reference", [
+    (nn.ReLU(), F.relu),
+    (nn.ReLU6(), F.relu6),
+    (nn.Hardtanh(-1.0, 2.0), lambda t: F.hardtanh(t, -1.0, 2.0)),
+])
+def test_simulated_static_matches_a_hand_written_quantized_forward(activation, reference):
+    # The reference runs the activation in float and quantizes its output; the simulation
+    # removes it (as ONNX Runtime removes Relu and Clip) and lets the quantizer clamp.
     torch.manual_seed(4)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), activation, nn.Flatten(),
                           nn.Linear(4 * 8 * 8, 3)).eval()
+    with torch.no_grad():
+        model[0].weight.mul_(8)  # conv outputs beyond every bound: the clamps matter
     data, x = _images(n=32)
     out = compress(model, Int8StaticConfig(calibration_images=32, calibration_batch_size=8),
                    context=CompressionContext(calibration_dataset=data))
@@ -241,7 +250,7 @@ def test_simulated_static_matches_a_hand_written_quantized_forward():
     conv, fc = model[0], model[3]
     with torch.no_grad():
         s_in, z_in = qp(x)
-        h = F.relu(conv(x))
+        h = reference(conv(x))
         s_h, z_h = qp(h)
         logits = fc(h.flatten(1))
         s_out, z_out = qp(logits)
@@ -250,11 +259,16 @@ def test_simulated_static_matches_a_hand_written_quantized_forward():
         wf, sf = wq(fc.weight)
         bf = torch.round(fc.bias.double() / (s_h * sf).double()).float() * (s_h * sf)
         xt = torch.randn(10, 3, 8, 8, generator=torch.Generator().manual_seed(9))
-        h = fq(F.conv2d(fq(xt, s_in, z_in), wc, bc, padding=1), s_h, z_h)
+        pre = F.conv2d(fq(xt, s_in, z_in), wc, bc, padding=1)
+        h = fq(reference(pre), s_h, z_h)
         expected = fq(F.linear(fq(h.flatten(1), s_h, z_h), wf, bf), s_out, z_out)
         got = out.model(xt)
+    assert (reference(pre) != pre).float().mean() > 0.2  # the activation clamps often
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
     assert [layer["relu_fused"] for layer in out.info["layers"]] == [True, False]
+    # the activation left the graph: one quantizer reads the conv's output
+    assert not any(node.op == "call_module" and type(out.model.get_submodule(node.target))
+                   is type(activation) for node in out.model.graph.nodes)
 
 
 def test_static_folds_batchnorm_and_is_deterministic_and_picklable(tiny):
@@ -374,6 +388,102 @@ def test_simulated_int8_agrees_with_onnxruntime_int8(trained_faces, observer, tm
     # the model learned something, so agreement is not trivially a constant prediction
     assert (lf.argmax(1) == y).float().mean() > 0.8
     assert lf.argmax(1).unique().numel() == 2
+
+
+class _ClipCall(nn.Module):
+    """A functional activation that exports as ONNX ``Clip``: ``F.relu6`` or a clamp."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu6(x) if self.kind == "relu6" else x.clamp(0.0, 6.0)
+
+
+def _int8_graph_ops(onnx_dir) -> dict[str, int]:
+    """Operator counts of the int8 model ONNX Runtime's quantizer wrote."""
+    import collections
+    import pathlib
+
+    import onnx
+
+    (path,) = pathlib.Path(onnx_dir).glob("*.int8.onnx")
+    return collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+
+
+def _relu6_small_cnn(model: nn.Module) -> nn.Module:
+    """``model`` (a small_cnn) with its four ReLUs replaced by the forms of ReLU6/Hardtanh."""
+    model = copy.deepcopy(model)
+    clips = iter([nn.ReLU6(inplace=True), _ClipCall("relu6"), nn.Hardtanh(0.0, 4.0),
+                  _ClipCall("clamp")])
+    for i, m in enumerate(model.features):
+        if isinstance(m, nn.ReLU):
+            model.features[i] = next(clips)
+    return model.eval()
+
+
+@pytest.mark.parametrize("observer, dtype", [("minmax", "uint8"), ("percentile", "uint8"),
+                                             ("minmax", "int8")])
+def test_simulated_int8_agrees_with_onnxruntime_int8_with_clip_activations(
+        trained_faces, observer, dtype, tmp_path):
+    # ReLU6, F.relu6, Hardtanh and clamp export as Clip; ONNX Runtime removes a Clip that
+    # alone reads a quantized conv output (QDQRemovableActivation) and quantizes the conv
+    # output with the Clip's range; the simulation must place its quantizers alike.
+    pytest.importorskip("onnxruntime", reason="needs the 'onnx' extra")
+    pytest.importorskip("onnxscript", reason="needs the 'onnx' extra")
+    base, data, x, y = trained_faces
+    model = _relu6_small_cnn(base)
+    ctx = CompressionContext(calibration_dataset=data, seed=0)
+    common = dict(calibration_images=256, activation_observer=observer, activation_dtype=dtype)
+    sim = compress(model, Int8StaticConfig(**common), context=ctx)
+    ort = compress(model, Int8StaticConfig(backend="onnxruntime", onnx_dir=str(tmp_path),
+                                           **common), context=ctx)
+    ops = _int8_graph_ops(tmp_path)
+    quantizers = [m for m in sim.model.modules() if isinstance(m, ActivationQuantizer)]
+    # the input, each block's clipped output, the pooled features, the logits: one
+    # QuantizeLinear each (with the Clips kept, 4 more: the conv outputs)
+    assert ops["Clip"] == 0 and ops["QuantizeLinear"] == len(quantizers) == 7
+    assert [layer["relu_fused"] for layer in sim.info["layers"]] == [True] * 4 + [False]
+    with torch.no_grad():
+        ls, lo, lf = sim.model(x), ort.model(x), model(x)
+    agreement = (ls.argmax(1) == lo.argmax(1)).float().mean().item()
+    assert agreement >= 0.99, f"top-1 agreement {agreement:.4f}"
+    assert (lf.argmax(1) == y).float().mean() > 0.8
+    assert lf.argmax(1).unique().numel() == 2
+
+
+def test_simulated_int8_places_quantizers_as_onnxruntime_on_mobilenet_v2(tmp_path):
+    pytest.importorskip("onnxruntime", reason="needs the 'onnx' extra")
+    pytest.importorskip("onnxscript", reason="needs the 'onnx' extra")
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v2(num_classes=10).eval()
+    with torch.no_grad():  # BatchNorm statistics away from the identity
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.bias.uniform_(-0.2, 0.3)
+    data, x = _images(n=64, size=32)
+    ctx = CompressionContext(calibration_dataset=data, seed=0)
+    common = dict(calibration_images=64)
+    sim = compress(model, Int8StaticConfig(**common), context=ctx)
+    ort = compress(model, Int8StaticConfig(backend="onnxruntime", onnx_dir=str(tmp_path),
+                                           **common), context=ctx)
+    ops = _int8_graph_ops(tmp_path)
+    quantizers = [m for m in sim.model.modules() if isinstance(m, ActivationQuantizer)]
+    # 35 ReLU6 removed: one quantizer per block instead of two
+    assert ops["Clip"] == 0 and ops["QuantizeLinear"] == len(quantizers) == 65
+    assert sum(layer["relu_fused"] for layer in sim.info["layers"]) == 35
+    # Random weights give nearly the same logits for every image, so top-1 agreement
+    # would say nothing; the logits themselves agree within a step of the output
+    # quantizer (ONNX Runtime requantizes in integer arithmetic, the simulation in float).
+    with torch.no_grad():
+        ls, lo = sim.model(x), ort.model(x)
+    step = sim.info["layers"][-1]["output_scale"]
+    assert (ls - lo).abs().max() <= 1.5 * step
 
 
 # --- validation -------------------------------------------------------------------------------

@@ -290,7 +290,9 @@ def calibrate(model: nn.Module, batches: Callable[[], Iterable[torch.Tensor]], *
 
 def _drop_fused_activations(model: fx.GraphModule, layers: list[StaticLayer]) -> None:
     """Remove each fused activation from the graph, as ONNX Runtime removes the node: its
-    quantizer then reads the layer's output directly.
+    quantizer then reads the layer's output directly. An activation *module* stays under
+    its name as an ``nn.Identity`` after the quantizer, so a hook on it (network
+    dissection hooks layers by name) sees the quantized activation the next layer reads.
 
     The quantizer's range is the activation's calibrated output range widened to contain 0
     (:func:`compute_qparams`). With bounds ``lo <= 0 <= hi`` (ReLU: ``[0, inf)``, ReLU6:
@@ -314,7 +316,14 @@ def _drop_fused_activations(model: fx.GraphModule, layers: list[StaticLayer]) ->
         # fusing required the activation to be the layer's only consumer, and the
         # quantizer replaced every use of the activation
         node.replace_input_with(activation, source)
-        if not activation.users:
+        if activation.op == "call_module":
+            # The module keeps its name as an identity after the quantizer: hooks on it
+            # (network dissection names such layers) see the quantized activation.
+            model.add_submodule(str(activation.target), nn.Identity())
+            node.append(activation)
+            activation.args = (node,)
+            node.replace_all_uses_with(activation, delete_user_cb=lambda u: u is not activation)
+        elif not activation.users:
             model.graph.erase_node(activation)
     model.graph.lint()
     model.recompile()

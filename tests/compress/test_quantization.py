@@ -262,13 +262,20 @@ def test_simulated_static_matches_a_hand_written_quantized_forward(activation, r
         pre = F.conv2d(fq(xt, s_in, z_in), wc, bc, padding=1)
         h = fq(reference(pre), s_h, z_h)
         expected = fq(F.linear(fq(h.flatten(1), s_h, z_h), wf, bf), s_out, z_out)
+        seen = []
+        hook = out.model.get_submodule("1").register_forward_hook(
+            lambda module, args, output: seen.append(output))
         got = out.model(xt)
+        hook.remove()
     assert (reference(pre) != pre).float().mean() > 0.2  # the activation clamps often
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
     assert [layer["relu_fused"] for layer in out.info["layers"]] == [True, False]
     # the activation left the graph: one quantizer reads the conv's output
     assert not any(node.op == "call_module" and type(out.model.get_submodule(node.target))
                    is type(activation) for node in out.model.graph.nodes)
+    # its name stays (dissection hooks layers by name), now the quantized activation
+    assert isinstance(out.model.get_submodule("1"), nn.Identity)
+    torch.testing.assert_close(seen[0], h, rtol=0, atol=1e-5)
 
 
 def test_static_folds_batchnorm_and_is_deterministic_and_picklable(tiny):

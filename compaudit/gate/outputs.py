@@ -53,12 +53,15 @@ def format_table(result: GateResult, *, show_passed: bool = False, limit: int = 
         f"intervals, z = {result.z:.2f})"
     ]
     shown = [c for c in _sorted(result.checks) if show_passed or c.verdict != "pass"]
-    if shown:
-        lines.append(f"{'verdict':<13}{'kind':<18}{'variant':<12}{'subject':<30}"
-                     f"{'metric':<20}{'increase [interval]':<34}tolerance")
-    for c in shown[:limit]:
-        lines.append(f"{c.verdict:<13}{c.kind:<18}{c.variant:<12}{c.subject[:29]:<30}"
-                     f"{c.metric:<20}{_interval(c):<34}{c.amount(c.tolerance)}")
+    rows = [(c.verdict, c.kind, c.variant, c.subject[:40], c.metric, _interval(c),
+             c.amount(c.tolerance)) for c in shown[:limit]]
+    if rows:
+        head = ("verdict", "kind", "variant", "subject", "metric", "increase [interval]",
+                "tolerance")
+        # Columns as wide as their longest cell: names run together otherwise.
+        widths = [max(len(r[i]) for r in (head, *rows)) + 2 for i in range(len(head) - 1)]
+        lines += ["".join(f"{cell:<{w}}" for cell, w in zip(r, widths)) + r[-1]
+                  for r in (head, *rows)]
     if len(shown) > limit:
         lines.append(f"... and {len(shown) - limit} more (see the JUnit or JSON output)")
     lines += [f"note: {note}" for note in result.notes]

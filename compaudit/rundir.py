@@ -54,7 +54,7 @@ __all__ = [
 #: ``log_rr_se`` (the Katz interval the gate used to recompute); every delta and
 #: disparity row has every column (``null`` where undefined). /3: the ``slices`` block
 #: (``null`` unless slices were found) and ``options.slices``.
-METRICS_SCHEMA = "compaudit.metrics/3"
+METRICS_SCHEMA = "compaudit.metrics/4"
 #: Version of ``variants.json`` (fields: ``compaudit.schema.VariantRecord``,
 #: docs/outputs.md). /2: ``size_bytes`` is the deployable artifact (int8 weights as int8,
 #: float16 as float16, an ONNX model's file), new ``int8_weight_share``, ``int8_op_share``

@@ -296,7 +296,9 @@ def overindex_within_label(
         Table 1 columns of :func:`overindex_from_counts`, computed among that label's
         examples only (q: Benjamini-Hochberg over the cells of one variant and label).
     pooled
-        ``overindex_mh.csv``: per (variant, cell) the counts summed over labels,
+        ``overindex_mh.csv``: per (variant, cell) the counts summed over labels
+        (``n_pie_fixed``: the PIEs on which the variant's modal prediction is the true
+        label, corrections of the dense population's modal error),
         ``strata`` (labels with both PIEs and non-PIEs), ``rr_mh`` (Mantel-Haenszel
         pooled ratio of the cell's share among PIEs to its share among non-PIEs),
         ``relative_growth_pct`` = 100 (rr_mh - 1), ``log_rr_se`` (Greenland-Robins),
@@ -311,13 +313,21 @@ def overindex_within_label(
     z = float(sps.norm.ppf(0.5 + level / 2))
     per_label, pooled = [], []
     for name, grp in pies.groupby("variant", sort=False):
-        cell = base.assign(is_pie=grp["is_pie"].to_numpy())
-        counts = (cell.groupby(["label", *keys], observed=True)["is_pie"]
-                  .agg(n_pie="sum", n="size").reset_index())
+        is_pie = grp["is_pie"].to_numpy()
+        # A PIE on which the variant's modal prediction is the label: a correction of the
+        # dense population's modal error, not a new error.
+        # (none for flags that are not a variant's PIEs: the risk screen's.)
+        fixed = (is_pie & (grp["variant_mode"].to_numpy() == grp["label"].to_numpy())
+                 if "variant_mode" in grp else np.zeros_like(is_pie))
+        cell = base.assign(is_pie=is_pie, fixed=fixed)
+        counts = (cell.groupby(["label", *keys], observed=True)
+                  .agg(n_pie=("is_pie", "sum"), n=("is_pie", "size"),
+                       n_pie_fixed=("fixed", "sum")).reset_index())
         counts["n_non_pie"] = counts["n"] - counts["n_pie"]
         counts = counts.drop(columns="n")
         for label, rows in counts.groupby("label", sort=True):
-            per_label.append(overindex_from_counts(rows).assign(variant=name))
+            per_label.append(overindex_from_counts(rows.drop(columns="n_pie_fixed"))
+                             .assign(variant=name))
         totals = counts.groupby("label")[["n_pie", "n_non_pie"]].transform("sum")
         counts["a"], counts["c"] = counts["n_pie"], counts["n_non_pie"]
         counts["b"] = totals["n_pie"] - counts["a"]
@@ -329,6 +339,7 @@ def overindex_within_label(
             informative = (strata[["a", "b"]].sum(axis=1) > 0) & (strata[["c", "d"]].sum(axis=1) > 0)
             row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
             row.update(variant=name, n_pie=int(strata["a"].sum()),
+                       n_pie_fixed=int(strata["n_pie_fixed"].sum()),
                        n_non_pie=int(strata["c"].sum()), strata=int(informative.sum()),
                        rr_mh=mh["rr"], relative_growth_pct=100 * (mh["rr"] - 1),
                        log_rr_se=mh["log_se"], lo=np.nan, hi=np.nan, cmh_chi2=mh["chi2"],

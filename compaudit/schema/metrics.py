@@ -127,11 +127,13 @@ class OverindexRow(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class OverindexMHRow(Record):
-    """Within-label over-index pooled over labels (``overindex_mh.csv``)."""
+    """Within-label over-index pooled over labels (``overindex_mh.csv``); ``n_pie_fixed``
+    of the ``n_pie`` PIEs are corrections (the variant's modal prediction is the label)."""
 
     variant: str
     cell: Mapping[str, Any] = field(default_factory=dict)
     n_pie: int
+    n_pie_fixed: int = 0
     n_non_pie: int
     strata: int = 0
     rr_mh: float = NAN

@@ -36,7 +36,7 @@ def test_writes_strict_json_and_every_table(files, tmp_path):
     result.write(tmp_path)
     text = (tmp_path / "metrics.json").read_text()
     metrics = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
-    assert metrics["schema"] == "compaudit.metrics/3"
+    assert metrics["schema"] == "compaudit.metrics/4"
     assert metrics["inputs"]["predictions"]["rows"] == 3 * 4 * 3000
     assert set(metrics["accuracy"]) == {"dense", "gmp-50", "gmp-90"}
     for name in TABLE_NAMES:

@@ -226,3 +226,30 @@ def test_within_label_tables_match_a_hand_built_stratified_table(make_pop):
     a, c = tables[0, 0, 0], tables[0, 1, 0]
     n1, n0 = tables[0, 0].sum(), tables[0, 1].sum()
     assert cell["relative_growth_pct"] == pytest.approx(100 * ((a / n1) / (c / n0) - 1))
+
+
+def test_within_label_counts_the_pies_that_correct_the_dense_population(make_pop):
+    rng = np.random.default_rng(3)
+    n = 400
+    labels = rng.integers(0, 2, n)
+    male = rng.random(n) < 0.4
+    dense = np.tile(labels, (3, 1))
+    comp = dense.copy()
+    dense[:, :40] = 1 - labels[:40]     # the dense population wrong on the first 40 ...
+    comp[:, 20:40] = 1 - labels[20:40]  # ... the variant right on 0-19 (corrections)
+    comp[:, 40:70] = 1 - labels[40:70]  # and wrong on 40-69, where dense is right
+    ex = pd.DataFrame({"example_id": [f"e{i}" for i in range(n)], "label": labels,
+                       "attr.Male": male})
+    frames = [pd.DataFrame({"variant": v, "replica": r, "example_id": ex.example_id,
+                            "pred": p[r], "p_true": 0.9, "p_pos": 0.5})
+              for v, p in (("dense", dense), ("c", comp)) for r in range(3)]
+    pop = make_pop(ex, pd.concat(frames))
+    _, mh = overindex_within_label(pop, pie_table(pop), ["Male"])
+    mh = mh.set_index("attr.Male")
+    pie = np.zeros(n, bool)
+    pie[:20] = pie[40:70] = True
+    fixed = np.zeros(n, bool)
+    fixed[:20] = True
+    for value in (True, False):
+        assert mh.loc[value, "n_pie"] == np.sum(pie & (male == value))
+        assert mh.loc[value, "n_pie_fixed"] == np.sum(fixed & (male == value))

@@ -392,7 +392,7 @@ def test_many_class_run_plots_every_class(tmp_path):
 
 @pytest.mark.parametrize("name, content, message", [
     ("metrics.json", "{not json", "is not valid JSON"),
-    ("metrics.json", '{"schema": "other/9"}', "expected 'compaudit.metrics/3'"),
+    ("metrics.json", '{"schema": "other/9"}', "expected 'compaudit.metrics/4'"),
     ("class_names.json", '{"0": "a"}', "expected a JSON list of class names"),
     ("class_names.json", '["only one"]', "1 class names for 2 classes"),
     ("variants.json", '{"variants": [{"method": "gmp"}]}', "expected 'compaudit.variants/4'"),

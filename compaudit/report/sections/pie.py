@@ -109,6 +109,7 @@ def _within_label(run: RunData) -> Html:
         mark = mark_cell(r.get("relative_growth_pct"), r.get("q_value"), "pie_rate", run.alpha)
         rows.append([r["variant"], cell_label(r, run),
                      Cell(number(r.get("n_pie")), sort=sort_key(r.get("n_pie"))),
+                     Cell(number(r.get("n_pie_fixed")), sort=sort_key(r.get("n_pie_fixed"))),
                      Cell(number(r.get("n_non_pie")), sort=sort_key(r.get("n_non_pie"))),
                      Cell(number(r.get("strata")), sort=sort_key(r.get("strata"))),
                      interval_cell(signed_pct_parts(r.get("relative_growth_pct"), r.get("lo"),
@@ -127,10 +128,14 @@ def _within_label(run: RunData) -> Html:
                  "the cell's share among PIEs to its share among non-PIEs, minus 1, with its "
                  f"{100 * run.level:g}% Greenland-Robins interval and the Cochran-Mantel-"
                  "Haenszel test (q: Benjamini-Hochberg across the variant's cells). Per-label "
-                 "tables: tables/overindex_within_label.csv."),
+                 "tables: tables/overindex_within_label.csv. A PIE is any change of the "
+                 "modal prediction: \"of them corrections\" counts the PIEs on which the "
+                 "variant's modal prediction is the true label and the dense population's "
+                 "is not (a repair that beats the dense model makes such PIEs)."),
         sortable_table(
-            ["variant", "cell", "# PIE", "# non-PIE", "labels", "pooled relative growth",
-             "CMH p", "q", "sig."], rows, numeric=[False, False] + [True] * 6 + [False],
+            ["variant", "cell", "# PIE", "of them corrections", "# non-PIE", "labels",
+             "pooled relative growth", "CMH p", "q", "sig."], rows,
+            numeric=[False, False] + [True] * 7 + [False],
             caption="PIE over-index by attribute cell within the true label (Mantel-Haenszel "
                     "over labels)."),
     ])

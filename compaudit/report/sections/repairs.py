@@ -4,7 +4,8 @@ verdicts side by side, and both variants' sparsity and top-1."""
 
 from __future__ import annotations
 
-from compaudit.report.format import pct, sort_key
+from compaudit.analysis._cells import cell_label
+from compaudit.report.format import number, pct, sort_key
 from compaudit.report.html import Cell, Html, interval_cell, join, sortable_table, tag
 from compaudit.report.rundata import RunData
 from compaudit.report.sections._common import check_interval, check_tolerance
@@ -29,6 +30,16 @@ def _top1(run: RunData, name: str) -> str:
     return pct((run.metrics.accuracy.get(name) or {}).get("top1_mean"), 2)
 
 
+def _pies(run: RunData) -> dict[tuple[str, str], str]:
+    """(variant, within-label check subject) -> "PIEs (corrections)" of that cell."""
+    out = {}
+    for r in run.metrics.overindex_mh:
+        cell = cell_label((k.removeprefix("attr."), v) for k, v in r.cell.items())
+        out[r.variant, f"{cell} (within label)"] = (f"{number(r.n_pie)} "
+                                                    f"({number(r.n_pie_fixed)})")
+    return out
+
+
 def _one(run: RunData, repair: str, base: str) -> Html:
     checks = run.gate.checks if run.gate is not None else ()
     ours = {c.id[len(repair) + 1:]: c for c in checks if c.variant == repair}
@@ -48,20 +59,28 @@ def _one(run: RunData, repair: str, base: str) -> Html:
                 if failed else f"{base} fails no check.")
     parts: list[Html] = [tag("h4", f"{repair} beside {base}"), tag("p", summary)]
     if theirs:
+        pies = _pies(run)
         rows = []
         for c in theirs:
             twin = ours.get(c.id[len(base) + 1:])
+            counts = ("" if c.kind != "pie_within_label" else
+                      f"{pies.get((base, c.subject), 'n/a')} → "
+                      f"{pies.get((repair, c.subject), 'n/a')}")
             rows.append([Cell(c.subject, cls="wrap"), c.metric,
                          Cell(check_tolerance(c), sort=sort_key(c.tolerance)),
                          interval_cell(check_interval(c), sort=sort_key(c.estimate)), _verdict(c),
                          (interval_cell(check_interval(twin), sort=sort_key(twin.estimate))
-                          if twin is not None else Cell("n/a")), _verdict(twin)])
+                          if twin is not None else Cell("n/a")), _verdict(twin),
+                         Cell(counts, cls="wrap")])
         parts.append(sortable_table(
             ["subject", "metric", "tolerance", f"{base} [interval]", f"{base} verdict",
-             f"{repair} [interval]", f"{repair} verdict"], rows,
-            numeric=[False, False, True, True, False, True, False],
+             f"{repair} [interval]", f"{repair} verdict", "PIEs (corrections)"], rows,
+            numeric=[False, False, True, True, False, True, False, False],
             caption=f"Every check {base} did not pass, failures first, and the same check "
-                    f"on {repair} (simultaneous intervals of the gate)."))
+                    f"on {repair} (simultaneous intervals of the gate). PIEs (corrections): "
+                    "the cell's PIEs, and in brackets those on which the variant is right "
+                    "where the dense population's modal prediction is wrong, "
+                    f"{base} → {repair}; a PIE check counts both."))
     return join(parts)
 
 

@@ -90,7 +90,7 @@ def test_without_run_json_a_note_and_the_analysis_settings(make_run, text_of, ta
     assert fields["options.alpha"] == "0.05" and fields["options.dense"] == "dense"
     assert fields["replicas.gmp-90"] == "[0, 1, 2]"
     assert fields["gate.z"] == "2.5"
-    assert settings.caption == "From metrics.json (schema compaudit.metrics/3)."
+    assert settings.caption == "From metrics.json (schema compaudit.metrics/4)."
 
 
 def test_run_json_provenance_versions_and_spec(make_run, text_of, tables_of):

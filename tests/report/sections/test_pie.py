@@ -93,7 +93,7 @@ def test_hostile_attribute_values_are_escaped(make_run, tags_of, tables_of):
 
 def _mh(growth=107.3, lo=63.0, hi=163.7, q=1e-8, *, variant="gmp-90", strata=2, **kw):
     return {"variant": variant, "attr.Male": True, "attr.Young": False, "n_pie": 65,
-            "n_non_pie": 3754, "strata": strata, "rr_mh": None if growth is None else 1 + growth / 100,
+            "n_pie_fixed": 7, "n_non_pie": 3754, "strata": strata, "rr_mh": None if growth is None else 1 + growth / 100,
             "relative_growth_pct": growth, "log_rr_se": 0.12, "lo": lo, "hi": hi,
             "cmh_chi2": 33.6, "p_value": 6.7e-9, "q_value": q} | kw
 
@@ -107,7 +107,7 @@ def test_within_label_table(make_run, text_of, tables_of):
     table = tables_of(html)[2]
     assert table.records() == [{
         "variant": "gmp-90", "cell": "Male=True · Young=False", "# PIE": "65",
-        "# non-PIE": "3,754", "labels": "2", "pooled relative growth": "+107.3% [+63.0, +163.7]",
+        "of them corrections": "7", "# non-PIE": "3,754", "labels": "2", "pooled relative growth": "+107.3% [+63.0, +163.7]",
         "CMH p": "<0.001", "q": "<0.001", "sig.": "▲"}]  # float16 (no PIEs) left out
 
 

@@ -130,7 +130,8 @@ def test_single_options_of_the_command_line():
 # --- every limit declared in the package ------------------------------------------------------
 
 _ROOT = Path(compaudit.__file__).parent
-_OWN_FILE = {"compaudit.configs.compress"}  # tests/configs/test_compress.py
+_OWN_FILE = {"compaudit.configs.compress", "compaudit.configs.pruning",
+             "compaudit.configs.quantization"}  # tests/configs/: their own files
 
 
 def _config_classes() -> list[type]:

@@ -53,6 +53,8 @@ def test_parsing_the_shipped_specs_imports_no_torch():
 
 
 @pytest.mark.parametrize("module", ["compaudit", "compaudit.cli", "compaudit.configs.compress",
+                                    "compaudit.configs.methods", "compaudit.configs.pruning",
+                                    "compaudit.configs.quantization",
                                     "compaudit.configs.head", "compaudit.configs.train",
                                     "compaudit.configs.dissection"])
 def test_the_package_the_command_line_and_the_configs_import_no_torch(module):

@@ -71,8 +71,8 @@ from compaudit.compress._common import (
 )
 from compaudit.compress._unit_graph import UnitLayer, find_unit_layers
 from compaudit.compress.registry import CompressedModel, CompressionContext
-from compaudit.configs.compress import UNIT_SCORES, UnitPruningConfig, UnitScore
 from compaudit.configs.head import Head
+from compaudit.configs.pruning import UNIT_SCORES, UnitPruningConfig, UnitScore
 from compaudit.errors import AuditInputError
 
 __all__ = [

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from compaudit.gate.policy import GatePolicy
 from compaudit.schema import GateCheck
+from compaudit.schema.gate import amount
 
 __all__ = ["Bounds", "Check", "row_df", "selected", "sum_df"]
 
@@ -45,7 +46,7 @@ class Check:
     def amount(self, value: float) -> str:
         """``value`` in the unit the check is read in: a rate change (``unit ==
         "points"``, a fraction) in percentage points, a relative growth in percent."""
-        return f"{100 * value:.2f} pp" if self.unit == "points" else f"{value:g}%"
+        return amount(value, self.unit)
 
     def record(self) -> GateCheck:
         """The check as ``gate.json`` holds it."""

@@ -11,7 +11,17 @@ from typing import Any
 from compaudit.rundir import jsonable, read_json
 from compaudit.schema._records import NAN, Record
 
-__all__ = ["GateCheck", "GateDoc", "dumps_gate", "read_gate"]
+__all__ = ["GateCheck", "GateDoc", "amount", "dumps_gate", "read_gate"]
+
+
+def amount(value: float, unit: str) -> str:
+    """``value`` of a check in its ``unit``: a rate change (``"points"``, a fraction) in
+    percentage points, a relative growth (``"%"``) in percent.
+
+    >>> amount(0.05, "points"), amount(75.0, "%")
+    ('5.00 pp', '75%')
+    """
+    return f"{100 * value:.2f} pp" if unit == "points" else f"{value:g}%"
 
 
 @dataclass(frozen=True, kw_only=True)

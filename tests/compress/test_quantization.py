@@ -388,11 +388,16 @@ def test_simulated_int8_agrees_with_onnxruntime_int8(trained_faces, observer, tm
     ort = compress(model, Int8StaticConfig(backend="onnxruntime", onnx_dir=str(tmp_path),
                                            **common), context=ctx)
     assert ort.info["execution"] == "onnxruntime" and ort.info["opset"] >= 17
+    _assert_agree(sim, ort, model, x, y)
+
+
+def _assert_agree(sim, ort, model, x, y):
+    """Simulated and ONNX Runtime int8 give the same top-1 on >= 99% of ``x``, and the
+    float model learned something, so agreement is not a constant prediction."""
     with torch.no_grad():
         ls, lo, lf = sim.model(x), ort.model(x), model(x)
     agreement = (ls.argmax(1) == lo.argmax(1)).float().mean().item()
     assert agreement >= 0.99, f"top-1 agreement {agreement:.4f}"
-    # the model learned something, so agreement is not trivially a constant prediction
     assert (lf.argmax(1) == y).float().mean() > 0.8
     assert lf.argmax(1).unique().numel() == 2
 
@@ -452,12 +457,7 @@ def test_simulated_int8_agrees_with_onnxruntime_int8_with_clip_activations(
     # QuantizeLinear each (with the Clips kept, 4 more: the conv outputs)
     assert ops["Clip"] == 0 and ops["QuantizeLinear"] == len(quantizers) == 7
     assert [layer["relu_fused"] for layer in sim.info["layers"]] == [True] * 4 + [False]
-    with torch.no_grad():
-        ls, lo, lf = sim.model(x), ort.model(x), model(x)
-    agreement = (ls.argmax(1) == lo.argmax(1)).float().mean().item()
-    assert agreement >= 0.99, f"top-1 agreement {agreement:.4f}"
-    assert (lf.argmax(1) == y).float().mean() > 0.8
-    assert lf.argmax(1).unique().numel() == 2
+    _assert_agree(sim, ort, model, x, y)
 
 
 def test_simulated_int8_places_quantizers_as_onnxruntime_on_mobilenet_v2(tmp_path):

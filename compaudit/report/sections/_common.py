@@ -12,6 +12,7 @@ from compaudit.errors import AuditInputError
 from compaudit.report.format import finite, pp_parts, signed_pct_parts
 from compaudit.report.html import Cell, Html, tag
 from compaudit.report.rundata import RunData
+from compaudit.schema.gate import amount
 
 __all__ = ["ReportOptions", "Section", "records", "harm_sign", "mark_cell", "sig_legend",
            "cell_label", "check_interval", "check_tolerance", "METRIC_NAMES", "METRIC_SHORT",
@@ -140,4 +141,4 @@ def check_tolerance(c: Any) -> str:
     t = finite(c.tolerance)
     if t is None:
         return "n/a"
-    return f"{100 * t:.2f} pp" if c.unit == "points" else f"{t:g}%"
+    return amount(t, c.unit)
